@@ -1,0 +1,3 @@
+from heartbeat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Database models and the connection to MySQL/MariaDB or SQLite."""

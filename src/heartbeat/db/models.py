@@ -1,0 +1,174 @@
+"""Peewee models: the overview table, the software registry, and the tables made per software.
+
+A software's job table is ``job_<name>``; its extra tables are ``ext_<software id>_<table>``.
+Both are built on demand from the registry row and cached by table name.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import peewee
+
+from heartbeat.db.database import database_proxy
+
+
+class JsonTextField(peewee.TextField):
+    """Any JSON value, kept as text (LONGTEXT on MySQL)."""
+
+    field_type = "JSONTEXT"
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Image(BaseModel):
+    """The overview table: one row per stored picture."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)
+    filename = peewee.CharField(max_length=255)
+    uploaded_date = peewee.DoubleField(index=True)
+    origin = peewee.CharField(max_length=255, null=True, index=True)
+    other_data = JsonTextField(null=True)
+    sha256 = peewee.CharField(max_length=64, unique=True)
+    size = peewee.BigIntegerField()
+    content_type = peewee.CharField(max_length=64)
+    width = peewee.IntegerField()
+    height = peewee.IntegerField()
+    storage_key = peewee.CharField(max_length=255)
+
+    class Meta:
+        table_name = "images"
+        indexes = ((("uploaded_date", "id"), False),)
+
+
+class Software(BaseModel):
+    """The registry: one row per kind of processing."""
+
+    id = peewee.AutoField()
+    name = peewee.CharField(max_length=48, unique=True)
+    lease_seconds = peewee.IntegerField()
+    max_attempts = peewee.IntegerField()
+    tables = JsonTextField(default=dict)
+    created_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "software"
+
+
+class Job(BaseModel):
+    """Columns every software's job table has; subclassed per software by :func:`job_model`.
+
+    ``finished`` is 0 while the job is pending or claimed; the claim walks the index
+    ``(finished, uploaded_date, image_id)`` so its cost does not grow with finished jobs.
+    ``available_at`` is when the job may next be claimed: the end of a retry backoff
+    while pending, the lease expiry while claimed.
+    """
+
+    image_id = peewee.CharField(max_length=32, primary_key=True)
+    uploaded_date = peewee.DoubleField()
+    status = peewee.CharField(
+        max_length=16, default="pending", index=True, constraints=[peewee.SQL("DEFAULT 'pending'")]
+    )
+    finished = peewee.SmallIntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    available_at = peewee.DoubleField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    claimed_at = peewee.DoubleField(null=True)
+    lease_expires_at = peewee.DoubleField(null=True)
+    token = peewee.CharField(max_length=64, null=True)
+    attempts = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    info = JsonTextField(null=True)
+    error = peewee.TextField(null=True)
+    finished_at = peewee.DoubleField(null=True)
+
+
+COLUMN_FIELDS: dict[str, type[peewee.Field]] = {
+    "text": peewee.TextField,
+    "int": peewee.BigIntegerField,
+    "float": peewee.DoubleField,
+    "bool": peewee.BooleanField,
+    "json": JsonTextField,
+    "time": peewee.DoubleField,
+}
+
+_models: dict[str, type[BaseModel]] = {}
+_models_lock = threading.Lock()
+
+
+def job_table_name(software_name: str) -> str:
+    return f"job_{software_name}"
+
+
+def extra_table_name(software_id: int, table: str) -> str:
+    return f"ext_{software_id}_{table}"
+
+
+def column_attribute(column: str) -> str:
+    return f"c_{column}"
+
+
+def job_model(software_name: str) -> type[Job]:
+    """The model of ``job_<software_name>``."""
+    table_name = job_table_name(software_name)
+
+    def build() -> type[BaseModel]:
+        meta = type(
+            "Meta",
+            (),
+            {
+                "table_name": table_name,
+                "indexes": ((("finished", "uploaded_date", "image_id"), False),),
+            },
+        )
+        return type(f"Job_{software_name}", (Job,), {"Meta": meta, "__module__": __name__})
+
+    return _cached(table_name, build)  # type: ignore[return-value]
+
+
+def extra_table_model(software_id: int, table: str, columns: dict[str, str]) -> Any:
+    """The model of one extra table: an id, the image it belongs to, and the declared columns."""
+    table_name = extra_table_name(software_id, table)
+
+    def build() -> type[BaseModel]:
+        attrs: dict[str, Any] = {
+            "id": peewee.BigAutoField(),
+            "image_id": peewee.CharField(max_length=32, index=True),
+            "__module__": __name__,
+            "Meta": type("Meta", (), {"table_name": table_name}),
+        }
+        for column, kind in columns.items():
+            # Prefixed attribute names, so that a column called "save" or "select" cannot
+            # shadow a Model method; the SQL column keeps the declared name.
+            attrs[column_attribute(column)] = COLUMN_FIELDS[kind](null=True, column_name=column)
+        return type(f"Extra_{table_name}", (BaseModel,), attrs)
+
+    return _cached(table_name, build)
+
+
+def _cached(table_name: str, build: Any) -> type[BaseModel]:
+    model = _models.get(table_name)
+    if model is None:
+        with _models_lock:
+            model = _models.get(table_name) or build()
+            _models[table_name] = model
+    return model
+
+
+def forget_models() -> None:
+    """Drop the cache of per-software models (after the tables were dropped, in tests)."""
+    with _models_lock:
+        _models.clear()
+
+
+def create_base_tables() -> None:
+    database_proxy.create_tables([Image, Software], safe=True)

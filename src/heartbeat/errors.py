@@ -1,0 +1,64 @@
+"""Domain errors. None of them knows HTTP; ``api/errors.py`` maps them.
+
+HeartbeatError
+ ├── InvalidInput         a field or body is wrong                  (400)
+ ├── Forbidden            a credential or signature does not allow it (403)
+ ├── NotFound             no such image, software, job or table     (404)
+ ├── Conflict             the state does not allow it               (409)
+ │    └── StaleToken      the token no longer holds the lease
+ ├── TooLarge             over a byte or pixel limit                (413)
+ ├── UnsupportedImage     the bytes are not a supported image       (415)
+ ├── Refused              well-formed, but refused                  (422)
+ │    └── UrlRefused      the URL may not or cannot be fetched
+ └── BackendUnavailable   the database or object store is down      (503)
+"""
+
+from __future__ import annotations
+
+
+class HeartbeatError(Exception):
+    """Something went wrong."""
+
+    def __init__(self, description: str | None = None) -> None:
+        self.description = description or (self.__doc__ or "").strip()
+        super().__init__(self.description)
+
+
+class InvalidInput(HeartbeatError):
+    """The request is not valid."""
+
+
+class Forbidden(HeartbeatError):
+    """Not allowed."""
+
+
+class NotFound(HeartbeatError):
+    """Not found."""
+
+
+class Conflict(HeartbeatError):
+    """The current state does not allow this."""
+
+
+class StaleToken(Conflict):
+    """The token no longer holds the lease on this job."""
+
+
+class TooLarge(HeartbeatError):
+    """The upload is too large."""
+
+
+class UnsupportedImage(HeartbeatError):
+    """The bytes are not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF)."""
+
+
+class Refused(HeartbeatError):
+    """The request is well-formed but refused."""
+
+
+class UrlRefused(Refused):
+    """The URL may not or cannot be fetched."""
+
+
+class BackendUnavailable(HeartbeatError):
+    """A backend (database or object storage) is unreachable."""

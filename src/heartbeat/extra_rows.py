@@ -1,0 +1,93 @@
+"""A software's extra tables: checking submitted rows against the declared columns, and reading them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import peewee
+
+from heartbeat.db.models import Software, column_attribute, extra_table_model
+from heartbeat.errors import NotFound, Refused
+
+MAX_ROWS_PER_SUBMIT = 10_000
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+VALUE_CHECKS = {
+    "text": lambda value: isinstance(value, str),
+    "int": _is_int,
+    "float": _is_number,
+    "bool": lambda value: isinstance(value, bool),
+    "json": lambda value: True,
+    "time": _is_number,
+}
+
+
+def prepare_rows(software: Software, rows: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """Check ``{"<table>": [{column: value}, ...]}`` and map it onto the tables' models.
+
+    Raises :class:`Refused` (422) naming the first bad table, row or column.
+    """
+    if rows is None:
+        return []
+    if not isinstance(rows, dict):
+        raise Refused("rows must be an object of table name to a list of rows")
+    prepared = []
+    total = 0
+    for table, table_rows in rows.items():
+        columns = software.tables.get(table)
+        if columns is None:
+            raise Refused(f"{software.name} has no table {table!r}")
+        if not isinstance(table_rows, list):
+            raise Refused(f"rows of {table!r} must be a list")
+        total += len(table_rows)
+        if total > MAX_ROWS_PER_SUBMIT:
+            raise Refused(f"at most {MAX_ROWS_PER_SUBMIT} rows per result")
+        mapped = [_map_row(table, columns, index, row) for index, row in enumerate(table_rows)]
+        prepared.append((extra_table_model(software.id, table, columns), mapped))
+    return prepared
+
+
+def _map_row(table: str, columns: dict[str, str], index: int, row: Any) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise Refused(f"{table}[{index}] must be an object")
+    mapped = {}
+    for column, value in row.items():
+        kind = columns.get(column)
+        if kind is None:
+            raise Refused(f"{table}[{index}]: no column {column!r}")
+        if value is not None and not VALUE_CHECKS[kind](value):
+            raise Refused(f"{table}[{index}].{column}: expected {kind}")
+        mapped[column_attribute(column)] = value
+    return mapped
+
+
+def read_rows(
+    software: Software, table: str, *, image_id: str | None, after_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Rows of one extra table in insertion order, each with its ``id`` and ``image_id``."""
+    columns = software.tables.get(table)
+    if columns is None:
+        raise NotFound(f"{software.name} has no table {table!r}")
+    model = extra_table_model(software.id, table, columns)
+    query = model.select().order_by(model.id).limit(limit)
+    condition: peewee.Expression | None = None
+    if image_id is not None:
+        condition = model.image_id == image_id
+    if after_id is not None:
+        after = model.id > after_id
+        condition = after if condition is None else condition & after
+    if condition is not None:
+        query = query.where(condition)
+    return [
+        {"id": row.id, "image_id": row.image_id} | {c: getattr(row, column_attribute(c)) for c in columns}
+        for row in query
+    ]

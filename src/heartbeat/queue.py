@@ -1,0 +1,325 @@
+"""Every job statement: create, claim, extend, submit, fail, release, requeue.
+
+Each state change is one conditional UPDATE that checks the current state (and the token);
+the affected row count decides who won. Dialect differences stay here: MySQL claims with
+``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it, SQLite serialises writers
+with ``BEGIN IMMEDIATE`` (see ``db/database.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+import peewee
+
+from heartbeat.db.database import database_proxy, is_mysql
+from heartbeat.db.models import Image, Job, Software, extra_table_model, job_model
+from heartbeat.errors import InvalidInput, NotFound, StaleToken
+from heartbeat.extra_rows import prepare_rows
+
+MAX_BACKOFF_SECONDS = 3600
+LEASE_EXPIRED = "lease expired"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedJob:
+    image_id: str
+    token: str
+    attempt: int
+    lease_expires_at: float
+
+
+class WorkSignal:
+    """Wakes long-polling claims in this process when new work may be there.
+
+    Other API processes' uploads are seen by the claim's periodic retry.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+
+    def notify(self) -> None:
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def generation(self) -> int:
+        with self._condition:
+            return self._generation
+
+    def wait(self, since_generation: int, timeout_seconds: float) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._generation != since_generation, timeout_seconds)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def create_jobs(image: Image) -> None:
+    """Give a new image a pending job in every software's table; call inside its transaction.
+
+    On MySQL the registry is read with a shared lock, so a software being registered waits
+    for this upload to commit and then backfills it; it can never miss the image.
+    """
+    query = Software.select(Software.name)
+    if is_mysql(database_proxy):
+        query = query.for_update("LOCK IN SHARE MODE")  # type: ignore[arg-type]
+    for name in [row.name for row in query]:
+        job_model(name).insert(image_id=image.id, uploaded_date=image.uploaded_date).execute()
+
+
+def backfill_jobs(software: Software) -> int:
+    """A pending job for every image that has none yet."""
+    job = job_model(software.name)
+    missing = (
+        Image.select(Image.id, Image.uploaded_date)
+        .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
+        .where(job.image_id.is_null())
+    )
+    with database_proxy.atomic():
+        return job.insert_from(missing, [job.image_id, job.uploaded_date]).execute() or 0
+
+
+def candidates_query(software: Software, limit: int, now: float) -> peewee.ModelSelect[Job]:
+    """Claimable jobs, earliest upload first: read along ``(finished, uploaded_date, image_id)``."""
+    job = job_model(software.name)
+    return (
+        job.select(job.image_id, job.status, job.token, job.attempts)
+        .where((job.finished == 0) & (job.available_at <= now))
+        .order_by(job.uploaded_date, job.image_id)
+        .limit(limit)
+    )
+
+
+def delete_image_rows(image_id: str) -> None:
+    """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
+    for software in Software.select():
+        job_model(software.name).delete().where(job_model(software.name).image_id == image_id).execute()
+        for table, columns in software.tables.items():
+            extra = extra_table_model(software.id, table, columns)
+            extra.delete().where(extra.image_id == image_id).execute()
+
+
+class JobQueue:
+    """The worker protocol over the per-software job tables."""
+
+    def __init__(self, clock: Callable[[], float], signal: WorkSignal | None = None):
+        self._clock = clock
+        self.signal = signal or WorkSignal()
+        self._skip_locked: bool | None = None
+
+    def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> list[ClaimedJob]:
+        """Lease up to ``max_jobs`` claimable jobs, earliest upload first."""
+        lease_seconds = lease_seconds or software.lease_seconds
+        claimed: list[ClaimedJob] = []
+        for _round in range(3):
+            wanted = max_jobs - len(claimed)
+            with database_proxy.atomic():
+                candidates = self._candidates(software, wanted)
+                for row in candidates:
+                    job = self._take(software, row, lease_seconds)
+                    if job is not None:
+                        claimed.append(job)
+            if len(claimed) >= max_jobs or len(candidates) < wanted:
+                break
+        return claimed
+
+    def _candidates(self, software: Software, limit: int) -> list[Job]:
+        query = candidates_query(software, limit, self._clock())
+        if self._supports_skip_locked():
+            query = query.for_update(skip_locked=True)
+        return list(query)
+
+    def _take(self, software: Software, row: Job, lease_seconds: int) -> ClaimedJob | None:
+        job = job_model(software.name)
+        now = self._clock()
+        unchanged = (
+            (job.image_id == row.image_id)
+            & (job.status == row.status)
+            & (job.finished == 0)
+            & (job.available_at <= now)
+            & (job.token.is_null() if row.token is None else job.token == row.token)
+        )
+        if row.status == "claimed" and row.attempts >= software.max_attempts:
+            # The last attempt's lease ran out. The token stays, so a late result is still taken.
+            job.update(status="failed", finished=1, error=LEASE_EXPIRED, finished_at=now).where(unchanged).execute()
+            return None
+        token = new_token()
+        lease_expires_at = now + lease_seconds
+        updated = (
+            job.update(
+                status="claimed",
+                token=token,
+                attempts=job.attempts + 1,
+                claimed_at=now,
+                lease_expires_at=lease_expires_at,
+                available_at=lease_expires_at,
+                error=None,
+            )
+            .where(unchanged)
+            .execute()
+        )
+        if updated != 1:
+            return None
+        return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at)
+
+    def _supports_skip_locked(self) -> bool:
+        if self._skip_locked is None:
+            self._skip_locked = False
+            if is_mysql(database_proxy):
+                (version,) = database_proxy.execute_sql("SELECT VERSION()").fetchone()
+                numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+                self._skip_locked = numbers >= ((10, 6) if "mariadb" in version.lower() else (8, 0))
+        return self._skip_locked
+
+    def extend(self, software: Software, image_id: str, token: str, lease_seconds: int | None = None) -> float:
+        """Push the lease's expiry to ``lease_seconds`` from now."""
+        job = job_model(software.name)
+        lease_expires_at = self._clock() + (lease_seconds or software.lease_seconds)
+        updated = (
+            job.update(lease_expires_at=lease_expires_at, available_at=lease_expires_at)
+            .where((job.image_id == image_id) & (job.token == token) & (job.status == "claimed"))
+            .execute()
+        )
+        if updated != 1:
+            self._raise_missing_or_stale(software, image_id)
+        return lease_expires_at
+
+    def submit(self, software: Software, image_id: str, token: str, info: Any, rows: Any = None) -> Job:
+        """Store the result and its extra-table rows together, or change nothing."""
+        prepared = prepare_rows(software, rows)
+        job = job_model(software.name)
+        with database_proxy.atomic():
+            updated = (
+                job.update(status="done", finished=1, info=info, error=None, finished_at=self._clock())
+                .where(
+                    (job.image_id == image_id)
+                    & (job.token == token)
+                    & ((job.status == "claimed") | ((job.status == "failed") & (job.error == LEASE_EXPIRED)))
+                )
+                .execute()
+            )
+            if updated != 1:
+                current = job.get_or_none(job.image_id == image_id)
+                if current is not None and current.status == "done" and current.token == token:
+                    return current  # the same submit again: nothing more to store
+                self._raise_missing_or_stale(software, image_id)
+            for model, model_rows in prepared:
+                for chunk in peewee.chunked([{**row, "image_id": image_id} for row in model_rows], 500):
+                    model.insert_many(chunk).execute()
+        return job.get(job.image_id == image_id)
+
+    def fail(
+        self, software: Software, image_id: str, token: str, *, error: str, retry: bool, retry_after: float | None
+    ) -> Job:
+        """Back to pending after a backoff while attempts remain, else ``failed``."""
+        job = job_model(software.name)
+        held = (job.image_id == image_id) & (job.token == token) & (job.status == "claimed")
+        with database_proxy.atomic():
+            current = job.get_or_none(held)
+            if current is None:
+                self._raise_missing_or_stale(software, image_id)
+            now = self._clock()
+            if retry and current.attempts < software.max_attempts:
+                backoff = retry_after if retry_after is not None else 2**current.attempts
+                changes = {"status": "pending", "available_at": now + min(backoff, MAX_BACKOFF_SECONDS)}
+            else:
+                changes = {"status": "failed", "finished": 1, "finished_at": now}
+            job.update(token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
+        self.signal.notify()
+        return job.get(job.image_id == image_id)
+
+    def release(self, software: Software, image_id: str, token: str) -> Job:
+        """Back to pending at once; the attempt does not count."""
+        job = job_model(software.name)
+        updated = (
+            job.update(
+                status="pending",
+                token=None,
+                lease_expires_at=None,
+                available_at=self._clock(),
+                attempts=peewee.Case(None, [(job.attempts > 0, job.attempts - 1)], 0),
+            )
+            .where((job.image_id == image_id) & (job.token == token) & (job.status == "claimed"))
+            .execute()
+        )
+        if updated != 1:
+            self._raise_missing_or_stale(software, image_id)
+        self.signal.notify()
+        return job.get(job.image_id == image_id)
+
+    def requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
+        """Failed or done jobs back to pending, attempts from zero; done jobs lose their rows."""
+        if status not in ("failed", "done"):
+            raise InvalidInput("status must be 'failed' or 'done'")
+        job = job_model(software.name)
+        selected = job.status == status
+        if image_ids is not None:
+            selected &= job.image_id.in_(image_ids)
+        with database_proxy.atomic():
+            if status == "done":
+                ids = [row.image_id for row in job.select(job.image_id).where(selected)]
+                for chunk in peewee.chunked(ids, 500):
+                    for table, columns in software.tables.items():
+                        extra = extra_table_model(software.id, table, columns)
+                        extra.delete().where(extra.image_id.in_(chunk)).execute()
+            count = (
+                job.update(
+                    status="pending",
+                    finished=0,
+                    attempts=0,
+                    token=None,
+                    available_at=0,
+                    claimed_at=None,
+                    lease_expires_at=None,
+                    finished_at=None,
+                    info=None,
+                    error=None,
+                )
+                .where(selected)
+                .execute()
+            )
+        if count:
+            self.signal.notify()
+        return count
+
+    def get(self, software: Software, image_id: str) -> Job:
+        job = job_model(software.name)
+        row = job.get_or_none(job.image_id == image_id)
+        if row is None:
+            raise NotFound(f"{software.name} has no job for image {image_id!r}")
+        return row
+
+    def statuses(self, image_id: str, software: Iterable[Software]) -> dict[str, str]:
+        """Each software's status for one image."""
+        result = {}
+        for item in software:
+            job = job_model(item.name)
+            row = job.select(job.status).where(job.image_id == image_id).first()
+            if row is not None:
+                result[item.name] = row.status
+        return result
+
+    def _raise_missing_or_stale(self, software: Software, image_id: str) -> NoReturn:
+        self.get(software, image_id)
+        raise StaleToken()
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    """A job row as the API shows it (never its token)."""
+    return {
+        "image_id": job.image_id,
+        "status": job.status,
+        "info": job.info,
+        "attempts": job.attempts,
+        "claimed_at": job.claimed_at,
+        "lease_expires_at": job.lease_expires_at if job.status == "claimed" else None,
+        "finished_at": job.finished_at,
+        "error": job.error,
+    }

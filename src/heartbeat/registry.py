@@ -1,0 +1,117 @@
+"""The software registry: registering a software creates its tables and backfills its jobs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import peewee
+
+from heartbeat.db.database import database_proxy
+from heartbeat.db.models import COLUMN_FIELDS, Software, extra_table_model, job_model
+from heartbeat.errors import Conflict, InvalidInput, NotFound
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+RESERVED_COLUMNS = frozenset({"id", "image_id"})
+STATUSES = ("pending", "claimed", "done", "failed")
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+MAX_ATTEMPTS = 1000
+
+
+class Registry:
+    """Reads and registers software; each software's rows live in its own tables."""
+
+    def __init__(self, clock: Callable[[], float], *, default_lease_seconds: int, default_max_attempts: int):
+        self._clock = clock
+        self._default_lease_seconds = default_lease_seconds
+        self._default_max_attempts = default_max_attempts
+
+    def register(
+        self,
+        name: str,
+        *,
+        lease_seconds: int | None = None,
+        max_attempts: int | None = None,
+        tables: dict[str, dict[str, str]] | None = None,
+    ) -> Software:
+        """Create the software's tables, record it, and give every existing image a pending job."""
+        from heartbeat.queue import backfill_jobs
+
+        tables = tables or {}
+        check_name(name, "software name")
+        check_tables(tables)
+        lease_seconds = self._default_lease_seconds if lease_seconds is None else lease_seconds
+        max_attempts = self._default_max_attempts if max_attempts is None else max_attempts
+        if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise InvalidInput(f"lease_seconds must be between 1 and {MAX_LEASE_SECONDS}")
+        if not 1 <= max_attempts <= MAX_ATTEMPTS:
+            raise InvalidInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
+        if Software.get_or_none(Software.name == name) is not None:
+            raise Conflict(f"software {name!r} is already registered")
+        database_proxy.create_tables([job_model(name)], safe=True)
+        try:
+            software = Software.create(
+                name=name,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+                tables=tables,
+                created_at=self._clock(),
+            )
+        except peewee.IntegrityError:
+            raise Conflict(f"software {name!r} is already registered") from None
+        database_proxy.create_tables(extra_models(software), safe=True)
+        backfill_jobs(software)
+        return software
+
+    def get(self, name: str) -> Software:
+        software = Software.get_or_none(Software.name == name)
+        if software is None:
+            raise NotFound(f"no software named {name!r}")
+        return software
+
+    def all(self) -> list[Software]:
+        return list(Software.select().order_by(Software.name))
+
+    def counts(self, software: Software) -> dict[str, int]:
+        """Jobs per status."""
+        job = job_model(software.name)
+        counts = dict.fromkeys(STATUSES, 0)
+        query = job.select(job.status, peewee.fn.COUNT(job.image_id)).group_by(job.status)
+        rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]  # stubs: rows are models
+        counts.update(rows)
+        return counts
+
+    def describe(self, software: Software) -> dict[str, Any]:
+        """The software as the API shows it."""
+        return {
+            "name": software.name,
+            "lease_seconds": software.lease_seconds,
+            "max_attempts": software.max_attempts,
+            "tables": software.tables,
+            "counts": self.counts(software),
+        }
+
+
+def extra_models(software: Software) -> list[type[peewee.Model]]:
+    return [extra_table_model(software.id, table, columns) for table, columns in software.tables.items()]
+
+
+def check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidInput(f"{what} must match {NAME_PATTERN.pattern}")
+
+
+def check_tables(tables: Any) -> None:
+    if not isinstance(tables, dict):
+        raise InvalidInput("tables must be an object of table name to columns")
+    for table, columns in tables.items():
+        check_name(table, "table name")
+        if not isinstance(columns, dict) or not columns:
+            raise InvalidInput(f"table {table!r} must declare at least one column")
+        for column, kind in columns.items():
+            check_name(column, "column name")
+            if column in RESERVED_COLUMNS:
+                raise InvalidInput(f"column name {column!r} is reserved")
+            if kind not in COLUMN_FIELDS:
+                raise InvalidInput(f"column {column!r}: type must be one of {sorted(COLUMN_FIELDS)}")
