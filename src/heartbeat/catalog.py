@@ -1,0 +1,76 @@
+"""The overview table: reading, listing and deleting images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heartbeat.db.database import database_proxy
+from heartbeat.db.models import Image, job_model
+from heartbeat.errors import InvalidInput, NotFound
+from heartbeat.paging import decode_cursor, next_cursor
+from heartbeat.queue import delete_image_rows
+from heartbeat.registry import STATUSES, Registry
+from heartbeat.storage import Storage
+
+
+class Catalog:
+    """Images as the API shows them; deleting one removes every trace of it."""
+
+    def __init__(self, storage: Storage, registry: Registry):
+        self._storage = storage
+        self._registry = registry
+
+    def get(self, image_id: str) -> Image:
+        image = Image.get_or_none(Image.id == image_id)
+        if image is None:
+            raise NotFound(f"no image {image_id!r}")
+        return image
+
+    def page(
+        self, *, origin: str | None, status: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Image], str | None]:
+        """Images oldest first; ``status`` is ``<software>:<status>``."""
+        query = Image.select()
+        if origin is not None:
+            query = query.where(Image.origin == origin)
+        if status is not None:
+            software_name, _, job_status = status.partition(":")
+            if job_status not in STATUSES:
+                raise InvalidInput(f"status must be <software>:<{'|'.join(STATUSES)}>")
+            job = job_model(self._registry.get(software_name).name)
+            query = query.join(job, on=(job.image_id == Image.id)).where(job.status == job_status)
+        after = decode_cursor(cursor, 2)
+        if after is not None:
+            uploaded_date, image_id = after
+            query = query.where(
+                (Image.uploaded_date > uploaded_date) | ((Image.uploaded_date == uploaded_date) & (Image.id > image_id))
+            )
+        images = list(query.order_by(Image.uploaded_date, Image.id).limit(limit))
+        return images, next_cursor(images, limit, lambda image: [image.uploaded_date, image.id])
+
+    def delete(self, image_id: str) -> None:
+        """The row, its jobs and extra-table rows in one transaction, then its bytes."""
+        with database_proxy.atomic():
+            image = self.get(image_id)
+            delete_image_rows(image_id)
+            image.delete_instance()
+        self._storage.delete(image.storage_key)
+
+
+def describe_image(image: Image, jobs: dict[str, str] | None = None) -> dict[str, Any]:
+    """An image as the API shows it."""
+    described = {
+        "id": image.id,
+        "filename": image.filename,
+        "uploaded_date": image.uploaded_date,
+        "origin": image.origin,
+        "other_data": image.other_data,
+        "sha256": image.sha256,
+        "size": image.size,
+        "content_type": image.content_type,
+        "width": image.width,
+        "height": image.height,
+    }
+    if jobs is not None:
+        described["jobs"] = jobs
+    return described

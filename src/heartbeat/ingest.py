@@ -1,0 +1,208 @@
+"""Images in: by upload or by URL. Limits, Pillow's verdict, sha256 dedupe, bytes before the row."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import secrets
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePath
+from typing import IO, Any, BinaryIO
+
+import peewee
+import PIL.Image
+
+from heartbeat import urlfetch
+from heartbeat.config import Settings
+from heartbeat.db.database import database_proxy
+from heartbeat.db.models import Image
+from heartbeat.errors import InvalidInput, TooLarge, UnsupportedImage
+from heartbeat.queue import WorkSignal, create_jobs
+from heartbeat.storage import Storage
+
+# Pillow format name -> (content type, file extension)
+IMAGE_FORMATS = {
+    "JPEG": ("image/jpeg", ".jpg"),
+    "PNG": ("image/png", ".png"),
+    "GIF": ("image/gif", ".gif"),
+    "WEBP": ("image/webp", ".webp"),
+    "BMP": ("image/bmp", ".bmp"),
+    "TIFF": ("image/tiff", ".tiff"),
+}
+CHUNK_BYTES = 256 * 1024
+MAX_ORIGIN_CHARS = 255
+
+
+def new_image_id() -> str:
+    """16 URL-safe random characters."""
+    return secrets.token_urlsafe(12)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedImage:
+    """What Pillow and the hash said about a spooled file."""
+
+    sha256: str
+    size: int
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Ingested:
+    image: Image
+    created: bool
+
+
+class Ingest:
+    """Turns bytes into a stored image with a pending job for every software."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        signal: WorkSignal,
+        *,
+        clock: Callable[[], float],
+        new_id: Callable[[], str] = new_image_id,
+    ):
+        self._settings = settings
+        self._storage = storage
+        self._signal = signal
+        self._clock = clock
+        self._new_id = new_id
+        self._spool_dir = settings.data_dir / "tmp"
+
+    @contextlib.contextmanager
+    def receive(self, stream: BinaryIO) -> Iterator[Path]:
+        """Spool an uploaded stream to a temporary file, refusing it past the byte limit."""
+        with self._spooled() as (spool, path):
+            _copy_capped(stream, spool, self._settings.max_upload_bytes)
+            yield path
+
+    @contextlib.contextmanager
+    def fetch(self, url: str) -> Iterator[tuple[Path, str]]:
+        """Fetch ``url`` through the address guard into a temporary file; yield it and a file name."""
+        settings = self._settings
+        with self._spooled() as (spool, path):
+            filename = urlfetch.fetch(
+                url,
+                spool,
+                allow=settings.url_allow,
+                timeout_seconds=settings.url_timeout_seconds,
+                max_bytes=settings.max_upload_bytes,
+                max_redirects=settings.url_max_redirects,
+            )
+            spool.flush()
+            yield path, filename
+
+    @contextlib.contextmanager
+    def _spooled(self) -> Iterator[tuple[IO[bytes], Path]]:
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                yield spool, path
+        finally:
+            path.unlink(missing_ok=True)  # gone already when storage moved it
+
+    def store(
+        self, path: Path, *, filename: str | None, origin: str | None, other_data: dict[str, Any] | None
+    ) -> Ingested:
+        """Check the spooled file, move it into storage and commit its row and jobs.
+
+        The same bytes as a stored image give that image back (``created`` False): the
+        unique index on sha256 decides, so two concurrent uploads cannot both win.
+        """
+        check_metadata(origin, other_data)
+        checked = check_image(path, self._settings.max_pixels)
+        existing = Image.get_or_none(Image.sha256 == checked.sha256)
+        if existing is not None:
+            return Ingested(existing, created=False)
+        image_id = self._new_id()
+        key = f"images/{image_id[:2]}/{image_id}{checked.extension}"
+        self._storage.put_file(key, path, checked.content_type)
+        try:
+            with database_proxy.atomic():
+                image = Image.create(
+                    id=image_id,
+                    filename=_clean_filename(filename) or f"{image_id}{checked.extension}",
+                    uploaded_date=self._clock(),
+                    origin=origin,
+                    other_data=other_data,
+                    sha256=checked.sha256,
+                    size=checked.size,
+                    content_type=checked.content_type,
+                    width=checked.width,
+                    height=checked.height,
+                    storage_key=key,
+                )
+                create_jobs(image)
+        except peewee.IntegrityError:
+            # Someone stored the same bytes between our look and our insert: theirs stands.
+            self._storage.delete(key)
+            existing = Image.get_or_none(Image.sha256 == checked.sha256)
+            if existing is None:
+                raise
+            return Ingested(existing, created=False)
+        except BaseException:
+            self._storage.delete(key)
+            raise
+        self._signal.notify()
+        return Ingested(image, created=True)
+
+
+def check_metadata(origin: Any, other_data: Any) -> None:
+    if origin is not None and (not isinstance(origin, str) or len(origin) > MAX_ORIGIN_CHARS):
+        raise InvalidInput(f"origin must be text of at most {MAX_ORIGIN_CHARS} characters")
+    if other_data is not None and not isinstance(other_data, dict):
+        raise InvalidInput("other_data must be a JSON object")
+
+
+def check_image(path: Path, max_pixels: int) -> CheckedImage:
+    """Hash the file and let Pillow say whether it is a supported image within the pixel limit."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+        size = f.tell()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as picture:
+                fmt, (width, height) = picture.format, picture.size
+                if fmt not in IMAGE_FORMATS:
+                    raise UnsupportedImage()
+                if width * height > max_pixels:
+                    raise TooLarge(f"the image has {width * height} pixels, more than {max_pixels}")
+                picture.verify()
+    except PIL.Image.DecompressionBombError:
+        raise TooLarge(f"the image has more than {max_pixels} pixels") from None
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise UnsupportedImage() from None
+    content_type, extension = IMAGE_FORMATS[fmt]
+    return CheckedImage(digest.hexdigest(), size, content_type, extension, width, height)
+
+
+def _copy_capped(stream: BinaryIO, out: IO[bytes], max_bytes: int) -> None:
+    total = 0
+    while chunk := stream.read(CHUNK_BYTES):
+        total += len(chunk)
+        if total > max_bytes:
+            raise TooLarge(f"the upload is larger than {max_bytes} bytes")
+        out.write(chunk)
+    out.flush()
+
+
+def _clean_filename(filename: str | None) -> str:
+    """The client's file name without any folders, at most 255 characters; metadata only."""
+    if not filename:
+        return ""
+    return PurePath(filename.replace("\\", "/")).name[:255]

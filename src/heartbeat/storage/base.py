@@ -1,0 +1,46 @@
+"""The storage protocol every backend implements."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedUrl:
+    url: str
+    expires_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    content_type: str
+
+
+class Storage(Protocol):
+    """Object storage for image bytes, handed to workers by presigned URL."""
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store the file at ``path`` under ``key``, all or nothing. The file may be moved."""
+
+    def presigned_get(self, key: str, *, expires_seconds: int, base_url: str) -> SignedUrl:
+        """A URL that lets anyone holding it GET the bytes until it expires.
+
+        ``base_url`` is how the caller reached the API; backends that sign their own
+        URLs ignore it.
+        """
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and type of the object, or None when it does not exist."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    def check(self) -> None:
+        """Raise :class:`heartbeat.errors.BackendUnavailable` when the store does not answer."""
+
+    def open_signed(self, key: str, expires: str, signature: str) -> tuple[BinaryIO, ObjectInfo]:
+        """Open the bytes behind one of our own signed URLs (a backend that signs its own URLs
+        raises :class:`heartbeat.errors.NotFound`)."""
