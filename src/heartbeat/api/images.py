@@ -1,0 +1,120 @@
+"""``/v1/images``: upload (multipart or by URL), list, read, hand out URLs, delete."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from heartbeat.api import schemas
+from heartbeat.api.params import base_url, page_limit, read_body
+from heartbeat.catalog import Catalog, describe_image
+from heartbeat.config import Settings
+from heartbeat.errors import InvalidInput
+from heartbeat.ingest import Ingest, Ingested, check_metadata
+from heartbeat.queue import JobQueue
+from heartbeat.registry import Registry
+from heartbeat.storage import Storage
+
+FORM_FIELDS = ("url", "origin", "other_data")
+
+
+class ImageCollection:
+    def __init__(self, ingest: Ingest, catalog: Catalog):
+        self._ingest = ingest
+        self._catalog = catalog
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        images, cursor = self._catalog.page(
+            origin=req.get_param("origin"),
+            status=req.get_param("status"),
+            cursor=req.get_param("cursor"),
+            limit=page_limit(req),
+        )
+        resp.media = {"images": [describe_image(image) for image in images], "next_cursor": cursor}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.content_type and req.content_type.startswith("multipart/form-data"):
+            result = self._from_form(req)
+        else:
+            result = self._from_json(req)
+        resp.media = describe_image(result.image) | {"duplicate": not result.created}
+        resp.status = falcon.HTTP_201 if result.created else falcon.HTTP_200
+        resp.location = f"{req.prefix}/v1/images/{result.image.id}"
+
+    def _from_json(self, req: falcon.Request) -> Ingested:
+        media = read_body(req, schemas.IMAGE_BY_URL)
+        origin, other_data = media.get("origin"), media.get("other_data")
+        with self._ingest.fetch(media["url"]) as (path, filename):
+            return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data)
+
+    def _from_form(self, req: falcon.Request) -> Ingested:
+        with contextlib.ExitStack() as stack:
+            fields: dict[str, str] = {}
+            upload: tuple[Path, str | None] | None = None
+            for part in req.get_media():
+                if part.name == "file":
+                    if upload is not None:
+                        raise InvalidInput("send one file per upload")
+                    upload = (stack.enter_context(self._ingest.receive(part.stream)), part.filename)
+                elif part.name in FORM_FIELDS:
+                    text = part.get_text()
+                    if text:  # an empty field, as HTML forms send them, counts as absent
+                        fields[part.name] = text
+                else:
+                    raise InvalidInput(f"unknown form field {part.name!r}; expected file, url, origin, other_data")
+            origin, other_data = fields.get("origin"), _json_object(fields.get("other_data"))
+            check_metadata(origin, other_data)
+            if (upload is None) == ("url" not in fields):
+                raise InvalidInput("send either a file or a url")
+            if upload is None:
+                upload = stack.enter_context(self._ingest.fetch(fields["url"]))
+            path, filename = upload
+            return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data)
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidInput("other_data must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("other_data must be a JSON object")
+    return value
+
+
+class ImageItem:
+    def __init__(self, catalog: Catalog, registry: Registry, queue: JobQueue, storage: Storage, settings: Settings):
+        self._catalog = catalog
+        self._registry = registry
+        self._queue = queue
+        self._storage = storage
+        self._settings = settings
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        image = self._catalog.get(image_id)
+        resp.media = describe_image(image, self._queue.statuses(image.id, self._registry.all()))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        self._catalog.delete(image_id)
+        resp.status = falcon.HTTP_204
+
+    def _signed(self, req: falcon.Request, image_id: str) -> dict[str, Any]:
+        image = self._catalog.get(image_id)
+        signed = self._storage.presigned_get(
+            image.storage_key,
+            expires_seconds=self._settings.signed_url_seconds,
+            base_url=base_url(req, self._settings.public_url),
+        )
+        return {"url": signed.url, "expires_at": signed.expires_at}
+
+    def on_get_url(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        resp.media = self._signed(req, image_id)
+
+    def on_get_content(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        raise falcon.HTTPTemporaryRedirect(self._signed(req, image_id)["url"])

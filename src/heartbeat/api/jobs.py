@@ -1,0 +1,158 @@
+"""The worker protocol: claim, extend, submit (one or a batch), fail, release, and reading jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import falcon
+
+from heartbeat.api import schemas
+from heartbeat.api.errors import status_of
+from heartbeat.api.params import base_url, page_limit, read_body
+from heartbeat.catalog import describe_image
+from heartbeat.config import Settings
+from heartbeat.db.models import Image, job_model
+from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
+from heartbeat.paging import decode_cursor, next_cursor
+from heartbeat.queue import ClaimedJob, JobQueue, describe_job
+from heartbeat.registry import STATUSES, Registry
+from heartbeat.storage import Storage
+
+# How often a long-polling claim looks again for work that other API processes added.
+POLL_SECONDS = 0.5
+
+
+class Claim:
+    def __init__(self, registry: Registry, queue: JobQueue, storage: Storage, settings: Settings):
+        self._registry = registry
+        self._queue = queue
+        self._storage = storage
+        self._settings = settings
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        media = read_body(req, schemas.CLAIM, optional=True)
+        software = self._registry.get(name)
+        deadline = time.monotonic() + media.get("wait_seconds", 0)
+        while True:
+            generation = self._queue.signal.generation()
+            claimed = self._queue.claim(
+                software, max_jobs=media.get("max", 1), lease_seconds=media.get("lease_seconds")
+            )
+            remaining = deadline - time.monotonic()
+            if claimed or remaining <= 0:
+                break
+            self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
+        resp.media = {"jobs": self._describe(req, claimed)}
+
+    def _describe(self, req: falcon.Request, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
+        images = {image.id: image for image in Image.select().where(Image.id.in_([job.image_id for job in claimed]))}
+        described = []
+        for job in claimed:
+            image = images.get(job.image_id)
+            if image is None:
+                continue  # deleted between the claim and now: its job went with it
+            signed = self._storage.presigned_get(
+                image.storage_key,
+                expires_seconds=self._settings.signed_url_seconds,
+                base_url=base_url(req, self._settings.public_url),
+            )
+            described.append(
+                {
+                    "image_id": job.image_id,
+                    "token": job.token,
+                    "attempt": job.attempt,
+                    "lease_expires_at": job.lease_expires_at,
+                    "url": signed.url,
+                    "url_expires_at": signed.expires_at,
+                    "image": describe_image(image),
+                }
+            )
+        return described
+
+
+class JobCollection:
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        job = job_model(self._registry.get(name).name)
+        limit = page_limit(req)
+        query = job.select().order_by(job.uploaded_date, job.image_id).limit(limit)
+        status = req.get_param("status")
+        if status is not None:
+            if status not in STATUSES:
+                raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
+            query = query.where(job.status == status)
+        after = decode_cursor(req.get_param("cursor"), 2)
+        if after is not None:
+            uploaded_date, image_id = after
+            query = query.where(
+                (job.uploaded_date > uploaded_date) | ((job.uploaded_date == uploaded_date) & (job.image_id > image_id))
+            )
+        rows = list(query)
+        resp.media = {
+            "jobs": [describe_job(row) for row in rows],
+            "next_cursor": next_cursor(rows, limit, lambda row: [row.uploaded_date, row.image_id]),
+        }
+
+
+class JobItem:
+    def __init__(self, registry: Registry, queue: JobQueue):
+        self._registry = registry
+        self._queue = queue
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
+        resp.media = describe_job(self._queue.get(self._registry.get(name), image_id))
+
+    def on_post_extend(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
+        media = read_body(req, schemas.EXTEND)
+        software = self._registry.get(name)
+        expires_at = self._queue.extend(software, image_id, media["token"], media.get("lease_seconds"))
+        resp.media = {"lease_expires_at": expires_at}
+
+    def on_put_result(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
+        media = read_body(req, schemas.RESULT)
+        software = self._registry.get(name)
+        job = self._queue.submit(software, image_id, media["token"], media["info"], media.get("rows"))
+        resp.media = describe_job(job)
+
+    def on_post_fail(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
+        media = read_body(req, schemas.FAIL)
+        software = self._registry.get(name)
+        job = self._queue.fail(
+            software,
+            image_id,
+            media["token"],
+            error=media["error"],
+            retry=media.get("retry", True),
+            retry_after=media.get("retry_after"),
+        )
+        resp.media = describe_job(job)
+
+    def on_post_release(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
+        media = read_body(req, schemas.RELEASE)
+        resp.media = describe_job(self._queue.release(self._registry.get(name), image_id, media["token"]))
+
+
+class BatchResults:
+    def __init__(self, registry: Registry, queue: JobQueue):
+        self._registry = registry
+        self._queue = queue
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        media = read_body(req, schemas.BATCH_RESULTS)
+        software = self._registry.get(name)
+        resp.media = {"results": [self._submit_one(software, result) for result in media["results"]]}
+
+    def _submit_one(self, software: Any, result: dict[str, Any]) -> dict[str, Any]:
+        image_id = result["image_id"]
+        try:
+            self._queue.submit(software, image_id, result["token"], result["info"], result.get("rows"))
+        except StaleToken as error:
+            return {"image_id": image_id, "status": "stale", "description": error.description}
+        except HeartbeatError as error:
+            if status_of(error) >= 500:
+                raise
+            return {"image_id": image_id, "status": "invalid", "description": error.description}
+        return {"image_id": image_id, "status": "done"}

@@ -1,0 +1,54 @@
+"""Every route of the contract, in one table."""
+
+from __future__ import annotations
+
+import falcon
+import peewee
+
+from heartbeat.api.blobs import SignedBlob
+from heartbeat.api.health import Health
+from heartbeat.api.images import ImageCollection, ImageItem
+from heartbeat.api.jobs import BatchResults, Claim, JobCollection, JobItem
+from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
+from heartbeat.catalog import Catalog
+from heartbeat.config import Settings
+from heartbeat.ingest import Ingest
+from heartbeat.queue import JobQueue
+from heartbeat.registry import Registry
+from heartbeat.storage import Storage
+
+
+def add_routes(
+    app: falcon.App,
+    *,
+    settings: Settings,
+    database: peewee.Database,
+    storage: Storage,
+    registry: Registry,
+    queue: JobQueue,
+    catalog: Catalog,
+    ingest: Ingest,
+) -> None:
+    image = ImageItem(catalog, registry, queue, storage, settings)
+    software = SoftwareItem(registry, queue)
+    job = JobItem(registry, queue)
+
+    app.add_route("/v1/health", Health(database, storage))
+    app.add_route("/v1/images", ImageCollection(ingest, catalog))
+    app.add_route("/v1/images/{image_id}", image)
+    app.add_route("/v1/images/{image_id}/url", image, suffix="url")
+    app.add_route("/v1/images/{image_id}/content", image, suffix="content")
+    app.add_route("/v1/blobs/{key:path}", SignedBlob(storage))
+
+    app.add_route("/v1/software", SoftwareCollection(registry))
+    app.add_route("/v1/software/{name}", software)
+    app.add_route("/v1/software/{name}/requeue", software, suffix="requeue")
+    app.add_route("/v1/software/{name}/claim", Claim(registry, queue, storage, settings))
+    app.add_route("/v1/software/{name}/results", BatchResults(registry, queue))
+    app.add_route("/v1/software/{name}/jobs", JobCollection(registry))
+    app.add_route("/v1/software/{name}/jobs/{image_id}", job)
+    app.add_route("/v1/software/{name}/jobs/{image_id}/extend", job, suffix="extend")
+    app.add_route("/v1/software/{name}/jobs/{image_id}/result", job, suffix="result")
+    app.add_route("/v1/software/{name}/jobs/{image_id}/fail", job, suffix="fail")
+    app.add_route("/v1/software/{name}/jobs/{image_id}/release", job, suffix="release")
+    app.add_route("/v1/software/{name}/tables/{table}", ExtraTable(registry))

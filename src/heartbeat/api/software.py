@@ -1,0 +1,65 @@
+"""``/v1/software``: register and read software, read their extra tables, requeue jobs."""
+
+from __future__ import annotations
+
+import falcon
+
+from heartbeat.api import schemas
+from heartbeat.api.params import page_limit, read_body
+from heartbeat.extra_rows import read_rows
+from heartbeat.paging import decode_cursor, next_cursor
+from heartbeat.queue import JobQueue
+from heartbeat.registry import Registry
+
+
+class SoftwareCollection:
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"software": [self._registry.describe(item) for item in self._registry.all()]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        media = read_body(req, schemas.SOFTWARE)
+        software = self._registry.register(
+            media["name"],
+            lease_seconds=media.get("lease_seconds"),
+            max_attempts=media.get("max_attempts"),
+            tables=media.get("tables"),
+        )
+        resp.media = self._registry.describe(software)
+        resp.status = falcon.HTTP_201
+        resp.location = f"{req.prefix}/v1/software/{software.name}"
+
+
+class SoftwareItem:
+    def __init__(self, registry: Registry, queue: JobQueue):
+        self._registry = registry
+        self._queue = queue
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self._registry.describe(self._registry.get(name))
+
+    def on_post_requeue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        software = self._registry.get(name)
+        media = read_body(req, schemas.REQUEUE)
+        count = self._queue.requeue(software, media["status"], media.get("image_ids"))
+        resp.media = {"requeued": count}
+
+
+class ExtraTable:
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, table: str) -> None:
+        software = self._registry.get(name)
+        limit = page_limit(req)
+        after = decode_cursor(req.get_param("cursor"), 1)
+        rows = read_rows(
+            software,
+            table,
+            image_id=req.get_param("image_id"),
+            after_id=int(after[0]) if after else None,
+            limit=limit,
+        )
+        resp.media = {"rows": rows, "next_cursor": next_cursor(rows, limit, lambda row: [row["id"]])}

@@ -1,0 +1,48 @@
+"""``create_app``: the Falcon app, built from the objects it is given. It never reads the environment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import falcon
+import peewee
+
+from heartbeat.api.errors import add_error_handlers
+from heartbeat.api.middleware import DatabaseConnection
+from heartbeat.api.routes import add_routes
+from heartbeat.catalog import Catalog
+from heartbeat.config import Settings
+from heartbeat.ingest import Ingest, new_image_id
+from heartbeat.queue import JobQueue
+from heartbeat.registry import Registry
+from heartbeat.storage import Storage
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: peewee.Database,
+    storage: Storage,
+    clock: Callable[[], float] = time.time,
+    new_id: Callable[[], str] = new_image_id,
+) -> falcon.App:
+    """The WSGI app over an already connected ``database`` and a ``storage`` backend."""
+    registry = Registry(
+        clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
+    )
+    queue = JobQueue(clock)
+    app = falcon.App(middleware=[DatabaseConnection(database)])
+    app.req_options.strip_url_path_trailing_slash = True
+    add_error_handlers(app)
+    add_routes(
+        app,
+        settings=settings,
+        database=database,
+        storage=storage,
+        registry=registry,
+        queue=queue,
+        catalog=Catalog(storage, registry),
+        ingest=Ingest(settings, storage, queue.signal, clock=clock, new_id=new_id),
+    )
+    return app

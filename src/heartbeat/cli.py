@@ -1,0 +1,192 @@
+"""``heartbeat serve | software | upload``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import ipaddress
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from heartbeat.config import DbAuth, Settings, UrlAllowList
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+def _database_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="SQLite and image files live here (default ./heartbeat-data)")
+    parser.add_argument("--db-auth", type=Path, help="MySQL/MariaDB credentials file (env HEARTBEAT_DB_AUTH)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heartbeat", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API with waitress")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    _database_flags(serve)
+    serve.add_argument("--storage", help="local:DIR (default: DATA_DIR/images)")
+    serve.add_argument("--public-url", help="base URL workers reach this API by (env HEARTBEAT_PUBLIC_URL)")
+    serve.add_argument("--max-upload-bytes", type=int, help="env HEARTBEAT_MAX_UPLOAD_BYTES (default 50 MiB)")
+    serve.add_argument("--max-pixels", type=int, help="env HEARTBEAT_MAX_PIXELS (default 100 million)")
+    serve.add_argument("--url-allow", help="networks or hosts URL uploads may reach (env HEARTBEAT_URL_ALLOW)")
+    serve.add_argument("--threads", type=int, help="waitress worker threads (env HEARTBEAT_THREADS, default 16)")
+
+    software = commands.add_parser("software", help="register and list software")
+    software_commands = software.add_subparsers(dest="software_command", required=True)
+    add = software_commands.add_parser("add", help="register a software")
+    add.add_argument("name")
+    add.add_argument("--lease-seconds", type=int)
+    add.add_argument("--max-attempts", type=int)
+    _database_flags(add)
+    listing = software_commands.add_parser("list", help="list software with their job counts")
+    _database_flags(listing)
+
+    upload = commands.add_parser("upload", help="upload image files and folders over HTTP")
+    upload.add_argument("paths", nargs="+", type=Path)
+    upload.add_argument("--origin")
+    upload.add_argument("--api", default=os.environ.get("HEARTBEAT_API", DEFAULT_API))
+    upload.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"))
+    upload.add_argument("--parallel", type=int, default=4, help="uploads at once (default 4)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        key: getattr(args, key, None)
+        for key in ("host", "port", "data_dir", "storage", "public_url", "max_upload_bytes", "max_pixels", "threads")
+    }
+    if getattr(args, "db_auth", None):
+        overrides["db_auth"] = DbAuth.from_file(args.db_auth)
+    if getattr(args, "url_allow", None) is not None:
+        overrides["url_allow"] = UrlAllowList.parse(args.url_allow)
+    return Settings.from_env(**overrides)
+
+
+def _connect(settings: Settings) -> None:
+    from heartbeat.db.database import connect
+
+    connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    import waitress
+
+    from heartbeat.wsgi import app_from_settings
+
+    settings = _settings(args)
+    if not is_loopback(settings.host):
+        print(
+            f"refusing to serve on {settings.host}: without API tokens Heartbeat serves only on a "
+            "loopback address (127.0.0.1, ::1)",
+            file=sys.stderr,
+        )
+        return 2
+    app = app_from_settings(settings)
+    print(f"Heartbeat serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
+    waitress.serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        ident="heartbeat",
+        # Bodies past the upload limit (plus room for the form around the file) are cut off by waitress.
+        max_request_body_size=settings.max_upload_bytes + 1024 * 1024,
+    )
+    return 0
+
+
+def software(args: argparse.Namespace) -> int:
+    from heartbeat.errors import HeartbeatError
+    from heartbeat.registry import Registry
+
+    settings = _settings(args)
+    _connect(settings)
+    registry = Registry(
+        time.time,
+        default_lease_seconds=settings.default_lease_seconds,
+        default_max_attempts=settings.default_max_attempts,
+    )
+    if args.software_command == "add":
+        try:
+            item = registry.register(args.name, lease_seconds=args.lease_seconds, max_attempts=args.max_attempts)
+        except HeartbeatError as error:
+            print(f"error: {error.description}", file=sys.stderr)
+            return 1
+        print(f"registered {item.name} (lease {item.lease_seconds}s, {item.max_attempts} attempts)")
+        return 0
+    for item in registry.all():
+        counts = registry.counts(item)
+        print(f"{item.name}\t" + "\t".join(f"{status}={count}" for status, count in counts.items()))
+    return 0
+
+
+def _upload_targets(paths: Sequence[Path]) -> list[Path]:
+    targets = []
+    for path in paths:
+        if path.is_dir():
+            targets.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            targets.append(path)
+    return targets
+
+
+def upload(args: argparse.Namespace) -> int:
+    import requests
+    from tqdm import tqdm
+
+    targets = _upload_targets(args.paths)
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    data = {"origin": args.origin} if args.origin else {}
+    url = args.api.rstrip("/") + "/v1/images"
+    session = requests.Session()
+
+    def send(path: Path) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                response = session.post(url, files={"file": (path.name, f)}, data=data, headers=headers, timeout=120)
+        except OSError as error:
+            return str(error)
+        if response.status_code in (200, 201):
+            return None
+        try:
+            return f"{response.status_code} {response.json().get('description') or response.json().get('title')}"
+        except ValueError:
+            return f"{response.status_code} {response.text[:200]}"
+
+    failures: list[tuple[Path, str]] = []
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        futures = {pool.submit(send, path): path for path in targets}
+        with tqdm(total=len(targets), unit="image", desc="uploading") as progress:
+            for future in concurrent.futures.as_completed(futures):
+                error = future.result()
+                if error is not None:
+                    failures.append((futures[future], error))
+                progress.update()
+    print(f"{len(targets) - len(failures)} uploaded, {len(failures)} failed")
+    for path, error in sorted(failures):
+        print(f"  {path}: {error}", file=sys.stderr)
+    return 1 if failures or not targets else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": serve, "software": software, "upload": upload}
+    return handlers[args.command](args)
