@@ -1,0 +1,64 @@
+"""Helpers the tests share: real pictures, multipart bodies, and the common API calls."""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any
+
+import falcon.testing
+import PIL.Image
+
+
+def image_bytes(
+    color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (32, 24), fmt: str = "JPEG"
+) -> bytes:
+    """A small real picture; a different colour gives different bytes."""
+    out = io.BytesIO()
+    PIL.Image.new("RGB", size, color).save(out, fmt)
+    return out.getvalue()
+
+
+def distinct_images(count: int) -> list[bytes]:
+    return [image_bytes(((i * 37) % 256, (i * 91) % 256, i // 256 % 256), fmt="PNG") for i in range(count)]
+
+
+def multipart(
+    fields: dict[str, str] | None = None, file: bytes | None = None, filename: str = "photo.jpg"
+) -> dict[str, Any]:
+    """Keyword arguments for ``client.simulate_post`` that send a multipart form."""
+    boundary = "heartbeat-test-boundary"
+    body = io.BytesIO()
+    for name, value in (fields or {}).items():
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    if file is not None:
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+        )
+        body.write(file + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    return {"body": body.getvalue(), "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"}}
+
+
+def upload(client: falcon.testing.TestClient, data: bytes | None = None, **fields: str) -> falcon.testing.Result:
+    return client.simulate_post("/v1/images", **multipart(fields, data if data is not None else image_bytes()))
+
+
+def register(client: falcon.testing.TestClient, name: str = "face_detection", **options: Any) -> dict[str, Any]:
+    result = client.simulate_post("/v1/software", json={"name": name, **options})
+    assert result.status_code == 201, result.text
+    return result.json
+
+
+def claim(client: falcon.testing.TestClient, name: str = "face_detection", **options: Any) -> list[dict[str, Any]]:
+    result = client.simulate_post(f"/v1/software/{name}/claim", json=options)
+    assert result.status_code == 200, result.text
+    return result.json["jobs"]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,45 @@
+"""The claim reads pending jobs along an index; it never scans or sorts the software's table."""
+
+from __future__ import annotations
+
+import peewee
+
+from heartbeat.db.database import is_mysql
+from heartbeat.db.models import Image, Software, job_model
+from heartbeat.queue import backfill_jobs, candidates_query
+from heartbeat.registry import Registry
+
+
+def test_the_claim_query_uses_the_index_without_sorting(database: peewee.Database):
+    software = Registry(lambda: 0.0, default_lease_seconds=60, default_max_attempts=3).register("face_detection")
+    rows = [
+        {
+            "id": f"img{n:06d}",
+            "filename": "x.jpg",
+            "uploaded_date": float(n),
+            "sha256": f"{n:064d}",
+            "size": 1,
+            "content_type": "image/jpeg",
+            "width": 1,
+            "height": 1,
+            "storage_key": f"k{n}",
+        }
+        for n in range(3000)
+    ]
+    with database.atomic():
+        for chunk in peewee.chunked(rows, 500):
+            Image.insert_many(chunk).execute()
+    backfill_jobs(Software.get(Software.name == "face_detection"))
+    job = job_model("face_detection")
+    job.update(finished=1, status="done").where(job.uploaded_date < 2900).execute()
+    if is_mysql(database):
+        database.execute_sql(f"ANALYZE TABLE `{job._meta.table_name}`")
+
+    sql, params = candidates_query(software, 10, 10_000.0).sql()
+    plan = " ".join(
+        str(row) for row in database.execute_sql(f"EXPLAIN {'' if is_mysql(database) else 'QUERY PLAN '}{sql}", params)
+    )
+
+    assert "finished_uploaded_date_image_id" in plan, plan
+    assert "filesort" not in plan.lower(), plan
+    assert "TEMP B-TREE" not in plan, plan
