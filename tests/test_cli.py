@@ -1,0 +1,156 @@
+"""The command line, run as real processes against the test database and a real server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import free_port, image_bytes, upload
+
+
+def heartbeat(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``heartbeat ARGS`` in a fresh process, with no HEARTBEAT_* settings but those given."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HEARTBEAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "heartbeat", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean | (env or {}),
+    )
+
+
+@pytest.fixture
+def db_flags(database, db_auth_file, session_data_dir) -> list[str]:
+    """The flags that point a command at the test database (tables already reset)."""
+    if db_auth_file is not None:
+        return ["--db-auth", str(db_auth_file)]
+    return ["--data-dir", str(session_data_dir)]
+
+
+def listed_software(db_flags: list[str]) -> dict[str, dict[str, int]]:
+    """``heartbeat software list`` as {name: {status: count}}."""
+    done = heartbeat("software", "list", *db_flags)
+    assert done.returncode == 0, done.stderr
+    listing = {}
+    for line in done.stdout.splitlines():
+        name, *counts = line.split("\t")
+        listing[name] = {status: int(count) for status, count in (item.split("=") for item in counts)}
+    return listing
+
+
+def make_pictures(folder: Path) -> list[Path]:
+    """Three real pictures of different colours in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = [
+        (folder / "red.jpg", image_bytes((220, 20, 20), fmt="JPEG")),
+        (folder / "green.png", image_bytes((20, 220, 20), fmt="PNG")),
+        (folder / "blue.png", image_bytes((20, 20, 220), fmt="PNG")),
+    ]
+    for path, data in pictures:
+        path.write_bytes(data)
+    return [path for path, _ in pictures]
+
+
+def images_on(server) -> list[dict]:
+    response = requests.get(f"{server.url}/v1/images", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["images"]
+
+
+# --- heartbeat software ----------------------------------------------------------------------
+
+
+def test_software_add_registers_it_and_software_list_shows_its_job_counts(client, db_flags):
+    upload(client, image_bytes())  # an image already there: the new software gets a pending job for it
+    added = heartbeat("software", "add", "ocr", "--lease-seconds", "30", "--max-attempts", "2", *db_flags)
+    assert added.returncode == 0, added.stderr
+    assert listed_software(db_flags) == {"ocr": {"pending": 1, "claimed": 0, "done": 0, "failed": 0}}
+    software = client.simulate_get("/v1/software/ocr").json
+    assert (software["lease_seconds"], software["max_attempts"]) == (30, 2)
+
+
+def test_adding_the_same_software_twice_fails_with_a_message(db_flags):
+    assert heartbeat("software", "add", "ocr", *db_flags).returncode == 0
+    again = heartbeat("software", "add", "ocr", "--lease-seconds", "99", *db_flags)
+    assert again.returncode != 0
+    assert "ocr" in again.stderr
+    assert "already" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert list(listed_software(db_flags)) == ["ocr"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["Bad-Name"], ["1ocr"], ["x" * 49], ["ocr", "--lease-seconds", "0"], ["ocr", "--max-attempts", "0"]],
+    ids=["capitals-and-dash", "leading-digit", "too-long", "lease-zero", "attempts-zero"],
+)
+def test_software_add_with_a_bad_value_fails_with_a_message_and_registers_nothing(db_flags, args):
+    done = heartbeat("software", "add", *args, *db_flags)
+    assert done.returncode != 0
+    assert "error" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert listed_software(db_flags) == {}
+
+
+# --- heartbeat serve -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--host", "0.0.0.0"], {}), (["--host", "::"], {}), ([], {"HEARTBEAT_HOST": "0.0.0.0"})],
+    ids=["flag-any-ipv4", "flag-any-ipv6", "env-any-ipv4"],
+)
+def test_serve_without_tokens_refuses_a_non_loopback_address(tmp_path, args, env):
+    # Were it to start serving instead, the run would hit its timeout and fail.
+    done = heartbeat("serve", "--port", str(free_port()), "--data-dir", str(tmp_path), *args, env=env, timeout=30)
+    assert done.returncode != 0
+    assert "loopback" in done.stderr
+    assert "serving on" not in done.stdout
+
+
+# --- heartbeat upload ------------------------------------------------------------------------
+
+
+def test_upload_of_a_folder_and_a_non_image_reports_the_failure_and_stores_the_pictures(start_server, tmp_path):
+    server = start_server()
+    pictures = make_pictures(tmp_path / "pictures")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    done = heartbeat("upload", str(tmp_path / "pictures"), str(notes), "--api", server.url, "--origin", "cli")
+    assert done.returncode != 0
+    failed = [line for line in done.stderr.splitlines() if str(notes) in line]
+    assert len(failed) == 1 and "415" in failed[0], done.stderr
+    assert not any(str(picture) in done.stderr for picture in pictures)
+    images = images_on(server)
+    assert sorted(image["filename"] for image in images) == sorted(p.name for p in pictures)
+    assert {image["origin"] for image in images} == {"cli"}
+
+
+def test_upload_of_only_pictures_exits_0(start_server, tmp_path):
+    server = start_server()
+    pictures = make_pictures(tmp_path / "pictures")
+    done = heartbeat("upload", *map(str, pictures), "--api", server.url)
+    assert done.returncode == 0, done.stderr
+    assert len(images_on(server)) == 3
+
+
+def test_uploading_the_same_folder_again_exits_0_and_adds_nothing(start_server, tmp_path):
+    server = start_server()
+    make_pictures(tmp_path / "pictures")
+    first = heartbeat("upload", str(tmp_path / "pictures"), "--api", server.url)
+    again = heartbeat("upload", str(tmp_path / "pictures"), "--api", server.url)
+    assert (first.returncode, again.returncode) == (0, 0), again.stderr
+    assert len(images_on(server)) == 3
+
+
+def test_upload_to_a_server_that_is_not_there_fails_and_names_every_file(tmp_path):
+    pictures = make_pictures(tmp_path / "pictures")
+    done = heartbeat("upload", str(tmp_path / "pictures"), "--api", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode != 0
+    assert all(str(picture) in done.stderr for picture in pictures)
