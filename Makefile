@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make run` (the server on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DATA_DIR ?= heartbeat-data
+
+.PHONY: run test lint test-sqlite test-mysql clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/heartbeat serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
+
+# The whole suite on SQLite, then again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1).
+test: lint test-sqlite test-mysql
+
+test-sqlite: $(VENV)/.installed-test
+	HEARTBEAT_TEST_DB=sqlite $(BIN)/pytest
+
+test-mysql: $(VENV)/.installed-test
+	HEARTBEAT_TEST_DB=mysql $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
