@@ -8,14 +8,17 @@ them, half to each server. Nothing here reaches into the server's code: only the
 - dedupe race: 8 processes upload the same bytes at once (4 times over); one row, one file, one 201 each.
 - lease takeover: an expired lease passes to the next claimer; the old token then answers 409.
 - long poll: a waiting claim returns an image another process uploads while it waits.
+- 16 worker threads against one server process 150 images, each exactly once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import multiprocessing
 import random
+import threading
 import time
 import traceback
 from collections import Counter
@@ -390,3 +393,43 @@ def test_a_waiting_claim_returns_an_image_another_process_uploads_meanwhile(serv
     assert job["image_id"] == uploaded["body"]["id"]
     assert uploaded["body"]["uploaded_date"] > claim["sent_at"], "the image existed before the claim was sent"
     assert claim["elapsed"] < 5, f"the claim took {claim['elapsed']:.2f} s"
+
+
+THREAD_WORKERS = 16
+THREAD_IMAGES = 150
+
+
+def test_sixteen_worker_threads_process_150_images_exactly_once(start_server):
+    server = start_server()
+    name = "threads"
+    register(server.url, name, lease_seconds=600)
+    uploaded = {upload(server.url, data)["id"] for data in distinct_images(THREAD_IMAGES)}
+    start = threading.Barrier(THREAD_WORKERS)
+
+    def work(index: int) -> list[tuple[str, int]]:
+        session = _warm_session(server.url)
+        start.wait(timeout=PROCESS_TIMEOUT)
+        done: list[tuple[str, int]] = []
+        while True:
+            response = session.post(f"{server.url}/v1/software/{name}/claim", json={"max": 1}, timeout=HTTP_TIMEOUT)
+            assert response.status_code == 200, response.text
+            jobs = response.json()["jobs"]
+            if not jobs:
+                return done
+            [job] = jobs
+            put = session.put(
+                f"{server.url}/v1/software/{name}/jobs/{job['image_id']}/result",
+                json={"token": job["token"], "info": {"worker": index}},
+                timeout=HTTP_TIMEOUT,
+            )
+            done.append((job["image_id"], put.status_code))
+
+    with concurrent.futures.ThreadPoolExecutor(THREAD_WORKERS) as pool:
+        reports = list(pool.map(work, range(THREAD_WORKERS)))
+
+    processed = [image_id for report in reports for image_id, _status in report]
+    assert Counter(processed).most_common(1)[0][1] == 1, "an image was handed out twice"
+    assert set(processed) == uploaded
+    assert {status for report in reports for _image_id, status in report} == {200}
+    assert sum(1 for report in reports if report) > 1, "one thread took everything: no race happened"
+    assert counts(server.url, name) == {"pending": 0, "claimed": 0, "done": THREAD_IMAGES, "failed": 0}
