@@ -41,18 +41,34 @@ def multipart(
     return {"body": body.getvalue(), "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"}}
 
 
-def upload(client: falcon.testing.TestClient, data: bytes | None = None, **fields: str) -> falcon.testing.Result:
-    return client.simulate_post("/v1/images", **multipart(fields, data if data is not None else image_bytes()))
+def upload(
+    client: falcon.testing.TestClient,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: str,
+) -> falcon.testing.Result:
+    form = multipart(fields, data if data is not None else image_bytes())
+    return client.simulate_post("/v1/images", body=form["body"], headers=form["headers"] | (headers or {}))
 
 
-def register(client: falcon.testing.TestClient, name: str = "face_detection", **options: Any) -> dict[str, Any]:
-    result = client.simulate_post("/v1/software", json={"name": name, **options})
+def register(
+    client: falcon.testing.TestClient,
+    name: str = "face_detection",
+    headers: dict[str, str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    result = client.simulate_post("/v1/software", json={"name": name, **options}, headers=headers)
     assert result.status_code == 201, result.text
     return result.json
 
 
-def claim(client: falcon.testing.TestClient, name: str = "face_detection", **options: Any) -> list[dict[str, Any]]:
-    result = client.simulate_post(f"/v1/software/{name}/claim", json=options)
+def claim(
+    client: falcon.testing.TestClient,
+    name: str = "face_detection",
+    headers: dict[str, str] | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    result = client.simulate_post(f"/v1/software/{name}/claim", json=options, headers=headers)
     assert result.status_code == 200, result.text
     return result.json["jobs"]
 

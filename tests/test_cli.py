@@ -111,6 +111,7 @@ def test_serve_without_tokens_refuses_a_non_loopback_address(tmp_path, args, env
     done = heartbeat("serve", "--port", str(free_port()), "--data-dir", str(tmp_path), *args, env=env, timeout=30)
     assert done.returncode != 0
     assert "loopback" in done.stderr
+    assert "heartbeat token create --role admin" in done.stderr, "the refusal says how to create a token"
     assert "serving on" not in done.stdout
 
 

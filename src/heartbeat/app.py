@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import falcon
 import peewee
 
+from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection
 from heartbeat.api.routes import add_routes
@@ -32,7 +34,11 @@ def create_app(
         clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
     )
     queue = JobQueue(clock)
-    app = falcon.App(middleware=[DatabaseConnection(database)])
+    middleware: list[Any] = [
+        DatabaseConnection(database),
+        Authorization(serving_on_loopback=is_loopback(settings.host)),
+    ]
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     add_error_handlers(app)
     add_routes(

@@ -1,10 +1,9 @@
-"""``heartbeat serve | software | upload``: the command line."""
+"""``heartbeat serve | software | token | upload``: the command line."""
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ipaddress
 import logging
 import os
 import sys
@@ -49,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = software_commands.add_parser("list", help="list software with their job counts")
     _database_flags(listing)
 
+    _token_parser(commands)
+
     upload = commands.add_parser("upload", help="upload image files and folders over HTTP")
     upload.add_argument("paths", nargs="+", type=Path)
     upload.add_argument("--origin")
@@ -56,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"))
     upload.add_argument("--parallel", type=int, default=4, help="uploads at once (default 4)")
     return parser
+
+
+def _token_parser(commands: Any) -> None:
+    token = commands.add_parser("token", help="create, list and revoke API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="make a token and print it, once")
+    create.add_argument("--role", required=True, choices=("admin", "uploader", "worker", "reader"))
+    create.add_argument("--software", help="a worker token's one software (default: all)")
+    create.add_argument("--name", help="a note saying who or what holds the token")
+    create.add_argument(
+        "--from-env",
+        metavar="VAR",
+        help="import the token held in environment variable VAR instead of making one (idempotent)",
+    )
+    _database_flags(create)
+    listing = token_commands.add_parser("list", help="one token a line, its ID first; never the secret")
+    _database_flags(listing)
+    revoke = token_commands.add_parser("revoke", help="revoke a token by its ID, at once")
+    revoke.add_argument("id")
+    _database_flags(revoke)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -76,29 +97,26 @@ def _connect(settings: Settings) -> None:
     connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(args: argparse.Namespace) -> int:
     import waitress
 
+    from heartbeat.api.auth import is_loopback
+    from heartbeat.db.database import database_proxy
+    from heartbeat.tokens import tokens_exist
     from heartbeat.wsgi import app_from_settings
 
     settings = _settings(args)
-    if not is_loopback(settings.host):
+    app = app_from_settings(settings)
+    with database_proxy.connection_context():
+        open_server = not tokens_exist()
+    if open_server and not is_loopback(settings.host):
         print(
-            f"refusing to serve on {settings.host}: without API tokens Heartbeat serves only on a "
-            "loopback address (127.0.0.1, ::1)",
+            f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves only "
+            "on a loopback address (127.0.0.1, ::1). Create one with `heartbeat token create --role admin` "
+            "(with the same --data-dir or --db-auth), then start again.",
             file=sys.stderr,
         )
         return 2
-    app = app_from_settings(settings)
     print(f"Heartbeat serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
     waitress.serve(
         app,
@@ -134,6 +152,39 @@ def software(args: argparse.Namespace) -> int:
     for item in registry.all():
         counts = registry.counts(item)
         print(f"{item.name}\t" + "\t".join(f"{status}={count}" for status, count in counts.items()))
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from heartbeat import tokens
+    from heartbeat.errors import HeartbeatError
+
+    _connect(_settings(args))
+    try:
+        if args.token_command == "create":
+            secret = None
+            if args.from_env:
+                secret = os.environ.get(args.from_env)
+                if not secret:
+                    print(f"error: environment variable {args.from_env} is empty or not set", file=sys.stderr)
+                    return 1
+            row, secret = tokens.create_token(
+                args.role, clock=time.time, software=args.software, name=args.name, secret=secret
+            )
+            scope = f" for {row.software}" if row.software else ""
+            print(f"created {row.role} token {row.id}{scope}", file=sys.stderr)
+            if not args.from_env:
+                print(secret)
+        elif args.token_command == "revoke":
+            row = tokens.revoke_token(args.id, clock=time.time)
+            print(f"revoked {row.id}")
+        else:
+            for row in tokens.list_tokens():
+                state = "revoked" if row.revoked_at is not None else "active"
+                print("\t".join([row.id, row.role, row.software or "*", state, row.name or ""]))
+    except HeartbeatError as error:
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -188,5 +239,5 @@ def upload(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    handlers = {"serve": serve, "software": software, "upload": upload}
+    handlers = {"serve": serve, "software": software, "token": token, "upload": upload}
     return handlers[args.command](args)

@@ -2,6 +2,7 @@
 
 HeartbeatError
  ├── InvalidInput         a field or body is wrong                  (400)
+ ├── Unauthorized         no token, or an unknown or revoked one    (401)
  ├── Forbidden            a credential or signature does not allow it (403)
  ├── NotFound             no such image, software, job or table     (404)
  ├── Conflict             the state does not allow it               (409)
@@ -26,6 +27,10 @@ class HeartbeatError(Exception):
 
 class InvalidInput(HeartbeatError):
     """The request is not valid."""
+
+
+class Unauthorized(HeartbeatError):
+    """This server needs a valid token: send `Authorization: Bearer <token>`."""
 
 
 class Forbidden(HeartbeatError):

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[errors.HeartbeatError], int] = {
     errors.InvalidInput: 400,
+    errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
@@ -33,6 +34,8 @@ def status_of(error: errors.HeartbeatError) -> int:
 
 def _domain_error(req: falcon.Request, resp: falcon.Response, error: errors.HeartbeatError, params: Any) -> None:
     status = status_of(error)
+    if status == 401:
+        raise falcon.HTTPUnauthorized(description=error.description, challenges=["Bearer"])
     raise falcon.HTTPError(falcon.code_to_http_status(status), description=error.description)
 
 

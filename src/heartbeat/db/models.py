@@ -67,6 +67,21 @@ class Software(BaseModel):
         table_name = "software"
 
 
+class ApiToken(BaseModel):
+    """An API token: only the sha256 of its secret is kept. ``id`` is the first 16 hex digits of that hash."""
+
+    id = peewee.CharField(max_length=16, primary_key=True)
+    secret_sha256 = peewee.CharField(max_length=64)
+    role = peewee.CharField(max_length=16)
+    software = peewee.CharField(max_length=48, null=True)
+    name = peewee.CharField(max_length=255, null=True)
+    created_at = peewee.DoubleField()
+    revoked_at = peewee.DoubleField(null=True, index=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
 class Job(BaseModel):
     """Columns every software's job table has; subclassed per software by :func:`job_model`.
 
@@ -171,4 +186,4 @@ def forget_models() -> None:
 
 
 def create_base_tables() -> None:
-    database_proxy.create_tables([Image, Software], safe=True)
+    database_proxy.create_tables([Image, Software, ApiToken], safe=True)

@@ -1,0 +1,105 @@
+"""API tokens and the roles they carry.
+
+A token is shown once, when it is made; the database keeps only the sha256 of it. The first
+16 hex digits of that hash are the token's public ID (what ``token list`` and ``token revoke``
+use), so a presented token is found by one primary-key read and then compared, whole, in
+constant time. Every request reads the row again: a revoked token stops working at once, in
+every API process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+
+from heartbeat.db.models import ApiToken
+from heartbeat.errors import InvalidInput, NotFound
+from heartbeat.registry import NAME_PATTERN
+
+ROLES = ("admin", "uploader", "worker", "reader")
+TOKEN_PREFIX = "hb_"
+MIN_SECRET_LENGTH = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: a role, and for a worker token the one software it may work on."""
+
+    role: str
+    software: str | None = None
+    token_id: str | None = None
+
+
+OPEN_ACCESS = Principal("admin")
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_id(secret: str) -> str:
+    return _sha256(secret)[:16]
+
+
+def create_token(
+    role: str,
+    *,
+    clock: Callable[[], float],
+    software: str | None = None,
+    name: str | None = None,
+    secret: str | None = None,
+) -> tuple[ApiToken, str]:
+    """Store a new token and return it with its secret (the only time the secret is seen).
+
+    ``secret`` imports a token made elsewhere (a deployment's ``.env``); creating the same one
+    again changes nothing.
+    """
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    if software is not None and role != "worker":
+        raise InvalidInput("only a worker token is scoped to a software")
+    if software is not None and not NAME_PATTERN.match(software):
+        raise InvalidInput(f"software name must match {NAME_PATTERN.pattern}")
+    if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+        raise InvalidInput(f"a token must be at least {MIN_SECRET_LENGTH} characters long")
+    secret = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
+    digest = _sha256(secret)
+    existing = ApiToken.get_or_none(ApiToken.id == digest[:16])
+    if existing is not None and hmac.compare_digest(existing.secret_sha256, digest):
+        if (existing.role, existing.software) != (role, software):
+            raise InvalidInput(f"that token exists already as {existing.id} with another role")
+        return existing, secret
+    row = ApiToken.create(
+        id=digest[:16], secret_sha256=digest, role=role, software=software, name=name, created_at=clock()
+    )
+    return row, secret
+
+
+def list_tokens() -> list[ApiToken]:
+    return list(ApiToken.select().order_by(ApiToken.created_at, ApiToken.id))
+
+
+def revoke_token(token: str, *, clock: Callable[[], float]) -> ApiToken:
+    """Revoke by public ID; revoking twice keeps the first time."""
+    row = ApiToken.get_or_none(ApiToken.id == token)
+    if row is None:
+        raise NotFound(f"no token with ID {token}")
+    ApiToken.update(revoked_at=clock()).where((ApiToken.id == token) & ApiToken.revoked_at.is_null()).execute()
+    return ApiToken.get_by_id(token)
+
+
+def authenticate(secret: str) -> Principal | None:
+    """The principal of a live token, or None for an unknown or revoked one."""
+    digest = _sha256(secret)
+    row = ApiToken.get_or_none((ApiToken.id == digest[:16]) & ApiToken.revoked_at.is_null())
+    if row is None or not hmac.compare_digest(row.secret_sha256, digest):
+        return None
+    return Principal(row.role, row.software, row.id)
+
+
+def tokens_exist() -> bool:
+    """Whether any live token exists: from then on every request needs one."""
+    return ApiToken.select().where(ApiToken.revoked_at.is_null()).exists()
