@@ -24,6 +24,7 @@ WORK = {"admin", "worker", "worker_face_detection"}  # the routes name face_dete
 ADMIN = {"admin"}
 CONTRACT: dict[tuple[str, str], Any] = {
     ("GET", "/v1/health"): PUBLIC,
+    ("GET", "/openapi.json"): READ,
     ("GET", "/v1/blobs/{key:path}"): PUBLIC,
     ("GET", "/v1/images"): READ,
     ("POST", "/v1/images"): UPLOAD,

@@ -74,6 +74,14 @@ def test_unknown_software_answers_404_everywhere(client):
     assert client.simulate_post("/v1/software/nope/requeue", json={"status": "failed"}).status_code == 404
 
 
+def test_software_names_match_exactly_on_every_database(client):
+    # MariaDB's collations compare "Face_Detection" and "face_détection" equal to "face_detection".
+    register(client, "face_detection")
+    for near in ("Face_Detection", "face_d%C3%A9tection", "FACE_DETECTION"):
+        assert client.simulate_get(f"/v1/software/{near}").status_code == 404, near
+        assert client.simulate_post(f"/v1/software/{near}/claim", json={}).status_code == 404, near
+
+
 def test_an_unknown_extra_table_answers_404(client):
     register(client, "face_detection", tables={"faces": {"x": "int"}})
     assert client.simulate_get("/v1/software/face_detection/tables/nope").status_code == 404

@@ -18,8 +18,8 @@ def encode_cursor(key: list[Any]) -> str:
 
 
 def decode_cursor(cursor: str | None, length: int) -> list[Any] | None:
-    """The sort key inside ``cursor``; :class:`InvalidInput` when it is not one of ours."""
-    if cursor is None:
+    """The sort key inside ``cursor`` (none for an empty one); :class:`InvalidInput` when it is not one of ours."""
+    if not cursor:
         return None
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))

@@ -65,7 +65,8 @@ class Registry:
         return software
 
     def get(self, name: str) -> Software:
-        software = Software.get_or_none(Software.name == name)
+        # The pattern first: MySQL's collations would match "FACE_Détection" to "face_detection".
+        software = Software.get_or_none(Software.name == name) if NAME_PATTERN.match(name) else None
         if software is None:
             raise NotFound(f"no software named {name!r}")
         return software

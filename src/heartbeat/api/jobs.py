@@ -37,7 +37,7 @@ class Claim:
         while True:
             generation = self._queue.signal.generation()
             claimed = self._queue.claim(
-                software, max_jobs=media.get("max", 1), lease_seconds=media.get("lease_seconds")
+                software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
             )
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:

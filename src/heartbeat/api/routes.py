@@ -9,6 +9,7 @@ from heartbeat.api.blobs import SignedBlob
 from heartbeat.api.health import Health
 from heartbeat.api.images import ImageCollection, ImageItem
 from heartbeat.api.jobs import BatchResults, Claim, JobCollection, JobItem
+from heartbeat.api.openapi import OpenApi
 from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
@@ -33,6 +34,7 @@ def add_routes(
     software = SoftwareItem(registry, queue)
     job = JobItem(registry, queue)
 
+    app.add_route("/openapi.json", OpenApi())
     app.add_route("/v1/health", Health(database, storage))
     app.add_route("/v1/images", ImageCollection(ingest, catalog))
     app.add_route("/v1/images/{image_id}", image)

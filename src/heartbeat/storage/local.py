@@ -85,7 +85,7 @@ class LocalStorage:
 
     def open_signed(self, key: str, expires: str, signature: str) -> tuple[BinaryIO, ObjectInfo]:
         expected = self._signature(key, expires)
-        if not hmac.compare_digest(expected, signature) or not expires.isdigit():
+        if not hmac.compare_digest(expected.encode(), signature.encode()) or not expires.isdigit():
             raise Forbidden("the URL's signature is not valid")
         if int(expires) < self._clock():
             raise Forbidden("this URL has expired")

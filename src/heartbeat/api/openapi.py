@@ -1,0 +1,366 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of every route.
+
+Request bodies are the very schemas ``read_body`` checks (``api/schemas.py``); the responses are
+described here. ``tests/test_openapi.py`` keeps the document and the routes in step, and the
+schemathesis run checks the answers against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from heartbeat import __version__
+from heartbeat.api import schemas
+from heartbeat.paging import DEFAULT_LIMIT, MAX_LIMIT
+from heartbeat.registry import STATUSES
+
+Schema = dict[str, Any]
+
+NUMBER_OR_NULL: Schema = {"type": ["number", "null"]}
+STRING_OR_NULL: Schema = {"type": ["string", "null"]}
+STATUS: Schema = {"enum": list(STATUSES)}
+CURSOR: Schema = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Schema], required: tuple[str, ...] | None = None) -> Schema:
+    return {"type": "object", "properties": properties, "required": list(required or properties)}
+
+
+COMPONENTS: dict[str, Schema] = {
+    "Error": _object({"title": {"type": "string"}, "description": {"type": "string"}}, ("title",)),
+    "Image": _object(
+        {
+            "id": schemas.IMAGE_ID,
+            "filename": {"type": "string"},
+            "uploaded_date": {"type": "number"},
+            "origin": STRING_OR_NULL,
+            "other_data": {"type": ["object", "null"]},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "size": {"type": "integer", "minimum": 0},
+            "content_type": {"type": "string"},
+            "width": {"type": "integer", "minimum": 1},
+            "height": {"type": "integer", "minimum": 1},
+        }
+    ),
+    "Counts": _object({status: {"type": "integer", "minimum": 0} for status in STATUSES}),
+    "Software": _object(
+        {
+            "name": schemas.NAME,
+            "lease_seconds": {"type": "integer"},
+            "max_attempts": {"type": "integer"},
+            "tables": {"type": "object", "additionalProperties": {"type": "object"}},
+            "counts": _ref("Counts"),
+        }
+    ),
+    "Job": _object(
+        {
+            "image_id": schemas.IMAGE_ID,
+            "status": STATUS,
+            "info": {},
+            "attempts": {"type": "integer", "minimum": 0},
+            "claimed_at": NUMBER_OR_NULL,
+            "lease_expires_at": NUMBER_OR_NULL,
+            "finished_at": NUMBER_OR_NULL,
+            "error": STRING_OR_NULL,
+        }
+    ),
+    "ClaimedJob": _object(
+        {
+            "image_id": schemas.IMAGE_ID,
+            "token": {"type": "string"},
+            "attempt": {"type": "integer", "minimum": 1},
+            "lease_expires_at": {"type": "number"},
+            "url": {"type": "string"},
+            "url_expires_at": {"type": "number"},
+            "image": _ref("Image"),
+        }
+    ),
+    "SignedUrl": _object({"url": {"type": "string"}, "expires_at": {"type": "number"}}),
+}
+
+IMAGE_WITH_JOBS: Schema = {
+    "allOf": [_ref("Image"), _object({"jobs": {"type": "object", "additionalProperties": STATUS}})]
+}
+UPLOADED: Schema = {"allOf": [_ref("Image"), _object({"duplicate": {"type": "boolean"}})]}
+
+
+def _page(key: str, item: Schema) -> Schema:
+    return _object({key: {"type": "array", "items": item}, "next_cursor": CURSOR})
+
+
+def _path(name: str, schema: Schema | None = None) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+PAGING = [
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, f"page size (default {DEFAULT_LIMIT})"),
+    _query("cursor", {"type": "string"}, "the previous page's next_cursor"),
+]
+IMAGE_ID_PARAM = _path("image_id", schemas.IMAGE_ID)
+NAME_PARAM = _path("name", schemas.NAME)
+
+ERRORS = {
+    "400": "bad field or body",
+    "401": "no token, or an unknown or revoked one",
+    "403": "the token's role does not allow this",
+    "404": "unknown image, software or table",
+    "409": "stale or wrong token, or a conflict",
+    "413": "too large",
+    "415": "not a supported image, or a body that is not JSON",
+    "422": "well-formed but refused",
+    "503": "the database or the object store is unreachable",
+}
+
+
+def _json(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _operation(
+    summary: str,
+    ok: tuple[int, Schema | None] | list[tuple[int, Schema | None]],
+    *,
+    errors: str = "",
+    body: Schema | None = None,
+    body_optional: bool = False,
+    parameters: list[Schema] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, schema in ok if isinstance(ok, list) else [ok]:
+        responses[str(status)] = {"description": summary} | ({"content": _json(schema)} if schema else {})
+    codes = ([] if public else ["401", "403"]) + errors.split()
+    for code in sorted(codes):
+        responses[code] = {"description": ERRORS[code], "content": _json(_ref("Error"))}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": not body_optional, "content": _json(body)}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _upload_form() -> dict[str, Any]:
+    form = {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "url": {"type": "string"},
+            "origin": {"type": "string"},
+            "other_data": {"type": "string", "description": "a JSON object, as text"},
+        },
+    }
+    return {"required": True, "content": {"multipart/form-data": {"schema": form}} | _json(schemas.IMAGE_BY_URL)}
+
+
+def _paths() -> dict[str, Any]:
+    job = [NAME_PARAM, IMAGE_ID_PARAM]
+    upload = _operation(
+        "upload an image: multipart `file` or `url`, or a JSON body with `url`",
+        [(201, UPLOADED), (200, UPLOADED)],
+        errors="400 413 415 422 503",
+    )
+    upload["requestBody"] = _upload_form()
+    return {
+        "/v1/health": {
+            "get": _operation(
+                "whether the database and the object store answer",
+                [(200, {"type": "object"}), (503, {"type": "object"})],
+                public=True,
+            )
+        },
+        "/v1/images": {
+            "get": _operation(
+                "images, oldest first",
+                (200, _page("images", _ref("Image"))),
+                errors="400",
+                parameters=[
+                    *PAGING,
+                    _query("origin", {"type": "string"}, "only images of this origin"),
+                    _query("status", {"type": "string"}, "`<software>:<status>`: only images whose job has it"),
+                ],
+            ),
+            "post": upload,
+        },
+        "/v1/images/{image_id}": {
+            "parameters": [IMAGE_ID_PARAM],
+            "get": _operation("the image, with each software's job status", (200, IMAGE_WITH_JOBS), errors="404"),
+            "delete": _operation("delete the image, its jobs, rows and bytes", (204, None), errors="404"),
+        },
+        "/v1/images/{image_id}/url": {
+            "parameters": [IMAGE_ID_PARAM],
+            "get": _operation("a presigned GET URL for the bytes", (200, _ref("SignedUrl")), errors="404"),
+        },
+        "/v1/images/{image_id}/content": {
+            "parameters": [IMAGE_ID_PARAM],
+            "get": _operation("a redirect to the presigned URL", (307, None), errors="404"),
+        },
+        "/v1/blobs/{key}": {
+            "parameters": [_path("key")],
+            "get": _operation(
+                "the bytes behind a URL this server signed (local storage)",
+                (200, None),
+                errors="403 404",
+                parameters=[
+                    _query("expires", {"type": "string"}, "from the signed URL"),
+                    _query("signature", {"type": "string"}, "from the signed URL"),
+                ],
+                public=True,
+            ),
+        },
+        "/v1/software": {
+            "get": _operation(
+                "every software with its job counts",
+                (200, _object({"software": {"type": "array", "items": _ref("Software")}})),
+            ),
+            "post": _operation(
+                "register a software; existing images get a pending job",
+                (201, _ref("Software")),
+                errors="400 409",
+                body=schemas.SOFTWARE,
+            ),
+        },
+        "/v1/software/{name}": {
+            "parameters": [NAME_PARAM],
+            "get": _operation("one software", (200, _ref("Software")), errors="404"),
+        },
+        "/v1/software/{name}/requeue": {
+            "parameters": [NAME_PARAM],
+            "post": _operation(
+                "failed or done jobs back to pending",
+                (200, _object({"requeued": {"type": "integer", "minimum": 0}})),
+                errors="400 404",
+                body=schemas.REQUEUE,
+            ),
+        },
+        "/v1/software/{name}/claim": {
+            "parameters": [NAME_PARAM],
+            "post": _operation(
+                "lease the earliest-uploaded claimable jobs",
+                (200, _object({"jobs": {"type": "array", "items": _ref("ClaimedJob")}})),
+                errors="400 404",
+                body=schemas.CLAIM,
+                body_optional=True,
+            ),
+        },
+        "/v1/software/{name}/results": {
+            "parameters": [NAME_PARAM],
+            "post": _operation(
+                "submit many results; each judged on its own",
+                (
+                    200,
+                    _object(
+                        {
+                            "results": {
+                                "type": "array",
+                                "items": _object(
+                                    {
+                                        "image_id": {"type": "string"},
+                                        "status": {"enum": ["done", "stale", "invalid"]},
+                                        "description": {"type": "string"},
+                                    },
+                                    ("image_id", "status"),
+                                ),
+                            }
+                        }
+                    ),
+                ),
+                errors="400 404",
+                body=schemas.BATCH_RESULTS,
+            ),
+        },
+        "/v1/software/{name}/jobs": {
+            "parameters": [NAME_PARAM],
+            "get": _operation(
+                "the software's jobs, in upload order",
+                (200, _page("jobs", _ref("Job"))),
+                errors="400 404",
+                parameters=[*PAGING, _query("status", STATUS, "only jobs with this status")],
+            ),
+        },
+        "/v1/software/{name}/jobs/{image_id}": {
+            "parameters": job,
+            "get": _operation("one job", (200, _ref("Job")), errors="404"),
+        },
+        "/v1/software/{name}/jobs/{image_id}/extend": {
+            "parameters": job,
+            "post": _operation(
+                "extend the lease",
+                (200, _object({"lease_expires_at": {"type": "number"}})),
+                errors="400 404 409",
+                body=schemas.EXTEND,
+            ),
+        },
+        "/v1/software/{name}/jobs/{image_id}/result": {
+            "parameters": job,
+            "put": _operation(
+                "submit the result and extra-table rows",
+                (200, _ref("Job")),
+                errors="400 404 409 422",
+                body=schemas.RESULT,
+            ),
+        },
+        "/v1/software/{name}/jobs/{image_id}/fail": {
+            "parameters": job,
+            "post": _operation(
+                "report a failure: retry after a backoff, or failed",
+                (200, _ref("Job")),
+                errors="400 404 409",
+                body=schemas.FAIL,
+            ),
+        },
+        "/v1/software/{name}/jobs/{image_id}/release": {
+            "parameters": job,
+            "post": _operation(
+                "give the job back at once", (200, _ref("Job")), errors="400 404 409", body=schemas.RELEASE
+            ),
+        },
+        "/v1/software/{name}/tables/{table}": {
+            "parameters": [NAME_PARAM, _path("table", schemas.NAME)],
+            "get": _operation(
+                "rows of one of the software's extra tables",
+                (200, _page("rows", _object({"id": {"type": "integer"}, "image_id": {"type": "string"}}))),
+                errors="400 404",
+                parameters=[*PAGING, _query("image_id", {"type": "string"}, "only this image's rows")],
+            ),
+        },
+        "/openapi.json": {"get": _operation("this document", (200, {"type": "object"}))},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Heartbeat",
+            "version": __version__,
+            "description": "A database and work coordinator for images that computer-vision software analyses.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": _paths(),
+        "components": {
+            "schemas": COMPONENTS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+class OpenApi:
+    def __init__(self) -> None:
+        self._document = openapi_document()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document
