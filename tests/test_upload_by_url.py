@@ -283,6 +283,33 @@ def test_a_host_named_in_the_allow_list_is_reachable_by_that_name(make_api, sour
     assert result.status_code == 201, result.text
 
 
+@pytest.fixture
+def rebinding_dns(monkeypatch) -> list[str]:
+    """``rebind.heartbeat.test`` answers 127.0.0.1 once, then a private address to every later lookup:
+    the DNS-rebinding trick. Returns the list of lookups made for that name."""
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.heartbeat.test":
+            return real(host, port, *args, **kwargs)
+        answer = "127.0.0.1" if not lookups else "10.255.255.1"
+        lookups.append(answer)
+        return real(answer, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def test_the_fetch_connects_to_the_address_it_checked_not_to_a_second_dns_answer(api, source, rebinding_dns):
+    source.routes["/img.jpg"] = answer(image_bytes())
+    result = api.by_json(source.url("/img.jpg", host="rebind.heartbeat.test"))
+    # Had the connection looked the name up again, it would have gone to 10.255.255.1 and failed.
+    assert result.status_code == 201, result.text
+    assert rebinding_dns == ["127.0.0.1"]
+    assert source.requested
+
+
 # --- refused by the address guard ------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import peewee
 from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection
+from heartbeat.api.params import json_handler
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
@@ -40,6 +41,7 @@ def create_app(
     ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler()
     add_error_handlers(app)
     add_routes(
         app,
