@@ -30,3 +30,12 @@ def test_the_readme_walkthrough_registers_uploads_claims_fetches_submits_and_rea
     assert '"jobs": {"face_detection": "done"}' in done.stdout
     assert '"status": "done"' in done.stdout
     assert '"rows": [{"id": 1, "image_id":' in done.stdout
+
+
+def test_every_test_the_readme_names_as_proof_exists():
+    named = re.findall(r"`(tests/\w+\.py)(?:::(\w+))?`", README.read_text())
+    assert len(named) >= 8, "the Guarantees section names its tests"
+    root = README.parent
+    for path, test in named:
+        source = (root / path).read_text()
+        assert not test or re.search(rf"^def {test}\(", source, re.M), f"{path}::{test} does not exist"
