@@ -36,6 +36,8 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("POST", "/v1/software"): ADMIN,
     ("GET", "/v1/software/{name}"): READ,
     ("POST", "/v1/software/{name}/requeue"): ADMIN,
+    ("POST", "/v1/software/{name}/pause"): ADMIN,
+    ("POST", "/v1/software/{name}/resume"): ADMIN,
     ("POST", "/v1/software/{name}/claim"): WORK,
     ("POST", "/v1/software/{name}/results"): WORK,
     ("GET", "/v1/software/{name}/jobs"): READ,

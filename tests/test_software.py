@@ -14,6 +14,7 @@ def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
         "lease_seconds": 30,
         "max_attempts": 5,
         "tables": {"faces": {"x": "int"}},
+        "paused": False,
         "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0},
     }
     assert client.simulate_get("/v1/software").json == {"software": [created]}
@@ -96,3 +97,27 @@ def test_columns_named_like_model_methods_work(client):
     assert client.simulate_put(f"/v1/software/odd/jobs/{job['image_id']}/result", json=body).status_code == 200
     [row] = client.simulate_get("/v1/software/odd/tables/t").json["rows"]
     assert (row["save"], row["select"], row["delete"]) == ("s", 3, True)
+
+
+def test_a_paused_software_hands_out_no_jobs_until_it_is_resumed(client):
+    register(client, "face_detection")
+    register(client, "ocr")
+    image_id = upload(client).json["id"]
+    paused = client.simulate_post("/v1/software/face_detection/pause")
+    assert paused.status_code == 200 and paused.json["paused"] is True
+    assert client.simulate_get("/v1/software/face_detection").json["paused"] is True
+    assert client.simulate_post("/v1/software/face_detection/claim", json={}).json["jobs"] == []
+    assert client.simulate_get("/v1/software/face_detection").json["counts"]["pending"] == 1
+    # Other software are not held up.
+    assert [job["image_id"] for job in client.simulate_post("/v1/software/ocr/claim", json={}).json["jobs"]] == [
+        image_id
+    ]
+    resumed = client.simulate_post("/v1/software/face_detection/resume")
+    assert resumed.status_code == 200 and resumed.json["paused"] is False
+    [job] = client.simulate_post("/v1/software/face_detection/claim", json={}).json["jobs"]
+    assert job["image_id"] == image_id
+
+
+def test_pausing_an_unknown_software_answers_404(client):
+    assert client.simulate_post("/v1/software/nope/pause").status_code == 404
+    assert client.simulate_post("/v1/software/nope/resume").status_code == 404

@@ -71,6 +71,12 @@ class Registry:
             raise NotFound(f"no software named {name!r}")
         return software
 
+    def set_paused(self, name: str, paused: bool) -> Software:
+        """Pause or resume a software: a paused software's claims find no jobs."""
+        software = self.get(name)
+        Software.update(paused=paused).where(Software.id == software.id).execute()
+        return self.get(name)
+
     def all(self) -> list[Software]:
         return list(Software.select().order_by(Software.name))
 
@@ -90,6 +96,7 @@ class Registry:
             "lease_seconds": software.lease_seconds,
             "max_attempts": software.max_attempts,
             "tables": software.tables,
+            "paused": software.paused,
             "counts": self.counts(software),
         }
 

@@ -36,13 +36,16 @@ class Claim:
         deadline = time.monotonic() + media.get("wait_seconds", 0)
         while True:
             generation = self._queue.signal.generation()
-            claimed = self._queue.claim(
-                software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
-            )
+            claimed = []
+            if not software.paused:  # a paused software's claim waits as if there were no work
+                claimed = self._queue.claim(
+                    software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
+                )
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:
                 break
             self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
+            software = self._registry.get(name)  # paused or resumed meanwhile, perhaps by another process
         resp.media = {"jobs": self._describe(req, claimed)}
 
     def _describe(self, req: falcon.Request, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ COMPONENTS: dict[str, Schema] = {
             "lease_seconds": {"type": "integer"},
             "max_attempts": {"type": "integer"},
             "tables": {"type": "object", "additionalProperties": {"type": "object"}},
+            "paused": {"type": "boolean"},
             "counts": _ref("Counts"),
         }
     ),
@@ -244,6 +245,14 @@ def _paths() -> dict[str, Any]:
                 errors="400 404",
                 body=schemas.REQUEUE,
             ),
+        },
+        "/v1/software/{name}/pause": {
+            "parameters": [NAME_PARAM],
+            "post": _operation("pause: claims find no jobs until resumed", (200, _ref("Software")), errors="404"),
+        },
+        "/v1/software/{name}/resume": {
+            "parameters": [NAME_PARAM],
+            "post": _operation("resume a paused software", (200, _ref("Software")), errors="404"),
         },
         "/v1/software/{name}/claim": {
             "parameters": [NAME_PARAM],

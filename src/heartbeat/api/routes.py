@@ -45,6 +45,8 @@ def add_routes(
     app.add_route("/v1/software", SoftwareCollection(registry))
     app.add_route("/v1/software/{name}", software)
     app.add_route("/v1/software/{name}/requeue", software, suffix="requeue")
+    app.add_route("/v1/software/{name}/pause", software, suffix="pause")
+    app.add_route("/v1/software/{name}/resume", software, suffix="resume")
     app.add_route("/v1/software/{name}/claim", Claim(registry, queue, storage, settings))
     app.add_route("/v1/software/{name}/results", BatchResults(registry, queue))
     app.add_route("/v1/software/{name}/jobs", JobCollection(registry))

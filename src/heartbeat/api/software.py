@@ -40,6 +40,13 @@ class SoftwareItem:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self._registry.describe(self._registry.get(name))
 
+    def on_post_pause(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self._registry.describe(self._registry.set_paused(name, True))
+
+    def on_post_resume(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self._registry.describe(self._registry.set_paused(name, False))
+        self._queue.signal.notify()  # waiting claims look again at once
+
     def on_post_requeue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         software = self._registry.get(name)
         media = read_body(req, schemas.REQUEUE)

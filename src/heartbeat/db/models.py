@@ -62,6 +62,7 @@ class Software(BaseModel):
     max_attempts = peewee.IntegerField()
     tables = JsonTextField(default=dict)
     created_at = peewee.DoubleField()
+    paused = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT 0")])
 
     class Meta:
         table_name = "software"

@@ -1,0 +1,220 @@
+// Heartbeat's dashboard: plain JavaScript over the public API, no build step.
+"use strict";
+
+const STATUSES = ["pending", "claimed", "done", "failed", "skipped"];
+const REFRESH_MS = 3000;
+const THROUGHPUT_WINDOW_MS = 5 * 60 * 1000;
+const view = document.getElementById("view");
+const history = {}; // software name -> [[time, done], ...] seen since the page opened
+let timer = null;
+
+// --- the API, with the token kept in this tab's session storage ------------------------------
+
+function token() { return sessionStorage.getItem("heartbeat-token"); }
+
+class Unauthorized extends Error {}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (response.status === 401) throw new Unauthorized();
+  if (!response.ok) {
+    let description = response.statusText;
+    try { description = (await response.json()).description || description; } catch (e) { /* not JSON */ }
+    throw new Error(`${response.status}: ${description}`);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function showLogin(show) {
+  document.getElementById("login").hidden = !show;
+  document.getElementById("logout").hidden = show || !token();
+}
+
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("heartbeat-token", document.getElementById("token").value.trim());
+  document.getElementById("token").value = "";
+  route();
+});
+document.getElementById("logout").addEventListener("click", () => {
+  sessionStorage.removeItem("heartbeat-token");
+  route();
+});
+
+// --- small DOM helpers -----------------------------------------------------------------------
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "onclick") node.addEventListener("click", value);
+    else if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+function when(seconds) { return seconds ? new Date(seconds * 1000).toLocaleString() : "–"; }
+
+function progressBar(counts) {
+  const total = STATUSES.reduce((sum, status) => sum + (counts[status] || 0), 0);
+  const bar = el("div", { class: "bar", "data-testid": "progress", "data-total": total });
+  for (const status of STATUSES) {
+    const count = counts[status] || 0;
+    if (!count) continue;
+    bar.append(el("span", { class: status, style: `width:${(100 * count) / total}%`, title: `${status}: ${count}`,
+      "data-status": status, "data-count": count }));
+  }
+  return bar;
+}
+
+function throughput(name, done) {
+  const now = Date.now();
+  const seen = (history[name] = (history[name] || []).filter(([time]) => now - time <= THROUGHPUT_WINDOW_MS));
+  seen.push([now, done]);
+  const [firstTime, firstDone] = seen[0];
+  const minutes = (now - firstTime) / 60000;
+  return minutes > 0 ? ((done - firstDone) / minutes).toFixed(1) : "…";
+}
+
+// --- the overview: software cards, newest images --------------------------------------------
+
+async function overview() {
+  const [{ software }, { images }] = await Promise.all([
+    api("GET", "/v1/software"),
+    api("GET", "/v1/images?order=newest&limit=24&include=jobs,thumbnail"),
+  ]);
+  const cards = el("div", { class: "cards" }, software.map(softwareCard));
+  const grid = el("div", { class: "grid", "data-testid": "images" }, images.map(imageTile));
+  view.replaceChildren(
+    el("h2", {}, "Software"), software.length ? cards : el("p", {}, "No software registered yet."),
+    el("h2", {}, "Newest images"), images.length ? grid : el("p", {}, "No images yet."),
+  );
+}
+
+function softwareCard(item) {
+  const counts = item.counts;
+  const action = (label, path, body, testid) => el("button", { "data-testid": testid, onclick: async () => {
+    try { await api("POST", path, body); } catch (error) { alert(error.message); }
+    route();
+  } }, label);
+  return el("section", { class: "card", "data-testid": `software-${item.name}` },
+    el("h3", {}, el("a", { href: `#/software/${item.name}` }, item.name),
+      item.paused ? el("span", { class: "badge failed", "data-testid": "paused" }, "paused") : ""),
+    progressBar(counts),
+    el("div", { class: "counts" }, STATUSES.filter((status) => status in counts).map((status) =>
+      el("span", {}, el("span", { class: `dot ${status}` }), ` ${status} `, el("b", { "data-testid": `count-${status}` }, counts[status])))),
+    el("p", { class: "muted" }, `${throughput(item.name, counts.done)} done per minute (since this page opened, last 5 min)`),
+    el("div", { class: "actions" },
+      item.paused
+        ? action("Resume", `/v1/software/${item.name}/resume`, undefined, "resume")
+        : action("Pause", `/v1/software/${item.name}/pause`, undefined, "pause"),
+      action("Requeue failed", `/v1/software/${item.name}/requeue`, { status: "failed" }, "requeue-failed"),
+      el("a", { href: `#/software/${item.name}`, "data-testid": "failed-link" }, `failed jobs (${counts.failed})`)),
+  );
+}
+
+function imageTile(image) {
+  const jobs = Object.entries(image.jobs || {}).map(([name, status]) =>
+    el("span", { class: `dot ${status}`, title: `${name}: ${status}` }));
+  return el("a", { class: "tile", href: `#/image/${image.id}`, "data-testid": "image-tile", "data-id": image.id },
+    el("img", { src: image.thumbnail_url || "", alt: image.filename, loading: "lazy" }),
+    el("div", { class: "jobs" }, jobs));
+}
+
+// --- one software: its failed jobs ----------------------------------------------------------
+
+async function softwarePage(name) {
+  const [item, { jobs }] = await Promise.all([
+    api("GET", `/v1/software/${name}`),
+    api("GET", `/v1/software/${name}/jobs?status=failed&limit=200`),
+  ]);
+  const rows = jobs.map((job) => el("tr", { "data-testid": "failed-job" },
+    el("td", {}, el("a", { href: `#/image/${job.image_id}` }, job.image_id)),
+    el("td", {}, job.attempts), el("td", {}, when(job.finished_at)),
+    el("td", { class: "error" }, el("pre", {}, job.error || ""))));
+  view.replaceChildren(
+    el("h2", {}, `${name}: failed jobs`), softwareCard(item),
+    jobs.length ? el("table", {}, el("tr", {}, el("th", {}, "image"), el("th", {}, "attempts"), el("th", {}, "failed at"),
+      el("th", {}, "error")), rows) : el("p", {}, "No failed jobs."),
+  );
+}
+
+// --- one image: the picture, its boxes, every software's result -----------------------------
+
+function boxesIn(info) {
+  // Any result holding {x, y, w, h} objects, at the top or in a list anywhere inside it.
+  const found = [];
+  const visit = (value) => {
+    if (Array.isArray(value)) value.forEach(visit);
+    else if (value && typeof value === "object") {
+      if (["x", "y", "w", "h"].every((key) => typeof value[key] === "number")) found.push(value);
+      else Object.values(value).forEach(visit);
+    }
+  };
+  visit(info);
+  return found;
+}
+
+async function imagePage(id) {
+  const image = await api("GET", `/v1/images/${id}`);
+  const [{ url }, ...results] = await Promise.all([
+    api("GET", `/v1/images/${id}/url`),
+    ...Object.keys(image.jobs).map((name) => api("GET", `/v1/software/${name}/jobs/${id}`).then((job) => [name, job])),
+  ]);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  for (const [name, job] of results) {
+    for (const box of boxesIn(job.info)) {
+      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      for (const [attribute, key] of [["x", "x"], ["y", "y"], ["width", "w"], ["height", "h"]]) rect.setAttribute(attribute, box[key]);
+      rect.setAttribute("class", "box");
+      rect.setAttribute("data-testid", "box");
+      rect.setAttribute("data-software", name);
+      svg.append(rect);
+    }
+  }
+  const meta = ["id", "filename", "origin", "uploaded_date", "content_type", "width", "height", "size", "sha256"].map((key) =>
+    el("tr", {}, el("th", {}, key), el("td", {}, key === "uploaded_date" ? when(image[key]) : image[key] ?? "–")));
+  const jobRows = results.map(([name, job]) => el("tr", { "data-testid": `result-${name}` },
+    el("th", {}, name), el("td", {}, el("span", { class: `badge ${job.status}` }, job.status)),
+    el("td", {}, el("pre", {}, job.info === null ? (job.error || "") : JSON.stringify(job.info, null, 1)))));
+  view.replaceChildren(
+    el("h2", {}, image.filename),
+    el("div", { class: "figure" }, el("img", { src: url, alt: image.filename, "data-testid": "picture" }), svg),
+    el("h2", {}, "Results"), el("table", {}, jobRows),
+    el("h2", {}, "Metadata"), el("table", {}, meta,
+      el("tr", {}, el("th", {}, "other_data"), el("td", {}, el("pre", {}, JSON.stringify(image.other_data))))),
+  );
+}
+
+// --- routing and refreshing -----------------------------------------------------------------
+
+async function route() {
+  clearTimeout(timer);
+  const [, page, arg] = (location.hash || "#/").split("/");
+  const status = document.getElementById("status");
+  try {
+    if (page === "image") await imagePage(decodeURIComponent(arg));
+    else if (page === "software") await softwarePage(decodeURIComponent(arg));
+    else await overview();
+    showLogin(false);
+    status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (page !== "image") timer = setTimeout(route, REFRESH_MS);
+  } catch (error) {
+    if (error instanceof Unauthorized) {
+      showLogin(true);
+      status.textContent = token() ? "that token was refused" : "this server needs a token";
+      view.replaceChildren();
+    } else {
+      status.textContent = `error: ${error.message}`;
+      timer = setTimeout(route, REFRESH_MS);
+    }
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();
