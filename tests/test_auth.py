@@ -32,6 +32,8 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("DELETE", "/v1/images/{image_id}"): ADMIN,
     ("GET", "/v1/images/{image_id}/url"): READ,
     ("GET", "/v1/images/{image_id}/content"): READ,
+    ("GET", "/v1/images/{image_id}/thumbnail"): READ,
+    ("GET", "/"): PUBLIC,
     ("GET", "/v1/software"): READ,
     ("POST", "/v1/software"): ADMIN,
     ("GET", "/v1/software/{name}"): READ,

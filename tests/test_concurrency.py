@@ -318,9 +318,12 @@ def test_eight_processes_uploading_the_same_bytes_at_once_store_one_image(server
 
     images = all_pages(f"{servers[1].url}/v1/images", "images")
     assert sorted(image["id"] for image in images) == sorted(winners)
-    stored = sorted(path for path in (servers[0].data_dir / "images").rglob("*") if path.is_file())
+    store = servers[0].data_dir / "images"  # the local storage folder; keys images/... and thumbnails/...
+    stored = sorted(path for path in (store / "images").rglob("*") if path.is_file())
     assert len(stored) == RACES, stored
     assert sorted(path.read_bytes() for path in stored) == sorted(pictures)
+    thumbnails = sorted(path.stem for path in (store / "thumbnails").rglob("*") if path.is_file())
+    assert thumbnails == sorted(winners), "a losing upload left its thumbnail behind"
     assert counts(servers[0].url, "dedupe") == {"pending": RACES, "claimed": 0, "done": 0, "failed": 0}
 
 

@@ -16,7 +16,12 @@ from helpers import claim, distinct_images, image_bytes, multipart, register, up
 
 
 def stored_files(settings: Settings) -> list[Path]:
+    """Every object in local storage: pictures (under images/) and their thumbnails (under thumbnails/)."""
     return sorted(p for p in settings.local_storage_dir.rglob("*") if p.is_file())
+
+
+def stored_pictures(settings: Settings) -> list[Path]:
+    return [p for p in stored_files(settings) if p.relative_to(settings.local_storage_dir).parts[0] == "images"]
 
 
 def fetch_signed(client: falcon.testing.TestClient, url: str) -> falcon.testing.Result:
@@ -49,7 +54,8 @@ def test_the_same_bytes_again_answer_200_with_the_existing_image(client, setting
     assert again.json["id"] == first["id"]
     assert again.json["origin"] is None
     assert len(client.simulate_get("/v1/images").json["images"]) == 1
-    assert len(stored_files(settings)) == 1
+    assert len(stored_pictures(settings)) == 1
+    assert len(stored_files(settings)) == 2, "the picture and its thumbnail, once"
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
@@ -139,7 +145,7 @@ def test_the_client_path_never_decides_where_bytes_are_stored(client, settings):
     result = client.simulate_post("/v1/images", **multipart({}, image_bytes(), filename="../../outside/evil.jpg"))
     assert result.status_code == 201
     assert result.json["filename"] == "evil.jpg"
-    files = stored_files(settings)
+    files = stored_pictures(settings)
     assert len(files) == 1
     assert files[0].is_relative_to(settings.local_storage_dir.resolve())
     assert "evil" not in files[0].name
@@ -241,7 +247,7 @@ def test_deleting_an_image_removes_every_trace(client, settings):
     assert client.simulate_get(f"/v1/software/face_detection/jobs/{gone}").status_code == 404
     rows = client.simulate_get("/v1/software/face_detection/tables/faces").json["rows"]
     assert {row["image_id"] for row in rows} == {keep}
-    assert len(stored_files(settings)) == 1
+    assert [path.stem for path in stored_files(settings)] == [keep, keep], "only the kept picture and thumbnail"
     assert fetch_signed(client, old_url).status_code == 404
     assert client.simulate_get("/v1/software/face_detection").json["counts"]["done"] == 1
 

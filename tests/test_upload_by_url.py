@@ -265,7 +265,7 @@ def test_the_same_url_again_answers_200_with_the_existing_image(api, source):
     assert again.json["duplicate"] is True
     assert again.json["id"] == first.json["id"]
     assert len(api.client.simulate_get("/v1/images").json["images"]) == 1
-    assert len(files_under(api.settings.local_storage_dir)) == 1
+    assert len(files_under(api.settings.local_storage_dir)) == 2  # the picture and its thumbnail
 
 
 def test_a_redirect_between_allowed_addresses_is_followed(api, source):

@@ -11,6 +11,7 @@ from heartbeat.paging import decode_cursor, next_cursor
 from heartbeat.queue import delete_image_rows
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
+from heartbeat.thumbnails import thumbnail_key
 
 
 class Catalog:
@@ -27,9 +28,9 @@ class Catalog:
         return image
 
     def page(
-        self, *, origin: str | None, status: str | None, cursor: str | None, limit: int
+        self, *, origin: str | None, status: str | None, cursor: str | None, limit: int, newest_first: bool = False
     ) -> tuple[list[Image], str | None]:
-        """Images oldest first; ``status`` is ``<software>:<status>``."""
+        """Images oldest (or newest) first; ``status`` is ``<software>:<status>``."""
         query = Image.select()
         if origin is not None:
             query = query.where(Image.origin == origin)
@@ -42,10 +43,18 @@ class Catalog:
         after = decode_cursor(cursor, 2)
         if after is not None:
             uploaded_date, image_id = after
-            query = query.where(
-                (Image.uploaded_date > uploaded_date) | ((Image.uploaded_date == uploaded_date) & (Image.id > image_id))
-            )
-        images = list(query.order_by(Image.uploaded_date, Image.id).limit(limit))
+            if newest_first:
+                query = query.where(
+                    (Image.uploaded_date < uploaded_date)
+                    | ((Image.uploaded_date == uploaded_date) & (Image.id < image_id))
+                )
+            else:
+                query = query.where(
+                    (Image.uploaded_date > uploaded_date)
+                    | ((Image.uploaded_date == uploaded_date) & (Image.id > image_id))
+                )
+        order = (Image.uploaded_date.desc(), Image.id.desc()) if newest_first else (Image.uploaded_date, Image.id)
+        images = list(query.order_by(*order).limit(limit))
         return images, next_cursor(images, limit, lambda image: [image.uploaded_date, image.id])
 
     def delete(self, image_id: str) -> None:
@@ -55,6 +64,7 @@ class Catalog:
             delete_image_rows(image_id)
             image.delete_instance()
         self._storage.delete(image.storage_key)
+        self._storage.delete(thumbnail_key(image.id))
 
 
 def describe_image(image: Image, jobs: dict[str, str] | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import secrets
 import tempfile
@@ -23,6 +24,9 @@ from heartbeat.db.models import Image
 from heartbeat.errors import InvalidInput, TooLarge, UnsupportedImage
 from heartbeat.queue import WorkSignal, create_jobs
 from heartbeat.storage import Storage
+from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
+
+log = logging.getLogger(__name__)
 
 # Pillow format name -> (content type, file extension)
 IMAGE_FORMATS = {
@@ -128,6 +132,7 @@ class Ingest:
             return Ingested(existing, created=False)
         image_id = self._new_id()
         key = f"images/{image_id[:2]}/{image_id}{checked.extension}"
+        self._store_thumbnail(path, image_id)
         self._storage.put_file(key, path, checked.content_type)
         try:
             with database_proxy.atomic():
@@ -148,15 +153,29 @@ class Ingest:
         except peewee.IntegrityError:
             # Someone stored the same bytes between our look and our insert: theirs stands.
             self._storage.delete(key)
+            self._storage.delete(thumbnail_key(image_id))
             existing = Image.get_or_none(Image.sha256 == checked.sha256)
             if existing is None:
                 raise
             return Ingested(existing, created=False)
         except BaseException:
             self._storage.delete(key)
+            self._storage.delete(thumbnail_key(image_id))
             raise
         self._signal.notify()
         return Ingested(image, created=True)
+
+    def _store_thumbnail(self, path: Path, image_id: str) -> None:
+        thumbnail = path.with_name(path.name + ".thumbnail.jpg")
+        try:
+            write_thumbnail(path, thumbnail)
+        except (OSError, ValueError) as error:  # an image Pillow can check but not shrink: no thumbnail
+            log.warning("no thumbnail for %s: %s", image_id, error)
+            return
+        try:
+            self._storage.put_file(thumbnail_key(image_id), thumbnail, THUMBNAIL_TYPE)
+        finally:
+            thumbnail.unlink(missing_ok=True)
 
 
 def check_metadata(origin: Any, other_data: Any) -> None:

@@ -13,28 +13,50 @@ from heartbeat.api import schemas
 from heartbeat.api.params import base_url, page_limit, read_body
 from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
+from heartbeat.db.models import Image
 from heartbeat.errors import InvalidInput
 from heartbeat.ingest import Ingest, Ingested, check_metadata
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
-from heartbeat.storage import Storage
+from heartbeat.storage import SignedUrl, Storage
+from heartbeat.thumbnails import thumbnail_key
 
 FORM_FIELDS = ("url", "origin", "other_data")
 
 
+INCLUDES = frozenset({"jobs", "thumbnail"})
+
+
 class ImageCollection:
-    def __init__(self, ingest: Ingest, catalog: Catalog):
+    def __init__(self, ingest: Ingest, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner):
         self._ingest = ingest
         self._catalog = catalog
+        self._registry = registry
+        self._queue = queue
+        self._signer = signer
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        order = req.get_param("order", default="oldest")
+        if order not in ("oldest", "newest"):
+            raise InvalidInput("order must be oldest or newest")
+        include = set(req.get_param_as_list("include", delimiter=",", default=[]))
+        if include - INCLUDES:
+            raise InvalidInput(f"include takes {', '.join(sorted(INCLUDES))}")
         images, cursor = self._catalog.page(
             origin=req.get_param("origin"),
             status=req.get_param("status"),
             cursor=req.get_param("cursor"),
             limit=page_limit(req),
+            newest_first=order == "newest",
         )
-        resp.media = {"images": [describe_image(image) for image in images], "next_cursor": cursor}
+        described = []
+        software = self._registry.all() if "jobs" in include else []
+        for image in images:
+            item = describe_image(image, self._queue.statuses(image.id, software) if "jobs" in include else None)
+            if "thumbnail" in include:
+                item["thumbnail_url"] = self._signer.thumbnail(req, image.id).url
+            described.append(item)
+        resp.media = {"images": described, "next_cursor": cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.content_type and req.content_type.startswith("multipart/form-data"):
@@ -88,13 +110,33 @@ def _json_object(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+class UrlSigner:
+    """Presigned GET URLs for an image's bytes and its thumbnail, based on how the caller reached us."""
+
+    def __init__(self, storage: Storage, settings: Settings):
+        self._storage = storage
+        self._settings = settings
+
+    def _sign(self, req: falcon.Request, key: str) -> SignedUrl:
+        return self._storage.presigned_get(
+            key,
+            expires_seconds=self._settings.signed_url_seconds,
+            base_url=base_url(req, self._settings.public_url),
+        )
+
+    def image(self, req: falcon.Request, image: Image) -> SignedUrl:
+        return self._sign(req, image.storage_key)
+
+    def thumbnail(self, req: falcon.Request, image_id: str) -> SignedUrl:
+        return self._sign(req, thumbnail_key(image_id))
+
+
 class ImageItem:
-    def __init__(self, catalog: Catalog, registry: Registry, queue: JobQueue, storage: Storage, settings: Settings):
+    def __init__(self, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner):
         self._catalog = catalog
         self._registry = registry
         self._queue = queue
-        self._storage = storage
-        self._settings = settings
+        self._signer = signer
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         image = self._catalog.get(image_id)
@@ -104,17 +146,12 @@ class ImageItem:
         self._catalog.delete(image_id)
         resp.status = falcon.HTTP_204
 
-    def _signed(self, req: falcon.Request, image_id: str) -> dict[str, Any]:
-        image = self._catalog.get(image_id)
-        signed = self._storage.presigned_get(
-            image.storage_key,
-            expires_seconds=self._settings.signed_url_seconds,
-            base_url=base_url(req, self._settings.public_url),
-        )
-        return {"url": signed.url, "expires_at": signed.expires_at}
-
     def on_get_url(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
-        resp.media = self._signed(req, image_id)
+        signed = self._signer.image(req, self._catalog.get(image_id))
+        resp.media = {"url": signed.url, "expires_at": signed.expires_at}
 
     def on_get_content(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
-        raise falcon.HTTPTemporaryRedirect(self._signed(req, image_id)["url"])
+        raise falcon.HTTPTemporaryRedirect(self._signer.image(req, self._catalog.get(image_id)).url)
+
+    def on_get_thumbnail(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        raise falcon.HTTPTemporaryRedirect(self._signer.thumbnail(req, self._catalog.get(image_id).id).url)

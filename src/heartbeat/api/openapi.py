@@ -175,6 +175,13 @@ def _paths() -> dict[str, Any]:
     )
     upload["requestBody"] = _upload_form()
     return {
+        "/": {
+            "get": {
+                "summary": "the dashboard page",
+                "security": [],
+                "responses": {"200": {"description": "the dashboard", "content": {"text/html": {}}}},
+            }
+        },
         "/v1/health": {
             "get": _operation(
                 "whether the database and the object store answer",
@@ -191,6 +198,12 @@ def _paths() -> dict[str, Any]:
                     *PAGING,
                     _query("origin", {"type": "string"}, "only images of this origin"),
                     _query("status", {"type": "string"}, "`<software>:<status>`: only images whose job has it"),
+                    _query("order", {"enum": ["oldest", "newest"]}, "oldest first (default) or newest first"),
+                    _query(
+                        "include",
+                        {"type": "string", "pattern": "^(jobs|thumbnail)(,(jobs|thumbnail))*$"},
+                        "`jobs` (each software's job status), `thumbnail` (a presigned `thumbnail_url`)",
+                    ),
                 ],
             ),
             "post": upload,
@@ -203,6 +216,10 @@ def _paths() -> dict[str, Any]:
         "/v1/images/{image_id}/url": {
             "parameters": [IMAGE_ID_PARAM],
             "get": _operation("a presigned GET URL for the bytes", (200, _ref("SignedUrl")), errors="404"),
+        },
+        "/v1/images/{image_id}/thumbnail": {
+            "parameters": [IMAGE_ID_PARAM],
+            "get": _operation("a redirect to a presigned URL of the image's thumbnail", (307, None), errors="404"),
         },
         "/v1/images/{image_id}/content": {
             "parameters": [IMAGE_ID_PARAM],

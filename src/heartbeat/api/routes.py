@@ -6,8 +6,9 @@ import falcon
 import peewee
 
 from heartbeat.api.blobs import SignedBlob
+from heartbeat.api.dashboard import add_dashboard
 from heartbeat.api.health import Health
-from heartbeat.api.images import ImageCollection, ImageItem
+from heartbeat.api.images import ImageCollection, ImageItem, UrlSigner
 from heartbeat.api.jobs import BatchResults, Claim, JobCollection, JobItem
 from heartbeat.api.openapi import OpenApi
 from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
@@ -30,16 +31,19 @@ def add_routes(
     catalog: Catalog,
     ingest: Ingest,
 ) -> None:
-    image = ImageItem(catalog, registry, queue, storage, settings)
+    signer = UrlSigner(storage, settings)
+    image = ImageItem(catalog, registry, queue, signer)
     software = SoftwareItem(registry, queue)
     job = JobItem(registry, queue)
 
+    add_dashboard(app)
     app.add_route("/openapi.json", OpenApi())
     app.add_route("/v1/health", Health(database, storage))
-    app.add_route("/v1/images", ImageCollection(ingest, catalog))
+    app.add_route("/v1/images", ImageCollection(ingest, catalog, registry, queue, signer))
     app.add_route("/v1/images/{image_id}", image)
     app.add_route("/v1/images/{image_id}/url", image, suffix="url")
     app.add_route("/v1/images/{image_id}/content", image, suffix="content")
+    app.add_route("/v1/images/{image_id}/thumbnail", image, suffix="thumbnail")
     app.add_route("/v1/blobs/{key:path}", SignedBlob(storage))
 
     app.add_route("/v1/software", SoftwareCollection(registry))

@@ -1,0 +1,20 @@
+"""``GET /``: the dashboard page; its script and style are served from ``/dashboard/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import falcon
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+
+
+class DashboardPage:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.data = (DASHBOARD_DIR / "index.html").read_bytes()
+
+
+def add_dashboard(app: falcon.App) -> None:
+    app.add_route("/", DashboardPage())
+    app.add_static_route("/dashboard", str(DASHBOARD_DIR))
