@@ -151,10 +151,15 @@ def client(app: falcon.App) -> falcon.testing.TestClient:
 class LiveServer:
     """``heartbeat serve`` as a real process on a free loopback port."""
 
-    def __init__(self, process: subprocess.Popen[bytes], url: str, data_dir: Path):
+    def __init__(self, process: subprocess.Popen[bytes], url: str, data_dir: Path, log_path: Path):
         self.process = process
         self.url = url
         self.data_dir = data_dir
+        self.log_path = log_path
+
+    def log(self) -> str:
+        """What the server printed (its access log among it)."""
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -179,13 +184,16 @@ def start_server(
         command = [sys.executable, "-m", "heartbeat", "serve", "--port", str(port), "--data-dir", str(data_dir)]
         if db_auth_file is not None:
             command += ["--db-auth", str(db_auth_file)]
-        process = subprocess.Popen([*command, *extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        server = LiveServer(process, f"http://127.0.0.1:{port}", data_dir)
+        # The log goes to a file: a pipe nobody reads fills up and blocks the server mid-request.
+        log_path = tmp_path / f"server-{len(servers)}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([*command, *extra_args], stdout=log, stderr=subprocess.STDOUT)
+        server = LiveServer(process, f"http://127.0.0.1:{port}", data_dir, log_path)
         servers.append(server)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+                raise RuntimeError(f"server exited: {server.log()}")
             try:
                 if requests.get(f"{server.url}/v1/health", timeout=1).status_code == 200:
                     return server

@@ -62,6 +62,7 @@ def test_the_component_schemas_are_valid_json_schemas():
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(600)
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(start_server, db_auth_file, tmp_path):
     """Every route, fuzzed: no 5xx, answers match their documented schemas, auth is never ignored.
 
@@ -111,6 +112,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(s
         "--suppress-health-check",
         "all",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    hooks = {"SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ | hooks)
     report.write_text(done.stdout + done.stderr)
     assert done.returncode == 0, f"schemathesis found problems (full report in {report}):\n{done.stdout[-6000:]}"

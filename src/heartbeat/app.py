@@ -11,12 +11,13 @@ import peewee
 
 from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
-from heartbeat.api.middleware import DatabaseConnection
+from heartbeat.api.middleware import DatabaseConnection, RequestLog
 from heartbeat.api.params import json_handler
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
 from heartbeat.ingest import Ingest, new_image_id
+from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
@@ -35,7 +36,10 @@ def create_app(
         clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
     )
     queue = JobQueue(clock)
+    metrics = Metrics()
+    metrics.watch_jobs(registry)
     middleware: list[Any] = [
+        RequestLog(metrics),
         DatabaseConnection(database),
         Authorization(serving_on_loopback=is_loopback(settings.host)),
     ]
@@ -50,6 +54,7 @@ def create_app(
         storage=storage,
         registry=registry,
         queue=queue,
+        metrics=metrics,
         catalog=Catalog(storage, registry),
         ingest=Ingest(settings, storage, queue.signal, clock=clock, new_id=new_id),
     )

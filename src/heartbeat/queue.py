@@ -31,6 +31,7 @@ class ClaimedJob:
     token: str
     attempt: int
     lease_expires_at: float
+    after_expired_lease: bool = False  # the job was taken back from a lease that ran out
 
 
 class WorkSignal:
@@ -167,7 +168,7 @@ class JobQueue:
         )
         if updated != 1:
             return None
-        return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at)
+        return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at, row.status == "claimed")
 
     def _supports_skip_locked(self) -> bool:
         if self._skip_locked is None:

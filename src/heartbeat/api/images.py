@@ -16,6 +16,7 @@ from heartbeat.config import Settings
 from heartbeat.db.models import Image
 from heartbeat.errors import InvalidInput
 from heartbeat.ingest import Ingest, Ingested, check_metadata
+from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import SignedUrl, Storage
@@ -28,7 +29,10 @@ INCLUDES = frozenset({"jobs", "thumbnail"})
 
 
 class ImageCollection:
-    def __init__(self, ingest: Ingest, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner):
+    def __init__(
+        self, ingest: Ingest, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner, metrics: Metrics
+    ):
+        self._metrics = metrics
         self._ingest = ingest
         self._catalog = catalog
         self._registry = registry
@@ -63,6 +67,7 @@ class ImageCollection:
             result = self._from_form(req)
         else:
             result = self._from_json(req)
+        (self._metrics.uploads if result.created else self._metrics.duplicates).inc()
         resp.media = describe_image(result.image) | {"duplicate": not result.created}
         resp.status = falcon.HTTP_201 if result.created else falcon.HTTP_200
         resp.location = f"{req.prefix}/v1/images/{result.image.id}"

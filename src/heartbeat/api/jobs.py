@@ -14,6 +14,7 @@ from heartbeat.catalog import describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import Image, job_model
 from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
+from heartbeat.metrics import Metrics
 from heartbeat.paging import decode_cursor, next_cursor
 from heartbeat.queue import ClaimedJob, JobQueue, describe_job
 from heartbeat.registry import STATUSES, Registry
@@ -24,7 +25,8 @@ POLL_SECONDS = 0.5
 
 
 class Claim:
-    def __init__(self, registry: Registry, queue: JobQueue, storage: Storage, settings: Settings):
+    def __init__(self, registry: Registry, queue: JobQueue, storage: Storage, settings: Settings, metrics: Metrics):
+        self._metrics = metrics
         self._registry = registry
         self._queue = queue
         self._storage = storage
@@ -46,6 +48,8 @@ class Claim:
                 break
             self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
             software = self._registry.get(name)  # paused or resumed meanwhile, perhaps by another process
+        self._metrics.claims.labels(name).inc(len(claimed))
+        self._metrics.lease_expiries.labels(name).inc(sum(1 for job in claimed if job.after_expired_lease))
         resp.media = {"jobs": self._describe(req, claimed)}
 
     def _describe(self, req: falcon.Request, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
@@ -101,9 +105,10 @@ class JobCollection:
 
 
 class JobItem:
-    def __init__(self, registry: Registry, queue: JobQueue):
+    def __init__(self, registry: Registry, queue: JobQueue, metrics: Metrics):
         self._registry = registry
         self._queue = queue
+        self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
         resp.media = describe_job(self._queue.get(self._registry.get(name), image_id))
@@ -118,6 +123,7 @@ class JobItem:
         media = read_body(req, schemas.RESULT)
         software = self._registry.get(name)
         job = self._queue.submit(software, image_id, media["token"], media["info"], media.get("rows"))
+        self._metrics.submits.labels(name).inc()
         resp.media = describe_job(job)
 
     def on_post_fail(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
@@ -131,6 +137,7 @@ class JobItem:
             retry=media.get("retry", True),
             retry_after=media.get("retry_after"),
         )
+        self._metrics.failures.labels(name).inc()
         resp.media = describe_job(job)
 
     def on_post_release(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
@@ -139,14 +146,17 @@ class JobItem:
 
 
 class BatchResults:
-    def __init__(self, registry: Registry, queue: JobQueue):
+    def __init__(self, registry: Registry, queue: JobQueue, metrics: Metrics):
         self._registry = registry
         self._queue = queue
+        self._metrics = metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         media = read_body(req, schemas.BATCH_RESULTS)
         software = self._registry.get(name)
-        resp.media = {"results": [self._submit_one(software, result) for result in media["results"]]}
+        results = [self._submit_one(software, result) for result in media["results"]]
+        self._metrics.submits.labels(name).inc(sum(1 for result in results if result["status"] == "done"))
+        resp.media = {"results": results}
 
     def _submit_one(self, software: Any, result: dict[str, Any]) -> dict[str, Any]:
         image_id = result["image_id"]

@@ -362,6 +362,16 @@ def _paths() -> dict[str, Any]:
                 parameters=[*PAGING, _query("image_id", {"type": "string"}, "only this image's rows")],
             ),
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {"description": "the Prometheus text format", "content": {"text/plain": {}}},
+                    "401": {"description": ERRORS["401"], "content": _json(_ref("Error"))},
+                    "403": {"description": ERRORS["403"], "content": _json(_ref("Error"))},
+                },
+            }
+        },
         "/openapi.json": {"get": _operation("this document", (200, {"type": "object"}))},
     }
 

@@ -15,6 +15,7 @@ from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
 from heartbeat.ingest import Ingest
+from heartbeat.metrics import Metrics, MetricsPage
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
@@ -28,18 +29,20 @@ def add_routes(
     storage: Storage,
     registry: Registry,
     queue: JobQueue,
+    metrics: Metrics,
     catalog: Catalog,
     ingest: Ingest,
 ) -> None:
     signer = UrlSigner(storage, settings)
     image = ImageItem(catalog, registry, queue, signer)
     software = SoftwareItem(registry, queue)
-    job = JobItem(registry, queue)
+    job = JobItem(registry, queue, metrics)
 
     add_dashboard(app)
     app.add_route("/openapi.json", OpenApi())
+    app.add_route("/metrics", MetricsPage(metrics))
     app.add_route("/v1/health", Health(database, storage))
-    app.add_route("/v1/images", ImageCollection(ingest, catalog, registry, queue, signer))
+    app.add_route("/v1/images", ImageCollection(ingest, catalog, registry, queue, signer, metrics))
     app.add_route("/v1/images/{image_id}", image)
     app.add_route("/v1/images/{image_id}/url", image, suffix="url")
     app.add_route("/v1/images/{image_id}/content", image, suffix="content")
@@ -51,8 +54,8 @@ def add_routes(
     app.add_route("/v1/software/{name}/requeue", software, suffix="requeue")
     app.add_route("/v1/software/{name}/pause", software, suffix="pause")
     app.add_route("/v1/software/{name}/resume", software, suffix="resume")
-    app.add_route("/v1/software/{name}/claim", Claim(registry, queue, storage, settings))
-    app.add_route("/v1/software/{name}/results", BatchResults(registry, queue))
+    app.add_route("/v1/software/{name}/claim", Claim(registry, queue, storage, settings, metrics))
+    app.add_route("/v1/software/{name}/results", BatchResults(registry, queue, metrics))
     app.add_route("/v1/software/{name}/jobs", JobCollection(registry))
     app.add_route("/v1/software/{name}/jobs/{image_id}", job)
     app.add_route("/v1/software/{name}/jobs/{image_id}/extend", job, suffix="extend")

@@ -1,0 +1,69 @@
+"""Prometheus metrics: counters this process counts, and job gauges read from the database at scrape time.
+
+Counters are per API process (scrape each process); the job gauges come from the shared database,
+so every process reports the same, correct numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from heartbeat.registry import Registry
+
+
+class JobGauges(Collector):
+    """``heartbeat_jobs{software, status}``: one GROUP BY per software, when Prometheus asks."""
+
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("heartbeat_jobs", "Jobs per software and status", labels=["software", "status"])
+        paused = GaugeMetricFamily("heartbeat_software_paused", "1 while a software is paused", labels=["software"])
+        for software in self._registry.all():  # on the scrape request's own connection
+            for status, count in self._registry.counts(software).items():
+                gauge.add_metric([software.name, status], count)
+            paused.add_metric([software.name], 1 if software.paused else 0)
+        yield gauge
+        yield paused
+
+
+class Metrics:
+    """Every metric of one app, in its own registry (so that several apps in one process stay apart)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.uploads = Counter("heartbeat_uploads", "Images stored", registry=registry)
+        self.duplicates = Counter("heartbeat_duplicates", "Uploads of bytes already stored", registry=registry)
+        self.claims = Counter("heartbeat_claims", "Jobs handed out", ["software"], registry=registry)
+        self.submits = Counter("heartbeat_submits", "Results stored", ["software"], registry=registry)
+        self.failures = Counter("heartbeat_failures", "Failures reported by workers", ["software"], registry=registry)
+        self.lease_expiries = Counter(
+            "heartbeat_lease_expiries", "Jobs claimed again after their lease ran out", ["software"], registry=registry
+        )
+        self.request_seconds = Histogram(
+            "heartbeat_request_duration_seconds",
+            "Time to answer a request",
+            ["method", "route", "status"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25),
+        )
+
+    def watch_jobs(self, registry: Registry) -> None:
+        self.registry.register(JobGauges(registry))
+
+
+class MetricsPage:
+    """``GET /metrics``: the Prometheus text format."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self._metrics.registry)
