@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= heartbeat-data
+# The browser tests drive Debian's Chromium (no browser can be downloaded by Playwright here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
 
 .PHONY: run test lint test-sqlite test-mysql clean
 
@@ -20,6 +24,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+$(CHROMIUM):
+	$(APT_INSTALL) chromium || ($(SUDO) apt-get update -q && $(APT_INSTALL) chromium)
+
 run: $(VENV)/.installed-run
 	$(BIN)/heartbeat serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
@@ -31,10 +38,10 @@ lint: $(VENV)/.installed-test
 # The whole suite on SQLite, then again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1).
 test: lint test-sqlite test-mysql
 
-test-sqlite: $(VENV)/.installed-test
+test-sqlite: $(VENV)/.installed-test | $(CHROMIUM)
 	HEARTBEAT_TEST_DB=sqlite $(BIN)/pytest
 
-test-mysql: $(VENV)/.installed-test
+test-mysql: $(VENV)/.installed-test | $(CHROMIUM)
 	HEARTBEAT_TEST_DB=mysql $(BIN)/pytest
 
 clean:

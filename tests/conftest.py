@@ -204,3 +204,15 @@ def start_server(
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def create_token(db_auth_file: Path | None) -> Callable[..., str]:
+    """``heartbeat token create`` on the test database (or the SQLite in ``data_dir``); returns the secret."""
+
+    def create(role: str, data_dir: Path, *extra_args: str) -> str:
+        db = ["--db-auth", str(db_auth_file)] if db_auth_file else ["--data-dir", str(data_dir)]
+        command = [sys.executable, "-m", "heartbeat", "token", "create", "--role", role, *db, *extra_args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    return create

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import distinct_images, register, upload
+from helpers import claim, distinct_images, register, upload
 
 
 def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
@@ -16,9 +16,34 @@ def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
         "tables": {"faces": {"x": "int"}},
         "paused": False,
         "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0},
+        "throughput": {"window_seconds": 300, "done": 0, "failed": 0},
     }
     assert client.simulate_get("/v1/software").json == {"software": [created]}
     assert client.simulate_get("/v1/software/face_detection").json == created
+
+
+def test_throughput_counts_the_jobs_finished_in_the_last_five_minutes(client, clock):
+    for data in distinct_images(4):
+        upload(client, data)
+    register(client, "ocr", max_attempts=1)
+
+    def finish(outcome: str) -> None:
+        [job] = claim(client, "ocr")
+        path = f"/v1/software/ocr/jobs/{job['image_id']}"
+        if outcome == "done":
+            client.simulate_put(f"{path}/result", json={"token": job["token"], "info": {}})
+        else:
+            client.simulate_post(f"{path}/fail", json={"token": job["token"], "error": "boom", "retry": False})
+
+    finish("done")
+    clock.advance(301)  # out of the window
+    finish("done")
+    finish("failed")
+    clock.advance(100)
+    finish("done")
+    described = client.simulate_get("/v1/software/ocr").json
+    assert described["throughput"] == {"window_seconds": 300, "done": 2, "failed": 1}
+    assert described["counts"]["done"] == 3
 
 
 def test_defaults_apply_when_lease_and_attempts_are_not_given(client, settings):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import logging
 import os
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbeat.config import DbAuth, Settings, UrlAllowList
+from heartbeat.logs import LOG_FORMATS, configure_logging
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-pixels", type=int, help="env HEARTBEAT_MAX_PIXELS (default 100 million)")
     serve.add_argument("--url-allow", help="networks or hosts URL uploads may reach (env HEARTBEAT_URL_ALLOW)")
     serve.add_argument("--threads", type=int, help="waitress worker threads (env HEARTBEAT_THREADS, default 16)")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, help="text or json lines (env HEARTBEAT_LOG_FORMAT)")
 
     software = commands.add_parser("software", help="register and list software")
     software_commands = software.add_subparsers(dest="software_command", required=True)
@@ -82,7 +83,17 @@ def _token_parser(commands: Any) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         key: getattr(args, key, None)
-        for key in ("host", "port", "data_dir", "storage", "public_url", "max_upload_bytes", "max_pixels", "threads")
+        for key in (
+            "host",
+            "port",
+            "data_dir",
+            "storage",
+            "public_url",
+            "max_upload_bytes",
+            "max_pixels",
+            "threads",
+            "log_format",
+        )
     }
     if getattr(args, "db_auth", None):
         overrides["db_auth"] = DbAuth.from_file(args.db_auth)
@@ -106,6 +117,7 @@ def serve(args: argparse.Namespace) -> int:
     from heartbeat.wsgi import app_from_settings
 
     settings = _settings(args)
+    configure_logging(settings.log_format)
     app = app_from_settings(settings)
     with database_proxy.connection_context():
         open_server = not tokens_exist()
@@ -237,7 +249,7 @@ def upload(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = build_parser().parse_args(argv)
     handlers = {"serve": serve, "software": software, "token": token, "upload": upload}
     return handlers[args.command](args)

@@ -84,6 +84,7 @@ class Settings:
     default_lease_seconds: int = 300
     default_max_attempts: int = 3
     threads: int = 16
+    log_format: str = "text"  # or "json"
     secret_key: str | None = None
 
     @property
@@ -117,6 +118,8 @@ class Settings:
             values["url_allow"] = UrlAllowList.parse(env["HEARTBEAT_URL_ALLOW"])
         if "HEARTBEAT_THREADS" in env:
             values["threads"] = int(env["HEARTBEAT_THREADS"])
+        if env.get("HEARTBEAT_LOG_FORMAT"):
+            values["log_format"] = env["HEARTBEAT_LOG_FORMAT"]
         if env.get("HEARTBEAT_SECRET_KEY"):
             values["secret_key"] = env["HEARTBEAT_SECRET_KEY"]
         values.update({key: value for key, value in overrides.items() if value is not None})

@@ -31,7 +31,12 @@ class ClaimedJob:
     token: str
     attempt: int
     lease_expires_at: float
-    after_expired_lease: bool = False  # the job was taken back from a lease that ran out
+
+
+@dataclasses.dataclass
+class ClaimOutcome:
+    jobs: list[ClaimedJob] = dataclasses.field(default_factory=list)
+    expired_leases: int = 0  # leases found run out: their jobs handed out again, or failed on the last attempt
 
 
 class WorkSignal:
@@ -115,21 +120,25 @@ class JobQueue:
         self.signal = signal or WorkSignal()
         self._skip_locked: bool | None = None
 
-    def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> list[ClaimedJob]:
+    def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
         """Lease up to ``max_jobs`` claimable jobs, earliest upload first."""
         lease_seconds = lease_seconds or software.lease_seconds
-        claimed: list[ClaimedJob] = []
+        outcome = ClaimOutcome()
         for _round in range(3):
-            wanted = max_jobs - len(claimed)
+            wanted = max_jobs - len(outcome.jobs)
             with database_proxy.atomic():
                 candidates = self._candidates(software, wanted)
                 for row in candidates:
+                    if row.status == "claimed" and row.attempts >= software.max_attempts:
+                        outcome.expired_leases += self._fail_expired(software, row)
+                        continue
                     job = self._take(software, row, lease_seconds)
                     if job is not None:
-                        claimed.append(job)
-            if len(claimed) >= max_jobs or len(candidates) < wanted:
+                        outcome.jobs.append(job)
+                        outcome.expired_leases += row.status == "claimed"
+            if len(outcome.jobs) >= max_jobs or len(candidates) < wanted:
                 break
-        return claimed
+        return outcome
 
     def _candidates(self, software: Software, limit: int) -> list[Job]:
         query = candidates_query(software, limit, self._clock())
@@ -137,21 +146,27 @@ class JobQueue:
             query = query.for_update(skip_locked=True)
         return list(query)
 
-    def _take(self, software: Software, row: Job, lease_seconds: int) -> ClaimedJob | None:
+    def _unchanged(self, software: Software, row: Job) -> peewee.Expression:
+        """The row is still as the candidate query read it: nobody took it meanwhile."""
         job = job_model(software.name)
-        now = self._clock()
-        unchanged = (
+        return (
             (job.image_id == row.image_id)
             & (job.status == row.status)
             & (job.finished == 0)
-            & (job.available_at <= now)
+            & (job.available_at <= self._clock())
             & (job.token.is_null() if row.token is None else job.token == row.token)
         )
-        if row.status == "claimed" and row.attempts >= software.max_attempts:
-            # The last attempt's lease ran out. The token stays, so a late result is still taken.
-            job.update(status="failed", finished=1, error=LEASE_EXPIRED, finished_at=now).where(unchanged).execute()
-            return None
+
+    def _fail_expired(self, software: Software, row: Job) -> int:
+        """The last attempt's lease ran out: the job fails. The token stays, so a late result is still taken."""
+        job = job_model(software.name)
+        changes = {"status": "failed", "finished": 1, "error": LEASE_EXPIRED, "finished_at": self._clock()}
+        return job.update(**changes).where(self._unchanged(software, row)).execute()
+
+    def _take(self, software: Software, row: Job, lease_seconds: int) -> ClaimedJob | None:
+        job = job_model(software.name)
         token = new_token()
+        now = self._clock()
         lease_expires_at = now + lease_seconds
         updated = (
             job.update(
@@ -163,12 +178,12 @@ class JobQueue:
                 available_at=lease_expires_at,
                 error=None,
             )
-            .where(unchanged)
+            .where(self._unchanged(software, row))
             .execute()
         )
         if updated != 1:
             return None
-        return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at, row.status == "claimed")
+        return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at)
 
     def _supports_skip_locked(self) -> bool:
         if self._skip_locked is None:

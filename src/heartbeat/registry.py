@@ -9,7 +9,7 @@ from typing import Any
 import peewee
 
 from heartbeat.db.database import database_proxy
-from heartbeat.db.models import COLUMN_FIELDS, Software, extra_table_model, job_model
+from heartbeat.db.models import COLUMN_FIELDS, Job, Software, extra_table_model, job_model
 from heartbeat.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -17,6 +17,7 @@ RESERVED_COLUMNS = frozenset({"id", "image_id"})
 STATUSES = ("pending", "claimed", "done", "failed")
 MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_ATTEMPTS = 1000
+THROUGHPUT_WINDOW_SECONDS = 300
 
 
 class Registry:
@@ -83,11 +84,13 @@ class Registry:
     def counts(self, software: Software) -> dict[str, int]:
         """Jobs per status."""
         job = job_model(software.name)
-        counts = dict.fromkeys(STATUSES, 0)
-        query = job.select(job.status, peewee.fn.COUNT(job.image_id)).group_by(job.status)
-        rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]  # stubs: rows are models
-        counts.update(rows)
-        return counts
+        return dict.fromkeys(STATUSES, 0) | _count_by_status(job)
+
+    def finished_recently(self, software: Software, window_seconds: int = THROUGHPUT_WINDOW_SECONDS) -> dict[str, int]:
+        """Jobs done and failed in the last ``window_seconds`` (read along the ``finished_at`` index)."""
+        job = job_model(software.name)
+        finished = _count_by_status(job, job.finished_at >= self._clock() - window_seconds)
+        return {status: finished.get(status, 0) for status in ("done", "failed")}
 
     def describe(self, software: Software) -> dict[str, Any]:
         """The software as the API shows it."""
@@ -98,7 +101,16 @@ class Registry:
             "tables": software.tables,
             "paused": software.paused,
             "counts": self.counts(software),
+            "throughput": {"window_seconds": THROUGHPUT_WINDOW_SECONDS, **self.finished_recently(software)},
         }
+
+
+def _count_by_status(job: type[Job], where: peewee.Expression | None = None) -> dict[str, int]:
+    query = job.select(job.status, peewee.fn.COUNT(job.image_id)).group_by(job.status)
+    if where is not None:
+        query = query.where(where)
+    rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]  # stubs: rows are models
+    return dict(rows)
 
 
 def extra_models(software: Software) -> list[type[peewee.Model]]:

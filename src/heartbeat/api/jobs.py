@@ -38,18 +38,19 @@ class Claim:
         deadline = time.monotonic() + media.get("wait_seconds", 0)
         while True:
             generation = self._queue.signal.generation()
-            claimed = []
+            claimed: list[ClaimedJob] = []
             if not software.paused:  # a paused software's claim waits as if there were no work
-                claimed = self._queue.claim(
+                outcome = self._queue.claim(
                     software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
                 )
+                claimed = outcome.jobs
+                self._metrics.lease_expiries.labels(name).inc(outcome.expired_leases)
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:
                 break
             self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
             software = self._registry.get(name)  # paused or resumed meanwhile, perhaps by another process
         self._metrics.claims.labels(name).inc(len(claimed))
-        self._metrics.lease_expiries.labels(name).inc(sum(1 for job in claimed if job.after_expired_lease))
         resp.media = {"jobs": self._describe(req, claimed)}
 
     def _describe(self, req: falcon.Request, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:

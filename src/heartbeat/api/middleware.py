@@ -54,11 +54,12 @@ class RequestLog:
         status = resp.status_code
         self._metrics.request_seconds.labels(req.method, route, str(status)).observe(seconds)
         access_log.info(
-            "%s %s %s %.1fms",
+            "%s %s %s %.1fms request_id=%s",
             req.method,
             route,
             status,
             seconds * 1000,
+            req.context.get("request_id"),
             extra={
                 "request_id": req.context.get("request_id"),
                 "method": req.method,

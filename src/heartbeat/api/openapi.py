@@ -57,6 +57,13 @@ COMPONENTS: dict[str, Schema] = {
             "tables": {"type": "object", "additionalProperties": {"type": "object"}},
             "paused": {"type": "boolean"},
             "counts": _ref("Counts"),
+            "throughput": _object(
+                {
+                    "window_seconds": {"type": "integer", "minimum": 1},
+                    "done": {"type": "integer", "minimum": 0},
+                    "failed": {"type": "integer", "minimum": 0},
+                }
+            ),
         }
     ),
     "Job": _object(

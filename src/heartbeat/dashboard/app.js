@@ -3,9 +3,8 @@
 
 const STATUSES = ["pending", "claimed", "done", "failed", "skipped"];
 const REFRESH_MS = 3000;
-const THROUGHPUT_WINDOW_MS = 5 * 60 * 1000;
+const FAILED_SHOWN = 20; // per software on the overview; the software's page lists up to 200
 const view = document.getElementById("view");
-const history = {}; // software name -> [[time, done], ...] seen since the page opened
 let timer = null;
 
 // --- the API, with the token kept in this tab's session storage ------------------------------
@@ -70,13 +69,10 @@ function progressBar(counts) {
   return bar;
 }
 
-function throughput(name, done) {
-  const now = Date.now();
-  const seen = (history[name] = (history[name] || []).filter(([time]) => now - time <= THROUGHPUT_WINDOW_MS));
-  seen.push([now, done]);
-  const [firstTime, firstDone] = seen[0];
-  const minutes = (now - firstTime) / 60000;
-  return minutes > 0 ? ((done - firstDone) / minutes).toFixed(1) : "…";
+function throughput(item) {
+  const { window_seconds: seconds, done, failed } = item.throughput;
+  const perMinute = (count) => (count / (seconds / 60)).toFixed(1);
+  return `${perMinute(done)} done and ${perMinute(failed)} failed per minute over the last ${seconds / 60} minutes`;
 }
 
 // --- the overview: software cards, newest images --------------------------------------------
@@ -86,12 +82,25 @@ async function overview() {
     api("GET", "/v1/software"),
     api("GET", "/v1/images?order=newest&limit=24&include=jobs,thumbnail"),
   ]);
+  const failing = software.filter((item) => item.counts.failed > 0);
+  const failures = await Promise.all(failing.map((item) =>
+    api("GET", `/v1/software/${item.name}/jobs?status=failed&limit=${FAILED_SHOWN}`).then(({ jobs }) => [item.name, jobs])));
   const cards = el("div", { class: "cards" }, software.map(softwareCard));
   const grid = el("div", { class: "grid", "data-testid": "images" }, images.map(imageTile));
   view.replaceChildren(
     el("h2", {}, "Software"), software.length ? cards : el("p", {}, "No software registered yet."),
     el("h2", {}, "Newest images"), images.length ? grid : el("p", {}, "No images yet."),
+    el("h2", {}, "Failed jobs"), failures.length ? failedTable(failures) : el("p", {}, "No failed jobs."),
   );
+}
+
+function failedTable(failures) {
+  const rows = failures.flatMap(([name, jobs]) => jobs.map((job) => el("tr", { "data-testid": "failed-job" },
+    el("td", {}, el("a", { href: `#/software/${name}` }, name)),
+    el("td", {}, el("a", { href: `#/image/${job.image_id}` }, job.image_id)),
+    el("td", {}, job.attempts), el("td", {}, when(job.finished_at)),
+    el("td", { class: "error" }, el("pre", {}, job.error || "")))));
+  return el("table", {}, el("tr", {}, ["software", "image", "attempts", "failed at", "error"].map((title) => el("th", {}, title))), rows);
 }
 
 function softwareCard(item) {
@@ -106,7 +115,7 @@ function softwareCard(item) {
     progressBar(counts),
     el("div", { class: "counts" }, STATUSES.filter((status) => status in counts).map((status) =>
       el("span", {}, el("span", { class: `dot ${status}` }), ` ${status} `, el("b", { "data-testid": `count-${status}` }, counts[status])))),
-    el("p", { class: "muted" }, `${throughput(item.name, counts.done)} done per minute (since this page opened, last 5 min)`),
+    el("p", { class: "muted", "data-testid": "throughput" }, throughput(item)),
     el("div", { class: "actions" },
       item.paused
         ? action("Resume", `/v1/software/${item.name}/resume`, undefined, "resume")
@@ -131,14 +140,9 @@ async function softwarePage(name) {
     api("GET", `/v1/software/${name}`),
     api("GET", `/v1/software/${name}/jobs?status=failed&limit=200`),
   ]);
-  const rows = jobs.map((job) => el("tr", { "data-testid": "failed-job" },
-    el("td", {}, el("a", { href: `#/image/${job.image_id}` }, job.image_id)),
-    el("td", {}, job.attempts), el("td", {}, when(job.finished_at)),
-    el("td", { class: "error" }, el("pre", {}, job.error || ""))));
   view.replaceChildren(
     el("h2", {}, `${name}: failed jobs`), softwareCard(item),
-    jobs.length ? el("table", {}, el("tr", {}, el("th", {}, "image"), el("th", {}, "attempts"), el("th", {}, "failed at"),
-      el("th", {}, "error")), rows) : el("p", {}, "No failed jobs."),
+    jobs.length ? failedTable([[name, jobs]]) : el("p", {}, "No failed jobs."),
   );
 }
 

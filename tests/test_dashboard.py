@@ -1,0 +1,185 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a running server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from helpers import image_bytes
+
+CHROMIUM = os.environ.get("HEARTBEAT_TEST_CHROMIUM", "/usr/bin/chromium")
+OUTPUT = Path(os.environ.get("HEARTBEAT_TEST_OUTPUT", Path(__file__).resolve().parent.parent / "test-output"))
+# Chromium as root, headless, with nothing reaching out to the network on its own.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FACES = [{"x": 40, "y": 30, "w": 80, "h": 60}, {"x": 200, "y": 120, "w": 60, "h": 90, "score": 0.9}]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    folder = OUTPUT / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / "last-page.png"), full_page=True)
+    context.close()
+    assert not errors, f"the page raised: {errors}"
+
+
+def save_screenshot(page: Page, name: str) -> None:
+    path = OUTPUT / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+
+class Api:
+    def __init__(self, url: str, token: str | None = None):
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(method, self.url + path, headers=self.headers, timeout=10, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+
+def seed(api: Api) -> dict[str, Any]:
+    """Six uploads, two software; one image with two faces found, one job failed."""
+    ids = []
+    for index in range(6):
+        data = image_bytes((40 * index, 120, 200 - 30 * index), size=(320, 240))
+        ids.append(api("POST", "/v1/images", files={"file": (f"cam-{index}.jpg", data)})["id"])
+    api("POST", "/v1/software", json={"name": "face_detection", "max_attempts": 1})
+    api("POST", "/v1/software", json={"name": "ocr"})
+    found, broken = api("POST", "/v1/software/face_detection/claim", json={"max": 2})["jobs"]
+    api(
+        "PUT",
+        f"/v1/software/face_detection/jobs/{found['image_id']}/result",
+        json={"token": found["token"], "info": FACES},
+    )
+    api(
+        "POST",
+        f"/v1/software/face_detection/jobs/{broken['image_id']}/fail",
+        json={"token": broken["token"], "error": "ValueError: no pixels", "retry": False},
+    )
+    return {"ids": ids, "with_faces": found["image_id"], "failed": broken["image_id"]}
+
+
+def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_server, page: Page):
+    server = start_server()
+    api = Api(server.url)
+    seeded = seed(api)
+
+    page.goto(server.url + "/")
+    card = page.get_by_test_id("software-face_detection")
+    expect(card.get_by_test_id("count-done")).to_have_text("1")
+    expect(card.get_by_test_id("count-failed")).to_have_text("1")
+    expect(card.get_by_test_id("count-pending")).to_have_text("4")
+    segments = card.get_by_test_id("progress").locator("span")
+    assert {
+        segments.nth(i).get_attribute("data-status"): segments.nth(i).get_attribute("data-count")
+        for i in range(segments.count())
+    } == {
+        "pending": "4",
+        "done": "1",
+        "failed": "1",
+    }
+    expect(card.get_by_test_id("throughput")).to_contain_text("0.2 done and 0.2 failed per minute")
+    expect(page.get_by_test_id("image-tile")).to_have_count(6)
+    [failure] = page.get_by_test_id("failed-job").all()
+    expect(failure).to_contain_text(seeded["failed"])
+    expect(failure).to_contain_text("ValueError: no pixels")
+
+    page.locator(f'[data-testid=image-tile][data-id="{seeded["with_faces"]}"]').click()
+    picture = page.get_by_test_id("picture")
+    expect(picture).to_be_visible()
+    page.wait_for_function("document.querySelector('[data-testid=picture]').naturalWidth > 0")
+    boxes = page.locator("[data-testid=box]")
+    expect(boxes).to_have_count(2)
+    frame = picture.bounding_box()
+    assert frame is not None
+    scale = frame["width"] / 320
+    for index, face in enumerate(FACES):
+        drawn = boxes.nth(index).bounding_box()
+        assert drawn is not None
+        assert drawn["x"] - frame["x"] == pytest.approx(face["x"] * scale, abs=3)
+        assert drawn["y"] - frame["y"] == pytest.approx(face["y"] * scale, abs=3)
+        assert drawn["width"] == pytest.approx(face["w"] * scale, abs=4)
+    expect(page.get_by_test_id("result-face_detection")).to_contain_text("done")
+    expect(page.get_by_test_id("result-ocr")).to_contain_text("pending")
+    save_screenshot(page, "image-page.png")
+
+    page.goto(server.url + "/#/")
+    card.get_by_test_id("requeue-failed").click()
+    expect(card.get_by_test_id("count-failed")).to_have_text("0")
+    expect(card.get_by_test_id("count-pending")).to_have_text("5")
+    assert api("GET", f"/v1/software/face_detection/jobs/{seeded['failed']}")["status"] == "pending"
+
+    card.get_by_test_id("pause").click()
+    expect(card.get_by_test_id("paused")).to_be_visible()
+    assert api("GET", "/v1/software/face_detection")["paused"] is True
+    assert api("POST", "/v1/software/face_detection/claim", json={})["jobs"] == []
+    card.get_by_test_id("resume").click()
+    expect(card.get_by_test_id("paused")).to_have_count(0)
+    assert api("GET", "/v1/software/face_detection")["paused"] is False
+
+    save_screenshot(page, "dashboard.png")
+
+
+def test_the_dashboard_refreshes_by_itself(start_server, page: Page):
+    server = start_server()
+    api = Api(server.url)
+    api("POST", "/v1/software", json={"name": "ocr"})
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("software-ocr").get_by_test_id("count-pending")).to_have_text("0")
+    api("POST", "/v1/images", files={"file": ("a.jpg", image_bytes())})
+    expect(page.get_by_test_id("software-ocr").get_by_test_id("count-pending")).to_have_text("1", timeout=10_000)
+    expect(page.get_by_test_id("image-tile")).to_have_count(1)
+
+
+def test_with_auth_on_the_dashboard_asks_for_a_token_once_and_keeps_it_for_the_tab(
+    start_server, create_token, tmp_path, page: Page
+):
+    data = tmp_path / "data"
+    secret = create_token("reader", data)
+    server = start_server(data_dir=data)
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("status")).to_have_text("this server needs a token")
+    page.get_by_test_id("token").fill("hb_not-a-real-token")
+    page.get_by_test_id("token").press("Enter")
+    expect(page.get_by_test_id("status")).to_have_text("that token was refused")
+
+    page.get_by_test_id("token").fill(secret)
+    page.get_by_test_id("token").press("Enter")
+    expect(page.get_by_text("No software registered yet.")).to_be_visible()
+    page.reload()
+    expect(page.get_by_text("No images yet.")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('heartbeat-token')") == secret
