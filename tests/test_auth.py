@@ -30,6 +30,7 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("GET", "/v1/images"): READ,
     ("POST", "/v1/images"): UPLOAD,
     ("GET", "/v1/images/{image_id}"): READ,
+    ("PATCH", "/v1/images/{image_id}"): ADMIN,
     ("DELETE", "/v1/images/{image_id}"): ADMIN,
     ("GET", "/v1/images/{image_id}/url"): READ,
     ("GET", "/v1/images/{image_id}/content"): READ,

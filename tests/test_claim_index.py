@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from heartbeat.db.database import is_mysql
-from heartbeat.db.models import Image, Software, job_model
+from heartbeat.db.models import Image, Software, Stage, job_model
 from heartbeat.queue import backfill_jobs, candidates_query
 from heartbeat.registry import Registry
 
@@ -29,9 +29,9 @@ def test_the_claim_query_uses_the_index_without_sorting(database: peewee.Databas
     with database.atomic():
         for chunk in peewee.chunked(rows, 500):
             Image.insert_many(chunk).execute()
-    backfill_jobs(Software.get(Software.name == "face_detection"))
+    backfill_jobs(Software.get(Software.name == "face_detection"), 0.0)
     job = job_model("face_detection")
-    job.update(finished=1, status="done").where(job.uploaded_date < 2900).execute()
+    job.update(stage=Stage.FINISHED, status="done").where(job.uploaded_date < 2900).execute()
     if is_mysql(database):
         database.execute_sql(f"ANALYZE TABLE `{job._meta.table_name}`")
 
@@ -40,6 +40,6 @@ def test_the_claim_query_uses_the_index_without_sorting(database: peewee.Databas
         str(row) for row in database.execute_sql(f"EXPLAIN {'' if is_mysql(database) else 'QUERY PLAN '}{sql}", params)
     )
 
-    assert "finished_uploaded_date_image_id" in plan, plan
+    assert "stage_sort_priority_uploaded_date_image_id" in plan, plan
     assert "filesort" not in plan.lower(), plan
     assert "TEMP B-TREE" not in plan, plan

@@ -70,7 +70,7 @@ def test_software_add_registers_it_and_software_list_shows_its_job_counts(client
     upload(client, image_bytes())  # an image already there: the new software gets a pending job for it
     added = heartbeat("software", "add", "ocr", "--lease-seconds", "30", "--max-attempts", "2", *db_flags)
     assert added.returncode == 0, added.stderr
-    assert listed_software(db_flags) == {"ocr": {"pending": 1, "claimed": 0, "done": 0, "failed": 0}}
+    assert listed_software(db_flags) == {"ocr": {"pending": 1, "claimed": 0, "done": 0, "failed": 0, "skipped": 0}}
     software = client.simulate_get("/v1/software/ocr").json
     assert (software["lease_seconds"], software["max_attempts"]) == (30, 2)
 

@@ -283,7 +283,7 @@ def test_six_worker_processes_claim_every_job_exactly_once_and_finish_them_all(s
     assert sum(len(report["submits"]) for report in reports) == IMAGES
     assert sum(1 for report in reports if report["claims"]) > 1, "one worker took everything: no race happened"
 
-    assert counts(servers[1].url, name) == {"pending": 0, "claimed": 0, "done": IMAGES, "failed": 0}
+    assert counts(servers[1].url, name) == {"pending": 0, "claimed": 0, "done": IMAGES, "failed": 0, "skipped": 0}
     claimer = {image_id: index for index, report in enumerate(reports) for image_id, _token in report["claims"]}
     jobs = all_pages(f"{servers[0].url}/v1/software/{name}/jobs", "jobs")
     assert {job["image_id"]: job["info"]["worker"] for job in jobs} == claimer
@@ -324,7 +324,7 @@ def test_eight_processes_uploading_the_same_bytes_at_once_store_one_image(server
     assert sorted(path.read_bytes() for path in stored) == sorted(pictures)
     thumbnails = sorted(path.stem for path in (store / "thumbnails").rglob("*") if path.is_file())
     assert thumbnails == sorted(winners), "a losing upload left its thumbnail behind"
-    assert counts(servers[0].url, "dedupe") == {"pending": RACES, "claimed": 0, "done": 0, "failed": 0}
+    assert counts(servers[0].url, "dedupe") == {"pending": RACES, "claimed": 0, "done": 0, "failed": 0, "skipped": 0}
 
 
 def wait_for_lease_to_pass(url: str, name: str, image_id: str) -> None:
@@ -372,7 +372,7 @@ def test_an_expired_lease_goes_to_the_next_claimer_and_the_old_token_then_answer
     assert done["status"] == 200, done
     job = api("GET", f"{url_a}/v1/software/{name}/jobs/{image_id}")
     assert (job["status"], job["info"], job["attempts"]) == ("done", "B", 2)
-    assert counts(url_b, name) == {"pending": 0, "claimed": 0, "done": 1, "failed": 0}
+    assert counts(url_b, name) == {"pending": 0, "claimed": 0, "done": 1, "failed": 0, "skipped": 0}
 
 
 @pytest.mark.parametrize("upload_to", [0, 1], ids=["upload-to-same-server", "upload-to-other-server"])
@@ -435,4 +435,4 @@ def test_sixteen_worker_threads_process_150_images_exactly_once(start_server):
     assert set(processed) == uploaded
     assert {status for report in reports for _image_id, status in report} == {200}
     assert sum(1 for report in reports if report) > 1, "one thread took everything: no race happened"
-    assert counts(server.url, name) == {"pending": 0, "claimed": 0, "done": THREAD_IMAGES, "failed": 0}
+    assert counts(server.url, name) == {"pending": 0, "claimed": 0, "done": THREAD_IMAGES, "failed": 0, "skipped": 0}

@@ -46,7 +46,7 @@ def test_metrics_count_exactly_the_uploads_claims_submits_failures_and_lease_exp
     assert metrics[("heartbeat_submits_total", ocr)] == 3
     assert metrics[("heartbeat_failures_total", ocr)] == 1
     assert metrics[("heartbeat_lease_expiries_total", ocr)] == 1
-    for status, count in {"pending": 0, "claimed": 0, "done": 3, "failed": 2}.items():
+    for status, count in {"pending": 0, "claimed": 0, "done": 3, "failed": 2, "skipped": 0}.items():
         assert metrics[("heartbeat_jobs", (("software", "ocr"), ("status", status)))] == count
     assert metrics[("heartbeat_software_paused", ocr)] == 0
     upload_requests = (("method", "POST"), ("route", "/v1/images"), ("status", "201"))

@@ -8,7 +8,7 @@ from heartbeat.db.database import database_proxy
 from heartbeat.db.models import Image, job_model
 from heartbeat.errors import InvalidInput, NotFound
 from heartbeat.paging import decode_cursor, next_cursor
-from heartbeat.queue import delete_image_rows
+from heartbeat.queue import delete_image_rows, reprioritize
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import thumbnail_key
@@ -57,6 +57,14 @@ class Catalog:
         images = list(query.order_by(*order).limit(limit))
         return images, next_cursor(images, limit, lambda image: [image.uploaded_date, image.id])
 
+    def set_priority(self, image_id: str, priority: int) -> Image:
+        """Change an image's priority; its pending jobs are claimed in the new order from now on."""
+        with database_proxy.atomic():
+            self.get(image_id)  # 404 for an unknown image
+            Image.update(priority=priority).where(Image.id == image_id).execute()
+            reprioritize(image_id, priority)
+        return self.get(image_id)
+
     def delete(self, image_id: str) -> None:
         """The row, its jobs and extra-table rows in one transaction, then its bytes."""
         with database_proxy.atomic():
@@ -80,6 +88,7 @@ def describe_image(image: Image, jobs: dict[str, str] | None = None) -> dict[str
         "content_type": image.content_type,
         "width": image.width,
         "height": image.height,
+        "priority": image.priority,
     }
     if jobs is not None:
         described["jobs"] = jobs

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--lease-seconds", type=int)
     add.add_argument("--max-attempts", type=int)
+    add.add_argument("--after", action="append", metavar="SOFTWARE", help="an upstream software (repeatable)")
+    add.add_argument(
+        "--origin", action="append", dest="origins", metavar="ORIGIN", help="only this origin (repeatable)"
+    )
     _database_flags(add)
     listing = software_commands.add_parser("list", help="list software with their job counts")
     _database_flags(listing)
@@ -155,7 +159,13 @@ def software(args: argparse.Namespace) -> int:
     )
     if args.software_command == "add":
         try:
-            item = registry.register(args.name, lease_seconds=args.lease_seconds, max_attempts=args.max_attempts)
+            item = registry.register(
+                args.name,
+                lease_seconds=args.lease_seconds,
+                max_attempts=args.max_attempts,
+                after=args.after,
+                origins=args.origins,
+            )
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
             return 1

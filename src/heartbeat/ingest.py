@@ -39,6 +39,7 @@ IMAGE_FORMATS = {
 }
 CHUNK_BYTES = 256 * 1024
 MAX_ORIGIN_CHARS = 255
+MAX_PRIORITY = 1_000_000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; higher is claimed first
 
 
 def new_image_id() -> str:
@@ -118,14 +119,20 @@ class Ingest:
             path.unlink(missing_ok=True)  # gone already when storage moved it
 
     def store(
-        self, path: Path, *, filename: str | None, origin: str | None, other_data: dict[str, Any] | None
+        self,
+        path: Path,
+        *,
+        filename: str | None,
+        origin: str | None,
+        other_data: dict[str, Any] | None,
+        priority: int = 0,
     ) -> Ingested:
         """Check the spooled file, move it into storage and commit its row and jobs.
 
         The same bytes as a stored image give that image back (``created`` False): the
         unique index on sha256 decides, so two concurrent uploads cannot both win.
         """
-        check_metadata(origin, other_data)
+        check_metadata(origin, other_data, priority)
         checked = check_image(path, self._settings.max_pixels)
         existing = Image.get_or_none(Image.sha256 == checked.sha256)
         if existing is not None:
@@ -142,6 +149,7 @@ class Ingest:
                     uploaded_date=self._clock(),
                     origin=origin,
                     other_data=other_data,
+                    priority=priority,
                     sha256=checked.sha256,
                     size=checked.size,
                     content_type=checked.content_type,
@@ -178,11 +186,17 @@ class Ingest:
             thumbnail.unlink(missing_ok=True)
 
 
-def check_metadata(origin: Any, other_data: Any) -> None:
+def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
     if origin is not None and (not isinstance(origin, str) or len(origin) > MAX_ORIGIN_CHARS):
         raise InvalidInput(f"origin must be text of at most {MAX_ORIGIN_CHARS} characters")
     if other_data is not None and not isinstance(other_data, dict):
         raise InvalidInput("other_data must be a JSON object")
+    check_priority(priority)
+
+
+def check_priority(priority: Any) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        raise InvalidInput(f"priority must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}")
 
 
 def check_image(path: Path, max_pixels: int) -> CheckedImage:

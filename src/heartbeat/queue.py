@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 import peewee
 
 from heartbeat.db.database import database_proxy, is_mysql
-from heartbeat.db.models import Image, Job, Software, extra_table_model, job_model
+from heartbeat.db.models import Image, Job, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput, NotFound, StaleToken
 from heartbeat.extra_rows import prepare_rows
+from heartbeat.pipeline import SKIPPED, dependency_order, reopen_downstream, settle, settle_downstream, skip_reason
 
 MAX_BACKOFF_SECONDS = 3600
 LEASE_EXPIRED = "lease expired"
@@ -68,37 +69,68 @@ def new_token() -> str:
 
 
 def create_jobs(image: Image) -> None:
-    """Give a new image a pending job in every software's table; call inside its transaction.
+    """Give a new image a job in every software's table; call inside its transaction.
 
-    On MySQL the registry is read with a shared lock, so a software being registered waits
-    for this upload to commit and then backfills it; it can never miss the image.
+    Pending (waiting, for software with upstream software), or skipped for an origin the software
+    does not take. On MySQL the registry is read with a shared lock, so a software being registered
+    waits for this upload to commit and then backfills it; it can never miss the image.
     """
-    query = Software.select(Software.name)
+    query = Software.select()
     if is_mysql(database_proxy):
         query = query.for_update("LOCK IN SHARE MODE")  # type: ignore[arg-type]
-    for name in [row.name for row in query]:
-        job_model(name).insert(image_id=image.id, uploaded_date=image.uploaded_date).execute()
+    registered = {software.name: software for software in query}
+    skipped: set[str] = set()
+    for name in dependency_order({name: software.after for name, software in registered.items()}):
+        software = registered[name]
+        row: dict[str, Any] = {
+            "image_id": image.id,
+            "uploaded_date": image.uploaded_date,
+            "sort_priority": -image.priority,
+            "stage": Stage.WAITING if software.after else Stage.READY,
+        }
+        reason = skip_reason(software, image.origin, skipped)
+        if reason is not None:
+            skipped.add(name)
+            row |= {"status": SKIPPED, "stage": Stage.FINISHED, "error": reason, "finished_at": image.uploaded_date}
+        job_model(name).insert(**row).execute()
 
 
-def backfill_jobs(software: Software) -> int:
-    """A pending job for every image that has none yet."""
+def software_for_update(names: list[str]) -> list[Software]:
+    """Registry rows about to be changed: locked on MySQL (SQLite's write transaction excludes others)."""
+    query = Software.select().where(Software.name.in_(names))
+    if is_mysql(database_proxy):
+        query = query.for_update()
+    return list(query)
+
+
+def backfill_jobs(software: Software, now: float) -> int:
+    """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
     job = job_model(software.name)
+    stage = Stage.WAITING if software.after else Stage.READY
     missing = (
-        Image.select(Image.id, Image.uploaded_date)
+        Image.select(Image.id, Image.uploaded_date, Image.priority * -1, peewee.Value(int(stage)))
         .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
         .where(job.image_id.is_null())
     )
     with database_proxy.atomic():
-        return job.insert_from(missing, [job.image_id, job.uploaded_date]).execute() or 0
+        count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
+        if software.origins is not None:
+            elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
+            skip = {"status": SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
+            error = f"origin is not one of {software.name}'s origins"
+            job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
+        settle(software, now)
+    return count or 0
 
 
 def candidates_query(software: Software, limit: int, now: float) -> peewee.ModelSelect[Job]:
-    """Claimable jobs, earliest upload first: read along ``(finished, uploaded_date, image_id)``."""
+    """Claimable jobs, highest priority then earliest upload first, read along
+    ``(stage, sort_priority, uploaded_date, image_id)``."""
     job = job_model(software.name)
     return (
         job.select(job.image_id, job.status, job.token, job.attempts)
-        .where((job.finished == 0) & (job.available_at <= now))
-        .order_by(job.uploaded_date, job.image_id)
+        .where((job.stage == Stage.READY) & (job.available_at <= now))
+        .order_by(job.sort_priority, job.uploaded_date, job.image_id)
         .limit(limit)
     )
 
@@ -110,6 +142,13 @@ def delete_image_rows(image_id: str) -> None:
         for table, columns in software.tables.items():
             extra = extra_table_model(software.id, table, columns)
             extra.delete().where(extra.image_id == image_id).execute()
+
+
+def reprioritize(image_id: str, priority: int) -> None:
+    """Carry an image's new priority into its job in every software's table; call in its transaction."""
+    for software in Software.select(Software.name):
+        job = job_model(software.name)
+        job.update(sort_priority=-priority).where(job.image_id == image_id).execute()
 
 
 class JobQueue:
@@ -152,7 +191,7 @@ class JobQueue:
         return (
             (job.image_id == row.image_id)
             & (job.status == row.status)
-            & (job.finished == 0)
+            & (job.stage == Stage.READY)
             & (job.available_at <= self._clock())
             & (job.token.is_null() if row.token is None else job.token == row.token)
         )
@@ -160,8 +199,11 @@ class JobQueue:
     def _fail_expired(self, software: Software, row: Job) -> int:
         """The last attempt's lease ran out: the job fails. The token stays, so a late result is still taken."""
         job = job_model(software.name)
-        changes = {"status": "failed", "finished": 1, "error": LEASE_EXPIRED, "finished_at": self._clock()}
-        return job.update(**changes).where(self._unchanged(software, row)).execute()
+        changes = {"status": "failed", "stage": Stage.FINISHED, "error": LEASE_EXPIRED, "finished_at": self._clock()}
+        expired = job.update(**changes).where(self._unchanged(software, row)).execute()
+        if expired:
+            settle_downstream(software, self._clock(), [row.image_id])
+        return expired
 
     def _take(self, software: Software, row: Job, lease_seconds: int) -> ClaimedJob | None:
         job = job_model(software.name)
@@ -213,7 +255,7 @@ class JobQueue:
         job = job_model(software.name)
         with database_proxy.atomic():
             updated = (
-                job.update(status="done", finished=1, info=info, error=None, finished_at=self._clock())
+                job.update(status="done", stage=Stage.FINISHED, info=info, error=None, finished_at=self._clock())
                 .where(
                     (job.image_id == image_id)
                     & (job.token == token)
@@ -229,6 +271,10 @@ class JobQueue:
             for model, model_rows in prepared:
                 for chunk in peewee.chunked([{**row, "image_id": image_id} for row in model_rows], 500):
                     model.insert_many(chunk).execute()
+            # Downstream jobs become claimable; a late result (after its lease ran out on the last
+            # attempt) also brings back the jobs that were skipped for that failure.
+            if reopen_downstream(software, self._clock(), [image_id]):
+                self.signal.notify()
         return job.get(job.image_id == image_id)
 
     def fail(
@@ -246,8 +292,10 @@ class JobQueue:
                 backoff = retry_after if retry_after is not None else 2**current.attempts
                 changes = {"status": "pending", "available_at": now + min(backoff, MAX_BACKOFF_SECONDS)}
             else:
-                changes = {"status": "failed", "finished": 1, "finished_at": now}
+                changes = {"status": "failed", "stage": Stage.FINISHED, "finished_at": now}
             job.update(token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
+            if changes["status"] == "failed":
+                settle_downstream(software, now, [image_id])
         self.signal.notify()
         return job.get(job.image_id == image_id)
 
@@ -288,7 +336,7 @@ class JobQueue:
             count = (
                 job.update(
                     status="pending",
-                    finished=0,
+                    stage=Stage.WAITING if software.after else Stage.READY,
                     attempts=0,
                     token=None,
                     available_at=0,
@@ -301,9 +349,22 @@ class JobQueue:
                 .where(selected)
                 .execute()
             )
+            if count:
+                now = self._clock()
+                settle(software, now, image_ids)
+                reopen_downstream(software, now, image_ids)
         if count:
             self.signal.notify()
         return count
+
+    def upstream_results(self, software: Software, image_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """For each image, the ``info`` of every upstream software's job: ``{image_id: {software: info}}``."""
+        results: dict[str, dict[str, Any]] = {image_id: {} for image_id in image_ids}
+        for upstream in software.after:
+            up = job_model(upstream)
+            for row in up.select(up.image_id, up.info).where(up.image_id.in_(image_ids)):
+                results[row.image_id][upstream] = row.info
+        return results
 
     def get(self, software: Software, image_id: str) -> Job:
         job = job_model(software.name)

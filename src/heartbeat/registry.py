@@ -11,10 +11,12 @@ import peewee
 from heartbeat.db.database import database_proxy
 from heartbeat.db.models import COLUMN_FIELDS, Job, Software, extra_table_model, job_model
 from heartbeat.errors import Conflict, InvalidInput, NotFound
+from heartbeat.pipeline import check_dependencies
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 RESERVED_COLUMNS = frozenset({"id", "image_id"})
-STATUSES = ("pending", "claimed", "done", "failed")
+STATUSES = ("pending", "claimed", "done", "failed", "skipped")
+MAX_ORIGINS = 100
 MAX_LEASE_SECONDS = 7 * 24 * 3600
 MAX_ATTEMPTS = 1000
 THROUGHPUT_WINDOW_SECONDS = 300
@@ -35,13 +37,23 @@ class Registry:
         lease_seconds: int | None = None,
         max_attempts: int | None = None,
         tables: dict[str, dict[str, str]] | None = None,
+        after: list[str] | None = None,
+        origins: list[str] | None = None,
     ) -> Software:
-        """Create the software's tables, record it, and give every existing image a pending job."""
-        from heartbeat.queue import backfill_jobs
+        """Create the software's tables, record it, and give every existing image a job.
+
+        ``after``: upstream software, registered already, whose jobs must be done first.
+        ``origins``: only images of these origins get a pending job; the others' is skipped.
+        """
+        from heartbeat.queue import backfill_jobs, software_for_update
 
         tables = tables or {}
+        after = after or []
         check_name(name, "software name")
         check_tables(tables)
+        check_origins(origins)
+        if len(set(after)) != len(after):
+            raise InvalidInput("after names a software twice")
         lease_seconds = self._default_lease_seconds if lease_seconds is None else lease_seconds
         max_attempts = self._default_max_attempts if max_attempts is None else max_attempts
         if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
@@ -50,19 +62,27 @@ class Registry:
             raise InvalidInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
         if Software.get_or_none(Software.name == name) is not None:
             raise Conflict(f"software {name!r} is already registered")
+        check_dependencies(name, after, self.all())  # before any table is made: a refusal changes nothing
         database_proxy.create_tables([job_model(name)], safe=True)
         try:
-            software = Software.create(
-                name=name,
-                lease_seconds=lease_seconds,
-                max_attempts=max_attempts,
-                tables=tables,
-                created_at=self._clock(),
-            )
+            with database_proxy.atomic():
+                upstream = software_for_update(after) if after else []
+                check_dependencies(name, after, self.all())  # again, now that the upstream rows are locked
+                software = Software.create(
+                    name=name,
+                    lease_seconds=lease_seconds,
+                    max_attempts=max_attempts,
+                    tables=tables,
+                    after=after,
+                    origins=origins,
+                    created_at=self._clock(),
+                )
+                for item in upstream:
+                    Software.update(downstream=[*item.downstream, name]).where(Software.id == item.id).execute()
         except peewee.IntegrityError:
             raise Conflict(f"software {name!r} is already registered") from None
         database_proxy.create_tables(extra_models(software), safe=True)
-        backfill_jobs(software)
+        backfill_jobs(software, self._clock())
         return software
 
     def get(self, name: str) -> Software:
@@ -100,6 +120,8 @@ class Registry:
             "max_attempts": software.max_attempts,
             "tables": software.tables,
             "paused": software.paused,
+            "after": software.after,
+            "origins": software.origins,
             "counts": self.counts(software),
             "throughput": {"window_seconds": THROUGHPUT_WINDOW_SECONDS, **self.finished_recently(software)},
         }
@@ -120,6 +142,15 @@ def extra_models(software: Software) -> list[type[peewee.Model]]:
 def check_name(name: Any, what: str) -> None:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidInput(f"{what} must match {NAME_PATTERN.pattern}")
+
+
+def check_origins(origins: Any) -> None:
+    if origins is None:
+        return
+    if not isinstance(origins, list) or not 1 <= len(origins) <= MAX_ORIGINS:
+        raise InvalidInput(f"origins must be a list of 1 to {MAX_ORIGINS} origins")
+    if not all(isinstance(origin, str) and 0 < len(origin) <= 255 for origin in origins):
+        raise InvalidInput("every origin must be a text of 1 to 255 characters")
 
 
 def check_tables(tables: Any) -> None:

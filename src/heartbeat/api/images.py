@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from heartbeat.registry import Registry
 from heartbeat.storage import SignedUrl, Storage
 from heartbeat.thumbnails import thumbnail_key
 
-FORM_FIELDS = ("url", "origin", "other_data")
+FORM_FIELDS = ("url", "origin", "other_data", "priority")
+INTEGER = re.compile(r"-?[0-9]{1,10}")
 
 
 INCLUDES = frozenset({"jobs", "thumbnail"})
@@ -74,9 +76,10 @@ class ImageCollection:
 
     def _from_json(self, req: falcon.Request) -> Ingested:
         media = read_body(req, schemas.IMAGE_BY_URL)
-        origin, other_data = media.get("origin"), media.get("other_data")
+        origin, other_data, priority = media.get("origin"), media.get("other_data"), media.get("priority", 0)
+        check_metadata(origin, other_data, priority)
         with self._ingest.fetch(media["url"]) as (path, filename):
-            return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data)
+            return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data, priority=priority)
 
     def _from_form(self, req: falcon.Request) -> Ingested:
         with contextlib.ExitStack() as stack:
@@ -92,15 +95,22 @@ class ImageCollection:
                     if text:  # an empty field, as HTML forms send them, counts as absent
                         fields[part.name] = text
                 else:
-                    raise InvalidInput(f"unknown form field {part.name!r}; expected file, url, origin, other_data")
+                    raise InvalidInput(f"unknown form field {part.name!r}; expected file, {', '.join(FORM_FIELDS)}")
             origin, other_data = fields.get("origin"), _json_object(fields.get("other_data"))
-            check_metadata(origin, other_data)
+            priority = _integer(fields.get("priority", "0"), "priority")
+            check_metadata(origin, other_data, priority)
             if (upload is None) == ("url" not in fields):
                 raise InvalidInput("send either a file or a url")
             if upload is None:
                 upload = stack.enter_context(self._ingest.fetch(fields["url"]))
             path, filename = upload
-            return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data)
+            return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data, priority=priority)
+
+
+def _integer(text: str, field: str) -> int:
+    if not INTEGER.fullmatch(text):  # stricter than int(), which takes " 5" and "1_0"
+        raise InvalidInput(f"{field} must be an integer")
+    return int(text)
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:
@@ -145,6 +155,11 @@ class ImageItem:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         image = self._catalog.get(image_id)
+        resp.media = describe_image(image, self._queue.statuses(image.id, self._registry.all()))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        media = read_body(req, schemas.IMAGE_CHANGES)
+        image = self._catalog.set_priority(image_id, media["priority"])
         resp.media = describe_image(image, self._queue.statuses(image.id, self._registry.all()))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:

@@ -12,7 +12,7 @@ from heartbeat.api.errors import status_of
 from heartbeat.api.params import base_url, page_limit, read_body
 from heartbeat.catalog import describe_image
 from heartbeat.config import Settings
-from heartbeat.db.models import Image, job_model
+from heartbeat.db.models import Image, Software, job_model
 from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
 from heartbeat.metrics import Metrics
 from heartbeat.paging import decode_cursor, next_cursor
@@ -51,10 +51,12 @@ class Claim:
             self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
             software = self._registry.get(name)  # paused or resumed meanwhile, perhaps by another process
         self._metrics.claims.labels(name).inc(len(claimed))
-        resp.media = {"jobs": self._describe(req, claimed)}
+        resp.media = {"jobs": self._describe(req, software, claimed)}
 
-    def _describe(self, req: falcon.Request, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
-        images = {image.id: image for image in Image.select().where(Image.id.in_([job.image_id for job in claimed]))}
+    def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
+        image_ids = [job.image_id for job in claimed]
+        images = {image.id: image for image in Image.select().where(Image.id.in_(image_ids))}
+        upstream = self._queue.upstream_results(software, image_ids) if software.after else {}
         described = []
         for job in claimed:
             image = images.get(job.image_id)
@@ -75,6 +77,7 @@ class Claim:
                     "url_expires_at": signed.expires_at,
                     "image": describe_image(image),
                 }
+                | ({"upstream": upstream[job.image_id]} if software.after else {})
             )
         return described
 

@@ -46,6 +46,7 @@ COMPONENTS: dict[str, Schema] = {
             "content_type": {"type": "string"},
             "width": {"type": "integer", "minimum": 1},
             "height": {"type": "integer", "minimum": 1},
+            "priority": schemas.PRIORITY,
         }
     ),
     "Counts": _object({status: {"type": "integer", "minimum": 0} for status in STATUSES}),
@@ -56,6 +57,8 @@ COMPONENTS: dict[str, Schema] = {
             "max_attempts": {"type": "integer"},
             "tables": {"type": "object", "additionalProperties": {"type": "object"}},
             "paused": {"type": "boolean"},
+            "after": {"type": "array", "items": schemas.NAME},
+            "origins": {"type": ["array", "null"], "items": {"type": "string"}},
             "counts": _ref("Counts"),
             "throughput": _object(
                 {
@@ -87,7 +90,12 @@ COMPONENTS: dict[str, Schema] = {
             "url": {"type": "string"},
             "url_expires_at": {"type": "number"},
             "image": _ref("Image"),
-        }
+            "upstream": {
+                "type": "object",
+                "description": "for a software with `after`: each upstream software's `info` for this image",
+            },
+        },
+        ("image_id", "token", "attempt", "lease_expires_at", "url", "url_expires_at", "image"),
     ),
     "SignedUrl": _object({"url": {"type": "string"}, "expires_at": {"type": "number"}}),
 }
@@ -168,6 +176,7 @@ def _upload_form() -> dict[str, Any]:
             "url": {"type": "string"},
             "origin": {"type": "string"},
             "other_data": {"type": "string", "description": "a JSON object, as text"},
+            "priority": {"type": "string", "pattern": "^(-?[0-9]{1,10})?$", "description": "an integer, as text"},
         },
     }
     return {"required": True, "content": {"multipart/form-data": {"schema": form}} | _json(schemas.IMAGE_BY_URL)}
@@ -218,6 +227,9 @@ def _paths() -> dict[str, Any]:
         "/v1/images/{image_id}": {
             "parameters": [IMAGE_ID_PARAM],
             "get": _operation("the image, with each software's job status", (200, IMAGE_WITH_JOBS), errors="404"),
+            "patch": _operation(
+                "change the image's priority", (200, IMAGE_WITH_JOBS), errors="400 404", body=schemas.IMAGE_CHANGES
+            ),
             "delete": _operation("delete the image, its jobs, rows and bytes", (204, None), errors="404"),
         },
         "/v1/images/{image_id}/url": {
@@ -253,7 +265,7 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "register a software; existing images get a pending job",
                 (201, _ref("Software")),
-                errors="400 409",
+                errors="400 409 422",
                 body=schemas.SOFTWARE,
             ),
         },

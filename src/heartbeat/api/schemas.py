@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from heartbeat.registry import MAX_ATTEMPTS, MAX_LEASE_SECONDS, NAME_PATTERN
+from heartbeat.ingest import MAX_PRIORITY
+from heartbeat.registry import MAX_ATTEMPTS, MAX_LEASE_SECONDS, MAX_ORIGINS, NAME_PATTERN
 
 Schema = dict[str, Any]
 
@@ -12,6 +13,8 @@ IMAGE_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
 TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
 LEASE_SECONDS: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LEASE_SECONDS}
 NAME: Schema = {"type": "string", "pattern": NAME_PATTERN.pattern}
+ORIGIN: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
+PRIORITY: Schema = {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}
 ROWS: Schema = {
     "type": "object",
     "propertyNames": NAME,
@@ -28,9 +31,12 @@ IMAGE_BY_URL = _object(
         "url": {"type": "string", "minLength": 1, "maxLength": 4096},
         "origin": {"type": ["string", "null"], "maxLength": 255},
         "other_data": {"type": ["object", "null"]},
+        "priority": PRIORITY,
     },
     ("url",),
 )
+
+IMAGE_CHANGES = _object({"priority": PRIORITY}, ("priority",))
 
 SOFTWARE = _object(
     {
@@ -46,6 +52,14 @@ SOFTWARE = _object(
                 "propertyNames": NAME,
                 "additionalProperties": {"enum": ["text", "int", "float", "bool", "json", "time"]},
             },
+        },
+        "after": {"type": "array", "items": NAME, "uniqueItems": True, "maxItems": 100},
+        "origins": {
+            "type": ["array", "null"],
+            "items": ORIGIN,
+            "uniqueItems": True,
+            "minItems": 1,
+            "maxItems": MAX_ORIGINS,
         },
     },
     ("name",),

@@ -26,6 +26,8 @@ class SoftwareCollection:
             lease_seconds=media.get("lease_seconds"),
             max_attempts=media.get("max_attempts"),
             tables=media.get("tables"),
+            after=media.get("after"),
+            origins=media.get("origins"),
         )
         resp.media = self._registry.describe(software)
         resp.status = falcon.HTTP_201

@@ -6,6 +6,7 @@ Both are built on demand from the registry row and cached by table name.
 
 from __future__ import annotations
 
+import enum
 import json
 import threading
 from typing import Any
@@ -47,6 +48,7 @@ class Image(BaseModel):
     width = peewee.IntegerField()
     height = peewee.IntegerField()
     storage_key = peewee.CharField(max_length=255)
+    priority = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
 
     class Meta:
         table_name = "images"
@@ -63,6 +65,9 @@ class Software(BaseModel):
     tables = JsonTextField(default=dict)
     created_at = peewee.DoubleField()
     paused = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT 0")])
+    after = JsonTextField(default=list)  # upstream software: a job waits until theirs are done
+    downstream = JsonTextField(default=list)  # the software whose ``after`` names this one
+    origins = JsonTextField(null=True)  # only images of these origins get a job; None: every image
 
     class Meta:
         table_name = "software"
@@ -83,21 +88,31 @@ class ApiToken(BaseModel):
         table_name = "api_tokens"
 
 
+class Stage(enum.IntEnum):
+    """Where a job stands in its queue; the claim reads only ``READY`` jobs."""
+
+    READY = 0  # pending or claimed: in the claim's range of the index
+    WAITING = 1  # pending until every upstream job of its image is done
+    FINISHED = 2  # done, failed or skipped
+
+
 class Job(BaseModel):
     """Columns every software's job table has; subclassed per software by :func:`job_model`.
 
-    ``finished`` is 0 while the job is pending or claimed; the claim walks the index
-    ``(finished, uploaded_date, image_id)`` so its cost does not grow with finished jobs.
-    ``available_at`` is when the job may next be claimed: the end of a retry backoff
-    while pending, the lease expiry while claimed.
+    The claim walks the index ``(stage, sort_priority, uploaded_date, image_id)`` from the start of
+    ``Stage.READY``, so its cost grows neither with finished jobs nor with jobs waiting on upstream
+    software. ``sort_priority`` is the image's priority negated, so that one ascending index gives
+    the highest priority first, then the earliest upload. ``available_at`` is when the job may next
+    be claimed: the end of a retry backoff while pending, the lease expiry while claimed.
     """
 
     image_id = peewee.CharField(max_length=32, primary_key=True)
     uploaded_date = peewee.DoubleField()
+    sort_priority = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     status = peewee.CharField(
         max_length=16, default="pending", index=True, constraints=[peewee.SQL("DEFAULT 'pending'")]
     )
-    finished = peewee.SmallIntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    stage = peewee.SmallIntegerField(default=Stage.READY, constraints=[peewee.SQL("DEFAULT 0")])
     available_at = peewee.DoubleField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     claimed_at = peewee.DoubleField(null=True)
     lease_expires_at = peewee.DoubleField(null=True)
@@ -144,7 +159,7 @@ def job_model(software_name: str) -> type[Job]:
             {
                 "table_name": table_name,
                 "indexes": (
-                    (("finished", "uploaded_date", "image_id"), False),
+                    (("stage", "sort_priority", "uploaded_date", "image_id"), False),
                     (("finished_at",), False),  # the dashboard's throughput: jobs finished lately
                 ),
             },
