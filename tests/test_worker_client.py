@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import requests
@@ -223,8 +224,8 @@ def test_errors_carry_status_title_and_description(client, server):
 class ScriptedAnswers(http.server.BaseHTTPRequestHandler):
     """Answers each request with the next status of ``script`` (the last one repeats), counting them."""
 
-    script: list[int] = []
-    seen: list[str] = []
+    script: ClassVar[list[int]] = []
+    seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
@@ -284,12 +285,12 @@ def test_connection_errors_are_retried_then_raised_as_server_unavailable():
     with pytest.raises(ServerUnavailable) as unavailable:
         client.software_list()
     assert unavailable.value.status is None
-    assert time.monotonic() - started >= 0.1  # the backoff before the second retry (0.05 × 2)
+    assert time.monotonic() - started >= 0.1  # the backoff before the second retry (0.05 * 2)
 
 
 def test_the_storage_url_is_fetched_without_the_api_token(scripted):
     url, answers = scripted
-    from heartbeat.worker.client import fetch
+    from heartbeat.worker.download import fetch
 
     answers.script = [200]
     seen_headers: list[str] = []

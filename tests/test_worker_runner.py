@@ -132,9 +132,9 @@ def test_a_result_the_server_refuses_fails_the_job_without_retries(client):
     client.register("tables", max_attempts=5, tables={"faces": {"x": "int"}})
     image_id = client.upload(image_bytes()).id
 
-    Worker(
-        client, "tables", lambda data, image: ({"n": 1}, {"faces": [{"x": "left"}]}), wait_seconds=0
-    ).run(exit_when_idle=True)
+    Worker(client, "tables", lambda data, image: ({"n": 1}, {"faces": [{"x": "left"}]}), wait_seconds=0).run(
+        exit_when_idle=True
+    )
 
     job = client.job("tables", image_id)
     assert (job.status, job.attempts) == ("failed", 1)

@@ -39,7 +39,11 @@ FileLike = str | os.PathLike[str] | bytes | IO[bytes]
 def retrying_session(
     retries: int = 4, backoff_seconds: float = 0.5, max_backoff_seconds: float = 8.0
 ) -> requests.Session:
-    """A session that retries connection errors and 503s (any method), never another status."""
+    """A session that retries connection errors and 503s (any method), never another status.
+
+    The first retry goes at once, the next after ``2 * backoff_seconds``, then 4 *, 8 * ...,
+    each wait at most ``max_backoff_seconds`` (or what a 503's ``Retry-After`` asks).
+    """
     retry = Retry(
         total=retries,
         connect=retries,
@@ -72,9 +76,9 @@ def _params(**values: Any) -> dict[str, Any]:
 class Client:
     """The Heartbeat API at ``api_url``, with an optional bearer ``token``.
 
-    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top);
-    ``retries`` connection errors or 503s are retried, waiting ``backoff_seconds`` doubling each time
-    up to ``max_backoff_seconds``, before :class:`ServerUnavailable` is raised.
+    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top).
+    A connection error or a 503 is retried ``retries`` times with an exponential backoff (see
+    :func:`retrying_session`) before :class:`ServerUnavailable` is raised; a 4xx never is.
     """
 
     def __init__(
@@ -209,6 +213,8 @@ class Client:
 
     def download(self, image_id: str) -> bytes:
         """The image's bytes, fetched from its presigned URL (which is sent no token)."""
+        from heartbeat.worker.download import fetch
+
         return fetch(self.image_url(image_id).url, timeout_seconds=self.timeout_seconds)
 
     def delete_image(self, image_id: str) -> None:
@@ -325,17 +331,3 @@ class Client:
     def job(self, name: str, image_id: str) -> Job:
         """One job row."""
         return Job.from_json(self._json("GET", _path("software", name, "jobs", image_id)))
-
-
-_downloads = retrying_session()
-
-
-def fetch(url: str, *, timeout_seconds: float = 60.0) -> bytes:
-    """GET a presigned URL with a session of its own, so that no API token goes to the storage host."""
-    try:
-        response = _downloads.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, timeout_seconds))
-    except requests.RequestException as error:
-        raise ServerUnavailable(f"could not fetch the image bytes: {error}") from error
-    if response.status_code >= 400:
-        raise error_from_answer(response.status_code, response.text)
-    return response.content

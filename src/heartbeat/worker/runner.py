@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import logging
-import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from heartbeat.worker.client import Client, fetch
-from heartbeat.worker.exceptions import ContentMismatch, HeartbeatError, InvalidRequest, ServerUnavailable
+from heartbeat.worker.client import Client
+from heartbeat.worker.download import verified_bytes
+from heartbeat.worker.exceptions import HeartbeatError, InvalidRequest, ServerError, ServerUnavailable
 from heartbeat.worker.leases import Lease, LeaseKeeper
 from heartbeat.worker.models import ClaimedJob, Image, Result
+from heartbeat.worker.signals import stop_on_signals
 
 log = logging.getLogger("heartbeat.worker")
 
@@ -38,17 +38,6 @@ def split_result(result: Any) -> tuple[Any, Rows | None]:
     if isinstance(result, tuple) and len(result) == 2:
         return result[0], result[1]
     return result, None
-
-
-def verified_bytes(job: ClaimedJob) -> bytes:
-    """The image's bytes from the job's presigned URL, checked against the image record."""
-    data = fetch(job.url)
-    if len(data) != job.image.size:
-        raise ContentMismatch(f"downloaded {len(data)} bytes, the image record says {job.image.size}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != job.image.sha256:
-        raise ContentMismatch(f"downloaded bytes have sha256 {digest}, the image record says {job.image.sha256}")
-    return data
 
 
 class Worker:
@@ -104,36 +93,15 @@ class Worker:
             self._stopping.set()
             self._changed.notify_all()
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stopping.is_set():
-            log.warning("%s again: releasing the jobs in hand without waiting", signal.Signals(signum).name)
-            with self._changed:
-                self._hurry.set()
-                self._changed.notify_all()
-            return
-        log.info(
-            "%s: stopping; no more claims, finishing the %d jobs in hand",
-            signal.Signals(signum).name,
-            len(self._in_hand),
-        )
-        self.stop()
-
-    @contextlib.contextmanager
-    def _signals_handled(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may set signal handlers; stop() still works
-            return
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    def _hurry_up(self) -> None:
+        with self._changed:
+            self._hurry.set()
+            self._changed.notify_all()
 
     def run(self, *, exit_when_idle: bool = False) -> None:
         """Work until :meth:`stop`, SIGTERM or SIGINT (or, with ``exit_when_idle``, until a claim
         finds no work while nothing is in hand); jobs in hand are finished or released first."""
-        with self._signals_handled():
+        with stop_on_signals(self.stop, self._hurry_up, lambda: len(self._in_hand)):
             lease_seconds = self.lease_seconds or self._software_lease_seconds()
             if lease_seconds is None:
                 return  # stopped before the server answered
@@ -159,7 +127,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 return self.client.software(self.software).lease_seconds
-            except ServerUnavailable as error:
+            except (ServerUnavailable, ServerError) as error:
                 log.warning("the API is unavailable (%s); trying again in %.0f s", error, pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, MAX_UNAVAILABLE_PAUSE_SECONDS)
@@ -180,7 +148,7 @@ class Worker:
                 jobs = self.client.claim(
                     self.software, wanted, lease_seconds=self._lease_seconds_in_use, wait_seconds=self.wait_seconds
                 )
-            except ServerUnavailable as error:
+            except (ServerUnavailable, ServerError) as error:
                 log.warning("could not claim (%s); trying again in %.0f s", error, pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, MAX_UNAVAILABLE_PAUSE_SECONDS)
