@@ -48,7 +48,7 @@ class Worker:
     to the software's own; ``wait_seconds`` is how long a claim waits for work (long poll).
     ``retry_after_seconds`` is passed with ``fail`` (default: the server's backoff).
     On shutdown, handlers still running after ``shutdown_grace_seconds`` are abandoned and their
-    jobs released.
+    jobs released. A Worker runs once: make a new one to run again.
     """
 
     def __init__(
