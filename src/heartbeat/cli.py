@@ -1,4 +1,4 @@
-"""``heartbeat serve | software | token | upload``: the command line."""
+"""``heartbeat serve | software | token | upload | worker``: the command line."""
 
 from __future__ import annotations
 
@@ -61,7 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--api", default=os.environ.get("HEARTBEAT_API", DEFAULT_API))
     upload.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"))
     upload.add_argument("--parallel", type=int, default=4, help="uploads at once (default 4)")
+    _worker_parser(commands)
     return parser
+
+
+def _worker_parser(commands: Any) -> None:
+    worker = commands.add_parser("worker", help="run a worker function on a software's jobs")
+    worker_commands = worker.add_subparsers(dest="worker_command", required=True)
+    run = worker_commands.add_parser("run", help="claim, handle and submit until SIGTERM or SIGINT")
+    run.add_argument("target", metavar="module:function", help="handler(image_bytes, image) -> info | (info, rows)")
+    run.add_argument("--software", required=True, help="the software whose jobs to work on")
+    run.add_argument("--api", default=os.environ.get("HEARTBEAT_API", DEFAULT_API), help="env HEARTBEAT_API")
+    run.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"), help="env HEARTBEAT_TOKEN")
+    run.add_argument("--concurrency", type=int, default=1, help="handlers running at once (default 1)")
+    run.add_argument("--batch", type=int, default=1, help="jobs per claim, results per submit (default 1)")
+    run.add_argument("--lease-seconds", type=int, help="lease length (default: the software's)")
+    run.add_argument("--wait-seconds", type=float, default=5.0, help="how long a claim waits for work (default 5)")
+    run.add_argument("--exit-when-idle", action="store_true", help="exit once a claim finds no work")
+    run.add_argument("--register", action="store_true", help="register the software from the module's SOFTWARE")
 
 
 def _token_parser(commands: Any) -> None:
@@ -258,8 +275,25 @@ def upload(args: argparse.Namespace) -> int:
     return 1 if failures or not targets else 0
 
 
+def worker(args: argparse.Namespace) -> int:
+    from heartbeat.worker.command import run_worker
+
+    return run_worker(
+        args.target,
+        software=args.software,
+        api_url=args.api,
+        token=args.token,
+        concurrency=args.concurrency,
+        batch=args.batch,
+        lease_seconds=args.lease_seconds,
+        wait_seconds=args.wait_seconds,
+        exit_when_idle=args.exit_when_idle,
+        register=args.register,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(argv)
-    handlers = {"serve": serve, "software": software, "token": token, "upload": upload}
+    handlers = {"serve": serve, "software": software, "token": token, "upload": upload, "worker": worker}
     return handlers[args.command](args)

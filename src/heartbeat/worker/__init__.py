@@ -1,0 +1,51 @@
+"""The worker SDK: a :class:`Client` for the Heartbeat API and a :class:`Worker` that runs a handler
+on a software's jobs. It needs only ``requests``: a worker machine never configures a server.
+
+    from heartbeat.worker import Client, Worker
+
+    def detect(image_bytes, image):
+        return [{"x": 10, "y": 8, "w": 20, "h": 20}]
+
+    Worker(Client("http://api:8080", token="..."), "face_detection", detect, concurrency=4).run()
+"""
+
+from heartbeat.worker.client import Client
+from heartbeat.worker.exceptions import (
+    Conflict,
+    ContentMismatch,
+    Forbidden,
+    HeartbeatError,
+    InvalidRequest,
+    LeaseLost,
+    NotFound,
+    ServerError,
+    ServerUnavailable,
+    Unauthorized,
+)
+from heartbeat.worker.models import ClaimedJob, Health, Image, Job, Page, Result, ResultOutcome, SignedUrl, Software
+from heartbeat.worker.runner import Handler, Worker
+
+__all__ = [
+    "ClaimedJob",
+    "Client",
+    "Conflict",
+    "ContentMismatch",
+    "Forbidden",
+    "Handler",
+    "Health",
+    "HeartbeatError",
+    "Image",
+    "InvalidRequest",
+    "Job",
+    "LeaseLost",
+    "NotFound",
+    "Page",
+    "Result",
+    "ResultOutcome",
+    "ServerError",
+    "ServerUnavailable",
+    "SignedUrl",
+    "Software",
+    "Unauthorized",
+    "Worker",
+]

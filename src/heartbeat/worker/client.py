@@ -1,0 +1,333 @@
+"""``Client``: one method for every route of the Heartbeat API, on ``requests``.
+
+Connection errors and 503 answers are retried with a bounded exponential backoff (urllib3's
+``Retry``); a 4xx never is. Errors come out as the exceptions of :mod:`heartbeat.worker.exceptions`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from heartbeat import __version__
+from heartbeat.worker.exceptions import HeartbeatError, ServerUnavailable, error_from_answer
+from heartbeat.worker.models import (
+    ClaimedJob,
+    Health,
+    Image,
+    Job,
+    Page,
+    Result,
+    ResultOutcome,
+    SignedUrl,
+    Software,
+)
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_SECONDS = 10
+FileLike = str | os.PathLike[str] | bytes | IO[bytes]
+
+
+def retrying_session(
+    retries: int = 4, backoff_seconds: float = 0.5, max_backoff_seconds: float = 8.0
+) -> requests.Session:
+    """A session that retries connection errors and 503s (any method), never another status.
+
+    The first retry goes at once, the next after ``2 * backoff_seconds``, then 4 *, 8 * ...,
+    each wait at most ``max_backoff_seconds`` (or what a 503's ``Retry-After`` asks).
+    """
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=0,
+        status_forcelist={503},
+        allowed_methods=None,  # every method: the routes are safe to repeat (a repeated submit is a no-op)
+        backoff_factor=backoff_seconds,
+        backoff_max=max_backoff_seconds,
+        raise_on_status=False,  # the last 503 comes back as an answer and becomes ServerUnavailable
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = f"heartbeat-worker/{__version__}"
+    return session
+
+
+def _path(*parts: str) -> str:
+    return "/v1/" + "/".join(quote(part, safe="") for part in parts)
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class Client:
+    """The Heartbeat API at ``api_url``, with an optional bearer ``token``.
+
+    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top).
+    A connection error or a 503 is retried ``retries`` times with an exponential backoff (see
+    :func:`retrying_session`) before :class:`ServerUnavailable` is raised; a 4xx never is.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None = None,
+        *,
+        timeout_seconds: float = 30.0,
+        retries: int = 4,
+        backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 8.0,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self._session = retrying_session(retries, backoff_seconds, max_backoff_seconds)
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(
+        self, method: str, path: str, *, job_route: bool = False, wait_seconds: float = 0, **options: Any
+    ) -> requests.Response:
+        options.setdefault("timeout", (CONNECT_TIMEOUT_SECONDS, self.timeout_seconds + wait_seconds))
+        try:
+            response = self._session.request(method, self.api_url + path, **options)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise ServerUnavailable(f"no answer from {self.api_url}: {error}") from error
+        except requests.RequestException as error:
+            raise HeartbeatError(f"{method} {self.api_url + path}: {error}") from error
+        if response.status_code >= 400:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise error_from_answer(response.status_code, body, job_route=job_route)
+        return response
+
+    def _json(self, method: str, path: str, **options: Any) -> Any:
+        return self._request(method, path, **options).json()
+
+    @staticmethod
+    def iterate(list_method: Callable[..., Page[T]], *args: Any, **kwargs: Any) -> Iterator[T]:
+        """Every item of a paged list, page after page: ``client.iterate(client.images, origin="x")``."""
+        cursor = kwargs.pop("cursor", None)
+        while True:
+            page = list_method(*args, cursor=cursor, **kwargs)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # --- operations -------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Whether the database and the object storage answer now (``ok=False`` naming what failed).
+
+        Asked once, without retries and without the token (the route needs none).
+        """
+        url = self.api_url + "/v1/health"
+        try:
+            response = requests.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, self.timeout_seconds))
+        except requests.RequestException as error:
+            raise ServerUnavailable(f"no answer from {self.api_url}: {error}") from error
+        if response.status_code not in (200, 503):
+            raise error_from_answer(response.status_code, response.text)
+        return Health(ok=response.status_code == 200, checks=response.json().get("checks", {}))
+
+    # --- images -----------------------------------------------------------------------------
+
+    def upload(
+        self,
+        file: FileLike,
+        *,
+        filename: str | None = None,
+        origin: str | None = None,
+        other_data: dict[str, Any] | None = None,
+    ) -> Image:
+        """Upload bytes, a file object or the file at a path. ``duplicate`` is set when the bytes were stored before."""
+        form = _params(origin=origin, other_data=json.dumps(other_data) if other_data is not None else None)
+        if isinstance(file, str | os.PathLike):
+            path = Path(file)
+            with path.open("rb") as opened:
+                data = opened.read()
+            filename = filename or path.name
+        elif isinstance(file, bytes):
+            data = file
+        else:
+            data = file.read()
+            filename = filename or os.path.basename(getattr(file, "name", "") or "")
+        files = {"file": (filename or "upload", data, "application/octet-stream")}
+        return Image.from_json(self._json("POST", "/v1/images", files=files, data=form))
+
+    def upload_url(self, url: str, *, origin: str | None = None, other_data: dict[str, Any] | None = None) -> Image:
+        """Have the server fetch an image from ``url`` and store it."""
+        body = {"url": url} | _params(origin=origin, other_data=other_data)
+        return Image.from_json(self._json("POST", "/v1/images", json=body))
+
+    def images(
+        self,
+        *,
+        origin: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Image]:
+        """One page of images, oldest first; ``status`` is ``"<software>:<status>"``."""
+        params = _params(origin=origin, status=status, limit=limit, cursor=cursor)
+        body = self._json("GET", "/v1/images", params=params)
+        return Page([Image.from_json(item) for item in body["images"]], body.get("next_cursor"))
+
+    def image(self, image_id: str) -> Image:
+        """One image, with each software's job status in ``jobs``."""
+        return Image.from_json(self._json("GET", _path("images", image_id)))
+
+    def image_url(self, image_id: str) -> SignedUrl:
+        """A presigned GET URL for the image's bytes."""
+        body = self._json("GET", _path("images", image_id, "url"))
+        return SignedUrl(body["url"], body["expires_at"])
+
+    def content_url(self, image_id: str) -> str:
+        """Where ``GET /v1/images/{id}/content`` redirects to (without following it)."""
+        response = self._request("GET", _path("images", image_id, "content"), allow_redirects=False)
+        return response.headers["Location"]
+
+    def download(self, image_id: str) -> bytes:
+        """The image's bytes, fetched from its presigned URL (which is sent no token)."""
+        from heartbeat.worker.download import fetch
+
+        return fetch(self.image_url(image_id).url, timeout_seconds=self.timeout_seconds)
+
+    def delete_image(self, image_id: str) -> None:
+        """Delete the image, its jobs, its extra-table rows and its bytes (admin)."""
+        self._request("DELETE", _path("images", image_id))
+
+    # --- software ---------------------------------------------------------------------------
+
+    def software_list(self) -> list[Software]:
+        """Every registered software, with its job counts."""
+        return [Software.from_json(item) for item in self._json("GET", "/v1/software")["software"]]
+
+    def software(self, name: str) -> Software:
+        """One software, with its job counts."""
+        return Software.from_json(self._json("GET", _path("software", name)))
+
+    def register(
+        self,
+        name: str,
+        *,
+        lease_seconds: int | None = None,
+        max_attempts: int | None = None,
+        tables: dict[str, dict[str, str]] | None = None,
+    ) -> Software:
+        """Register a software (admin); every stored image gets a pending job."""
+        body = {"name": name} | _params(lease_seconds=lease_seconds, max_attempts=max_attempts, tables=tables)
+        return Software.from_json(self._json("POST", "/v1/software", json=body))
+
+    def pause(self, name: str) -> Software:
+        """Pause a software (admin): its claims find no jobs until it is resumed."""
+        return Software.from_json(self._json("POST", _path("software", name, "pause")))
+
+    def resume(self, name: str) -> Software:
+        """Resume a paused software (admin)."""
+        return Software.from_json(self._json("POST", _path("software", name, "resume")))
+
+    def requeue(self, name: str, status: str, image_ids: Sequence[str] | None = None) -> int:
+        """Put ``failed`` or ``done`` jobs back to pending (admin); returns how many."""
+        body = {"status": status} | _params(image_ids=list(image_ids) if image_ids is not None else None)
+        return int(self._json("POST", _path("software", name, "requeue"), json=body)["requeued"])
+
+    def rows(
+        self,
+        name: str,
+        table: str,
+        *,
+        image_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """One page of a software's extra-table rows, each with its ``id`` and ``image_id``."""
+        params = _params(image_id=image_id, limit=limit, cursor=cursor)
+        body = self._json("GET", _path("software", name, "tables", table), params=params)
+        return Page(body["rows"], body.get("next_cursor"))
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def claim(
+        self, name: str, max: int = 1, *, lease_seconds: int | None = None, wait_seconds: float = 0
+    ) -> list[ClaimedJob]:
+        """Lease up to ``max`` jobs, earliest upload first, waiting up to ``wait_seconds`` for one."""
+        body = {"max": max, "wait_seconds": wait_seconds} | _params(lease_seconds=lease_seconds)
+        answer = self._json("POST", _path("software", name, "claim"), json=body, wait_seconds=wait_seconds)
+        return [ClaimedJob.from_json(item) for item in answer["jobs"]]
+
+    def extend(self, name: str, image_id: str, token: str, *, lease_seconds: int | None = None) -> float:
+        """Renew the lease; returns its new expiry. :class:`LeaseLost` when the token no longer holds it."""
+        body = {"token": token} | _params(lease_seconds=lease_seconds)
+        path = _path("software", name, "jobs", image_id, "extend")
+        return float(self._json("POST", path, json=body, job_route=True)["lease_expires_at"])
+
+    def submit(
+        self, name: str, image_id: str, token: str, info: Any, rows: dict[str, list[dict[str, Any]]] | None = None
+    ) -> Job:
+        """Store the result (and extra-table rows); the job is then ``done``."""
+        body = {"token": token, "info": info} | _params(rows=rows)
+        path = _path("software", name, "jobs", image_id, "result")
+        return Job.from_json(self._json("PUT", path, json=body, job_route=True))
+
+    def submit_many(self, name: str, results: Sequence[Result]) -> list[ResultOutcome]:
+        """Submit up to 100 results at once; each is judged ``done``, ``stale`` or ``invalid``."""
+        body = {"results": [result.to_json() for result in results]}
+        answer = self._json("POST", _path("software", name, "results"), json=body, job_route=True)
+        return [ResultOutcome.from_json(item) for item in answer["results"]]
+
+    def fail(
+        self,
+        name: str,
+        image_id: str,
+        token: str,
+        error: str,
+        *,
+        retry: bool = True,
+        retry_after: float | None = None,
+    ) -> Job:
+        """Report that the job failed: pending again after a backoff while attempts remain, else ``failed``."""
+        body = {"token": token, "error": error, "retry": retry} | _params(retry_after=retry_after)
+        path = _path("software", name, "jobs", image_id, "fail")
+        return Job.from_json(self._json("POST", path, json=body, job_route=True))
+
+    def release(self, name: str, image_id: str, token: str) -> Job:
+        """Give the job back at once, the attempt not counted."""
+        path = _path("software", name, "jobs", image_id, "release")
+        return Job.from_json(self._json("POST", path, json={"token": token}, job_route=True))
+
+    def jobs(
+        self, name: str, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Job]:
+        """One page of the software's job rows, optionally of one ``status``."""
+        params = _params(status=status, limit=limit, cursor=cursor)
+        body = self._json("GET", _path("software", name, "jobs"), params=params)
+        return Page([Job.from_json(item) for item in body["jobs"]], body.get("next_cursor"))
+
+    def job(self, name: str, image_id: str) -> Job:
+        """One job row."""
+        return Job.from_json(self._json("GET", _path("software", name, "jobs", image_id)))

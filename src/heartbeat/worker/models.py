@@ -1,0 +1,149 @@
+"""The typed answers of the API. Each is built from the JSON the server sends; fields the server
+adds later are ignored, so an older SDK keeps working against a newer server."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {field.name for field in dataclasses.fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """One stored picture: its row in the overview table."""
+
+    id: str
+    filename: str | None
+    uploaded_date: float
+    origin: str | None
+    other_data: Any
+    sha256: str
+    size: int
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    jobs: dict[str, str] | None = None  # each software's status, where the answer includes it
+    duplicate: bool | None = None  # on upload: the same bytes were stored before
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Image:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedUrl:
+    """A presigned GET URL for an image's bytes; it needs no token."""
+
+    url: str
+    expires_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Software:
+    """One kind of processing, with its job counts per status."""
+
+    name: str
+    lease_seconds: int
+    max_attempts: int
+    tables: dict[str, dict[str, str]]
+    counts: dict[str, int]
+    paused: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Software:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedJob:
+    """A job this worker holds under a lease: the token, the bytes' URL and the image record."""
+
+    image_id: str
+    token: str
+    attempt: int
+    lease_expires_at: float
+    url: str
+    url_expires_at: float
+    image: Image
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClaimedJob:
+        fields = _known_fields(cls, data)
+        fields["image"] = Image.from_json(data["image"])
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A row of a software's job table (never its token)."""
+
+    image_id: str
+    status: str
+    info: Any = None
+    attempts: int = 0
+    claimed_at: float | None = None
+    lease_expires_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One result for the batch submit: what the single submit would send."""
+
+    image_id: str
+    token: str
+    info: Any
+    rows: dict[str, list[dict[str, Any]]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = {"image_id": self.image_id, "token": self.token, "info": self.info}
+        if self.rows is not None:
+            body["rows"] = self.rows
+        return body
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultOutcome:
+    """How the batch submit judged one result: ``done``, ``stale`` (lease lost) or ``invalid``."""
+
+    image_id: str
+    status: str
+    description: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResultOutcome:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list; pass ``next_cursor`` back as ``cursor=`` for the next (``None``: the last)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """Whether the API's database and object storage answer, and what failed if not."""
+
+    ok: bool
+    checks: dict[str, str]

@@ -1,0 +1,306 @@
+"""The worker SDK's Client against a real ``heartbeat serve``: every route, typed answers, and the
+exception tree; retries on connection errors and 503s only."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+import requests
+
+from heartbeat import tokens
+from heartbeat.worker import (
+    ClaimedJob,
+    Client,
+    Conflict,
+    Forbidden,
+    HeartbeatError,
+    Image,
+    InvalidRequest,
+    Job,
+    LeaseLost,
+    NotFound,
+    Result,
+    ServerUnavailable,
+    Software,
+    Unauthorized,
+)
+from helpers import distinct_images, free_port, image_bytes
+
+
+@pytest.fixture
+def server(start_server, session_data_dir):
+    # The test process's own database is the server's, so tokens can be made here.
+    return start_server("--url-allow", "127.0.0.1", data_dir=session_data_dir)
+
+
+@pytest.fixture
+def client(server) -> Iterator[Client]:
+    with Client(server.url) as client:
+        yield client
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    SERVER_ONLY = {"falcon", "peewee", "PIL", "pymysql", "minio", "waitress", "jsonschema", "numpy", "skimage",
+                   "tqdm", "prometheus_client", "pythonjsonlogger"}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in SERVER_ONLY:
+                raise ImportError(f"{name} is not installed on a worker machine")
+
+    sys.meta_path.insert(0, Block())
+    import heartbeat.worker
+    from heartbeat.worker import Client, Worker
+    Worker(Client("http://127.0.0.1:9"), "face_detection", lambda data, image: None)
+    loaded = sorted(name for name in sys.modules if name.split(".")[0] in SERVER_ONLY)
+    print("loaded:", loaded)
+    """
+)
+
+
+def test_the_sdk_imports_with_requests_and_the_standard_library_only():
+    done = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "loaded: []"
+
+
+def test_every_image_route_answers_with_typed_values(client, server, tmp_path):
+    first, second, third = distinct_images(3)
+    created = client.upload(first, filename="first.png", origin="cam", other_data={"lens": 35})
+    assert isinstance(created, Image)
+    assert (created.filename, created.origin, created.other_data, created.duplicate) == (
+        "first.png",
+        "cam",
+        {"lens": 35},
+        False,
+    )
+    assert client.upload(first).duplicate is True
+    path = tmp_path / "second.png"
+    path.write_bytes(second)
+    from_path = client.upload(path)
+    assert from_path.filename == "second.png"
+    from_file = client.upload(io.BytesIO(third), filename="third.png")
+
+    signed = client.image_url(created.id)
+    assert requests.get(signed.url, timeout=10).content == first
+    assert signed.expires_at > time.time()
+    assert requests.get(client.content_url(created.id), timeout=10).content == first
+    assert client.download(from_path.id) == second
+    # By URL: the server fetches its own signed URL (loopback allowed for this server): the same bytes.
+    by_url = client.upload_url(signed.url, origin="web")
+    assert (by_url.id, by_url.duplicate) == (created.id, True)
+    with pytest.raises(InvalidRequest) as refused:
+        client.upload_url(f"http://127.0.0.1:{free_port()}/gone.png")
+    assert refused.value.status == 422
+
+    page = client.images(limit=2)
+    assert [image.id for image in page] == [created.id, from_path.id]
+    assert page.next_cursor is not None
+    assert [image.id for image in client.images(limit=2, cursor=page.next_cursor)] == [from_file.id]
+    assert [image.id for image in client.iterate(client.images, limit=1)] == [created.id, from_path.id, from_file.id]
+    assert [image.id for image in client.images(origin="cam")] == [created.id]
+
+    client.register("ocr")
+    assert client.image(created.id).jobs == {"ocr": "pending"}
+    assert client.image(created.id).sha256 == created.sha256
+
+    client.delete_image(created.id)
+    with pytest.raises(NotFound) as missing:
+        client.image(created.id)
+    assert missing.value.status == 404
+    assert "no image" in missing.value.description
+
+
+def test_every_software_and_job_route_answers_with_typed_values(client):
+    ids = [client.upload(data).id for data in distinct_images(4)]
+    faces = {"faces": {"x": "int", "w": "int"}}
+    software = client.register("faces", lease_seconds=30, max_attempts=2, tables=faces)
+    assert isinstance(software, Software)
+    assert (software.lease_seconds, software.max_attempts, software.tables) == (30, 2, faces)
+    assert software.counts["pending"] == 4
+    with pytest.raises(Conflict) as twice:
+        client.register("faces")
+    assert twice.value.status == 409 and not isinstance(twice.value, LeaseLost)
+    assert [item.name for item in client.software_list()] == ["faces"]
+
+    assert client.pause("faces").paused is True
+    assert client.claim("faces", 4) == []
+    assert client.resume("faces").paused is False
+
+    jobs = client.claim("faces", 3, lease_seconds=20, wait_seconds=1)
+    assert [job.image_id for job in jobs] == ids[:3]
+    assert all(isinstance(job, ClaimedJob) and job.attempt == 1 for job in jobs)
+    assert jobs[0].image.id == ids[0] and jobs[0].url.startswith("http")
+    first, second, third = jobs
+    assert client.extend("faces", first.image_id, first.token, lease_seconds=60) > first.lease_expires_at
+
+    done = client.submit("faces", first.image_id, first.token, {"found": 1}, {"faces": [{"x": 1, "w": 9}]})
+    assert isinstance(done, Job) and (done.status, done.info) == ("done", {"found": 1})
+    assert client.job("faces", first.image_id) == done
+    [row] = client.rows("faces", "faces", image_id=first.image_id)
+    assert (row["x"], row["w"], row["image_id"]) == (1, 9, first.image_id)
+
+    outcomes = client.submit_many(
+        "faces",
+        [
+            Result(second.image_id, second.token, {"found": 0}),
+            Result(first.image_id, "not-the-token", {"found": 5}),
+            Result(third.image_id, third.token, {"found": 1}, {"faces": [{"nope": 1}]}),
+        ],
+    )
+    assert [(outcome.image_id, outcome.status) for outcome in outcomes] == [
+        (second.image_id, "done"),
+        (first.image_id, "stale"),
+        (third.image_id, "invalid"),
+    ]
+    assert "nope" in (outcomes[2].description or "")
+
+    failed = client.fail("faces", third.image_id, third.token, "ValueError: no", retry=False)
+    assert (failed.status, failed.error) == ("failed", "ValueError: no")
+    [fourth] = client.claim("faces")
+    assert client.release("faces", fourth.image_id, fourth.token).status == "pending"
+
+    assert [job.image_id for job in client.jobs("faces", status="done")] == [first.image_id, second.image_id]
+    page = client.jobs("faces", limit=3)
+    assert len(page) == 3 and page.next_cursor is not None
+    assert [job.image_id for job in client.iterate(client.jobs, "faces", limit=3)] == ids
+    assert client.requeue("faces", "failed") == 1
+    assert client.job("faces", third.image_id).status == "pending"
+    assert client.software("faces").counts == {"pending": 2, "claimed": 0, "done": 2, "failed": 0}
+    assert client.health().ok is True
+
+
+def test_errors_carry_status_title_and_description(client, server):
+    image_id = client.upload(image_bytes()).id
+    client.register("faces")
+    with pytest.raises(NotFound) as unknown:
+        client.claim("nobody")
+    assert (unknown.value.status, unknown.value.description) == (404, "no software named 'nobody'")
+    with pytest.raises(InvalidRequest) as bad:
+        client.claim("faces", 500)
+    assert bad.value.status == 400 and "max" in bad.value.description
+    with pytest.raises(InvalidRequest) as not_an_image:
+        client.upload(b"plain text, not a picture")
+    assert not_an_image.value.status == 415
+    [job] = client.claim("faces")
+    for call in (
+        lambda: client.extend("faces", image_id, "stale-token"),
+        lambda: client.submit("faces", image_id, "stale-token", {}),
+        lambda: client.fail("faces", image_id, "stale-token", "x"),
+        lambda: client.release("faces", image_id, "stale-token"),
+    ):
+        with pytest.raises(LeaseLost) as lost:
+            call()
+        assert lost.value.status == 409 and lost.value.title and lost.value.description
+    assert client.release("faces", image_id, job.token).status == "pending"
+
+    _, other_software = tokens.create_token("worker", software="ocr", clock=time.time)
+    _, faces_worker = tokens.create_token("worker", software="faces", clock=time.time)
+    with pytest.raises(Unauthorized) as anonymous:
+        client.images()
+    assert anonymous.value.status == 401
+    with Client(server.url, other_software) as wrong, pytest.raises(Forbidden) as forbidden:
+        wrong.claim("faces")
+    assert forbidden.value.status == 403 and "ocr" in forbidden.value.description
+    with Client(server.url, faces_worker) as right:
+        assert [job.image_id for job in right.claim("faces")] == [image_id]
+        with pytest.raises(Forbidden):
+            right.delete_image(image_id)
+        assert right.health().ok  # health needs no token and is sent none
+    assert isinstance(forbidden.value, HeartbeatError)
+
+
+class ScriptedAnswers(http.server.BaseHTTPRequestHandler):
+    """Answers each request with the next status of ``script`` (the last one repeats), counting them."""
+
+    script: ClassVar[list[int]] = []
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        status = self.script[min(len(self.seen), len(self.script)) - 1]
+        body = b'{"name": "x", "lease_seconds": 1, "max_attempts": 1, "tables": {}, "counts": {}}'
+        if status != 200:
+            body = b'{"title": "scripted", "description": "as scripted"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, type[ScriptedAnswers]]]:
+    """A loopback HTTP server that answers as a test scripts it (the retry policy under test is the client's)."""
+    handler = type("Answers", (ScriptedAnswers,), {"script": [], "seen": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_503_is_retried_with_backoff_until_it_passes_and_4xx_never(scripted):
+    url, answers = scripted
+    client = Client(url, retries=3, backoff_seconds=0.05)
+    answers.script = [503, 503, 200]
+    assert client.software("x").name == "x"
+    assert len(answers.seen) == 3
+
+    answers.script, answers.seen[:] = [404], []
+    with pytest.raises(NotFound):
+        client.software("x")
+    assert len(answers.seen) == 1
+
+    answers.script, answers.seen[:] = [409], []
+    with pytest.raises(Conflict):
+        client.software("x")
+    assert len(answers.seen) == 1
+
+    answers.script, answers.seen[:] = [503], []
+    with pytest.raises(ServerUnavailable) as unavailable:
+        client.software("x")
+    assert len(answers.seen) == 4  # the first try and three retries
+    assert (unavailable.value.status, unavailable.value.description) == (503, "as scripted")
+
+
+def test_connection_errors_are_retried_then_raised_as_server_unavailable():
+    client = Client(f"http://127.0.0.1:{free_port()}", retries=2, backoff_seconds=0.05)
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailable) as unavailable:
+        client.software_list()
+    assert unavailable.value.status is None
+    assert time.monotonic() - started >= 0.1  # the backoff before the second retry (0.05 * 2)
+
+
+def test_the_storage_url_is_fetched_without_the_api_token(scripted):
+    url, answers = scripted
+    from heartbeat.worker.download import fetch
+
+    answers.script = [200]
+    seen_headers: list[str] = []
+    original = answers.do_GET
+
+    def recording(self: ScriptedAnswers) -> None:
+        seen_headers.append(self.headers.get("Authorization") or "")
+        original(self)
+
+    answers.do_GET = recording  # type: ignore[method-assign]
+    Client(url, "secret-token").software("x")
+    fetch(f"{url}/blob")
+    assert seen_headers == ["Bearer secret-token", ""]

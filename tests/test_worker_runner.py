@@ -1,0 +1,189 @@
+"""The Worker against a real ``heartbeat serve``: leases kept alive past their length, a lost lease
+never submitted, crashing handlers retried then failed, bytes checked, batches, concurrency, stop()."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from heartbeat.worker import Client, Image, LeaseLost, Result, Worker
+from helpers import distinct_images, image_bytes
+
+TIMEOUT = 30  # seconds for any one event a test awaits
+
+
+@pytest.fixture
+def server(start_server, session_data_dir):
+    return start_server(data_dir=session_data_dir)
+
+
+@pytest.fixture
+def client(server) -> Iterator[Client]:
+    with Client(server.url) as client:
+        yield client
+
+
+def requests_logged(server: Any, method: str, route: str) -> int:
+    """How many ``method route`` lines the server's access log holds."""
+    return sum(1 for line in server.log().splitlines() if f"{method} {route} " in line)
+
+
+def test_a_handler_slower_than_its_lease_keeps_the_lease_and_its_result_is_stored(client, server):
+    client.register("slow", lease_seconds=2, max_attempts=3)
+    image_id = client.upload(image_bytes()).id
+    rival = Client(server.url)
+
+    def handler(data: bytes, image: Image) -> dict[str, Any]:
+        first_expiry = client.job("slow", image.id).lease_expires_at
+        # A rival's claim waits twice the lease; it finds the job only if the lease was let lapse.
+        taken = [job.image_id for job in rival.claim("slow", wait_seconds=4)]
+        now = time.time()
+        return {"taken": taken, "past_first_expiry": now > first_expiry}
+
+    Worker(client, "slow", handler, wait_seconds=0).run(exit_when_idle=True)
+
+    job = client.job("slow", image_id)
+    assert (job.status, job.attempts) == ("done", 1)
+    assert job.info == {"taken": [], "past_first_expiry": True}
+    assert requests_logged(server, "POST", "/v1/software/{name}/jobs/{image_id}/extend") >= 2
+
+
+class PartitionedClient(Client):
+    """A client whose lease renewals are held back, as by a network partition, until ``healed``."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.extend_started = threading.Event()
+        self.healed = threading.Event()
+        self.extend_refused = threading.Event()
+
+    def extend(self, *args: Any, **kwargs: Any) -> float:
+        self.extend_started.set()
+        assert self.healed.wait(TIMEOUT)
+        try:
+            return super().extend(*args, **kwargs)
+        except LeaseLost:
+            self.extend_refused.set()
+            raise
+
+
+def test_a_lost_lease_is_never_submitted_and_the_new_holders_result_stands(client, server):
+    client.register("lossy", lease_seconds=1, max_attempts=3)
+    image_id = client.upload(image_bytes()).id
+    partitioned = PartitionedClient(server.url)
+    thief = Client(server.url)
+
+    def handler(data: bytes, image: Image) -> dict[str, str]:
+        assert partitioned.extend_started.wait(TIMEOUT)  # the renewal is held back...
+        [job] = thief.claim("lossy", wait_seconds=10)  # ...so the lease runs out and the thief takes the job
+        [outcome] = thief.submit_many("lossy", [Result(job.image_id, job.token, {"by": "thief"})])
+        assert outcome.status == "done"
+        partitioned.healed.set()
+        return {"by": "worker"}
+
+    Worker(partitioned, "lossy", handler, wait_seconds=0).run(exit_when_idle=True)
+
+    assert partitioned.extend_refused.is_set()
+    job = client.job("lossy", image_id)
+    assert (job.status, job.info, job.attempts) == ("done", {"by": "thief"}, 2)
+    for route in ("result", "fail", "release"):  # the worker sent nothing about the job it lost
+        method = "PUT" if route == "result" else "POST"
+        assert requests_logged(server, method, f"/v1/software/{{name}}/jobs/{{image_id}}/{route}") == 0
+
+
+def test_a_crashing_handler_is_retried_then_failed_with_the_last_line_of_its_traceback(client):
+    client.register("crashy", max_attempts=2)
+    image_id = client.upload(image_bytes()).id
+    calls = []
+
+    def handler(data: bytes, image: Image) -> None:
+        calls.append(image.id)
+        raise ValueError(f"bad pixels in {image.id}")
+
+    Worker(client, "crashy", handler, wait_seconds=0, retry_after_seconds=0).run(exit_when_idle=True)
+
+    assert calls == [image_id, image_id]
+    job = client.job("crashy", image_id)
+    assert (job.status, job.attempts, job.error) == ("failed", 2, f"ValueError: bad pixels in {image_id}")
+
+
+def test_bytes_that_differ_from_the_image_record_fail_the_job_before_the_handler_runs(client, server):
+    client.register("checked", max_attempts=1)
+    image = client.upload(image_bytes())
+    key = unquote(urlsplit(client.image_url(image.id).url).path.removeprefix("/v1/blobs/"))
+    stored = server.data_dir / "images" / key
+    stored.write_bytes(bytes([stored.read_bytes()[0] ^ 1]) + stored.read_bytes()[1:])  # same size, other bytes
+    calls = []
+
+    Worker(client, "checked", lambda data, image: calls.append(image), wait_seconds=0).run(exit_when_idle=True)
+
+    assert calls == []
+    job = client.job("checked", image.id)
+    assert job.status == "failed"
+    assert "sha256" in (job.error or "") and image.sha256 in (job.error or "")
+
+
+def test_a_result_the_server_refuses_fails_the_job_without_retries(client):
+    client.register("tables", max_attempts=5, tables={"faces": {"x": "int"}})
+    image_id = client.upload(image_bytes()).id
+
+    Worker(client, "tables", lambda data, image: ({"n": 1}, {"faces": [{"x": "left"}]}), wait_seconds=0).run(
+        exit_when_idle=True
+    )
+
+    job = client.job("tables", image_id)
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert "refused" in (job.error or "") and "faces[0].x" in (job.error or "")
+    assert list(client.rows("tables", "faces")) == []
+
+
+def test_handlers_run_side_by_side_and_results_go_in_batches(client, server):
+    client.register("many")
+    uploaded = {client.upload(data).id: len(data) for data in distinct_images(10)}
+    side_by_side = threading.Barrier(3, timeout=TIMEOUT)  # broken unless three handlers run at once
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def handler(data: bytes, image: Image) -> dict[str, int]:
+        with lock:
+            calls.append(image.id)
+            first_three = len(calls) <= 3
+        if first_three:
+            side_by_side.wait()
+        return {"size": len(data)}
+
+    Worker(client, "many", handler, concurrency=3, batch=5, wait_seconds=0).run(exit_when_idle=True)
+
+    assert sorted(calls) == sorted(uploaded)
+    jobs = {job.image_id: job for job in client.iterate(client.jobs, "many")}
+    assert {image_id: (job.status, job.info) for image_id, job in jobs.items()} == {
+        image_id: ("done", {"size": size}) for image_id, size in uploaded.items()
+    }
+    # Two claims of five; each batch's results went in one call, none alone.
+    assert requests_logged(server, "POST", "/v1/software/{name}/results") == 2
+    assert requests_logged(server, "PUT", "/v1/software/{name}/jobs/{image_id}/result") == 0
+
+
+def test_stop_ends_run_with_nothing_left_claimed(client):
+    client.register("stoppable")
+    image_id = client.upload(image_bytes()).id
+    handled = threading.Event()
+
+    def handler(data: bytes, image: Image) -> str:
+        handled.set()
+        return "ok"
+
+    worker = Worker(client, "stoppable", handler, wait_seconds=1)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert handled.wait(TIMEOUT)
+    worker.stop()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert client.job("stoppable", image_id).status == "done"
+    assert client.software("stoppable").counts["claimed"] == 0
