@@ -177,8 +177,26 @@ def test_every_software_and_job_route_answers_with_typed_values(client):
     assert [job.image_id for job in client.iterate(client.jobs, "faces", limit=3)] == ids
     assert client.requeue("faces", "failed") == 1
     assert client.job("faces", third.image_id).status == "pending"
-    assert client.software("faces").counts == {"pending": 2, "claimed": 0, "done": 2, "failed": 0}
+    assert client.software("faces").counts == {"pending": 2, "claimed": 0, "done": 2, "failed": 0, "skipped": 0}
     assert client.health().ok is True
+
+
+def test_pipelines_priorities_and_filters_through_the_sdk(client):
+    client.register("faces")
+    encoding = client.register("encoding", after=["faces"])
+    roads = client.register("plates", origins=["road_cam"])
+    assert (encoding.after, roads.origins) == (["faces"], ["road_cam"])
+    first, second = (client.upload(data, origin="road_cam") for data in distinct_images(2))
+    urgent = client.upload(image_bytes((1, 2, 3)), priority=7)
+    assert urgent.priority == 7 and client.set_priority(first.id, 8).priority == 8
+    assert [job.image_id for job in client.claim("plates", 5)] == [first.id, second.id]  # urgent is not a road image
+    assert client.job("plates", urgent.id).status == "skipped"
+
+    [found] = client.claim("faces")
+    assert found.image_id == first.id and found.upstream is None
+    client.submit("faces", found.image_id, found.token, [{"x": 1, "y": 1, "w": 2, "h": 2}])
+    [encode] = client.claim("encoding", 5)
+    assert encode.upstream == encode.image.upstream == {"faces": [{"x": 1, "y": 1, "w": 2, "h": 2}]}
 
 
 def test_errors_carry_status_title_and_description(client, server):

@@ -163,9 +163,14 @@ class Client:
         filename: str | None = None,
         origin: str | None = None,
         other_data: dict[str, Any] | None = None,
+        priority: int | None = None,
     ) -> Image:
         """Upload bytes, a file object or the file at a path. ``duplicate`` is set when the bytes were stored before."""
-        form = _params(origin=origin, other_data=json.dumps(other_data) if other_data is not None else None)
+        form = _params(
+            origin=origin,
+            other_data=json.dumps(other_data) if other_data is not None else None,
+            priority=str(priority) if priority is not None else None,
+        )
         if isinstance(file, str | os.PathLike):
             path = Path(file)
             with path.open("rb") as opened:
@@ -179,9 +184,16 @@ class Client:
         files = {"file": (filename or "upload", data, "application/octet-stream")}
         return Image.from_json(self._json("POST", "/v1/images", files=files, data=form))
 
-    def upload_url(self, url: str, *, origin: str | None = None, other_data: dict[str, Any] | None = None) -> Image:
+    def upload_url(
+        self,
+        url: str,
+        *,
+        origin: str | None = None,
+        other_data: dict[str, Any] | None = None,
+        priority: int | None = None,
+    ) -> Image:
         """Have the server fetch an image from ``url`` and store it."""
-        body = {"url": url} | _params(origin=origin, other_data=other_data)
+        body = {"url": url} | _params(origin=origin, other_data=other_data, priority=priority)
         return Image.from_json(self._json("POST", "/v1/images", json=body))
 
     def images(
@@ -217,6 +229,10 @@ class Client:
 
         return fetch(self.image_url(image_id).url, timeout_seconds=self.timeout_seconds)
 
+    def set_priority(self, image_id: str, priority: int) -> Image:
+        """Change an image's priority (admin): its pending jobs are claimed in the new order."""
+        return Image.from_json(self._json("PATCH", _path("images", image_id), json={"priority": priority}))
+
     def delete_image(self, image_id: str) -> None:
         """Delete the image, its jobs, its extra-table rows and its bytes (admin)."""
         self._request("DELETE", _path("images", image_id))
@@ -238,9 +254,20 @@ class Client:
         lease_seconds: int | None = None,
         max_attempts: int | None = None,
         tables: dict[str, dict[str, str]] | None = None,
+        after: Sequence[str] | None = None,
+        origins: Sequence[str] | None = None,
     ) -> Software:
-        """Register a software (admin); every stored image gets a pending job."""
-        body = {"name": name} | _params(lease_seconds=lease_seconds, max_attempts=max_attempts, tables=tables)
+        """Register a software (admin); every stored image gets a job.
+
+        ``after``: upstream software whose jobs must be done first; ``origins``: only these origins.
+        """
+        body = {"name": name} | _params(
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            tables=tables,
+            after=list(after) if after is not None else None,
+            origins=list(origins) if origins is not None else None,
+        )
         return Software.from_json(self._json("POST", "/v1/software", json=body))
 
     def pause(self, name: str) -> Software:

@@ -29,8 +29,11 @@ class Image:
     content_type: str | None = None
     width: int | None = None
     height: int | None = None
+    priority: int = 0  # higher is claimed first
     jobs: dict[str, str] | None = None  # each software's status, where the answer includes it
     duplicate: bool | None = None  # on upload: the same bytes were stored before
+    # In a claimed job of a software with ``after``: each upstream software's ``info`` for this image.
+    upstream: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Image:
@@ -55,6 +58,9 @@ class Software:
     tables: dict[str, dict[str, str]]
     counts: dict[str, int]
     paused: bool = False
+    after: list[str] = dataclasses.field(default_factory=list)  # upstream software
+    origins: list[str] | None = None  # only images of these origins get a job
+    throughput: dict[str, int] | None = None  # jobs done and failed in the last window_seconds
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Software:
@@ -71,12 +77,13 @@ class ClaimedJob:
     lease_expires_at: float
     url: str
     url_expires_at: float
-    image: Image
+    image: Image  # with ``upstream`` filled in for a software with ``after``
+    upstream: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClaimedJob:
         fields = _known_fields(cls, data)
-        fields["image"] = Image.from_json(data["image"])
+        fields["image"] = Image.from_json(data["image"] | {"upstream": data.get("upstream")})
         return cls(**fields)
 
 
