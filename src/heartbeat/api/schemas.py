@@ -32,6 +32,15 @@ IMAGE_BY_URL = _object(
     ("url",),
 )
 
+UPLOAD = _object({"filename": {"type": ["string", "null"], "maxLength": 255}})
+
+UPLOAD_COMPLETE = _object(
+    {
+        "origin": {"type": ["string", "null"], "maxLength": 255},
+        "other_data": {"type": ["object", "null"]},
+    }
+)
+
 SOFTWARE = _object(
     {
         "name": NAME,
