@@ -1,4 +1,7 @@
-"""The API's own signed URLs for local storage: valid ones serve, forged or expired ones do not."""
+"""The API's own signed URLs for local storage: valid ones serve, forged or expired ones do not.
+
+About the local backend alone: an S3 store signs and checks its own URLs (tests/test_s3_storage.py).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import dataclasses
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import falcon.testing
+import pytest
 
 from heartbeat.app import create_app
 from heartbeat.storage import open_storage
 from helpers import distinct_images, upload
+
+pytestmark = pytest.mark.local_storage
 
 
 def get(client, url, **query_changes):
