@@ -169,6 +169,20 @@ def storage_flags(storage_settings: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
+def db_flags(database, db_auth_file: Path | None, session_data_dir: Path) -> list[str]:
+    """The flags that point a command at the test database (tables already reset)."""
+    if db_auth_file is not None:
+        return ["--db-auth", str(db_auth_file)]
+    return ["--data-dir", str(session_data_dir)]
+
+
+@pytest.fixture
+def check_flags(db_flags: list[str], storage_flags: list[str], settings: Settings) -> list[str]:
+    """Flags that point ``heartbeat check`` at the test database and at the ``storage`` fixture's store."""
+    return db_flags + (storage_flags or ["--storage", f"local:{settings.local_storage_dir}"])
+
+
+@pytest.fixture
 def server_storage(storage_settings: dict[str, Any]) -> Callable[[Path], Storage]:
     """The store a server started with ``data_dir`` writes to, opened in the test process."""
     return lambda data_dir: open_storage(Settings(data_dir=data_dir, **storage_settings))

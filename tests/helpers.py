@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,6 +83,18 @@ def claim(
     result = client.simulate_post(f"/v1/software/{name}/claim", json=options, headers=headers)
     assert result.status_code == 200, result.text
     return result.json["jobs"]
+
+
+def heartbeat(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``heartbeat ARGS`` in a fresh process, with no HEARTBEAT_* settings but those given."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HEARTBEAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "heartbeat", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean | (env or {}),
+    )
 
 
 def free_port() -> int:

@@ -91,7 +91,7 @@ def _store_errors(doing: str) -> Iterator[None]:
     except S3Error as error:
         raise BackendUnavailable(f"object storage refused to {doing}: {error.code}") from error
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
-        raise BackendUnavailable(f"object storage did not answer ({doing}): {type(error).__name__}") from error
+        raise BackendUnavailable(f"object storage did not answer: {type(error).__name__}") from error
 
 
 class _GuardedStream:
@@ -191,7 +191,7 @@ class S3Storage:
             self._client.remove_object(self._bucket, key)
 
     def check(self) -> None:
-        with _store_errors("answer"):
+        with _store_errors("find the bucket"):
             exists = self._client.bucket_exists(self._bucket)
         if not exists:
             raise BackendUnavailable(f"bucket {self._bucket} does not exist")
