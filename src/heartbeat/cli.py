@@ -104,7 +104,7 @@ def _token_parser(commands: Any) -> None:
     _database_flags(revoke)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
     """The environment's settings, with the flags given on the command line winning."""
     return Settings.from_env(**{option.field: getattr(args, option.field, None) for option in OPTIONS})
 
@@ -123,7 +123,7 @@ def serve(args: argparse.Namespace) -> int:
     from heartbeat.tokens import tokens_exist
     from heartbeat.wsgi import app_from_settings
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     app = app_from_settings(settings)
     with database_proxy.connection_context():
         open_server = not tokens_exist()
@@ -153,7 +153,7 @@ def check(args: argparse.Namespace) -> int:
     from heartbeat.db.database import database_proxy
     from heartbeat.storage import open_storage
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     _connect(settings)
     with database_proxy.connection_context():
         grace = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
@@ -164,7 +164,7 @@ def software(args: argparse.Namespace) -> int:
     from heartbeat.errors import HeartbeatError
     from heartbeat.registry import Registry
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     _connect(settings)
     registry = Registry(
         time.time,
@@ -189,7 +189,7 @@ def token(args: argparse.Namespace) -> int:
     from heartbeat import tokens
     from heartbeat.errors import HeartbeatError
 
-    _connect(_settings(args))
+    _connect(settings_from_args(args))
     try:
         if args.token_command == "create":
             secret = None

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 database_proxy = peewee.DatabaseProxy()
 
 # MySQL/MariaDB error codes after which the whole transaction may simply run again: InnoDB rolled
-# it back (deadlock, lock wait timeout), or the connection died (server gone away, lost connection).
+# it back (lock wait timeout, deadlock), or the connection died (server gone away, lost connection,
+# MariaDB's "connection was killed", MySQL's "disconnected for inactivity").
 DEADLOCK_ERRORS = frozenset({1205, 1213})
-LOST_CONNECTION_ERRORS = frozenset({2006, 2013})
+LOST_CONNECTION_ERRORS = frozenset({2006, 2013, 1927, 4031})
 TRANSACTION_ATTEMPTS = 5
 P = ParamSpec("P")
 T = TypeVar("T")
