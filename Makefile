@@ -29,8 +29,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy src
 
 # The whole suite on SQLite, again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1), and a
-# third time on SQLite with the images in S3 (an in-process moto server, or the MinIO that
-# HEARTBEAT_TEST_S3_ENDPOINT, HEARTBEAT_TEST_S3_ACCESS_KEY and HEARTBEAT_TEST_S3_SECRET_KEY name).
+# third time in production shape, MariaDB with the images in S3 (an in-process moto server, or the
+# MinIO that HEARTBEAT_TEST_S3_ENDPOINT, HEARTBEAT_TEST_S3_ACCESS_KEY, HEARTBEAT_TEST_S3_SECRET_KEY name).
 test: lint test-sqlite test-mysql test-s3
 
 test-sqlite: $(VENV)/.installed-test
@@ -40,7 +40,7 @@ test-mysql: $(VENV)/.installed-test
 	HEARTBEAT_TEST_DB=mysql $(BIN)/pytest
 
 test-s3: $(VENV)/.installed-test
-	HEARTBEAT_TEST_DB=sqlite HEARTBEAT_TEST_STORAGE=s3 $(BIN)/pytest
+	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_STORAGE=s3 $(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
