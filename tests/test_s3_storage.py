@@ -124,10 +124,8 @@ def test_a_store_that_stops_answering_gives_503_not_500(s3_settings, database, c
 
     health = client.simulate_get("/v1/health")
     assert health.status_code == 503
-    assert health.json["checks"] == {
-        "database": "ok",
-        "storage": "unreachable: object storage did not answer (answer): MaxRetryError",
-    }
+    assert health.json["checks"]["database"] == "ok"
+    assert health.json["checks"]["storage"].startswith("unreachable: object storage did not answer")
     assert upload(client, image_bytes((2, 2, 2))).status_code == 503
     assert client.simulate_get(f"/v1/images/{image['id']}/url").status_code == 503
     assert [listed["id"] for listed in client.simulate_get("/v1/images").json["images"]] == [image["id"]]
