@@ -123,7 +123,9 @@ class LocalStorage:
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         # Temporary files of writes in flight (or cut short by a crash) are listed too: a crash
         # leaves them behind, and `heartbeat check` should find them.
-        for folder, _dirs, files in os.walk(self._root):
+        # Only the folder the prefix names is walked: listing uploads/ must not read all of images/.
+        start = self._root / prefix.rpartition("/")[0]
+        for folder, _dirs, files in os.walk(start):
             for name in files:
                 path = Path(folder, name)
                 key = path.relative_to(self._root).as_posix()
