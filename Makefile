@@ -10,7 +10,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
 
-.PHONY: run test lint test-sqlite test-mysql clean
+.PHONY: run test lint test-sqlite test-mysql test-s3 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,14 +35,19 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
 
-# The whole suite on SQLite, then again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1).
-test: lint test-sqlite test-mysql
+# The whole suite on SQLite, again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1), and a
+# third time in production shape, MariaDB with the images in S3 (an in-process moto server, or the
+# MinIO that HEARTBEAT_TEST_S3_ENDPOINT, HEARTBEAT_TEST_S3_ACCESS_KEY, HEARTBEAT_TEST_S3_SECRET_KEY name).
+test: lint test-sqlite test-mysql test-s3
 
 test-sqlite: $(VENV)/.installed-test | $(CHROMIUM)
 	HEARTBEAT_TEST_DB=sqlite $(BIN)/pytest
 
 test-mysql: $(VENV)/.installed-test | $(CHROMIUM)
 	HEARTBEAT_TEST_DB=mysql $(BIN)/pytest
+
+test-s3: $(VENV)/.installed-test
+	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_STORAGE=s3 $(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,16 +1,26 @@
-"""Fixtures: a real database (SQLite, or MariaDB when HEARTBEAT_TEST_DB=mysql), real local storage,
-the app behind Falcon's test client, and a clock the tests move by hand.
+"""Fixtures: a real database (SQLite, or MariaDB when HEARTBEAT_TEST_DB=mysql), real storage (a local
+folder, or an S3 bucket when HEARTBEAT_TEST_STORAGE=s3), the app behind Falcon's test client, and a
+clock the tests move by hand.
 
 HEARTBEAT_TEST_DB=mysql reads HEARTBEAT_TEST_DB_AUTH (a db_auth.json) or uses root@127.0.0.1:3306
 with database ``heartbeat_test``. If that server cannot be reached the run stops with an error:
 a MySQL suite is never skipped silently.
+
+S3 is spoken over real HTTP: to the MinIO (or other S3) named by HEARTBEAT_TEST_S3_ENDPOINT,
+HEARTBEAT_TEST_S3_ACCESS_KEY and HEARTBEAT_TEST_S3_SECRET_KEY, else to an in-process moto server.
+Every test gets a bucket of its own. HEARTBEAT_TEST_STORAGE=s3 puts the whole suite on it, the app
+of the test client and every server ``start_server`` starts; tests about the local backend alone
+are marked ``local_storage`` and say so when they are skipped. The S3 tests proper
+(``test_s3_storage.py``) run in every pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -23,15 +33,20 @@ import peewee
 import pymysql
 import pytest
 import requests
+from minio import Minio
+from minio.error import MinioException
+from moto.server import ThreadedMotoServer
 
 from heartbeat.app import create_app
-from heartbeat.config import DbAuth, Settings
+from heartbeat.config import OPTIONS, DbAuth, Settings
 from heartbeat.db.database import connect, database_proxy, is_mysql
 from heartbeat.db.models import create_base_tables, forget_models
-from heartbeat.storage import open_storage
+from heartbeat.storage import Storage, open_storage
+from heartbeat.storage.s3 import parse_endpoint
 from helpers import free_port
 
 BACKEND = os.environ.get("HEARTBEAT_TEST_DB", "sqlite")
+STORAGE = os.environ.get("HEARTBEAT_TEST_STORAGE", "local")
 
 
 def mysql_auth() -> DbAuth:
@@ -53,7 +68,124 @@ def _create_mysql_database(auth: DbAuth) -> None:
 
 
 def pytest_report_header() -> str:
-    return f"heartbeat database backend: {BACKEND}"
+    s3 = os.environ.get("HEARTBEAT_TEST_S3_ENDPOINT") or "an in-process moto server"
+    return f"heartbeat database backend: {BACKEND}; storage: {STORAGE} (S3 tests against {s3})"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if STORAGE not in ("local", "s3"):
+        pytest.exit(f"HEARTBEAT_TEST_STORAGE must be local or s3, not {STORAGE!r}", 3)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if STORAGE != "s3":
+        return
+    reason = (
+        "about the local storage backend alone (its own HMAC-signed URLs and files); "
+        "the S3 pass covers the same promises in tests/test_s3_storage.py"
+    )
+    for item in items:
+        if item.get_closest_marker("local_storage"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --- S3 -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Service:
+    """Where the S3 tests' buckets live, and how to reach it."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def client(self) -> Minio:
+        host, secure = parse_endpoint(self.endpoint, None)
+        return Minio(host, access_key=self.access_key, secret_key=self.secret_key, secure=secure, region="us-east-1")
+
+    def settings(self, bucket: str) -> dict[str, Any]:
+        """The Settings fields that put a server on ``bucket``."""
+        return {
+            "storage": f"s3://{bucket}",
+            "s3_endpoint": self.endpoint,
+            "s3_access_key": self.access_key,
+            "s3_secret_key": self.secret_key,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_service() -> Iterator[S3Service]:
+    """A real MinIO when HEARTBEAT_TEST_S3_* name one (it must answer: never a silent fallback), else moto."""
+    endpoint = os.environ.get("HEARTBEAT_TEST_S3_ENDPOINT")
+    if endpoint:
+        access_key = os.environ.get("HEARTBEAT_TEST_S3_ACCESS_KEY", "")
+        secret_key = os.environ.get("HEARTBEAT_TEST_S3_SECRET_KEY", "")
+        if not access_key or not secret_key:
+            pytest.exit("HEARTBEAT_TEST_S3_ENDPOINT needs HEARTBEAT_TEST_S3_ACCESS_KEY and _SECRET_KEY too", 3)
+        service = S3Service(endpoint, access_key, secret_key)
+        try:
+            service.client().list_buckets()
+        except (MinioException, OSError, ValueError) as error:
+            pytest.exit(f"the S3 store at {endpoint} does not answer: {error}", 3)
+        yield service
+        return
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield S3Service(f"http://{host}:{port}", "heartbeat-test", "heartbeat-test-secret")
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_service: S3Service) -> Iterator[str]:
+    """A bucket name of this test's own; the bucket (made by the code under test) is emptied and removed after."""
+    bucket = f"heartbeat-test-{secrets.token_hex(6)}"
+    yield bucket
+    client = s3_service.client()
+    try:
+        if client.bucket_exists(bucket):
+            for found in client.list_objects(bucket, recursive=True):
+                client.remove_object(bucket, found.object_name)
+            client.remove_bucket(bucket)
+    except MinioException:
+        pass  # a test may have broken the bucket on purpose
+
+
+@pytest.fixture
+def storage_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The Settings fields of this pass's storage: none for the local default, an S3 bucket on the S3 pass."""
+    if STORAGE != "s3":
+        return {}
+    return request.getfixturevalue("s3_service").settings(request.getfixturevalue("s3_bucket"))
+
+
+@pytest.fixture
+def storage_flags(storage_settings: dict[str, Any]) -> list[str]:
+    """The same, as flags for ``heartbeat serve`` or ``heartbeat check``."""
+    flags = {option.field: option.flag for option in OPTIONS}
+    return [part for field, value in storage_settings.items() for part in (flags[field], str(value))]
+
+
+@pytest.fixture
+def db_flags(database, db_auth_file: Path | None, session_data_dir: Path) -> list[str]:
+    """The flags that point a command at the test database (tables already reset)."""
+    if db_auth_file is not None:
+        return ["--db-auth", str(db_auth_file)]
+    return ["--data-dir", str(session_data_dir)]
+
+
+@pytest.fixture
+def check_flags(db_flags: list[str], storage_flags: list[str], settings: Settings) -> list[str]:
+    """Flags that point ``heartbeat check`` at the test database and at the ``storage`` fixture's store."""
+    return db_flags + (storage_flags or ["--storage", f"local:{settings.local_storage_dir}"])
+
+
+@pytest.fixture
+def server_storage(storage_settings: dict[str, Any]) -> Callable[[Path], Storage]:
+    """The store a server started with ``data_dir`` writes to, opened in the test process."""
+    return lambda data_dir: open_storage(Settings(data_dir=data_dir, **storage_settings))
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +261,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_auth: DbAuth | None) -> Settings:
-    return Settings(data_dir=tmp_path / "data", db_auth=db_auth)
+def settings(tmp_path: Path, db_auth: DbAuth | None, storage_settings: dict[str, Any]) -> Settings:
+    return Settings(data_dir=tmp_path / "data", db_auth=db_auth, **storage_settings)
 
 
 @pytest.fixture
@@ -173,9 +305,10 @@ class LiveServer:
 
 @pytest.fixture
 def start_server(
-    database: peewee.Database, db_auth_file: Path | None, tmp_path: Path
+    database: peewee.Database, db_auth_file: Path | None, storage_flags: list[str], tmp_path: Path
 ) -> Iterator[Callable[..., LiveServer]]:
-    """Start servers on the test database (tables already reset); all are stopped afterwards."""
+    """Start servers on the test database (tables already reset) and this pass's storage (on the S3
+    pass, one bucket for all the servers of a test); all are stopped afterwards."""
     servers: list[LiveServer] = []
 
     def start(*extra_args: str, data_dir: Path | None = None) -> LiveServer:
@@ -184,6 +317,7 @@ def start_server(
         command = [sys.executable, "-m", "heartbeat", "serve", "--port", str(port), "--data-dir", str(data_dir)]
         if db_auth_file is not None:
             command += ["--db-auth", str(db_auth_file)]
+        command += storage_flags
         # The log goes to a file: a pipe nobody reads fills up and blocks the server mid-request.
         log_path = tmp_path / f"server-{len(servers)}.log"
         with open(log_path, "wb") as log:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import socket
+import subprocess
+import sys
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import falcon.testing
 import PIL.Image
+import requests
+
+from heartbeat.storage import Storage
+
+# Falcon's test client answers as this host: the URLs the API signs itself name it.
+TEST_CLIENT_HOST = "falconframework.org"
 
 
 def image_bytes(
@@ -73,8 +85,55 @@ def claim(
     return result.json["jobs"]
 
 
+def heartbeat(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``heartbeat ARGS`` in a fresh process, with no HEARTBEAT_* settings but those given."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HEARTBEAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "heartbeat", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean | (env or {}),
+    )
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    status_code: int
+    content: bytes
+    headers: Mapping[str, str]
+
+
+def _through_test_client(url: str) -> bool:
+    return urlsplit(url).netloc in ("", TEST_CLIENT_HOST)
+
+
+def fetch_url(client: falcon.testing.TestClient, url: str) -> Fetched:
+    """GET a URL the API handed out: its own signed route through the test client, or the store's
+    presigned URL over real HTTP."""
+    if _through_test_client(url):
+        parts = urlsplit(url)
+        result = client.simulate_get(parts.path, query_string=parts.query)
+        return Fetched(result.status_code, result.content, result.headers)
+    response = requests.get(url, timeout=30)
+    return Fetched(response.status_code, response.content, response.headers)
+
+
+def put_url(client: falcon.testing.TestClient, url: str, data: bytes) -> int:
+    """PUT bytes to a direct upload's URL, as ``fetch_url`` GETs; the status code."""
+    if _through_test_client(url):
+        parts = urlsplit(url)
+        return client.simulate_put(parts.path, query_string=parts.query, body=data).status_code
+    return requests.put(url, data=data, timeout=30).status_code
+
+
+def stored_keys(storage: Storage, prefix: str = "") -> list[str]:
+    """Every object key in the store (pictures under images/, thumbnails under thumbnails/, ...), sorted."""
+    return sorted(stored.key for stored in storage.list_objects(prefix))

@@ -27,6 +27,9 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("GET", "/openapi.json"): READ,
     ("GET", "/metrics"): READ,
     ("GET", "/v1/blobs/{key:path}"): PUBLIC,
+    ("PUT", "/v1/blobs/{key:path}"): PUBLIC,
+    ("POST", "/v1/uploads"): UPLOAD,
+    ("POST", "/v1/uploads/{upload_id}/complete"): UPLOAD,
     ("GET", "/v1/images"): READ,
     ("POST", "/v1/images"): UPLOAD,
     ("GET", "/v1/images/{image_id}"): READ,
@@ -91,6 +94,7 @@ def call(client, method: str, template: str, image_id: str, secret: str | None) 
         .replace("{name}", "face_detection")
         .replace("{table}", "faces")
         .replace("{key:path}", "images/xx/nothing.jpg")
+        .replace("{upload_id}", "no-such-upload")
     )
     headers = bearer(secret) if secret else {}
     if (method, template) == ("POST", "/v1/images"):

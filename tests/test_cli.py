@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import free_port, image_bytes, upload
-
-
-def heartbeat(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``heartbeat ARGS`` in a fresh process, with no HEARTBEAT_* settings but those given."""
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("HEARTBEAT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "heartbeat", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean | (env or {}),
-    )
-
-
-@pytest.fixture
-def db_flags(database, db_auth_file, session_data_dir) -> list[str]:
-    """The flags that point a command at the test database (tables already reset)."""
-    if db_auth_file is not None:
-        return ["--db-auth", str(db_auth_file)]
-    return ["--data-dir", str(session_data_dir)]
+from helpers import free_port, heartbeat, image_bytes, upload
 
 
 def listed_software(db_flags: list[str]) -> dict[str, dict[str, int]]:

@@ -1,6 +1,7 @@
 """The concurrency claims, proven with real processes against real servers on the test database.
 
-Two ``heartbeat serve`` processes share one database (and one data dir, so one storage folder);
+Two ``heartbeat serve`` processes share one database and one store (one data dir, so one storage
+folder; on the S3 pass, one bucket);
 the workers, uploaders and claimers are separate Python processes (``spawn``) that talk HTTP to
 them, half to each server. Nothing here reaches into the server's code: only the public contract.
 
@@ -8,7 +9,8 @@ them, half to each server. Nothing here reaches into the server's code: only the
 - dedupe race: 8 processes upload the same bytes at once (4 times over); one row, one file, one 201 each.
 - lease takeover: an expired lease passes to the next claimer; the old token then answers 409.
 - long poll: a waiting claim returns an image another process uploads while it waits.
-- 16 worker threads against one server process 150 images, each exactly once.
+- 32 worker threads, half on each of two servers, claim in batches and submit in batches: 300
+  images, each claimed exactly once and done.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
 import requests
 
-from helpers import distinct_images, image_bytes
+from helpers import distinct_images, image_bytes, stored_keys
 
 pytestmark = pytest.mark.concurrency
 
@@ -297,7 +300,7 @@ UPLOADERS = 8
 RACES = 4
 
 
-def test_eight_processes_uploading_the_same_bytes_at_once_store_one_image(servers):
+def test_eight_processes_uploading_the_same_bytes_at_once_store_one_image(servers, server_storage):
     register(servers[0].url, "dedupe")
     pictures = [image_bytes((12, 34, 56 + race), fmt="PNG") for race in range(RACES)]
 
@@ -318,11 +321,15 @@ def test_eight_processes_uploading_the_same_bytes_at_once_store_one_image(server
 
     images = all_pages(f"{servers[1].url}/v1/images", "images")
     assert sorted(image["id"] for image in images) == sorted(winners)
-    store = servers[0].data_dir / "images"  # the local storage folder; keys images/... and thumbnails/...
-    stored = sorted(path for path in (store / "images").rglob("*") if path.is_file())
+    store = server_storage(servers[0].data_dir)
+    stored = stored_keys(store, "images/")
     assert len(stored) == RACES, stored
-    assert sorted(path.read_bytes() for path in stored) == sorted(pictures)
-    thumbnails = sorted(path.stem for path in (store / "thumbnails").rglob("*") if path.is_file())
+    contents = []
+    for key in stored:
+        with store.open(key) as stream:
+            contents.append(stream.read())
+    assert sorted(contents) == sorted(pictures)
+    thumbnails = sorted(PurePosixPath(key).stem for key in stored_keys(store, "thumbnails/"))
     assert thumbnails == sorted(winners), "a losing upload left its thumbnail behind"
     assert counts(servers[0].url, "dedupe") == {"pending": RACES, "claimed": 0, "done": 0, "failed": 0, "skipped": 0}
 
@@ -398,41 +405,71 @@ def test_a_waiting_claim_returns_an_image_another_process_uploads_meanwhile(serv
     assert claim["elapsed"] < 5, f"the claim took {claim['elapsed']:.2f} s"
 
 
-THREAD_WORKERS = 16
-THREAD_IMAGES = 150
+THREAD_WORKERS = 32
+THREAD_IMAGES = 300
+MAX_BATCH = 8
 
 
-def test_sixteen_worker_threads_process_150_images_exactly_once(start_server):
-    server = start_server()
+@dataclasses.dataclass
+class ThreadReport:
+    claims: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (image id, token)
+    verdicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the batch submit's answers
+    largest_batch: int = 0
+
+
+def test_32_worker_threads_on_two_servers_claim_and_submit_in_batches_300_images_exactly_once(servers):
+    """Half the threads on each server, each claiming up to 8 jobs at once and submitting them all
+    in one batch: every image is claimed once, by one lease, and ends done."""
     name = "threads"
-    register(server.url, name, lease_seconds=600)
-    uploaded = {upload(server.url, data)["id"] for data in distinct_images(THREAD_IMAGES)}
+    register(servers[0].url, name, lease_seconds=600)
+    pictures = distinct_images(THREAD_IMAGES)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        uploaded = set(pool.map(lambda i: upload(servers[i % 2].url, pictures[i])["id"], range(THREAD_IMAGES)))
+    assert len(uploaded) == THREAD_IMAGES
     start = threading.Barrier(THREAD_WORKERS)
 
-    def work(index: int) -> list[tuple[str, int]]:
-        session = _warm_session(server.url)
+    def work(index: int) -> ThreadReport:
+        url = servers[index % 2].url
+        rng = random.Random(index)
+        session = _warm_session(url)
+        report = ThreadReport()
         start.wait(timeout=PROCESS_TIMEOUT)
-        done: list[tuple[str, int]] = []
         while True:
-            response = session.post(f"{server.url}/v1/software/{name}/claim", json={"max": 1}, timeout=HTTP_TIMEOUT)
+            response = session.post(
+                f"{url}/v1/software/{name}/claim", json={"max": rng.randint(2, MAX_BATCH)}, timeout=HTTP_TIMEOUT
+            )
             assert response.status_code == 200, response.text
             jobs = response.json()["jobs"]
             if not jobs:
-                return done
-            [job] = jobs
-            put = session.put(
-                f"{server.url}/v1/software/{name}/jobs/{job['image_id']}/result",
-                json={"token": job["token"], "info": {"worker": index}},
-                timeout=HTTP_TIMEOUT,
-            )
-            done.append((job["image_id"], put.status_code))
+                return report
+            report.largest_batch = max(report.largest_batch, len(jobs))
+            report.claims += [(job["image_id"], job["token"]) for job in jobs]
+            results = [{"image_id": job["image_id"], "token": job["token"], "info": {"worker": index}} for job in jobs]
+            batch = session.post(f"{url}/v1/software/{name}/results", json={"results": results}, timeout=HTTP_TIMEOUT)
+            assert batch.status_code == 200, batch.text
+            report.verdicts += batch.json()["results"]
 
     with concurrent.futures.ThreadPoolExecutor(THREAD_WORKERS) as pool:
         reports = list(pool.map(work, range(THREAD_WORKERS)))
 
-    processed = [image_id for report in reports for image_id, _status in report]
-    assert Counter(processed).most_common(1)[0][1] == 1, "an image was handed out twice"
-    assert set(processed) == uploaded
-    assert {status for report in reports for _image_id, status in report} == {200}
-    assert sum(1 for report in reports if report) > 1, "one thread took everything: no race happened"
-    assert counts(server.url, name) == {"pending": 0, "claimed": 0, "done": THREAD_IMAGES, "failed": 0, "skipped": 0}
+    claimed = [image_id for report in reports for image_id, _token in report.claims]
+    twice = [image_id for image_id, times in Counter(claimed).items() if times > 1]
+    assert twice == [], f"claimed more than once: {twice}"
+    assert set(claimed) == uploaded
+    verdicts = [verdict for report in reports for verdict in report.verdicts]
+    assert [verdict for verdict in verdicts if verdict["status"] != "done"] == []
+    assert sorted(verdict["image_id"] for verdict in verdicts) == sorted(uploaded)
+    assert sum(1 for report in reports if report.claims) > 1, "one thread took everything: no race happened"
+    assert max(report.largest_batch for report in reports) > 1, "no batch claim took more than one job"
+    for server in servers:
+        assert counts(server.url, name) == {
+            "pending": 0,
+            "claimed": 0,
+            "done": THREAD_IMAGES,
+            "failed": 0,
+            "skipped": 0,
+        }
+    claimer = {image_id: index for index, report in enumerate(reports) for image_id, _token in report.claims}
+    jobs = all_pages(f"{servers[1].url}/v1/software/{name}/jobs", "jobs")
+    assert {job["image_id"]: job["info"]["worker"] for job in jobs} == claimer
+    assert {job["attempts"] for job in jobs} == {1}

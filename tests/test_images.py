@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-from pathlib import Path
-from urllib.parse import urlsplit
+from pathlib import PurePosixPath
 
 import falcon.testing
 import PIL.Image
 import pytest
 
-from heartbeat.config import Settings
-from helpers import claim, distinct_images, image_bytes, multipart, register, upload
-
-
-def stored_files(settings: Settings) -> list[Path]:
-    """Every object in local storage: pictures (under images/) and their thumbnails (under thumbnails/)."""
-    return sorted(p for p in settings.local_storage_dir.rglob("*") if p.is_file())
-
-
-def stored_pictures(settings: Settings) -> list[Path]:
-    return [p for p in stored_files(settings) if p.relative_to(settings.local_storage_dir).parts[0] == "images"]
-
-
-def fetch_signed(client: falcon.testing.TestClient, url: str) -> falcon.testing.Result:
-    parts = urlsplit(url)
-    return client.simulate_get(parts.path, query_string=parts.query)
+from heartbeat.db.models import Image
+from helpers import claim, distinct_images, fetch_url, image_bytes, multipart, register, stored_keys, upload
 
 
 def test_upload_answers_201_with_the_image_and_its_location(client, clock):
@@ -46,7 +32,7 @@ def test_upload_answers_201_with_the_image_and_its_location(client, clock):
     assert client.simulate_get(f"/v1/images/{image['id']}").json["origin"] == "public_webcam"
 
 
-def test_the_same_bytes_again_answer_200_with_the_existing_image(client, settings):
+def test_the_same_bytes_again_answer_200_with_the_existing_image(client, storage):
     first = upload(client, image_bytes()).json
     again = upload(client, image_bytes(), origin="elsewhere")
     assert again.status_code == 200
@@ -54,8 +40,8 @@ def test_the_same_bytes_again_answer_200_with_the_existing_image(client, setting
     assert again.json["id"] == first["id"]
     assert again.json["origin"] is None
     assert len(client.simulate_get("/v1/images").json["images"]) == 1
-    assert len(stored_pictures(settings)) == 1
-    assert len(stored_files(settings)) == 2, "the picture and its thumbnail, once"
+    assert len(stored_keys(storage, "images/")) == 1
+    assert len(stored_keys(storage)) == 2, "the picture and its thumbnail, once"
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
@@ -70,12 +56,12 @@ def test_every_supported_format_is_accepted(client, fmt):
     [b"hello, this is not a picture", b"", image_bytes()[:60], b"%PDF-1.4\n%%EOF\n"],
     ids=["text", "empty", "truncated-jpeg", "pdf"],
 )
-def test_bytes_that_are_not_a_supported_image_answer_415_and_store_nothing(client, settings, data):
+def test_bytes_that_are_not_a_supported_image_answer_415_and_store_nothing(client, settings, storage, data):
     result = upload(client, data)
     assert result.status_code == 415, result.text
     assert result.json["description"]
     assert client.simulate_get("/v1/images").json["images"] == []
-    assert stored_files(settings) == []
+    assert stored_keys(storage) == []
     assert list((settings.data_dir / "tmp").iterdir()) == []
 
 
@@ -86,32 +72,31 @@ def test_an_image_format_outside_the_list_answers_415(client):
 
 
 @pytest.fixture
-def small_limits(tmp_path, db_auth, database, clock):
+def small_limits(settings, storage, database, clock):
     from heartbeat.app import create_app
-    from heartbeat.storage import open_storage
 
-    settings = Settings(data_dir=tmp_path / "limited", db_auth=db_auth, max_upload_bytes=2000, max_pixels=10_000)
-    app = create_app(settings, database=database, storage=open_storage(settings, clock), clock=clock)
-    return falcon.testing.TestClient(app), settings
+    limited = dataclasses.replace(settings, max_upload_bytes=2000, max_pixels=10_000)
+    app = create_app(limited, database=database, storage=storage, clock=clock)
+    return falcon.testing.TestClient(app), storage
 
 
 def test_an_upload_over_the_byte_limit_answers_413_and_stores_nothing(small_limits):
-    client, settings = small_limits
+    client, storage = small_limits
     noisy = PIL.Image.effect_noise((64, 64), 80).convert("RGB")
     out = io.BytesIO()
     noisy.save(out, "PNG")
     assert len(out.getvalue()) > 2000
     result = upload(client, out.getvalue())
     assert result.status_code == 413
-    assert stored_files(settings) == []
+    assert stored_keys(storage) == []
     assert client.simulate_get("/v1/images").json["images"] == []
 
 
 def test_an_image_over_the_pixel_limit_answers_413(small_limits):
-    client, settings = small_limits
+    client, storage = small_limits
     result = upload(client, image_bytes(size=(200, 100), fmt="PNG"))  # 20,000 pixels, small file
     assert result.status_code == 413
-    assert stored_files(settings) == []
+    assert stored_keys(storage) == []
 
 
 @pytest.mark.parametrize(
@@ -126,10 +111,10 @@ def test_an_image_over_the_pixel_limit_answers_413(small_limits):
     ],
     ids=["other_data-not-json", "other_data-not-object", "origin-too-long", "unknown-field", "no-file", "file-and-url"],
 )
-def test_a_bad_form_answers_400_and_stores_nothing(client, settings, fields, with_file):
+def test_a_bad_form_answers_400_and_stores_nothing(client, storage, fields, with_file):
     result = client.simulate_post("/v1/images", **multipart(fields, image_bytes() if with_file else None))
     assert result.status_code == 400, result.text
-    assert stored_files(settings) == []
+    assert stored_keys(storage) == []
     assert client.simulate_get("/v1/images").json["images"] == []
 
 
@@ -141,14 +126,13 @@ def test_a_json_body_without_a_url_answers_400(client):
     )
 
 
-def test_the_client_path_never_decides_where_bytes_are_stored(client, settings):
+def test_the_client_path_never_decides_where_bytes_are_stored(client, storage):
     result = client.simulate_post("/v1/images", **multipart({}, image_bytes(), filename="../../outside/evil.jpg"))
     assert result.status_code == 201
     assert result.json["filename"] == "evil.jpg"
-    files = stored_pictures(settings)
-    assert len(files) == 1
-    assert files[0].is_relative_to(settings.local_storage_dir.resolve())
-    assert "evil" not in files[0].name
+    [key] = stored_keys(storage, "images/")
+    assert key == Image.get_by_id(result.json["id"]).storage_key
+    assert "evil" not in key and ".." not in key
 
 
 def test_uploading_creates_a_pending_job_for_every_software(client):
@@ -166,7 +150,7 @@ def test_the_signed_url_serves_the_exact_bytes(client):
     image = upload(client, data).json
     signed = client.simulate_get(f"/v1/images/{image['id']}/url").json
     assert signed["expires_at"] > 0
-    response = fetch_signed(client, signed["url"])
+    response = fetch_url(client, signed["url"])
     assert response.status_code == 200
     assert response.content == data
     assert response.headers["content-type"] == "image/png"
@@ -176,7 +160,7 @@ def test_content_redirects_to_the_signed_url(client):
     image = upload(client).json
     result = client.simulate_get(f"/v1/images/{image['id']}/content")
     assert result.status_code == 307
-    assert fetch_signed(client, result.headers["location"]).content == image_bytes()
+    assert fetch_url(client, result.headers["location"]).content == image_bytes()
 
 
 def test_unknown_images_answer_404(client):
@@ -228,7 +212,7 @@ def test_bad_paging_parameters_answer_400(client, params):
     assert client.simulate_get("/v1/images", params=params).status_code == 400
 
 
-def test_deleting_an_image_removes_every_trace(client, settings):
+def test_deleting_an_image_removes_every_trace(client, storage):
     register(client, "face_detection", tables={"faces": {"x": "int", "encoding": "json"}})
     keep = upload(client, distinct_images(2)[0]).json["id"]
     gone = upload(client, distinct_images(2)[1]).json["id"]
@@ -247,8 +231,9 @@ def test_deleting_an_image_removes_every_trace(client, settings):
     assert client.simulate_get(f"/v1/software/face_detection/jobs/{gone}").status_code == 404
     rows = client.simulate_get("/v1/software/face_detection/tables/faces").json["rows"]
     assert {row["image_id"] for row in rows} == {keep}
-    assert [path.stem for path in stored_files(settings)] == [keep, keep], "only the kept picture and thumbnail"
-    assert fetch_signed(client, old_url).status_code == 404
+    kept = [PurePosixPath(key).stem for key in stored_keys(storage)]
+    assert kept == [keep, keep], "only the kept picture and thumbnail"
+    assert fetch_url(client, old_url).status_code == 404
     assert client.simulate_get("/v1/software/face_detection").json["counts"]["done"] == 1
 
 

@@ -1,4 +1,7 @@
-"""The API's own signed URLs for local storage: valid ones serve, forged or expired ones do not."""
+"""The API's own signed URLs for local storage: valid ones serve, forged or expired ones do not.
+
+About the local backend alone: an S3 store signs and checks its own URLs (tests/test_s3_storage.py).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import dataclasses
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import falcon.testing
+import pytest
 
 from heartbeat.app import create_app
 from heartbeat.storage import open_storage
 from helpers import distinct_images, upload
+
+pytestmark = pytest.mark.local_storage
 
 
 def get(client, url, **query_changes):
@@ -73,3 +79,27 @@ def test_a_missing_object_behind_a_valid_signature_answers_404(client, settings)
     for path in settings.local_storage_dir.rglob("*.jpg"):
         path.unlink()
     assert get(client, url).status_code == 404
+
+
+def put(client, url, data, **query_changes):
+    parts = urlsplit(url)
+    query = {key: values[0] for key, values in parse_qs(parts.query).items()} | query_changes
+    return client.simulate_put(parts.path, query_string=urlencode(query), body=data)
+
+
+def test_a_direct_upload_url_takes_bytes_only_with_its_signature_and_until_it_expires(client, clock, settings):
+    started = client.simulate_post("/v1/uploads").json
+    assert started["url"].startswith("http://falconframework.org/v1/blobs/uploads/")
+    assert put(client, started["url"], b"bytes", signature="0" * 64).status_code == 403
+    assert put(client, started["url"], b"bytes", expires="99999999999").status_code == 403
+    assert get(client, started["url"]).status_code == 403, "a PUT signature does not open the object for GET"
+    clock.advance(settings.signed_url_seconds + 1)
+    assert put(client, started["url"], b"bytes").status_code == 403
+    assert list(settings.local_storage_dir.rglob("*")) == []
+
+
+def test_a_get_signature_does_not_allow_a_put(client, settings):
+    image = upload(client).json
+    url = signed_url(client, image["id"])["url"]
+    assert put(client, url, b"overwritten").status_code == 403
+    assert get(client, url).content != b"overwritten"

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import io
-from urllib.parse import urlsplit
 
 import PIL.Image
 import pytest
 
-from helpers import distinct_images, image_bytes, register, upload
-
-
-def fetch(client, url: str):
-    parts = urlsplit(url)
-    return client.simulate_get(parts.path, query_string=parts.query)
+from helpers import distinct_images, fetch_url, image_bytes, register, upload
 
 
 def test_an_upload_gets_a_small_upright_jpeg_thumbnail(client):
     image_id = upload(client, image_bytes(size=(1200, 800), fmt="PNG")).json["id"]
     [listed] = client.simulate_get("/v1/images", params={"include": "thumbnail"}).json["images"]
-    thumbnail = fetch(client, listed["thumbnail_url"])
+    thumbnail = fetch_url(client, listed["thumbnail_url"])
     assert thumbnail.status_code == 200
     with PIL.Image.open(io.BytesIO(thumbnail.content)) as picture:
         assert picture.format == "JPEG"
@@ -27,7 +21,7 @@ def test_an_upload_gets_a_small_upright_jpeg_thumbnail(client):
 
     redirect = client.simulate_get(f"/v1/images/{image_id}/thumbnail")
     assert redirect.status_code == 307
-    assert fetch(client, redirect.headers["Location"]).content == thumbnail.content
+    assert fetch_url(client, redirect.headers["Location"]).content == thumbnail.content
 
 
 def test_the_list_pages_newest_first_as_well_as_oldest_first(client, clock):

@@ -26,8 +26,8 @@ import pytest
 
 from heartbeat.app import create_app
 from heartbeat.config import Settings, UrlAllowList
-from heartbeat.storage import open_storage
-from helpers import free_port, image_bytes, multipart
+from heartbeat.storage import Storage
+from helpers import fetch_url, free_port, image_bytes, multipart, stored_keys
 
 LOOPBACK = UrlAllowList.parse("127.0.0.0/8")
 SMALL_LIMIT = 4000
@@ -161,6 +161,7 @@ def source() -> Iterator[Source]:
 class Api:
     client: falcon.testing.TestClient
     settings: Settings
+    storage: Storage
 
     def by_json(self, url: str, **fields: Any) -> falcon.testing.Result:
         return self.client.simulate_post("/v1/images", json={"url": url, **fields})
@@ -170,11 +171,11 @@ class Api:
 
 
 @pytest.fixture
-def make_api(tmp_path, db_auth, database, clock) -> Callable[..., Api]:
+def make_api(settings, storage, database, clock) -> Callable[..., Api]:
     def make(**overrides: Any) -> Api:
-        settings = Settings(data_dir=tmp_path / "data", db_auth=db_auth, **overrides)
-        app = create_app(settings, database=database, storage=open_storage(settings, clock), clock=clock)
-        return Api(falcon.testing.TestClient(app), settings)
+        changed = dataclasses.replace(settings, **overrides)
+        app = create_app(changed, database=database, storage=storage, clock=clock)
+        return Api(falcon.testing.TestClient(app), changed, storage)
 
     return make
 
@@ -197,16 +198,15 @@ def files_under(folder: Path) -> list[Path]:
 
 def assert_nothing_kept(api: Api) -> None:
     assert api.client.simulate_get("/v1/images").json["images"] == []
-    assert files_under(api.settings.local_storage_dir) == []
+    assert stored_keys(api.storage) == []
     assert files_under(api.settings.data_dir / "tmp") == []
 
 
 def signed_bytes(api: Api, image_id: str) -> bytes:
     signed = api.client.simulate_get(f"/v1/images/{image_id}/url")
     assert signed.status_code == 200, signed.text
-    parts = urlsplit(signed.json["url"])
-    result = api.client.simulate_get(parts.path, query_string=parts.query)
-    assert result.status_code == 200, result.text
+    result = fetch_url(api.client, signed.json["url"])
+    assert result.status_code == 200
     return result.content
 
 
@@ -265,7 +265,7 @@ def test_the_same_url_again_answers_200_with_the_existing_image(api, source):
     assert again.json["duplicate"] is True
     assert again.json["id"] == first.json["id"]
     assert len(api.client.simulate_get("/v1/images").json["images"]) == 1
-    assert len(files_under(api.settings.local_storage_dir)) == 2  # the picture and its thumbnail
+    assert len(stored_keys(api.storage)) == 2  # the picture and its thumbnail
 
 
 def test_a_redirect_between_allowed_addresses_is_followed(api, source):

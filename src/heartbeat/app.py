@@ -21,6 +21,7 @@ from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
+from heartbeat.uploads import DirectUploads
 
 
 def create_app(
@@ -36,6 +37,7 @@ def create_app(
         clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
     )
     queue = JobQueue(clock)
+    ingest = Ingest(settings, storage, queue.signal, clock=clock, new_id=new_id)
     metrics = Metrics()
     metrics.watch_jobs(registry)
     middleware: list[Any] = [
@@ -56,6 +58,7 @@ def create_app(
         queue=queue,
         metrics=metrics,
         catalog=Catalog(storage, registry),
-        ingest=Ingest(settings, storage, queue.signal, clock=clock, new_id=new_id),
+        ingest=ingest,
+        uploads=DirectUploads(settings, storage, ingest, clock=clock),
     )
     return app

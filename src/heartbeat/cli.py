@@ -1,4 +1,4 @@
-"""``heartbeat serve | software | token | upload | worker``: the command line."""
+"""``heartbeat serve | check | software | token | upload | worker``: the command line."""
 
 from __future__ import annotations
 
@@ -11,16 +11,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from heartbeat.config import DbAuth, Settings, UrlAllowList
-from heartbeat.logs import LOG_FORMATS, configure_logging
+from heartbeat.config import OPTIONS, Option, SettingError, Settings
+from heartbeat.logs import configure_logging
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
+DATABASE_SETTINGS = ("data_dir", "db_auth")
+STORAGE_SETTINGS = ("storage", "secret_key", *(option.field for option in OPTIONS if option.field.startswith("s3_")))
+
+
+def _flag_type(option: Option) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return option.read(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _setting_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
+    """A flag for each setting (``fields``, or all of them), named after it, its variable in the help."""
+    for option in OPTIONS:
+        if fields is None or option.field in fields:
+            parser.add_argument(
+                option.flag, dest=option.field, type=_flag_type(option), help=f"{option.help} ({option.env})"
+            )
+
+
 def _database_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, help="SQLite and image files live here (default ./heartbeat-data)")
-    parser.add_argument("--db-auth", type=Path, help="MySQL/MariaDB credentials file (env HEARTBEAT_DB_AUTH)")
+    _setting_flags(parser, DATABASE_SETTINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,16 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API with waitress")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8080)")
-    _database_flags(serve)
-    serve.add_argument("--storage", help="local:DIR (default: DATA_DIR/images)")
-    serve.add_argument("--public-url", help="base URL workers reach this API by (env HEARTBEAT_PUBLIC_URL)")
-    serve.add_argument("--max-upload-bytes", type=int, help="env HEARTBEAT_MAX_UPLOAD_BYTES (default 50 MiB)")
-    serve.add_argument("--max-pixels", type=int, help="env HEARTBEAT_MAX_PIXELS (default 100 million)")
-    serve.add_argument("--url-allow", help="networks or hosts URL uploads may reach (env HEARTBEAT_URL_ALLOW)")
-    serve.add_argument("--threads", type=int, help="waitress worker threads (env HEARTBEAT_THREADS, default 16)")
-    serve.add_argument("--log-format", choices=LOG_FORMATS, help="text or json lines (env HEARTBEAT_LOG_FORMAT)")
+    _setting_flags(serve)
+
+    check = commands.add_parser(
+        "check", help="list rows without their object, objects without a row, and stale direct uploads"
+    )
+    _setting_flags(check, DATABASE_SETTINGS + STORAGE_SETTINGS)
+    check.add_argument("--fix", action="store_true", help="remove objects without a row and stale direct uploads")
+    check.add_argument(
+        "--grace-seconds",
+        type=float,
+        help="leave objects younger than this alone: their rows may be on the way (default 600)",
+    )
 
     software = commands.add_parser("software", help="register and list software")
     software_commands = software.add_subparsers(dest="software_command", required=True)
@@ -101,26 +125,9 @@ def _token_parser(commands: Any) -> None:
     _database_flags(revoke)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {
-        key: getattr(args, key, None)
-        for key in (
-            "host",
-            "port",
-            "data_dir",
-            "storage",
-            "public_url",
-            "max_upload_bytes",
-            "max_pixels",
-            "threads",
-            "log_format",
-        )
-    }
-    if getattr(args, "db_auth", None):
-        overrides["db_auth"] = DbAuth.from_file(args.db_auth)
-    if getattr(args, "url_allow", None) is not None:
-        overrides["url_allow"] = UrlAllowList.parse(args.url_allow)
-    return Settings.from_env(**overrides)
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with the flags given on the command line winning."""
+    return Settings.from_env(**{option.field: getattr(args, option.field, None) for option in OPTIONS})
 
 
 def _connect(settings: Settings) -> None:
@@ -137,7 +144,7 @@ def serve(args: argparse.Namespace) -> int:
     from heartbeat.tokens import tokens_exist
     from heartbeat.wsgi import app_from_settings
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     configure_logging(settings.log_format)
     app = app_from_settings(settings)
     with database_proxy.connection_context():
@@ -163,11 +170,23 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    from heartbeat.check import run_check
+    from heartbeat.db.database import database_proxy
+    from heartbeat.storage import open_storage
+
+    settings = settings_from_args(args)
+    _connect(settings)
+    with database_proxy.connection_context():
+        grace = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
+        return run_check(open_storage(settings), fix=args.fix, out=sys.stdout, **grace)
+
+
 def software(args: argparse.Namespace) -> int:
     from heartbeat.errors import HeartbeatError
     from heartbeat.registry import Registry
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     _connect(settings)
     registry = Registry(
         time.time,
@@ -198,7 +217,7 @@ def token(args: argparse.Namespace) -> int:
     from heartbeat import tokens
     from heartbeat.errors import HeartbeatError
 
-    _connect(_settings(args))
+    _connect(settings_from_args(args))
     try:
         if args.token_command == "create":
             secret = None
@@ -294,6 +313,22 @@ def worker(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
+    from heartbeat.errors import HeartbeatError
+
     args = build_parser().parse_args(argv)
-    handlers = {"serve": serve, "software": software, "token": token, "upload": upload, "worker": worker}
-    return handlers[args.command](args)
+    handlers = {
+        "serve": serve,
+        "check": check,
+        "software": software,
+        "token": token,
+        "upload": upload,
+        "worker": worker,
+    }
+    try:
+        return handlers[args.command](args)
+    except SettingError as error:  # a setting that cannot be used, from the environment or a flag
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except HeartbeatError as error:  # an object store that does not answer, at startup
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1

@@ -10,11 +10,15 @@ import dataclasses
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used; the message names the variable or flag."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +34,23 @@ class DbAuth:
     @classmethod
     def from_file(cls, path: str | Path) -> DbAuth:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            return cls.from_json(f.read(), str(path))
+
+    @classmethod
+    def load(cls, text: str) -> DbAuth:
+        """A db_auth.json file's path, or (starting with ``{``) its JSON itself, as a container's env gives it."""
+        if text.lstrip().startswith("{"):
+            return cls.from_json(text, "HEARTBEAT_DB_AUTH")
+        return cls.from_file(text)
+
+    @classmethod
+    def from_json(cls, text: str, path: str) -> DbAuth:
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object")
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -86,6 +106,12 @@ class Settings:
     threads: int = 16
     log_format: str = "text"  # or "json"
     secret_key: str | None = None
+    s3_endpoint: str | None = None  # "host:port" or a URL
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"  # known up front, so that presigning never asks the store
+    s3_secure: bool | None = None  # None: the endpoint URL's scheme says, else HTTPS
+    s3_public_endpoint: str | None = None  # the host presigned URLs are signed for
 
     @property
     def local_storage_dir(self) -> Path:
@@ -95,32 +121,81 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ``HEARTBEAT_*`` variables; ``overrides`` (from command-line flags) win."""
+        """Read the ``HEARTBEAT_*`` variables of :data:`OPTIONS`; ``overrides`` (from command-line flags) win.
+
+        An empty variable counts as unset, as compose files and ``.env`` files write them.
+        """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if "HEARTBEAT_HOST" in env:
-            values["host"] = env["HEARTBEAT_HOST"]
-        if "HEARTBEAT_PORT" in env:
-            values["port"] = int(env["HEARTBEAT_PORT"])
-        if "HEARTBEAT_DATA_DIR" in env:
-            values["data_dir"] = Path(env["HEARTBEAT_DATA_DIR"])
-        if env.get("HEARTBEAT_DB_AUTH"):
-            values["db_auth"] = DbAuth.from_file(env["HEARTBEAT_DB_AUTH"])
-        if "HEARTBEAT_STORAGE" in env:
-            values["storage"] = env["HEARTBEAT_STORAGE"]
-        if env.get("HEARTBEAT_PUBLIC_URL"):
-            values["public_url"] = env["HEARTBEAT_PUBLIC_URL"]
-        if "HEARTBEAT_MAX_UPLOAD_BYTES" in env:
-            values["max_upload_bytes"] = int(env["HEARTBEAT_MAX_UPLOAD_BYTES"])
-        if "HEARTBEAT_MAX_PIXELS" in env:
-            values["max_pixels"] = int(env["HEARTBEAT_MAX_PIXELS"])
-        if "HEARTBEAT_URL_ALLOW" in env:
-            values["url_allow"] = UrlAllowList.parse(env["HEARTBEAT_URL_ALLOW"])
-        if "HEARTBEAT_THREADS" in env:
-            values["threads"] = int(env["HEARTBEAT_THREADS"])
-        if env.get("HEARTBEAT_LOG_FORMAT"):
-            values["log_format"] = env["HEARTBEAT_LOG_FORMAT"]
-        if env.get("HEARTBEAT_SECRET_KEY"):
-            values["secret_key"] = env["HEARTBEAT_SECRET_KEY"]
+        values = {option.field: option.read(env[option.env]) for option in OPTIONS if env.get(option.env)}
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` in the usual spellings; anything else is an error, not a silent false."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, not {text!r}")
+
+
+def log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError(f"expected text or json, not {text!r}")
+    return text
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive number, not {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its :class:`Settings` field, environment variable and ``heartbeat serve`` flag."""
+
+    field: str
+    env: str
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    def read(self, text: str) -> Any:
+        """The parsed value; a bad one raises ValueError naming the variable and the flag."""
+        try:
+            return self.parse(text)
+        except (ValueError, OSError) as error:
+            raise SettingError(f"{self.env} ({self.flag}): {error}") from None
+
+
+# Every setting read from the environment, each with its flag: the contract's "every env setting has a flag".
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "HEARTBEAT_HOST", "address to bind (default 127.0.0.1)"),
+    Option("port", "HEARTBEAT_PORT", "port (default 8080)", int),
+    Option("data_dir", "HEARTBEAT_DATA_DIR", "SQLite and image files live here (default ./heartbeat-data)", Path),
+    Option("db_auth", "HEARTBEAT_DB_AUTH", "MySQL/MariaDB credentials: a db_auth.json file, or its JSON", DbAuth.load),
+    Option("storage", "HEARTBEAT_STORAGE", "local:DIR (default DATA_DIR/images) or s3://BUCKET"),
+    Option("public_url", "HEARTBEAT_PUBLIC_URL", "base URL workers reach this API by (local storage's URLs)"),
+    Option("max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", int),
+    Option("max_pixels", "HEARTBEAT_MAX_PIXELS", "larger images are refused (default 100 million)", int),
+    Option("url_allow", "HEARTBEAT_URL_ALLOW", "networks or hosts URL uploads may reach", UrlAllowList.parse),
+    Option("threads", "HEARTBEAT_THREADS", "waitress worker threads (default 16)", positive_int),
+    Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
+    Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),
+    Option(
+        "signed_url_seconds", "HEARTBEAT_SIGNED_URL_SECONDS", "lifetime of presigned URLs (default 3600)", positive_int
+    ),
+    Option("s3_endpoint", "HEARTBEAT_S3_ENDPOINT", "the S3/MinIO endpoint, host:port or a URL"),
+    Option("s3_access_key", "HEARTBEAT_S3_ACCESS_KEY", "S3 access key"),
+    Option("s3_secret_key", "HEARTBEAT_S3_SECRET_KEY", "S3 secret key"),
+    Option("s3_region", "HEARTBEAT_S3_REGION", "the bucket's region (default us-east-1)"),
+    Option("s3_secure", "HEARTBEAT_S3_SECURE", "true: HTTPS to a host:port endpoint (the default)", parse_bool),
+    Option("s3_public_endpoint", "HEARTBEAT_S3_PUBLIC_ENDPOINT", "the host presigned URLs name, if not the endpoint"),
+)

@@ -5,6 +5,7 @@ HeartbeatError
  ├── Unauthorized         no token, or an unknown or revoked one    (401)
  ├── Forbidden            a credential or signature does not allow it (403)
  ├── NotFound             no such image, software, job or table     (404)
+ │    └── MissingObject   the row is there, its bytes are not
  ├── Conflict             the state does not allow it               (409)
  │    └── StaleToken      the token no longer holds the lease
  ├── TooLarge             over a byte or pixel limit                (413)
@@ -39,6 +40,10 @@ class Forbidden(HeartbeatError):
 
 class NotFound(HeartbeatError):
     """Not found."""
+
+
+class MissingObject(NotFound):
+    """The image's bytes are missing from storage (`heartbeat check` lists such rows)."""
 
 
 class Conflict(HeartbeatError):

@@ -19,7 +19,7 @@ import PIL.Image
 
 from heartbeat import urlfetch
 from heartbeat.config import Settings
-from heartbeat.db.database import database_proxy
+from heartbeat.db.database import transaction
 from heartbeat.db.models import Image
 from heartbeat.errors import InvalidInput, TooLarge, UnsupportedImage
 from heartbeat.queue import WorkSignal, create_jobs
@@ -141,37 +141,44 @@ class Ingest:
         key = f"images/{image_id[:2]}/{image_id}{checked.extension}"
         self._store_thumbnail(path, image_id)
         self._storage.put_file(key, path, checked.content_type)
+        row = {
+            "id": image_id,
+            "filename": _clean_filename(filename) or f"{image_id}{checked.extension}",
+            "uploaded_date": self._clock(),
+            "origin": origin,
+            "other_data": other_data,
+            "priority": priority,
+            "sha256": checked.sha256,
+            "size": checked.size,
+            "content_type": checked.content_type,
+            "width": checked.width,
+            "height": checked.height,
+            "storage_key": key,
+        }
         try:
-            with database_proxy.atomic():
-                image = Image.create(
-                    id=image_id,
-                    filename=_clean_filename(filename) or f"{image_id}{checked.extension}",
-                    uploaded_date=self._clock(),
-                    origin=origin,
-                    other_data=other_data,
-                    priority=priority,
-                    sha256=checked.sha256,
-                    size=checked.size,
-                    content_type=checked.content_type,
-                    width=checked.width,
-                    height=checked.height,
-                    storage_key=key,
-                )
-                create_jobs(image)
+            image = _insert_image(row)
         except peewee.IntegrityError:
-            # Someone stored the same bytes between our look and our insert: theirs stands.
-            self._storage.delete(key)
-            self._storage.delete(thumbnail_key(image_id))
             existing = Image.get_or_none(Image.sha256 == checked.sha256)
-            if existing is None:
-                raise
-            return Ingested(existing, created=False)
+            if existing is None or existing.id != image_id:
+                # Someone stored the same bytes between our look and our insert: theirs stands.
+                self._discard(image_id, key)
+                if existing is None:
+                    raise
+                return Ingested(existing, created=False)
+            image = existing  # our own insert: it committed, then the connection was lost and it ran again
+        except (peewee.OperationalError, peewee.InterfaceError):
+            # The COMMIT's outcome is unknown: better an orphaned object (`heartbeat check` finds it)
+            # than a row without its bytes.
+            raise
         except BaseException:
-            self._storage.delete(key)
-            self._storage.delete(thumbnail_key(image_id))
+            self._discard(image_id, key)
             raise
         self._signal.notify()
         return Ingested(image, created=True)
+
+    def _discard(self, image_id: str, key: str) -> None:
+        self._storage.delete(key)
+        self._storage.delete(thumbnail_key(image_id))
 
     def _store_thumbnail(self, path: Path, image_id: str) -> None:
         thumbnail = path.with_name(path.name + ".thumbnail.jpg")
@@ -184,6 +191,14 @@ class Ingest:
             self._storage.put_file(thumbnail_key(image_id), thumbnail, THUMBNAIL_TYPE)
         finally:
             thumbnail.unlink(missing_ok=True)
+
+
+@transaction
+def _insert_image(row: dict[str, Any]) -> Image:
+    """The image's row and a job for every software, together."""
+    image = Image.create(**row)
+    create_jobs(image)
+    return image
 
 
 def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:

@@ -1,9 +1,10 @@
 """Every job statement: create, claim, extend, submit, fail, release, requeue.
 
 Each state change is one conditional UPDATE that checks the current state (and the token);
-the affected row count decides who won. Dialect differences stay here: MySQL claims with
-``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it, SQLite serialises writers
-with ``BEGIN IMMEDIATE`` (see ``db/database.py``).
+the affected row count decides who won. Every transaction here runs through
+:func:`heartbeat.db.database.transaction`, which runs it again after a deadlock or a lost
+connection. Dialect differences stay here: MySQL claims with ``SELECT ... FOR UPDATE SKIP LOCKED``
+where the server has it, SQLite serialises writers with ``BEGIN IMMEDIATE`` (see ``db/database.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, NoReturn
 
 import peewee
 
-from heartbeat.db.database import database_proxy, is_mysql
+from heartbeat.db.database import database_proxy, is_mysql, transaction
 from heartbeat.db.models import Image, Job, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput, NotFound, StaleToken
 from heartbeat.extra_rows import prepare_rows
@@ -103,6 +104,7 @@ def software_for_update(names: list[str]) -> list[Software]:
     return list(query)
 
 
+@transaction
 def backfill_jobs(software: Software, now: float) -> int:
     """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
     job = job_model(software.name)
@@ -112,14 +114,13 @@ def backfill_jobs(software: Software, now: float) -> int:
         .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
         .where(job.image_id.is_null())
     )
-    with database_proxy.atomic():
-        count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
-        if software.origins is not None:
-            elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
-            skip = {"status": SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
-            error = f"origin is not one of {software.name}'s origins"
-            job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
-        settle(software, now)
+    count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
+    if software.origins is not None:
+        elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
+        skip = {"status": SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
+        error = f"origin is not one of {software.name}'s origins"
+        job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
+    settle(software, now)
     return count or 0
 
 
@@ -165,19 +166,27 @@ class JobQueue:
         outcome = ClaimOutcome()
         for _round in range(3):
             wanted = max_jobs - len(outcome.jobs)
-            with database_proxy.atomic():
-                candidates = self._candidates(software, wanted)
-                for row in candidates:
-                    if row.status == "claimed" and row.attempts >= software.max_attempts:
-                        outcome.expired_leases += self._fail_expired(software, row)
-                        continue
-                    job = self._take(software, row, lease_seconds)
-                    if job is not None:
-                        outcome.jobs.append(job)
-                        outcome.expired_leases += row.status == "claimed"
-            if len(outcome.jobs) >= max_jobs or len(candidates) < wanted:
+            found, this_round = self._claim_round(software, wanted, lease_seconds)
+            outcome.jobs += this_round.jobs
+            outcome.expired_leases += this_round.expired_leases
+            if len(outcome.jobs) >= max_jobs or found < wanted:
                 break
         return outcome
+
+    @transaction
+    def _claim_round(self, software: Software, wanted: int, lease_seconds: int) -> tuple[int, ClaimOutcome]:
+        """Read up to ``wanted`` candidates and take those nobody changed meanwhile: (found, outcome)."""
+        outcome = ClaimOutcome()
+        candidates = self._candidates(software, wanted)
+        for row in candidates:
+            if row.status == "claimed" and row.attempts >= software.max_attempts:
+                outcome.expired_leases += self._fail_expired(software, row)
+                continue
+            job = self._take(software, row, lease_seconds)
+            if job is not None:
+                outcome.jobs.append(job)
+                outcome.expired_leases += row.status == "claimed"
+        return len(candidates), outcome
 
     def _candidates(self, software: Software, limit: int) -> list[Job]:
         query = candidates_query(software, limit, self._clock())
@@ -236,6 +245,7 @@ class JobQueue:
                 self._skip_locked = numbers >= ((10, 6) if "mariadb" in version.lower() else (8, 0))
         return self._skip_locked
 
+    @transaction
     def extend(self, software: Software, image_id: str, token: str, lease_seconds: int | None = None) -> float:
         """Push the lease's expiry to ``lease_seconds`` from now."""
         job = job_model(software.name)
@@ -251,56 +261,70 @@ class JobQueue:
 
     def submit(self, software: Software, image_id: str, token: str, info: Any, rows: Any = None) -> Job:
         """Store the result and its extra-table rows together, or change nothing."""
-        prepared = prepare_rows(software, rows)
+        return self._store_result(software, image_id, token, info, prepare_rows(software, rows))
+
+    @transaction
+    def _store_result(self, software: Software, image_id: str, token: str, info: Any, prepared: Any) -> Job:
         job = job_model(software.name)
-        with database_proxy.atomic():
-            updated = (
-                job.update(status="done", stage=Stage.FINISHED, info=info, error=None, finished_at=self._clock())
-                .where(
-                    (job.image_id == image_id)
-                    & (job.token == token)
-                    & ((job.status == "claimed") | ((job.status == "failed") & (job.error == LEASE_EXPIRED)))
-                )
-                .execute()
+        updated = (
+            job.update(status="done", stage=Stage.FINISHED, info=info, error=None, finished_at=self._clock())
+            .where(
+                (job.image_id == image_id)
+                & (job.token == token)
+                & ((job.status == "claimed") | ((job.status == "failed") & (job.error == LEASE_EXPIRED)))
             )
-            if updated != 1:
-                current = job.get_or_none(job.image_id == image_id)
-                if current is not None and current.status == "done" and current.token == token:
-                    return current  # the same submit again: nothing more to store
-                self._raise_missing_or_stale(software, image_id)
-            for model, model_rows in prepared:
-                for chunk in peewee.chunked([{**row, "image_id": image_id} for row in model_rows], 500):
-                    model.insert_many(chunk).execute()
-            # Downstream jobs become claimable; a late result (after its lease ran out on the last
-            # attempt) also brings back the jobs that were skipped for that failure.
-            if reopen_downstream(software, self._clock(), [image_id]):
-                self.signal.notify()
+            .execute()
+        )
+        if updated != 1:
+            current = job.get_or_none(job.image_id == image_id)
+            if current is not None and current.status == "done" and current.token == token:
+                return current  # the same submit again (or a retry after a lost COMMIT): nothing more to store
+            self._raise_missing_or_stale(software, image_id)
+        for model, model_rows in prepared:
+            for chunk in peewee.chunked([{**row, "image_id": image_id} for row in model_rows], 500):
+                model.insert_many(chunk).execute()
+        # Downstream jobs become claimable; a late result (after its lease ran out on the last
+        # attempt) also brings back the jobs that were skipped for that failure.
+        if reopen_downstream(software, self._clock(), [image_id]):
+            self.signal.notify()
         return job.get(job.image_id == image_id)
 
     def fail(
         self, software: Software, image_id: str, token: str, *, error: str, retry: bool, retry_after: float | None
     ) -> Job:
         """Back to pending after a backoff while attempts remain, else ``failed``."""
+        failed = self._record_failure(software, image_id, token, error, retry, retry_after)
+        self.signal.notify()
+        return failed
+
+    @transaction
+    def _record_failure(
+        self, software: Software, image_id: str, token: str, error: str, retry: bool, retry_after: float | None
+    ) -> Job:
         job = job_model(software.name)
         held = (job.image_id == image_id) & (job.token == token) & (job.status == "claimed")
-        with database_proxy.atomic():
-            current = job.get_or_none(held)
-            if current is None:
-                self._raise_missing_or_stale(software, image_id)
-            now = self._clock()
-            if retry and current.attempts < software.max_attempts:
-                backoff = retry_after if retry_after is not None else 2**current.attempts
-                changes = {"status": "pending", "available_at": now + min(backoff, MAX_BACKOFF_SECONDS)}
-            else:
-                changes = {"status": "failed", "stage": Stage.FINISHED, "finished_at": now}
-            job.update(token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
-            if changes["status"] == "failed":
-                settle_downstream(software, now, [image_id])
-        self.signal.notify()
+        current = job.get_or_none(held)
+        if current is None:
+            self._raise_missing_or_stale(software, image_id)
+        now = self._clock()
+        if retry and current.attempts < software.max_attempts:
+            backoff = retry_after if retry_after is not None else 2**current.attempts
+            changes = {"status": "pending", "available_at": now + min(backoff, MAX_BACKOFF_SECONDS)}
+        else:
+            changes = {"status": "failed", "stage": Stage.FINISHED, "finished_at": now}
+        job.update(token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
+        if changes["status"] == "failed":
+            settle_downstream(software, now, [image_id])
         return job.get(job.image_id == image_id)
 
     def release(self, software: Software, image_id: str, token: str) -> Job:
         """Back to pending at once; the attempt does not count."""
+        released = self._release(software, image_id, token)
+        self.signal.notify()
+        return released
+
+    @transaction
+    def _release(self, software: Software, image_id: str, token: str) -> Job:
         job = job_model(software.name)
         updated = (
             job.update(
@@ -315,46 +339,49 @@ class JobQueue:
         )
         if updated != 1:
             self._raise_missing_or_stale(software, image_id)
-        self.signal.notify()
         return job.get(job.image_id == image_id)
 
     def requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
         """Failed or done jobs back to pending, attempts from zero; done jobs lose their rows."""
         if status not in ("failed", "done"):
             raise InvalidInput("status must be 'failed' or 'done'")
+        count = self._requeue(software, status, image_ids)
+        if count:
+            self.signal.notify()
+        return count
+
+    @transaction
+    def _requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
         job = job_model(software.name)
         selected = job.status == status
         if image_ids is not None:
             selected &= job.image_id.in_(image_ids)
-        with database_proxy.atomic():
-            if status == "done":
-                ids = [row.image_id for row in job.select(job.image_id).where(selected)]
-                for chunk in peewee.chunked(ids, 500):
-                    for table, columns in software.tables.items():
-                        extra = extra_table_model(software.id, table, columns)
-                        extra.delete().where(extra.image_id.in_(chunk)).execute()
-            count = (
-                job.update(
-                    status="pending",
-                    stage=Stage.WAITING if software.after else Stage.READY,
-                    attempts=0,
-                    token=None,
-                    available_at=0,
-                    claimed_at=None,
-                    lease_expires_at=None,
-                    finished_at=None,
-                    info=None,
-                    error=None,
-                )
-                .where(selected)
-                .execute()
+        if status == "done":
+            ids = [row.image_id for row in job.select(job.image_id).where(selected)]
+            for chunk in peewee.chunked(ids, 500):
+                for table, columns in software.tables.items():
+                    extra = extra_table_model(software.id, table, columns)
+                    extra.delete().where(extra.image_id.in_(chunk)).execute()
+        count = (
+            job.update(
+                status="pending",
+                stage=Stage.WAITING if software.after else Stage.READY,
+                attempts=0,
+                token=None,
+                available_at=0,
+                claimed_at=None,
+                lease_expires_at=None,
+                finished_at=None,
+                info=None,
+                error=None,
             )
-            if count:
-                now = self._clock()
-                settle(software, now, image_ids)
-                reopen_downstream(software, now, image_ids)
+            .where(selected)
+            .execute()
+        )
         if count:
-            self.signal.notify()
+            now = self._clock()
+            settle(software, now, image_ids)
+            reopen_downstream(software, now, image_ids)
         return count
 
     def upstream_results(self, software: Software, image_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -1,17 +1,23 @@
-"""``/v1/blobs/{key}``: the bytes behind the URLs the API signs itself (local storage)."""
+"""``/v1/blobs/{key}``: the URLs the API signs itself (local storage): GET the bytes, or PUT a direct upload's."""
 
 from __future__ import annotations
 
+from typing import BinaryIO, cast
+
 import falcon
 
+from heartbeat.ingest import Ingest
 from heartbeat.storage import Storage
+
+UPLOADED_TYPE = "application/octet-stream"  # what the client claims is not trusted; completing the upload decides
 
 
 class SignedBlob:
-    """Serves an object only to a request carrying a valid, unexpired signature."""
+    """Serves or stores an object only for a request carrying a valid, unexpired signature."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, ingest: Ingest):
         self._storage = storage
+        self._ingest = ingest
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         stream, info = self._storage.open_signed(
@@ -20,3 +26,10 @@ class SignedBlob:
         resp.content_type = info.content_type
         resp.set_stream(stream, info.size)
         resp.cache_control = ["private", "max-age=60"]
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        # The signature is checked before a byte of the body is read.
+        self._storage.authorize_put(key, req.get_param("expires", default=""), req.get_param("signature", default=""))
+        with self._ingest.receive(cast(BinaryIO, req.bounded_stream)) as path:
+            self._storage.put_file(key, path, UPLOADED_TYPE)
+        resp.status = falcon.HTTP_204

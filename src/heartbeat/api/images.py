@@ -15,7 +15,7 @@ from heartbeat.api.params import base_url, page_limit, read_body
 from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import Image
-from heartbeat.errors import InvalidInput
+from heartbeat.errors import InvalidInput, MissingObject
 from heartbeat.ingest import Ingest, Ingested, check_metadata
 from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
@@ -69,10 +69,7 @@ class ImageCollection:
             result = self._from_form(req)
         else:
             result = self._from_json(req)
-        (self._metrics.uploads if result.created else self._metrics.duplicates).inc()
-        resp.media = describe_image(result.image) | {"duplicate": not result.created}
-        resp.status = falcon.HTTP_201 if result.created else falcon.HTTP_200
-        resp.location = f"{req.prefix}/v1/images/{result.image.id}"
+        answer_ingested(req, resp, result, self._metrics)
 
     def _from_json(self, req: falcon.Request) -> Ingested:
         media = read_body(req, schemas.IMAGE_BY_URL)
@@ -113,6 +110,14 @@ def _integer(text: str, field: str) -> int:
     return int(text)
 
 
+def answer_ingested(req: falcon.Request, resp: falcon.Response, result: Ingested, metrics: Metrics) -> None:
+    """201 with the new image and its Location, or 200 with the image those bytes already are."""
+    (metrics.uploads if result.created else metrics.duplicates).inc()
+    resp.media = describe_image(result.image) | {"duplicate": not result.created}
+    resp.status = falcon.HTTP_201 if result.created else falcon.HTTP_200
+    resp.location = f"{req.prefix}/v1/images/{result.image.id}"
+
+
 def _json_object(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
@@ -140,6 +145,11 @@ class UrlSigner:
         )
 
     def image(self, req: falcon.Request, image: Image) -> SignedUrl:
+        """A URL for the image's bytes; :class:`MissingObject` (404) when the store has lost them."""
+        if self._storage.stat(image.storage_key) is None:
+            raise MissingObject(
+                f"the bytes of image {image.id} are missing from storage (`heartbeat check` lists such images)"
+            )
         return self._sign(req, image.storage_key)
 
     def thumbnail(self, req: falcon.Request, image_id: str) -> SignedUrl:

@@ -98,6 +98,15 @@ COMPONENTS: dict[str, Schema] = {
         ("image_id", "token", "attempt", "lease_expires_at", "url", "url_expires_at", "image"),
     ),
     "SignedUrl": _object({"url": {"type": "string"}, "expires_at": {"type": "number"}}),
+    "Upload": _object(
+        {
+            "upload_id": {"type": "string", "minLength": 1, "maxLength": 32},
+            "url": {"type": "string"},
+            "method": {"const": "PUT"},
+            "expires_at": {"type": "number"},
+            "max_bytes": {"type": "integer", "minimum": 1},
+        }
+    ),
 }
 
 IMAGE_WITH_JOBS: Schema = {
@@ -234,7 +243,11 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/images/{image_id}/url": {
             "parameters": [IMAGE_ID_PARAM],
-            "get": _operation("a presigned GET URL for the bytes", (200, _ref("SignedUrl")), errors="404"),
+            "get": _operation(
+                "a presigned GET URL for the bytes (404 also when the store has lost them)",
+                (200, _ref("SignedUrl")),
+                errors="404 503",
+            ),
         },
         "/v1/images/{image_id}/thumbnail": {
             "parameters": [IMAGE_ID_PARAM],
@@ -242,7 +255,7 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/images/{image_id}/content": {
             "parameters": [IMAGE_ID_PARAM],
-            "get": _operation("a redirect to the presigned URL", (307, None), errors="404"),
+            "get": _operation("a redirect to the presigned URL", (307, None), errors="404 503"),
         },
         "/v1/blobs/{key}": {
             "parameters": [_path("key")],
@@ -255,6 +268,38 @@ def _paths() -> dict[str, Any]:
                     _query("signature", {"type": "string"}, "from the signed URL"),
                 ],
                 public=True,
+            ),
+            "put": {
+                **_operation(
+                    "the bytes of a direct upload, to a PUT URL this server signed (local storage)",
+                    (204, None),
+                    errors="403 404 413",
+                    parameters=[
+                        _query("expires", {"type": "string"}, "from the signed URL"),
+                        _query("signature", {"type": "string"}, "from the signed URL"),
+                    ],
+                    public=True,
+                ),
+                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}},
+            },
+        },
+        "/v1/uploads": {
+            "post": _operation(
+                "start a direct upload: a presigned URL to PUT the bytes to, straight into the store",
+                (201, _ref("Upload")),
+                errors="400 503",
+                body=schemas.UPLOAD,
+                body_optional=True,
+            ),
+        },
+        "/v1/uploads/{upload_id}/complete": {
+            "parameters": [_path("upload_id", {"type": "string", "minLength": 1, "maxLength": 64})],
+            "post": _operation(
+                "check the uploaded bytes as an upload and register the image (refused bytes are deleted)",
+                [(201, UPLOADED), (200, UPLOADED)],
+                errors="400 404 409 413 415 503",
+                body=schemas.UPLOAD_COMPLETE,
+                body_optional=True,
             ),
         },
         "/v1/software": {

@@ -12,6 +12,7 @@ from heartbeat.api.images import ImageCollection, ImageItem, UrlSigner
 from heartbeat.api.jobs import BatchResults, Claim, JobCollection, JobItem
 from heartbeat.api.openapi import OpenApi
 from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
+from heartbeat.api.uploads import UploadCollection, UploadItem
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
 from heartbeat.ingest import Ingest
@@ -19,6 +20,7 @@ from heartbeat.metrics import Metrics, MetricsPage
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
+from heartbeat.uploads import DirectUploads
 
 
 def add_routes(
@@ -32,6 +34,7 @@ def add_routes(
     metrics: Metrics,
     catalog: Catalog,
     ingest: Ingest,
+    uploads: DirectUploads,
 ) -> None:
     signer = UrlSigner(storage, settings)
     image = ImageItem(catalog, registry, queue, signer)
@@ -47,7 +50,9 @@ def add_routes(
     app.add_route("/v1/images/{image_id}/url", image, suffix="url")
     app.add_route("/v1/images/{image_id}/content", image, suffix="content")
     app.add_route("/v1/images/{image_id}/thumbnail", image, suffix="thumbnail")
-    app.add_route("/v1/blobs/{key:path}", SignedBlob(storage))
+    app.add_route("/v1/blobs/{key:path}", SignedBlob(storage, ingest))
+    app.add_route("/v1/uploads", UploadCollection(uploads, settings))
+    app.add_route("/v1/uploads/{upload_id}/complete", UploadItem(uploads, metrics), suffix="complete")
 
     app.add_route("/v1/software", SoftwareCollection(registry))
     app.add_route("/v1/software/{name}", software)

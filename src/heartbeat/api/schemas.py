@@ -38,6 +38,16 @@ IMAGE_BY_URL = _object(
 
 IMAGE_CHANGES = _object({"priority": PRIORITY}, ("priority",))
 
+UPLOAD = _object({"filename": {"type": ["string", "null"], "maxLength": 255}})
+
+UPLOAD_COMPLETE = _object(
+    {
+        "origin": {"type": ["string", "null"], "maxLength": 255},
+        "other_data": {"type": ["object", "null"]},
+        "priority": PRIORITY,
+    }
+)
+
 SOFTWARE = _object(
     {
         "name": NAME,

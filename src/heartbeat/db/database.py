@@ -1,15 +1,32 @@
-"""The seam to the database: one proxy, connected by data dir (SQLite) or by db_auth (MySQL)."""
+"""The seam to the database: one proxy, connected by data dir (SQLite) or by db_auth (MySQL),
+and :func:`transaction`, the one place that retries deadlocks and lost connections."""
 
 from __future__ import annotations
 
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import peewee
 from playhouse.pool import PooledMySQLDatabase
 
 from heartbeat.config import DbAuth
 
+log = logging.getLogger(__name__)
 database_proxy = peewee.DatabaseProxy()
+
+# MySQL/MariaDB error codes after which the whole transaction may simply run again: InnoDB rolled
+# it back (lock wait timeout, deadlock), or the connection died (server gone away, lost connection,
+# MariaDB's "connection was killed", MySQL's "disconnected for inactivity").
+DEADLOCK_ERRORS = frozenset({1205, 1213})
+LOST_CONNECTION_ERRORS = frozenset({2006, 2013, 1927, 4031})
+TRANSACTION_ATTEMPTS = 5
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Our own column type for JSON kept as text: LONGTEXT on MySQL so that large results fit.
 FIELD_TYPES_SQLITE = {"JSONTEXT": "TEXT"}
@@ -68,3 +85,63 @@ def connect(*, data_dir: str | Path, db_auth: DbAuth | None) -> peewee.Database:
 def is_mysql(database: peewee.Database | peewee.DatabaseProxy) -> bool:
     target = database.obj if isinstance(database, peewee.DatabaseProxy) else database
     return isinstance(target, peewee.MySQLDatabase)
+
+
+def _retry_reason(error: peewee.PeeweeException) -> str | None:
+    """``"deadlock"``, ``"lost connection"``, or None for an error that running again would not cure."""
+    if not is_mysql(database_proxy):
+        return None  # SQLite waits for its lock (busy_timeout) and has no connection to lose
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+    if code in DEADLOCK_ERRORS:
+        return "deadlock"
+    if code in LOST_CONNECTION_ERRORS or isinstance(error, peewee.InterfaceError):
+        return "lost connection"
+    return None
+
+
+def _reconnect() -> None:
+    """Throw away this thread's broken connection (never back into the pool) and open another."""
+    database = database_proxy.obj
+    try:
+        if hasattr(database, "manual_close"):
+            database.manual_close()
+        else:
+            database.close()
+    except peewee.PeeweeException:
+        pass  # it was broken already; all that matters is that it is gone
+    database.connect(reuse_if_open=True)
+
+
+def transaction(function: Callable[P, T]) -> Callable[P, T]:
+    """Run ``function`` in one transaction, and on MySQL/MariaDB run it again from the start after a
+    deadlock, a lock wait timeout or a lost connection (up to ``TRANSACTION_ATTEMPTS`` times).
+
+    ``function`` must do nothing but database work: it may run more than once. Called inside a
+    transaction that is already open, it joins it, and the outermost ``transaction`` retries.
+    A lost connection during COMMIT leaves the first attempt's outcome unknown: the functions
+    wrapped here are written so that running them again is safe (a conditional UPDATE finds
+    nothing left to change, a claim's unreturned tokens simply expire).
+    """
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        if database_proxy.in_transaction():
+            return function(*args, **kwargs)
+        attempt = 1
+        while True:
+            try:
+                with database_proxy.atomic():
+                    return function(*args, **kwargs)
+            except (peewee.OperationalError, peewee.InterfaceError) as error:
+                reason = _retry_reason(error)
+                if reason is None or attempt >= TRANSACTION_ATTEMPTS:
+                    raise
+                log.info("%s in %s (attempt %d): running it again", reason, function.__qualname__, attempt)
+                if reason == "lost connection":
+                    _reconnect()
+                else:
+                    # Both sides of a deadlock retry; a random pause keeps them from meeting again.
+                    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+                attempt += 1
+
+    return run

@@ -96,6 +96,23 @@ class Stage(enum.IntEnum):
     FINISHED = 2  # done, failed or skipped
 
 
+class Upload(BaseModel):
+    """A direct upload handed out by ``POST /v1/uploads``: its bytes wait under ``uploads/<id>``
+    until ``POST /v1/uploads/<id>/complete`` checks them and turns them into an image."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)
+    filename = peewee.CharField(max_length=255, null=True)
+    created_at = peewee.DoubleField()
+    expires_at = peewee.DoubleField(index=True)
+
+    class Meta:
+        table_name = "uploads"
+
+    @property
+    def storage_key(self) -> str:
+        return f"uploads/{self.id}"
+
+
 class Job(BaseModel):
     """Columns every software's job table has; subclassed per software by :func:`job_model`.
 
@@ -205,4 +222,4 @@ def forget_models() -> None:
 
 
 def create_base_tables() -> None:
-    database_proxy.create_tables([Image, Software, ApiToken], safe=True)
+    database_proxy.create_tables([Image, Software, ApiToken, Upload], safe=True)

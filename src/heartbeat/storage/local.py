@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -11,13 +12,13 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from heartbeat.errors import BackendUnavailable, Forbidden, NotFound
-from heartbeat.storage.base import ObjectInfo, SignedUrl
+from heartbeat.storage.base import ObjectInfo, SignedUrl, StoredObject
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_./-]{0,254}$")
 SIGNED_ROUTE = "/v1/blobs/"
@@ -74,27 +75,67 @@ class LocalStorage:
             Path(temporary).unlink(missing_ok=True)
             raise
 
-    def _signature(self, key: str, expires: str) -> str:
-        message = f"GET\n{key}\n{expires}".encode()
+    def _signature(self, method: str, key: str, expires: str) -> str:
+        message = f"{method}\n{key}\n{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def presigned_get(self, key: str, *, expires_seconds: int, base_url: str) -> SignedUrl:
+    def _sign(self, method: str, key: str, expires_seconds: int, base_url: str) -> SignedUrl:
         expires_at = int(self._clock()) + expires_seconds
-        query = urlencode({"expires": expires_at, "signature": self._signature(key, str(expires_at))})
+        signature = self._signature(method, key, str(expires_at))
+        query = urlencode({"expires": expires_at, "signature": signature})
         return SignedUrl(f"{base_url.rstrip('/')}{SIGNED_ROUTE}{quote(key)}?{query}", expires_at)
 
-    def open_signed(self, key: str, expires: str, signature: str) -> tuple[BinaryIO, ObjectInfo]:
-        expected = self._signature(key, expires)
+    def _verify(self, method: str, key: str, expires: str, signature: str) -> None:
+        expected = self._signature(method, key, expires)
         if not hmac.compare_digest(expected.encode(), signature.encode()) or not expires.isdigit():
             raise Forbidden("the URL's signature is not valid")
         if int(expires) < self._clock():
             raise Forbidden("this URL has expired")
+
+    def presigned_get(self, key: str, *, expires_seconds: int, base_url: str) -> SignedUrl:
+        return self._sign("GET", key, expires_seconds, base_url)
+
+    def presigned_put(self, key: str, *, expires_seconds: int, base_url: str) -> SignedUrl:
+        return self._sign("PUT", key, expires_seconds, base_url)
+
+    def open_signed(self, key: str, expires: str, signature: str) -> tuple[BinaryIO, ObjectInfo]:
+        self._verify("GET", key, expires, signature)
         path = self._path(key)
         try:
             stream = open(path, "rb")  # noqa: SIM115 - the response closes it
         except FileNotFoundError:
             raise NotFound("the object is missing from storage") from None
         return stream, ObjectInfo(os.fstat(stream.fileno()).st_size, _content_type(key))
+
+    def authorize_put(self, key: str, expires: str, signature: str) -> None:
+        self._verify("PUT", key, expires, signature)
+        self._path(key)
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            stream = open(self._path(key), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise NotFound(f"object {key} is missing from storage") from None
+        with stream:
+            yield stream
+
+    def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        # Temporary files of writes in flight (or cut short by a crash) are listed too: a crash
+        # leaves them behind, and `heartbeat check` should find them.
+        # Only the folder the prefix names is walked: listing uploads/ must not read all of images/.
+        start = self._root / prefix.rpartition("/")[0]
+        for folder, _dirs, files in os.walk(start):
+            for name in files:
+                path = Path(folder, name)
+                key = path.relative_to(self._root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    status = path.stat()
+                except FileNotFoundError:  # renamed or removed meanwhile
+                    continue
+                yield StoredObject(key, status.st_size, status.st_mtime)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -1,0 +1,101 @@
+"""``heartbeat check``: rows whose bytes are gone, objects no row owns, direct uploads never completed.
+
+Bytes are always stored before their row is committed, so a crash can leave an object without a
+row (an orphan) but never a row without its object, unless the store itself lost it. Objects are
+listed before rows are read, so an upload that finishes during the check is seen as owned; an
+object younger than the grace period is left alone all the same (its row may be on its way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from heartbeat.db.models import Image, Upload
+from heartbeat.storage import Storage, StoredObject
+from heartbeat.thumbnails import thumbnail_key
+from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS
+
+# The key prefixes Heartbeat writes; anything else in a shared bucket is none of its business.
+PREFIXES = ("images/", "thumbnails/", "uploads/")
+DEFAULT_GRACE_SECONDS = 600
+
+
+@dataclasses.dataclass
+class Findings:
+    images: int = 0
+    objects: int = 0
+    rows_without_objects: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (image id, key)
+    orphaned_objects: list[StoredObject] = dataclasses.field(default_factory=list)
+    recent_unowned_objects: int = 0
+    stale_uploads: list[Upload] = dataclasses.field(default_factory=list)
+
+
+def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Findings:
+    """Compare the store's listing with the overview table and the open direct uploads."""
+    findings = Findings()
+    listed = {stored.key: stored for prefix in PREFIXES for stored in storage.list_objects(prefix)}
+    findings.objects = len(listed)
+    owned: set[str] = set()
+    for image in Image.select(Image.id, Image.storage_key).iterator():
+        findings.images += 1
+        owned.update((image.storage_key, thumbnail_key(image.id)))
+        # Not listed may mean stored after the listing was made: only the store's own answer counts.
+        if image.storage_key not in listed and storage.stat(image.storage_key) is None:
+            findings.rows_without_objects.append((image.id, image.storage_key))
+    for upload in Upload.select().iterator():
+        if upload.expires_at + STALE_UPLOAD_GRACE_SECONDS < now:
+            findings.stale_uploads.append(upload)
+        owned.add(upload.storage_key)
+    for key, stored in sorted(listed.items()):
+        if key in owned:
+            continue
+        if stored.modified_at > now - grace_seconds:
+            findings.recent_unowned_objects += 1
+        else:
+            findings.orphaned_objects.append(stored)
+    return findings
+
+
+def run_check(
+    storage: Storage,
+    *,
+    fix: bool,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    out: TextIO,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Print what is wrong (and with ``fix``, remove orphans and stale uploads); 1 if problems remain."""
+    findings = find_problems(storage, now=clock(), grace_seconds=grace_seconds)
+    print(f"checked {findings.images} images and {findings.objects} objects", file=out)
+    done = " (removed)" if fix else ""
+    for image_id, key in findings.rows_without_objects:
+        print(f"row without its object: image {image_id} ({key})", file=out)
+    for stored in findings.orphaned_objects:
+        if fix:
+            storage.delete(stored.key)
+        print(f"object without a row: {stored.key} ({stored.size} bytes){done}", file=out)
+    for upload in findings.stale_uploads:
+        if fix:
+            storage.delete(upload.storage_key)
+            Upload.delete().where(Upload.id == upload.id).execute()
+        expired = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(upload.expires_at))
+        print(f"stale direct upload: {upload.id} (its URL expired {expired} UTC, never completed){done}", file=out)
+    if findings.recent_unowned_objects:
+        print(
+            f"{findings.recent_unowned_objects} objects without rows are younger than {grace_seconds:g} s "
+            "and left alone (uploads in flight, perhaps)",
+            file=out,
+        )
+    fixable = len(findings.orphaned_objects) + len(findings.stale_uploads)
+    print(
+        f"{len(findings.rows_without_objects)} rows without their object, {len(findings.orphaned_objects)} objects "
+        f"without a row, {len(findings.stale_uploads)} stale uploads" + (f"; {fixable} removed" if fix else ""),
+        file=out,
+    )
+    if findings.rows_without_objects:
+        print("rows without objects are not removed: restore their bytes, or DELETE /v1/images/{id}", file=out)
+    unresolved = len(findings.rows_without_objects) + (0 if fix else fixable)
+    return 1 if unresolved else 0
