@@ -7,12 +7,11 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from heartbeat.worker import Client, Image, LeaseLost, Result, Worker
-from helpers import distinct_images, image_bytes
+from helpers import distinct_images, image_bytes, stored_keys
 
 TIMEOUT = 30  # seconds for any one event a test awaits
 
@@ -112,12 +111,18 @@ def test_a_crashing_handler_is_retried_then_failed_with_the_last_line_of_its_tra
     assert (job.status, job.attempts, job.error) == ("failed", 2, f"ValueError: bad pixels in {image_id}")
 
 
-def test_bytes_that_differ_from_the_image_record_fail_the_job_before_the_handler_runs(client, server):
+def test_bytes_that_differ_from_the_image_record_fail_the_job_before_the_handler_runs(
+    client, server, server_storage, tmp_path
+):
     client.register("checked", max_attempts=1)
     image = client.upload(image_bytes())
-    key = unquote(urlsplit(client.image_url(image.id).url).path.removeprefix("/v1/blobs/"))
-    stored = server.data_dir / "images" / key
-    stored.write_bytes(bytes([stored.read_bytes()[0] ^ 1]) + stored.read_bytes()[1:])  # same size, other bytes
+    store = server_storage(server.data_dir)
+    [key] = [key for key in stored_keys(store, "images/") if image.id in key]
+    with store.open(key) as stream:
+        original = stream.read()
+    changed = tmp_path / "changed.jpg"
+    changed.write_bytes(bytes([original[0] ^ 1]) + original[1:])  # same size, other bytes
+    store.put_file(key, changed, image.content_type or "image/jpeg")
     calls = []
 
     Worker(client, "checked", lambda data, image: calls.append(image), wait_seconds=0).run(exit_when_idle=True)
