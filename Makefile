@@ -7,6 +7,8 @@ PORT ?= 8080
 DATA_DIR ?= heartbeat-data
 # The browser tests drive Debian's Chromium (no browser can be downloaded by Playwright here).
 CHROMIUM ?= /usr/bin/chromium
+# The deployment test validates docker-compose.yml with Debian's docker-compose (no engine needed).
+DOCKER_COMPOSE ?= /usr/bin/docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
 
@@ -27,6 +29,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 $(CHROMIUM):
 	$(APT_INSTALL) chromium || ($(SUDO) apt-get update -q && $(APT_INSTALL) chromium)
 
+$(DOCKER_COMPOSE):
+	$(APT_INSTALL) docker-compose || ($(SUDO) apt-get update -q && $(APT_INSTALL) docker-compose)
+
 run: $(VENV)/.installed-run
 	$(BIN)/heartbeat serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
@@ -40,13 +45,13 @@ lint: $(VENV)/.installed-test
 # MinIO that HEARTBEAT_TEST_S3_ENDPOINT, HEARTBEAT_TEST_S3_ACCESS_KEY, HEARTBEAT_TEST_S3_SECRET_KEY name).
 test: lint test-sqlite test-mysql test-s3
 
-test-sqlite: $(VENV)/.installed-test | $(CHROMIUM)
+test-sqlite: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
 	HEARTBEAT_TEST_DB=sqlite $(BIN)/pytest
 
-test-mysql: $(VENV)/.installed-test | $(CHROMIUM)
+test-mysql: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
 	HEARTBEAT_TEST_DB=mysql $(BIN)/pytest
 
-test-s3: $(VENV)/.installed-test
+test-s3: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
 	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_STORAGE=s3 $(BIN)/pytest
 
 clean:
