@@ -1,27 +1,27 @@
-"""Every job statement: create, claim, extend, submit, fail, release, requeue.
+"""The worker protocol: claim, extend, submit, fail, release, requeue.
 
-Each state change is one conditional UPDATE that checks the current state (and the token);
-the affected row count decides who won. Every transaction here runs through
-:func:`heartbeat.db.database.transaction`, which runs it again after a deadlock or a lost
-connection. Dialect differences stay here: MySQL claims with ``SELECT ... FOR UPDATE SKIP LOCKED``
-where the server has it, SQLite serialises writers with ``BEGIN IMMEDIATE`` (see ``db/database.py``).
+Each state change is one conditional UPDATE that checks the current state (and the token); the
+affected row count decides who won. Every transaction runs through
+:func:`heartbeat.db.database.transaction`, which runs it again after a deadlock or a lost connection.
+MySQL claims with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it; SQLite serialises
+writers with ``BEGIN IMMEDIATE`` (see ``db/database.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 import peewee
 
 from heartbeat.db.database import database_proxy, is_mysql, transaction
-from heartbeat.db.models import Image, Job, Software, Stage, extra_table_model, job_model
+from heartbeat.db.models import Job, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput, NotFound, StaleToken
 from heartbeat.extra_rows import prepare_rows
-from heartbeat.pipeline import SKIPPED, dependency_order, reopen_downstream, settle, settle_downstream, skip_reason
+from heartbeat.pipeline import reopen_downstream, settle, settle_downstream
+from heartbeat.queue.signal import WorkSignal
 
 MAX_BACKOFF_SECONDS = 3600
 LEASE_EXPIRED = "lease expired"
@@ -41,87 +41,8 @@ class ClaimOutcome:
     expired_leases: int = 0  # leases found run out: their jobs handed out again, or failed on the last attempt
 
 
-class WorkSignal:
-    """Wakes long-polling claims in this process when new work may be there.
-
-    Other API processes' uploads are seen by the claim's periodic retry.
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._generation = 0
-
-    def notify(self) -> None:
-        with self._condition:
-            self._generation += 1
-            self._condition.notify_all()
-
-    def generation(self) -> int:
-        with self._condition:
-            return self._generation
-
-    def wait(self, since_generation: int, timeout_seconds: float) -> None:
-        with self._condition:
-            self._condition.wait_for(lambda: self._generation != since_generation, timeout_seconds)
-
-
 def new_token() -> str:
     return secrets.token_urlsafe(24)
-
-
-def create_jobs(image: Image) -> None:
-    """Give a new image a job in every software's table; call inside its transaction.
-
-    Pending (waiting, for software with upstream software), or skipped for an origin the software
-    does not take. On MySQL the registry is read with a shared lock, so a software being registered
-    waits for this upload to commit and then backfills it; it can never miss the image.
-    """
-    query = Software.select()
-    if is_mysql(database_proxy):
-        query = query.for_update("LOCK IN SHARE MODE")  # type: ignore[arg-type]
-    registered = {software.name: software for software in query}
-    skipped: set[str] = set()
-    for name in dependency_order({name: software.after for name, software in registered.items()}):
-        software = registered[name]
-        row: dict[str, Any] = {
-            "image_id": image.id,
-            "uploaded_date": image.uploaded_date,
-            "sort_priority": -image.priority,
-            "stage": Stage.WAITING if software.after else Stage.READY,
-        }
-        reason = skip_reason(software, image.origin, skipped)
-        if reason is not None:
-            skipped.add(name)
-            row |= {"status": SKIPPED, "stage": Stage.FINISHED, "error": reason, "finished_at": image.uploaded_date}
-        job_model(name).insert(**row).execute()
-
-
-def software_for_update(names: list[str]) -> list[Software]:
-    """Registry rows about to be changed: locked on MySQL (SQLite's write transaction excludes others)."""
-    query = Software.select().where(Software.name.in_(names))
-    if is_mysql(database_proxy):
-        query = query.for_update()
-    return list(query)
-
-
-@transaction
-def backfill_jobs(software: Software, now: float) -> int:
-    """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
-    job = job_model(software.name)
-    stage = Stage.WAITING if software.after else Stage.READY
-    missing = (
-        Image.select(Image.id, Image.uploaded_date, Image.priority * -1, peewee.Value(int(stage)))
-        .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
-        .where(job.image_id.is_null())
-    )
-    count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
-    if software.origins is not None:
-        elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
-        skip = {"status": SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
-        error = f"origin is not one of {software.name}'s origins"
-        job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
-    settle(software, now)
-    return count or 0
 
 
 def candidates_query(software: Software, limit: int, now: float) -> peewee.ModelSelect[Job]:
@@ -134,22 +55,6 @@ def candidates_query(software: Software, limit: int, now: float) -> peewee.Model
         .order_by(job.sort_priority, job.uploaded_date, job.image_id)
         .limit(limit)
     )
-
-
-def delete_image_rows(image_id: str) -> None:
-    """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
-    for software in Software.select():
-        job_model(software.name).delete().where(job_model(software.name).image_id == image_id).execute()
-        for table, columns in software.tables.items():
-            extra = extra_table_model(software.id, table, columns)
-            extra.delete().where(extra.image_id == image_id).execute()
-
-
-def reprioritize(image_id: str, priority: int) -> None:
-    """Carry an image's new priority into its job in every software's table; call in its transaction."""
-    for software in Software.select(Software.name):
-        job = job_model(software.name)
-        job.update(sort_priority=-priority).where(job.image_id == image_id).execute()
 
 
 class JobQueue:

@@ -1,0 +1,87 @@
+"""Job rows made and removed outside the worker protocol: at upload, at registration, at deletion.
+
+On MySQL the registry rows are read with locks here (``LOCK IN SHARE MODE``, ``FOR UPDATE``), so that
+an upload and a registration cannot miss each other; SQLite's ``BEGIN IMMEDIATE`` already excludes
+other writers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+from heartbeat.db.database import database_proxy, is_mysql, transaction
+from heartbeat.db.models import Image, Software, Stage, extra_table_model, job_model
+from heartbeat.pipeline import SKIPPED, dependency_order, settle, skip_reason
+
+
+def create_jobs(image: Image) -> None:
+    """Give a new image a job in every software's table; call inside its transaction.
+
+    Pending (waiting, for software with upstream software), or skipped for an origin the software
+    does not take. On MySQL the registry is read with a shared lock, so a software being registered
+    waits for this upload to commit and then backfills it; it can never miss the image.
+    """
+    query = Software.select()
+    if is_mysql(database_proxy):
+        query = query.for_update("LOCK IN SHARE MODE")  # type: ignore[arg-type]
+    registered = {software.name: software for software in query}
+    skipped: set[str] = set()
+    for name in dependency_order({name: software.after for name, software in registered.items()}):
+        software = registered[name]
+        row: dict[str, Any] = {
+            "image_id": image.id,
+            "uploaded_date": image.uploaded_date,
+            "sort_priority": -image.priority,
+            "stage": Stage.WAITING if software.after else Stage.READY,
+        }
+        reason = skip_reason(software, image.origin, skipped)
+        if reason is not None:
+            skipped.add(name)
+            row |= {"status": SKIPPED, "stage": Stage.FINISHED, "error": reason, "finished_at": image.uploaded_date}
+        job_model(name).insert(**row).execute()
+
+
+def software_for_update(names: list[str]) -> list[Software]:
+    """Registry rows about to be changed: locked on MySQL (SQLite's write transaction excludes others)."""
+    query = Software.select().where(Software.name.in_(names))
+    if is_mysql(database_proxy):
+        query = query.for_update()
+    return list(query)
+
+
+@transaction
+def backfill_jobs(software: Software, now: float) -> int:
+    """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
+    job = job_model(software.name)
+    stage = Stage.WAITING if software.after else Stage.READY
+    missing = (
+        Image.select(Image.id, Image.uploaded_date, Image.priority * -1, peewee.Value(int(stage)))
+        .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
+        .where(job.image_id.is_null())
+    )
+    count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
+    if software.origins is not None:
+        elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
+        skip = {"status": SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
+        error = f"origin is not one of {software.name}'s origins"
+        job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
+    settle(software, now)
+    return count or 0
+
+
+def delete_image_rows(image_id: str) -> None:
+    """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
+    for software in Software.select():
+        job_model(software.name).delete().where(job_model(software.name).image_id == image_id).execute()
+        for table, columns in software.tables.items():
+            extra = extra_table_model(software.id, table, columns)
+            extra.delete().where(extra.image_id == image_id).execute()
+
+
+def reprioritize(image_id: str, priority: int) -> None:
+    """Carry an image's new priority into its job in every software's table; call in its transaction."""
+    for software in Software.select(Software.name):
+        job = job_model(software.name)
+        job.update(sort_priority=-priority).where(job.image_id == image_id).execute()
