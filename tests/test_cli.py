@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,26 @@ def test_uploading_the_same_folder_again_exits_0_and_adds_nothing(start_server, 
     again = heartbeat("upload", str(tmp_path / "pictures"), "--api", server.url)
     assert (first.returncode, again.returncode) == (0, 0), again.stderr
     assert len(images_on(server)) == 3
+    assert "3 uploaded (0 of them stored before), 0 failed" in first.stdout
+    assert "3 uploaded (3 of them stored before), 0 failed" in again.stdout
+
+
+def test_upload_of_a_folder_without_pictures_says_so_and_fails(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no pictures here")
+    done = heartbeat("upload", str(tmp_path / "empty"), "--api", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 1
+    assert f"no image files in {tmp_path / 'empty'}" in done.stderr
+
+
+def test_a_command_on_an_unreachable_database_prints_one_error_line(tmp_path):
+    auth = tmp_path / "db_auth.json"
+    auth.write_text(json.dumps({"host": "127.0.0.1", "port": free_port(), "user": "root", "database": "x"}))
+    for command in (["software", "list"], ["token", "list"]):
+        done = heartbeat(*command, "--db-auth", str(auth))
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: the database is unreachable"), done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_upload_to_a_server_that_is_not_there_fails_and_names_every_file(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from heartbeat.api.params import MAX_JSON_BYTES, MAX_JSON_DEPTH
+from heartbeat.api.params import MAX_JSON_BYTES
+from heartbeat.jsontext import MAX_JSON_DEPTH
 from helpers import register, upload
 
 # Every route that reads a JSON body, with the software and image the fixture makes.
@@ -67,3 +68,24 @@ def test_a_json_body_over_the_size_limit_is_413_and_changes_nothing(client, imag
     )
     assert result.status_code == 413, result.text
     assert state(client, image_id) == before
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json_and_change_nothing(client, image_id, method, path, constant):
+    token = client.simulate_post("/v1/software/face_detection/claim", json={"max": 1}).json["jobs"]
+    before = state(client, image_id)
+    body = (
+        f'{{"token": "{token[0]["token"] if token else "t"}", "info": {{"x": {constant}}}, "wait_seconds": {constant},'
+        f' "retry_after": {constant}, "error": "e", "url": "http://example.org/a.jpg", "name": "x"}}'
+    )
+    result = client.simulate_request(
+        method, path.format(image_id=image_id), body=body, headers={"Content-Type": "application/json"}
+    )
+    assert result.status_code == 400, result.text
+    assert state(client, image_id) == before
+
+
+def test_a_form_upload_with_nan_in_other_data_is_400(client):
+    assert upload(client, other_data='{"score": NaN}').status_code == 400
+    assert client.simulate_get("/v1/images").json["images"] == []

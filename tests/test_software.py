@@ -20,7 +20,7 @@ def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
         "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0, "skipped": 0},
         "throughput": {"window_seconds": 300, "done": 0, "failed": 0},
     }
-    assert client.simulate_get("/v1/software").json == {"software": [created]}
+    assert client.simulate_get("/v1/software").json == {"software": [created], "next_cursor": None}
     assert client.simulate_get("/v1/software/face_detection").json == created
 
 
@@ -90,7 +90,7 @@ def test_bad_registrations_answer_400_and_register_nothing(client, body):
     result = client.simulate_post("/v1/software", json=body)
     assert result.status_code == 400, result.text
     assert result.json["description"]
-    assert client.simulate_get("/v1/software").json == {"software": []}
+    assert client.simulate_get("/v1/software").json == {"software": [], "next_cursor": None}
 
 
 def test_unknown_software_answers_404_everywhere(client):

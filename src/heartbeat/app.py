@@ -19,6 +19,7 @@ from heartbeat.config import Settings
 from heartbeat.ingest import Ingest, new_image_id
 from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
+from heartbeat.queue.reaper import LeaseReaper
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
 from heartbeat.uploads import DirectUploads
@@ -31,8 +32,13 @@ def create_app(
     storage: Storage,
     clock: Callable[[], float] = time.time,
     new_id: Callable[[], str] = new_image_id,
+    reap_leases_every_seconds: float | None = None,
 ) -> falcon.App:
-    """The WSGI app over an already connected ``database`` and a ``storage`` backend."""
+    """The WSGI app over an already connected ``database`` and a ``storage`` backend.
+
+    With ``reap_leases_every_seconds`` a background thread fails jobs whose last lease ran out
+    (a served app wants it; tests that move the clock by hand do without).
+    """
     registry = Registry(
         clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
     )
@@ -61,4 +67,6 @@ def create_app(
         ingest=ingest,
         uploads=DirectUploads(settings, storage, ingest, clock=clock),
     )
+    if reap_leases_every_seconds:
+        LeaseReaper(queue, registry, metrics, interval_seconds=reap_leases_every_seconds).start()
     return app

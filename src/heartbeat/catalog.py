@@ -7,7 +7,7 @@ from typing import Any
 from heartbeat.db.database import database_proxy
 from heartbeat.db.models import Image, job_model
 from heartbeat.errors import InvalidInput, NotFound
-from heartbeat.paging import decode_cursor, next_cursor
+from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
 from heartbeat.queue import delete_image_rows, reprioritize
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
@@ -40,7 +40,7 @@ class Catalog:
                 raise InvalidInput(f"status must be <software>:<{'|'.join(STATUSES)}>")
             job = job_model(self._registry.get(software_name).name)
             query = query.join(job, on=(job.image_id == Image.id)).where(job.status == job_status)
-        after = decode_cursor(cursor, 2)
+        after = decode_cursor(cursor, [NUMBER, TEXT])
         if after is not None:
             uploaded_date, image_id = after
             if newest_first:
@@ -54,8 +54,8 @@ class Catalog:
                     | ((Image.uploaded_date == uploaded_date) & (Image.id > image_id))
                 )
         order = (Image.uploaded_date.desc(), Image.id.desc()) if newest_first else (Image.uploaded_date, Image.id)
-        images = list(query.order_by(*order).limit(limit))
-        return images, next_cursor(images, limit, lambda image: [image.uploaded_date, image.id])
+        images = list(query.order_by(*order).limit(limit + 1))
+        return page_of(images, limit, lambda image: [image.uploaded_date, image.id])
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""

@@ -266,32 +266,39 @@ def upload(args: argparse.Namespace) -> int:
     url = args.api.rstrip("/") + "/v1/images"
     session = requests.Session()
 
-    def send(path: Path) -> str | None:
+    def send(path: Path) -> tuple[str | None, bool]:
+        """(what went wrong, or None; whether the server had these bytes already)."""
         try:
             with open(path, "rb") as f:
                 response = session.post(url, files={"file": (path.name, f)}, data=data, headers=headers, timeout=120)
-        except OSError as error:
-            return str(error)
+        except (OSError, requests.RequestException) as error:
+            return str(error), False
         if response.status_code in (200, 201):
-            return None
+            return None, response.status_code == 200
         try:
-            return f"{response.status_code} {response.json().get('description') or response.json().get('title')}"
+            answer = response.json()
+            return f"{response.status_code} {answer.get('description') or answer.get('title')}", False
         except ValueError:
-            return f"{response.status_code} {response.text[:200]}"
+            return f"{response.status_code} {response.text[:200]}", False
 
+    if not targets:
+        print(f"no image files in {', '.join(str(path) for path in args.paths)}", file=sys.stderr)
+        return 1
     failures: list[tuple[Path, str]] = []
+    duplicates = 0
     with concurrent.futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:
         futures = {pool.submit(send, path): path for path in targets}
         with tqdm(total=len(targets), unit="image", desc="uploading") as progress:
             for future in concurrent.futures.as_completed(futures):
-                error = future.result()
+                error, duplicate = future.result()
                 if error is not None:
                     failures.append((futures[future], error))
+                duplicates += duplicate
                 progress.update()
-    print(f"{len(targets) - len(failures)} uploaded, {len(failures)} failed")
+    print(f"{len(targets) - len(failures)} uploaded ({duplicates} of them stored before), {len(failures)} failed")
     for path, error in sorted(failures):
         print(f"  {path}: {error}", file=sys.stderr)
-    return 1 if failures or not targets else 0
+    return 1 if failures else 0
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -313,6 +320,8 @@ def worker(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
+    import peewee
+
     from heartbeat.errors import HeartbeatError
 
     args = build_parser().parse_args(argv)
@@ -331,4 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except HeartbeatError as error:  # an object store that does not answer, at startup
         print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    except (peewee.OperationalError, peewee.InterfaceError) as error:  # the database does not answer
+        print(f"error: the database is unreachable: {error}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ HeartbeatError
  │    └── StaleToken      the token no longer holds the lease
  ├── TooLarge             over a byte or pixel limit                (413)
  ├── UnsupportedImage     the bytes are not a supported image       (415)
+ ├── NotJson              a body that should be JSON is not         (415)
  ├── Refused              well-formed, but refused                  (422)
  │    └── UrlRefused      the URL may not or cannot be fetched
  └── BackendUnavailable   the database or object store is down      (503)
@@ -60,6 +61,10 @@ class TooLarge(HeartbeatError):
 
 class UnsupportedImage(HeartbeatError):
     """The bytes are not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF)."""
+
+
+class NotJson(HeartbeatError):
+    """Send the body as JSON (Content-Type: application/json)."""
 
 
 class Refused(HeartbeatError):

@@ -87,7 +87,7 @@ class Registry:
 
     def get(self, name: str) -> Software:
         # The pattern first: MySQL's collations would match "FACE_Détection" to "face_detection".
-        software = Software.get_or_none(Software.name == name) if NAME_PATTERN.match(name) else None
+        software = Software.get_or_none(Software.name == name) if NAME_PATTERN.fullmatch(name) else None
         if software is None:
             raise NotFound(f"no software named {name!r}")
         return software
@@ -100,6 +100,13 @@ class Registry:
 
     def all(self) -> list[Software]:
         return list(Software.select().order_by(Software.name))
+
+    def page(self, after_name: str | None, limit: int) -> list[Software]:
+        """Up to ``limit`` software by name, those after ``after_name``."""
+        query = Software.select().order_by(Software.name).limit(limit)
+        if after_name is not None:
+            query = query.where(Software.name > after_name)
+        return list(query)
 
     def counts(self, software: Software) -> dict[str, int]:
         """Jobs per status."""
@@ -140,7 +147,7 @@ def extra_models(software: Software) -> list[type[peewee.Model]]:
 
 
 def check_name(name: Any, what: str) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidInput(f"{what} must match {NAME_PATTERN.pattern}")
 
 

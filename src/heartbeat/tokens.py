@@ -61,7 +61,7 @@ def create_token(
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
     if software is not None and role != "worker":
         raise InvalidInput("only a worker token is scoped to a software")
-    if software is not None and not NAME_PATTERN.match(software):
+    if software is not None and not NAME_PATTERN.fullmatch(software):
         raise InvalidInput(f"software name must match {NAME_PATTERN.pattern}")
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         raise InvalidInput(f"a token must be at least {MIN_SECRET_LENGTH} characters long")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ STATUS_BY_ERROR: dict[type[errors.HeartbeatError], int] = {
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.UnsupportedImage: 415,
+    errors.NotJson: 415,
     errors.Refused: 422,
     errors.BackendUnavailable: 503,
 }
@@ -44,7 +46,31 @@ def _database_down(req: falcon.Request, resp: falcon.Response, error: Exception,
     raise falcon.HTTPServiceUnavailable(description="the database is unreachable", retry_after=5)
 
 
+def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    log.exception("unexpected error in %s %s", req.method, req.uri_template or req.path)
+    raise falcon.HTTPInternalServerError(description="an unexpected error; it was logged, and it is a bug")
+
+
+def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """Every error as ``{"title", "description"}``, Falcon's own (unknown route, wrong method) too."""
+    body = error.to_dict()
+    if "description" not in body:
+        body["description"] = _default_description(req, error.status_code)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(body).encode()
+
+
+def _default_description(req: falcon.Request, status: int) -> str:
+    if status == 404:
+        return f"no such route: {req.path}"
+    if status == 405:
+        return f"{req.path} does not take {req.method}"
+    return falcon.code_to_http_status(status).partition(" ")[2]
+
+
 def add_error_handlers(app: falcon.App) -> None:
+    app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(errors.HeartbeatError, _domain_error)
     app.add_error_handler(peewee.OperationalError, _database_down)
     app.add_error_handler(peewee.InterfaceError, _database_down)
+    app.set_error_serializer(_serialize)

@@ -10,6 +10,8 @@ from heartbeat.storage import Storage
 
 
 class Health:
+    uses_database = False  # the middleware does not connect first: an outage is reported here
+
     def __init__(self, database: peewee.Database, storage: Storage):
         self._database = database
         self._storage = storage

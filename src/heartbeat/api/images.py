@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import falcon
 
+from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.params import base_url, page_limit, read_body
 from heartbeat.catalog import Catalog, describe_image
@@ -122,7 +122,7 @@ def _json_object(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     try:
-        value = json.loads(text)
+        value = jsontext.loads(text)
     except ValueError:
         raise InvalidInput("other_data must be a JSON object") from None
     if not isinstance(value, dict):

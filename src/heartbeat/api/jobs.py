@@ -9,13 +9,13 @@ import falcon
 
 from heartbeat.api import schemas
 from heartbeat.api.errors import status_of
-from heartbeat.api.params import base_url, page_limit, read_body
+from heartbeat.api.params import base_url, check, page_limit, read_body
 from heartbeat.catalog import describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import Image, Software, job_model
 from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
 from heartbeat.metrics import Metrics
-from heartbeat.paging import decode_cursor, next_cursor
+from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
 from heartbeat.queue import ClaimedJob, JobQueue, describe_job
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
@@ -89,23 +89,20 @@ class JobCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         job = job_model(self._registry.get(name).name)
         limit = page_limit(req)
-        query = job.select().order_by(job.uploaded_date, job.image_id).limit(limit)
+        query = job.select().order_by(job.uploaded_date, job.image_id).limit(limit + 1)
         status = req.get_param("status")
         if status is not None:
             if status not in STATUSES:
                 raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
             query = query.where(job.status == status)
-        after = decode_cursor(req.get_param("cursor"), 2)
+        after = decode_cursor(req.get_param("cursor"), [NUMBER, TEXT])
         if after is not None:
             uploaded_date, image_id = after
             query = query.where(
                 (job.uploaded_date > uploaded_date) | ((job.uploaded_date == uploaded_date) & (job.image_id > image_id))
             )
-        rows = list(query)
-        resp.media = {
-            "jobs": [describe_job(row) for row in rows],
-            "next_cursor": next_cursor(rows, limit, lambda row: [row.uploaded_date, row.image_id]),
-        }
+        rows, cursor = page_of(list(query), limit, lambda row: [row.uploaded_date, row.image_id])
+        resp.media = {"jobs": [describe_job(row) for row in rows], "next_cursor": cursor}
 
 
 class JobItem:
@@ -162,10 +159,13 @@ class BatchResults:
         self._metrics.submits.labels(name).inc(sum(1 for result in results if result["status"] == "done"))
         resp.media = {"results": results}
 
-    def _submit_one(self, software: Any, result: dict[str, Any]) -> dict[str, Any]:
-        image_id = result["image_id"]
+    def _submit_one(self, software: Any, result: Any) -> dict[str, Any]:
+        # A per-item verdict, not an error answer: one bad result must not spoil the others.
+        given = result.get("image_id") if isinstance(result, dict) else None
+        image_id = given if isinstance(given, str) else None
         try:
-            self._queue.submit(software, image_id, result["token"], result["info"], result.get("rows"))
+            check(result, schemas.BATCH_RESULT)
+            self._queue.submit(software, result["image_id"], result["token"], result["info"], result.get("rows"))
         except StaleToken as error:
             return {"image_id": image_id, "status": "stale", "description": error.description}
         except HeartbeatError as error:

@@ -23,8 +23,10 @@ class DatabaseConnection:
     def __init__(self, database: peewee.Database):
         self._database = database
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._database.connect(reuse_if_open=True)
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: Any) -> None:
+        # The health check reports an unreachable database itself (with the storage's state beside it).
+        if resource is not None and getattr(resource, "uses_database", True):
+            self._database.connect(reuse_if_open=True)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         if not self._database.is_closed():

@@ -304,8 +304,10 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/software": {
             "get": _operation(
-                "every software with its job counts",
-                (200, _object({"software": {"type": "array", "items": _ref("Software")}})),
+                "every software with its job counts, by name",
+                (200, _page("software", _ref("Software"))),
+                errors="400",
+                parameters=PAGING,
             ),
             "post": _operation(
                 "register a software; existing images get a pending job",
@@ -357,7 +359,7 @@ def _paths() -> dict[str, Any]:
                                 "type": "array",
                                 "items": _object(
                                     {
-                                        "image_id": {"type": "string"},
+                                        "image_id": STRING_OR_NULL,
                                         "status": {"enum": ["done", "stale", "invalid"]},
                                         "description": {"type": "string"},
                                     },

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 import falcon.media
 import jsonschema
 
+from heartbeat import jsontext
+from heartbeat.errors import InvalidInput, NotJson, TooLarge
 from heartbeat.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
-MAX_JSON_DEPTH = 64
 
 
 def page_limit(req: falcon.Request) -> int:
@@ -37,32 +37,9 @@ def _validator(schema: dict[str, Any]) -> Any:
     return validator
 
 
-def _nesting_depth(value: Any) -> int:
-    """How deeply arrays and objects nest in ``value``, counted without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            if depth > MAX_JSON_DEPTH:
-                break
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
-def _loads(text: str) -> Any:
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    if _nesting_depth(value) > MAX_JSON_DEPTH:
-        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return value
-
-
 def json_handler() -> falcon.media.JSONHandler:
-    """Falcon's JSON handler, refusing (400) JSON nested deeper than ``MAX_JSON_DEPTH``."""
-    return falcon.media.JSONHandler(loads=_loads)
+    """Falcon's JSON handler over strict JSON (400 for NaN, Infinity, or nesting past the depth limit)."""
+    return falcon.media.JSONHandler(loads=jsontext.loads)
 
 
 def read_body(req: falcon.Request, schema: dict[str, Any], *, optional: bool = False) -> dict[str, Any]:
@@ -71,17 +48,19 @@ def read_body(req: falcon.Request, schema: dict[str, Any], *, optional: bool = F
     With ``optional`` an empty body counts as ``{}``.
     """
     if req.content_length and "json" not in (req.content_type or ""):
-        raise falcon.HTTPUnsupportedMediaType(description="send the body as JSON (Content-Type: application/json)")
+        raise NotJson()
     if req.content_length and req.content_length > MAX_JSON_BYTES:
-        raise falcon.HTTPContentTooLarge(description=f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
+        raise TooLarge(f"a JSON body may be at most {MAX_JSON_BYTES} bytes")
     media = req.get_media(default_when_empty={} if optional else None)
     if media is None:
-        raise falcon.HTTPBadRequest(title="Missing body", description="this route needs a JSON body")
-    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(media))
+        raise InvalidInput("this route needs a JSON body")
+    check(media, schema)
+    return media
+
+
+def check(value: Any, schema: dict[str, Any]) -> None:
+    """:class:`InvalidInput` (400) naming the first place where ``value`` does not match ``schema``."""
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)
-        raise falcon.MediaValidationError(
-            title="Request data failed validation",
-            description=f"{where}: {error.message}" if where else error.message,
-        )
-    return media
+        raise InvalidInput(f"{where}: {error.message}" if where else error.message)

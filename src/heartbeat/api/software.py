@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from heartbeat.api import schemas
 from heartbeat.api.params import page_limit, read_body
+from heartbeat.db.models import Software
 from heartbeat.extra_rows import read_rows
-from heartbeat.paging import decode_cursor, next_cursor
+from heartbeat.paging import TEXT, decode_cursor, page_of
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
+
+
+def _name_key(software: Software) -> list[Any]:
+    return [software.name]
 
 
 class SoftwareCollection:
@@ -17,7 +24,10 @@ class SoftwareCollection:
         self._registry = registry
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"software": [self._registry.describe(item) for item in self._registry.all()]}
+        limit = page_limit(req)
+        after = decode_cursor(req.get_param("cursor"), [TEXT])
+        listed, cursor = page_of(self._registry.page(after[0] if after else None, limit + 1), limit, _name_key)
+        resp.media = {"software": [self._registry.describe(item) for item in listed], "next_cursor": cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         media = read_body(req, schemas.SOFTWARE)
@@ -63,12 +73,13 @@ class ExtraTable:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, table: str) -> None:
         software = self._registry.get(name)
         limit = page_limit(req)
-        after = decode_cursor(req.get_param("cursor"), 1)
+        after = decode_cursor(req.get_param("cursor"), [(int,)])
         rows = read_rows(
             software,
             table,
             image_id=req.get_param("image_id"),
-            after_id=int(after[0]) if after else None,
-            limit=limit,
+            after_id=after[0] if after else None,
+            limit=limit + 1,
         )
-        resp.media = {"rows": rows, "next_cursor": next_cursor(rows, limit, lambda row: [row["id"]])}
+        shown, cursor = page_of(rows, limit, lambda row: [row["id"]])
+        resp.media = {"rows": shown, "next_cursor": cursor}

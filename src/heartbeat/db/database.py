@@ -28,9 +28,13 @@ TRANSACTION_ATTEMPTS = 5
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Our own column type for JSON kept as text: LONGTEXT on MySQL so that large results fit.
+# Our own column type for JSON kept as text, and every text column: LONGTEXT on MySQL, whose TEXT
+# holds only 64 KiB, so that large results, error texts and extra-table values fit.
 FIELD_TYPES_SQLITE = {"JSONTEXT": "TEXT"}
-FIELD_TYPES_MYSQL = {"JSONTEXT": "LONGTEXT", "DOUBLE": "DOUBLE"}
+FIELD_TYPES_MYSQL = {"JSONTEXT": "LONGTEXT", "TEXT": "LONGTEXT", "DOUBLE": "DOUBLE"}
+# Image IDs, tokens, names and origins are compared byte for byte, as on SQLite: MySQL's default
+# collations would take "aB3" for "Ab3", and their PAD SPACE ones "cam1 " for "cam1".
+NO_PAD_BINARY_COLLATIONS = {"mariadb": "utf8mb4_nopad_bin", "mysql": "utf8mb4_0900_bin"}
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -74,12 +78,21 @@ def mysql_database(auth: DbAuth, *, max_connections: int = 32) -> peewee.Databas
 
 def connect(*, data_dir: str | Path, db_auth: DbAuth | None) -> peewee.Database:
     """Open the configured database, bind the models to it and create missing tables."""
-    from heartbeat.db.models import create_base_tables
+    from heartbeat.db.models import create_base_tables, set_table_settings
 
     database = mysql_database(db_auth) if db_auth else sqlite_database(Path(data_dir) / "heartbeat.db")
     database_proxy.initialize(database)
+    set_table_settings([f"DEFAULT CHARSET=utf8mb4 COLLATE={_binary_collation(database)}"] if db_auth else [])
     create_base_tables()
     return database
+
+
+def _binary_collation(database: peewee.Database) -> str:
+    with database.connection_context():
+        (version,) = database.execute_sql("SELECT VERSION()").fetchone()
+    if "mariadb" in version.lower():
+        return NO_PAD_BINARY_COLLATIONS["mariadb"]
+    return NO_PAD_BINARY_COLLATIONS["mysql"] if int(version.split(".")[0]) >= 8 else "utf8mb4_bin"
 
 
 def is_mysql(database: peewee.Database | peewee.DatabaseProxy) -> bool:

@@ -221,5 +221,16 @@ def forget_models() -> None:
         _models.clear()
 
 
+def set_table_settings(settings: list[str]) -> None:
+    """Options every CREATE TABLE carries from now on, for the models there are and those built later."""
+
+    def apply(model: type[peewee.Model]) -> None:
+        model._meta.table_settings = list(settings)
+        for subclass in model.__subclasses__():
+            apply(subclass)
+
+    apply(BaseModel)
+
+
 def create_base_tables() -> None:
     database_proxy.create_tables([Image, Software, ApiToken, Upload], safe=True)

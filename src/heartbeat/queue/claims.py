@@ -10,6 +10,7 @@ writers with ``BEGIN IMMEDIATE`` (see ``db/database.py``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
@@ -18,12 +19,13 @@ import peewee
 
 from heartbeat.db.database import database_proxy, is_mysql, transaction
 from heartbeat.db.models import Job, Software, Stage, extra_table_model, job_model
-from heartbeat.errors import InvalidInput, NotFound, StaleToken
+from heartbeat.errors import InvalidInput, NotFound, StaleToken, TooLarge
 from heartbeat.extra_rows import prepare_rows
 from heartbeat.pipeline import reopen_downstream, settle, settle_downstream
 from heartbeat.queue.signal import WorkSignal
 
 MAX_BACKOFF_SECONDS = 3600
+STATEMENT_OVERHEAD_BYTES = 64 * 1024
 LEASE_EXPIRED = "lease expired"
 
 
@@ -64,6 +66,7 @@ class JobQueue:
         self._clock = clock
         self.signal = signal or WorkSignal()
         self._skip_locked: bool | None = None
+        self._result_bytes_limit: int | None = None
 
     def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
         """Lease up to ``max_jobs`` claimable jobs, earliest upload first."""
@@ -141,6 +144,27 @@ class JobQueue:
             return None
         return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at)
 
+    def expire_leases(self, software: Software) -> int:
+        """Jobs whose lease ran out on their last attempt become ``failed`` now (not at the next claim
+        that reads them); a late result from their worker is still taken."""
+        expired = self._expire_leases(software)
+        if expired:
+            self.signal.notify()
+        return expired
+
+    @transaction
+    def _expire_leases(self, software: Software) -> int:
+        job = job_model(software.name)
+        now = self._clock()
+        ran_out = (job.status == "claimed") & (job.available_at <= now) & (job.attempts >= software.max_attempts)
+        image_ids = [row.image_id for row in job.select(job.image_id).where(ran_out)]  # along the status index
+        if not image_ids:
+            return 0
+        changes = {"status": "failed", "stage": Stage.FINISHED, "error": LEASE_EXPIRED, "finished_at": now}
+        expired = job.update(**changes).where(ran_out & job.image_id.in_(image_ids)).execute()
+        settle_downstream(software, now, image_ids)
+        return expired
+
     def _supports_skip_locked(self) -> bool:
         if self._skip_locked is None:
             self._skip_locked = False
@@ -166,7 +190,25 @@ class JobQueue:
 
     def submit(self, software: Software, image_id: str, token: str, info: Any, rows: Any = None) -> Job:
         """Store the result and its extra-table rows together, or change nothing."""
+        self._check_statement_size(info, rows)
         return self._store_result(software, image_id, token, info, prepare_rows(software, rows))
+
+    def _check_statement_size(self, info: Any, rows: Any) -> None:
+        """:class:`TooLarge` (413) for a result MySQL would refuse: a statement longer than the server's
+        ``max_allowed_packet`` makes it drop the connection, which would look like an outage."""
+        limit = self._max_result_bytes()
+        if limit is None:
+            return
+        size = len(json.dumps(info)) + (len(json.dumps(rows)) if rows else 0)
+        if size > limit:
+            raise TooLarge(f"the result takes {size} bytes as JSON; this database takes at most {limit}")
+
+    def _max_result_bytes(self) -> int | None:
+        if self._result_bytes_limit is None and is_mysql(database_proxy):
+            (packet,) = database_proxy.execute_sql("SELECT @@max_allowed_packet").fetchone()
+            # Escaping may double a text's length in the statement; keep room for the rest of it.
+            self._result_bytes_limit = int(packet) // 2 - STATEMENT_OVERHEAD_BYTES
+        return self._result_bytes_limit
 
     @transaction
     def _store_result(self, software: Software, image_id: str, token: str, info: Any, prepared: Any) -> Job:
@@ -213,8 +255,9 @@ class JobQueue:
             self._raise_missing_or_stale(software, image_id)
         now = self._clock()
         if retry and current.attempts < software.max_attempts:
-            backoff = retry_after if retry_after is not None else 2**current.attempts
-            changes = {"status": "pending", "available_at": now + min(backoff, MAX_BACKOFF_SECONDS)}
+            # The worker's own retry_after (up to a day, as the schema allows) is taken as it is.
+            backoff = retry_after if retry_after is not None else min(2**current.attempts, MAX_BACKOFF_SECONDS)
+            changes = {"status": "pending", "available_at": now + backoff}
         else:
             changes = {"status": "failed", "stage": Stage.FINISHED, "finished_at": now}
         job.update(token=None, lease_expires_at=None, error=error, **changes).where(held).execute()

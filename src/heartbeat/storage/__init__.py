@@ -27,6 +27,8 @@ def open_storage(settings: Settings, clock: Callable[[], float] = time.time) -> 
 
     if settings.storage and not settings.storage.startswith("local:"):
         raise SettingError(f"unknown storage {settings.storage!r}; expected local:DIR or s3://BUCKET")
+    if settings.storage == "local:":
+        raise SettingError("storage 'local:' names no folder; expected local:DIR")
     secret = settings.secret_key.encode() if settings.secret_key else None
     secret = secret or load_or_create_secret(settings.data_dir / "secret.key")
     return LocalStorage(settings.local_storage_dir, secret=secret, clock=clock)

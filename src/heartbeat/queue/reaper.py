@@ -1,0 +1,53 @@
+"""A background thread that fails jobs whose lease ran out on their last attempt, so that readers
+(job routes, counts, metrics) see ``failed`` without waiting for the next claim to notice."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import peewee
+
+from heartbeat.db.database import database_proxy
+from heartbeat.metrics import Metrics
+from heartbeat.queue.claims import JobQueue
+from heartbeat.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class LeaseReaper:
+    """Every ``interval_seconds``, for every software: :meth:`JobQueue.expire_leases`.
+
+    Each API process runs one; the conditional UPDATE lets them all run without harm.
+    """
+
+    def __init__(self, queue: JobQueue, registry: Registry, metrics: Metrics, *, interval_seconds: float):
+        self._queue = queue
+        self._registry = registry
+        self._metrics = metrics
+        self._interval_seconds = interval_seconds
+        self._stopped = threading.Event()
+
+    def run_once(self) -> int:
+        """One round over every software; returns how many jobs it failed."""
+        total = 0
+        with database_proxy.connection_context():
+            for software in self._registry.all():
+                expired = self._queue.expire_leases(software)
+                self._metrics.lease_expiries.labels(software.name).inc(expired)
+                total += expired
+        return total
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="lease-reaper", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self._interval_seconds):
+            try:
+                self.run_once()
+            except peewee.PeeweeException as error:  # the database is away: the next round tries again
+                log.warning("lease reaper: %s: %s", type(error).__name__, error)
