@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+ENTRY_POINTS = ("heartbeat/__main__.py", "heartbeat/cli.py")  # only waitress's main thread runs under these
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -67,6 +68,9 @@ def summarize(raw: Path, top: int = 15) -> list[str]:
         function, file = frames[-1]
         by_package[_package(file)] += count
         by_leaf[f"{function} ({file})"] += count
+        if any(file.endswith(ENTRY_POINTS) for _, file in frames):
+            ours["(waitress's main thread: accepting, polling and writing connections)"] += count
+            continue
         for name in {f"{function} ({file})" for function, file in frames if "heartbeat/" in file}:
             ours[name] += count
     if not total:
