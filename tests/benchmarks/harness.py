@@ -108,6 +108,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def mariadb_pid() -> int | None:
+    """The local MariaDB server's process, when it runs on this machine."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("mariadbd", "mysqld"):
+                return int(comm.parent.name)
+        except OSError:  # the process ended meanwhile
+            continue
+    return None
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """``VmRSS`` (resident now) and ``VmHWM`` (its peak) of a process, in KiB."""
     values = {}
@@ -233,6 +244,7 @@ class LoadResult:
     drained: bool  # the work ran out before the time was up
     server_cpu_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
+    database_cpu_seconds: float | None = None  # the whole MariaDB server, other sessions' work included
 
     @property
     def per_second(self) -> float:
@@ -276,11 +288,14 @@ def run_load(
         worker.start()
     drained.wait(warmup_seconds)
     started, before = time.monotonic(), sum(counts)
+    database = mariadb_pid()
     server_cpu, client_cpu = (cpu_seconds(server.pid) if server else 0.0), time.process_time()
+    database_cpu = cpu_seconds(database) if database else 0.0
     ran_dry = drained.wait(seconds) and seconds is not None
     elapsed, items = time.monotonic() - started, sum(counts) - before
     server_cpu = (cpu_seconds(server.pid) - server_cpu) if server else 0.0
     client_cpu = time.process_time() - client_cpu
+    database_cpu = (cpu_seconds(database) - database_cpu) if database else None
     stop.set()
     for worker in workers:
         worker.join()
@@ -289,17 +304,21 @@ def run_load(
             state.close()
     if errors:
         raise errors[0]
-    return LoadResult(items, elapsed, ran_dry, server_cpu, client_cpu)
+    return LoadResult(items, elapsed, ran_dry, server_cpu, client_cpu, database_cpu)
 
 
 def describe_load(result: LoadResult, unit: str) -> str:
-    """The rate, and the CPU time it cost the API and this client process per item."""
+    """The rate, and the CPU time it cost the API, this client process and MariaDB per item.
+
+    MariaDB's is its whole server's: queries of other sessions running meanwhile are counted too."""
     text = f"{result.per_second:.0f} {unit}/s"
     if result.items:
         per_item_ms = 1000 / result.items
         if result.server_cpu_seconds:
             text += f", API CPU {result.server_cpu_seconds * per_item_ms:.2f} ms/item"
         text += f", client CPU {result.client_cpu_seconds * per_item_ms:.2f} ms/item"
+        if result.database_cpu_seconds is not None:
+            text += f", MariaDB CPU {result.database_cpu_seconds * per_item_ms:.2f} ms/item"
     if result.drained:
         text += " (ran out of work early: measured until then)"
     return text
