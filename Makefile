@@ -12,7 +12,7 @@ DOCKER_COMPOSE ?= /usr/bin/docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
 
-.PHONY: run test lint test-sqlite test-mysql test-s3 clean
+.PHONY: run test lint test-sqlite test-mysql test-s3 bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed-run
 
 $(CHROMIUM):
@@ -53,6 +57,12 @@ test-mysql: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
 
 test-s3: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
 	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_STORAGE=s3 $(BIN)/pytest
+
+# The benchmarks (not part of `make test`): on MariaDB at 127.0.0.1:3306 as root, in databases
+# heartbeat_bench*. BENCH_ARGS passes options, e.g. BENCH_ARGS=--profile=20 (py-spy on the API).
+bench: $(VENV)/.installed-bench
+	bash .ci/mariadb-up
+	$(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,172 @@
+"""``make bench``: every benchmark in one run on MariaDB, each printing ``name: value`` lines, then a summary.
+
+The figures are measured side by side in this one run on this machine: each ratio divides two rates
+(or latencies) taken minutes apart at most, against the same MariaDB, so they say more than either
+number alone. Databases: ``heartbeat_bench`` and ``heartbeat_bench_<images>`` (dropped and made anew).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench_claims
+import bench_latency
+import bench_memory
+import bench_uploads
+import profiling
+from bulk import insert_images
+from harness import (
+    MARIADB,
+    Figure,
+    Server,
+    describe_load,
+    drop_database,
+    fresh_database,
+    jpegs,
+    mariadb_version,
+    mysql,
+    say,
+)
+from harness import register as register_software
+
+CLIENTS = 16  # concurrent workers of the claim benchmarks
+UPLOAD_CLIENTS = 8
+CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
+CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
+BENCHMARKS = ["uploads", "claims", "memory", "latency"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def machine() -> None:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+    say("machine", f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, MariaDB {mariadb_version()}")
+
+
+def uploads(server: Server, workdir: Path, count: int) -> Figure:
+    pictures = jpegs(2 * count)
+    over_http = bench_uploads.http_uploads(server, pictures[:count], threads=UPLOAD_CLIENTS)
+    say("upload_http", describe_load(over_http, "images"))
+    inprocess = bench_uploads.inprocess_uploads(server, workdir, pictures[count:], threads=UPLOAD_CLIENTS)
+    say("upload_inprocess", describe_load(inprocess, "images"))
+    return Figure("upload_http_vs_inprocess", over_http.per_second / inprocess.per_second, ">= 0.5")
+
+
+def claims(server: Server, seconds: float, profile_seconds: float, workdir: Path, measure: bool) -> list[Figure]:
+    started = time.monotonic()
+    with mysql(MARIADB) as connection:
+        insert_images(connection, "c", 1, CLAIM_IMAGES)
+    for name in CLAIM_SOFTWARE:
+        register_software(server, name)  # the API's own backfill: a pending job per image
+    say("claim_setup", f"{CLAIM_IMAGES} images, {len(CLAIM_SOFTWARE)} software in {time.monotonic() - started:.1f} s")
+    if not measure:
+        return []
+
+    naive = bench_claims.naive_2019(MARIADB, "naive", threads=CLIENTS, seconds=min(seconds, 5))
+    say(
+        "naive_2019_claim",
+        f"{naive.result.per_second:.0f} cycles/s; {naive.handed_out_twice} of {naive.images} images handed out "
+        f"twice or more ({naive.handed_out - naive.images} extra hand-outs)",
+    )
+    by_sql = bench_claims.sql_cycles(MARIADB, "by_sql", threads=CLIENTS, seconds=seconds)
+    say("claim_sql", describe_load(by_sql, "cycles"))
+    by_http = bench_claims.http_cycles(server, "by_http", threads=CLIENTS, seconds=seconds)
+    say("claim_http", describe_load(by_http, "cycles"))
+    batch = bench_claims.http_cycles(server, "by_batch", threads=CLIENTS, seconds=seconds, max_jobs=50)
+    say("claim_http_batch50", describe_load(batch, "images"))
+    if profile_seconds:
+        profile(server, profile_seconds, workdir)
+    return [
+        Figure("claim_http_vs_sql", by_http.per_second / by_sql.per_second, ">= 0.8"),
+        Figure("batch_speedup", batch.per_second / by_http.per_second, ">= 10"),
+    ]
+
+
+def profile(server: Server, seconds: float, workdir: Path) -> None:
+    """The claim_http load again (not measured) with py-spy on the API: once on the GIL (CPU), once on
+    every busy thread (wall)."""
+    for mode, gil in (("cpu", True), ("wall", False)):
+        raw = workdir / f"profile-{mode}.txt"
+        recorder = profiling.start(server.pid, seconds, raw, gil=gil)
+        load = bench_claims.http_cycles(server, "profiled", threads=CLIENTS, seconds=seconds, warmup_seconds=0)
+        _, errors = recorder.communicate(timeout=seconds + 60)
+        say(f"profile_{mode}_load", describe_load(load, "cycles") + " (under py-spy)")
+        if recorder.returncode != 0:
+            say(f"profile_{mode}", f"py-spy failed: {errors.decode(errors='replace').strip()}")
+            continue
+        for line in profiling.summarize(raw):
+            print(f"profile_{mode}: {line}", flush=True)
+
+
+def memory(workdir: Path, requests: int) -> Figure:
+    with Server(MARIADB, workdir, free_port()) as server:
+        warmup = requests // 10
+        outcome = bench_memory.mixed_load(server, "mixed", requests=requests, warmup_requests=warmup)
+    say(
+        "api_rss_mb",
+        f"first fifth {outcome.first_fifth_mib:.1f}, last fifth {outcome.last_fifth_mib:.1f}, "
+        f"peak {outcome.peak_mib:.1f} (VmHWM) over {outcome.requests} requests in {outcome.load.seconds:.0f} s",
+    )
+    return Figure("api_rss_last_over_first_fifth", outcome.growth, "<= 1.1")
+
+
+def latency(workdir: Path, large: int, claims: int) -> Figure:
+    small_latencies, large_latencies = bench_latency.claim_latencies(
+        workdir, free_port(), small=10_000, large=large, claims=claims
+    )
+    say("claim_latency_10k", small_latencies.describe())
+    say(f"claim_latency_{large // 1000}k", large_latencies.describe())
+    name = "claim_p99_1m_vs_10k" if large == 1_000_000 else f"claim_p99_{large}_vs_10k"
+    return Figure(name, large_latencies.p(0.99) / small_latencies.p(0.99), "<= 1.5")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=12, help="measured time of each claim load (default 12)")
+    parser.add_argument("--uploads", type=int, default=600, help="images uploaded by each upload side (default 600)")
+    parser.add_argument("--mixed-requests", type=int, default=12_000, help="requests of the memory run (12,000)")
+    parser.add_argument("--large", type=int, default=1_000_000, help="images of the big latency table (1,000,000)")
+    parser.add_argument("--latency-claims", type=int, default=1000, help="timed claims on each table (default 1000)")
+    parser.add_argument("--profile", type=float, default=0, metavar="SECONDS", help="py-spy the API under load")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS, help="run only these")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    machine()
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="heartbeat-bench-") as tmp:
+        workdir = Path(tmp)
+        fresh_database(MARIADB)
+        with Server(MARIADB, workdir / "api", free_port()) as server:
+            register_software(server, "uploads")  # before the others: each upload makes one job
+            if "uploads" in args.only:
+                figures.append(uploads(server, workdir / "inprocess", args.uploads))
+            if {"claims", "memory"} & set(args.only):  # the memory run claims from these tables
+                figures.extend(claims(server, args.seconds, args.profile, workdir, "claims" in args.only))
+        if "memory" in args.only:
+            figures.append(memory(workdir / "memory", args.mixed_requests))
+        drop_database(MARIADB)  # the shared server keeps none of it
+        if "latency" in args.only:
+            figures.append(latency(workdir / "latency", args.large, args.latency_claims))
+
+    print("\nsummary:", flush=True)
+    for figure in figures:
+        print(f"  {figure.line():<50} {'met' if figure.met else 'NOT MET'}", flush=True)
+    say("bench_wall_time", f"{time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
