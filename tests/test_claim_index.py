@@ -6,7 +6,8 @@ import peewee
 
 from heartbeat.db.database import is_mysql
 from heartbeat.db.models import Image, Software, Stage, job_model
-from heartbeat.queue import backfill_jobs, candidates_query
+from heartbeat.queue import backfill_jobs
+from heartbeat.queue.statements import JobTable
 from heartbeat.registry import Registry
 
 
@@ -35,7 +36,8 @@ def test_the_claim_query_uses_the_index_without_sorting(database: peewee.Databas
     if is_mysql(database):
         database.execute_sql(f"ANALYZE TABLE `{job._meta.table_name}`")
 
-    sql, params = candidates_query(software, 10, 10_000.0).sql()
+    sql = JobTable("face_detection", database, skip_locked=False).candidates_sql  # the claim's own query
+    params = (10_000.0, 10)
     plan = " ".join(
         str(row) for row in database.execute_sql(f"EXPLAIN {'' if is_mysql(database) else 'QUERY PLAN '}{sql}", params)
     )

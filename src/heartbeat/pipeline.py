@@ -13,8 +13,10 @@ miss each other (one of the two transactions waits, or is rolled back as a deadl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 
+from heartbeat.db.database import database_proxy, placeholder, quoted
 from heartbeat.db.models import Software, Stage, job_model
 from heartbeat.errors import Refused
 
@@ -69,12 +71,15 @@ def downstream_closure(software: Software) -> list[Software]:
     The registry is read afresh, not from ``software``: a downstream software registered while this
     request ran must not miss the job it just finished.
     """
-    fresh = Software.select(Software.downstream).where(Software.id == software.id).first()
-    if fresh is None or not fresh.downstream:
+    # Every submit asks this: one short statement, not a model query.
+    sql = f"SELECT downstream FROM {quoted('software')} WHERE id = {placeholder()}"
+    row = database_proxy.execute_sql(sql, (software.id,)).fetchone()
+    downstream = json.loads(row[0]) if row and row[0] else []
+    if not downstream:
         return []
     registered = {item.name: item for item in Software.select()}
     reached: set[str] = set()
-    frontier = list(fresh.downstream)
+    frontier = list(downstream)
     while frontier:
         name = frontier.pop()
         if name in registered and name not in reached:

@@ -29,6 +29,7 @@ class Registry:
         self._clock = clock
         self._default_lease_seconds = default_lease_seconds
         self._default_max_attempts = default_max_attempts
+        self._known: dict[str, Software] = {}
 
     def register(
         self,
@@ -86,6 +87,16 @@ class Registry:
         return software
 
     def get(self, name: str) -> Software:
+        """The software named ``name``, from this process's memory after the first read: what a
+        registration sets never changes. ``paused`` and ``downstream`` do: read them with :meth:`fresh`
+        (the claim and the pipeline read theirs from the database themselves)."""
+        software = self._known.get(name)
+        if software is None:
+            software = self._known[name] = self.fresh(name)
+        return software
+
+    def fresh(self, name: str) -> Software:
+        """The software's row as the database holds it now."""
         # The pattern first: MySQL's collations would match "FACE_Détection" to "face_detection".
         software = Software.get_or_none(Software.name == name) if NAME_PATTERN.fullmatch(name) else None
         if software is None:
@@ -96,7 +107,7 @@ class Registry:
         """Pause or resume a software: a paused software's claims find no jobs."""
         software = self.get(name)
         Software.update(paused=paused).where(Software.id == software.id).execute()
-        return self.get(name)
+        return self.fresh(name)
 
     def all(self) -> list[Software]:
         return list(Software.select().order_by(Software.name))

@@ -15,6 +15,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 
+from heartbeat.db.database import database_proxy, placeholder, quoted
 from heartbeat.db.models import ApiToken
 from heartbeat.errors import InvalidInput, NotFound
 from heartbeat.registry import NAME_PATTERN
@@ -91,15 +92,21 @@ def revoke_token(token: str, *, clock: Callable[[], float]) -> ApiToken:
     return ApiToken.get_by_id(token)
 
 
+# Every request runs one of these two: short statements, not model queries.
 def authenticate(secret: str) -> Principal | None:
     """The principal of a live token, or None for an unknown or revoked one."""
     digest = _sha256(secret)
-    row = ApiToken.get_or_none((ApiToken.id == digest[:16]) & ApiToken.revoked_at.is_null())
-    if row is None or not hmac.compare_digest(row.secret_sha256, digest):
+    sql = (
+        f"SELECT secret_sha256, role, software FROM {quoted(ApiToken._meta.table_name)}"
+        f" WHERE id = {placeholder()} AND revoked_at IS NULL"
+    )
+    row = database_proxy.execute_sql(sql, (digest[:16],)).fetchone()
+    if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return Principal(row.role, row.software, row.id)
+    return Principal(row[1], row[2], digest[:16])
 
 
 def tokens_exist() -> bool:
     """Whether any live token exists: from then on every request needs one."""
-    return ApiToken.select().where(ApiToken.revoked_at.is_null()).exists()
+    sql = f"SELECT 1 FROM {quoted(ApiToken._meta.table_name)} WHERE revoked_at IS NULL LIMIT 1"
+    return database_proxy.execute_sql(sql).fetchone() is not None

@@ -16,7 +16,7 @@ from heartbeat.db.models import Image, Software, job_model
 from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
 from heartbeat.metrics import Metrics
 from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
-from heartbeat.queue import ClaimedJob, JobQueue, describe_job
+from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, describe_job
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
 
@@ -38,18 +38,16 @@ class Claim:
         deadline = time.monotonic() + media.get("wait_seconds", 0)
         while True:
             generation = self._queue.signal.generation()
-            claimed: list[ClaimedJob] = []
-            if not software.paused:  # a paused software's claim waits as if there were no work
-                outcome = self._queue.claim(
-                    software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
-                )
-                claimed = outcome.jobs
-                self._metrics.lease_expiries.labels(name).inc(outcome.expired_leases)
+            # A paused software's claim finds nothing, and waits as if there were no work.
+            outcome = self._queue.claim(
+                software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
+            )
+            claimed = outcome.jobs
+            self._metrics.lease_expiries.labels(name).inc(outcome.expired_leases)
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:
                 break
             self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
-            software = self._registry.get(name)  # paused or resumed meanwhile, perhaps by another process
         self._metrics.claims.labels(name).inc(len(claimed))
         resp.media = {"jobs": self._describe(req, software, claimed)}
 
@@ -155,21 +153,31 @@ class BatchResults:
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         media = read_body(req, schemas.BATCH_RESULTS)
         software = self._registry.get(name)
-        results = [self._submit_one(software, result) for result in media["results"]]
-        self._metrics.submits.labels(name).inc(sum(1 for result in results if result["status"] == "done"))
-        resp.media = {"results": results}
+        # Each result is judged as the single submit would judge it; one bad result spoils no other.
+        verdicts: list[dict[str, Any]] = []
+        prepared: list[tuple[int, PreparedResult]] = []
+        for index, result in enumerate(media["results"]):
+            given = result.get("image_id") if isinstance(result, dict) else None
+            verdicts.append({"image_id": given if isinstance(given, str) else None, "status": "done"})
+            try:
+                check(result, schemas.BATCH_RESULT)
+                item = self._queue.prepare_result(
+                    software, result["image_id"], result["token"], result["info"], result.get("rows")
+                )
+            except HeartbeatError as error:
+                _judge(verdicts[index], error)
+                continue
+            prepared.append((index, item))
+        refusals = self._queue.submit_many(software, [item for _index, item in prepared])
+        for (index, _item), refusal in zip(prepared, refusals, strict=True):
+            if refusal is not None:
+                _judge(verdicts[index], refusal)
+        self._metrics.submits.labels(name).inc(sum(1 for verdict in verdicts if verdict["status"] == "done"))
+        resp.media = {"results": verdicts}
 
-    def _submit_one(self, software: Any, result: Any) -> dict[str, Any]:
-        # A per-item verdict, not an error answer: one bad result must not spoil the others.
-        given = result.get("image_id") if isinstance(result, dict) else None
-        image_id = given if isinstance(given, str) else None
-        try:
-            check(result, schemas.BATCH_RESULT)
-            self._queue.submit(software, result["image_id"], result["token"], result["info"], result.get("rows"))
-        except StaleToken as error:
-            return {"image_id": image_id, "status": "stale", "description": error.description}
-        except HeartbeatError as error:
-            if status_of(error) >= 500:
-                raise
-            return {"image_id": image_id, "status": "invalid", "description": error.description}
-        return {"image_id": image_id, "status": "done"}
+
+def _judge(verdict: dict[str, Any], error: HeartbeatError) -> None:
+    if status_of(error) >= 500:
+        raise error
+    verdict["status"] = "stale" if isinstance(error, StaleToken) else "invalid"
+    verdict["description"] = error.description

@@ -50,7 +50,7 @@ class SoftwareItem:
         self._queue = queue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        resp.media = self._registry.describe(self._registry.get(name))
+        resp.media = self._registry.describe(self._registry.fresh(name))
 
     def on_post_pause(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self._registry.describe(self._registry.set_paused(name, True))

@@ -9,7 +9,7 @@ from heartbeat.queue.claims import (
     ClaimedJob,
     ClaimOutcome,
     JobQueue,
-    candidates_query,
+    PreparedResult,
     describe_job,
 )
 from heartbeat.queue.rows import backfill_jobs, create_jobs, delete_image_rows, reprioritize, software_for_update
@@ -20,9 +20,9 @@ __all__ = [
     "ClaimOutcome",
     "ClaimedJob",
     "JobQueue",
+    "PreparedResult",
     "WorkSignal",
     "backfill_jobs",
-    "candidates_query",
     "create_jobs",
     "delete_image_rows",
     "describe_job",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
@@ -19,10 +20,13 @@ import peewee
 
 from heartbeat.db.database import database_proxy, is_mysql, transaction
 from heartbeat.db.models import Job, Software, Stage, extra_table_model, job_model
-from heartbeat.errors import InvalidInput, NotFound, StaleToken, TooLarge
+from heartbeat.errors import HeartbeatError, InvalidInput, NotFound, StaleToken, TooLarge
 from heartbeat.extra_rows import prepare_rows
 from heartbeat.pipeline import reopen_downstream, settle, settle_downstream
 from heartbeat.queue.signal import WorkSignal
+from heartbeat.queue.statements import Candidate, JobTable
+
+log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600
 STATEMENT_OVERHEAD_BYTES = 64 * 1024
@@ -37,6 +41,16 @@ class ClaimedJob:
     lease_expires_at: float
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedResult:
+    """A result checked and ready to store: its rows mapped onto the extra tables' models."""
+
+    image_id: str
+    token: str
+    info: Any
+    rows: list[tuple[Any, list[dict[str, Any]]]]
+
+
 @dataclasses.dataclass
 class ClaimOutcome:
     jobs: list[ClaimedJob] = dataclasses.field(default_factory=list)
@@ -47,18 +61,6 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def candidates_query(software: Software, limit: int, now: float) -> peewee.ModelSelect[Job]:
-    """Claimable jobs, highest priority then earliest upload first, read along
-    ``(stage, sort_priority, uploaded_date, image_id)``."""
-    job = job_model(software.name)
-    return (
-        job.select(job.image_id, job.status, job.token, job.attempts)
-        .where((job.stage == Stage.READY) & (job.available_at <= now))
-        .order_by(job.sort_priority, job.uploaded_date, job.image_id)
-        .limit(limit)
-    )
-
-
 class JobQueue:
     """The worker protocol over the per-software job tables."""
 
@@ -67,6 +69,7 @@ class JobQueue:
         self.signal = signal or WorkSignal()
         self._skip_locked: bool | None = None
         self._result_bytes_limit: int | None = None
+        self._tables: dict[str, JobTable] = {}
 
     def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
         """Lease up to ``max_jobs`` claimable jobs, earliest upload first."""
@@ -83,26 +86,54 @@ class JobQueue:
 
     @transaction
     def _claim_round(self, software: Software, wanted: int, lease_seconds: int) -> tuple[int, ClaimOutcome]:
-        """Read up to ``wanted`` candidates and take those nobody changed meanwhile: (found, outcome)."""
+        """Read up to ``wanted`` candidates and lease them: (found, outcome)."""
         outcome = ClaimOutcome()
-        candidates = self._candidates(software, wanted)
+        table = self._table(software)
+        now = self._clock()
+        candidates = table.candidates(software.id, now, wanted)
+        takeable = []
         for row in candidates:
             if row.status == "claimed" and row.attempts >= software.max_attempts:
                 outcome.expired_leases += self._fail_expired(software, row)
-                continue
-            job = self._take(software, row, lease_seconds)
-            if job is not None:
-                outcome.jobs.append(job)
-                outcome.expired_leases += row.status == "claimed"
+            else:
+                takeable.append(row)
+        if not takeable:
+            return len(candidates), outcome
+        lease_expires_at = now + lease_seconds
+        tokens = [new_token() for _ in takeable]
+        if self._candidates_are_locked():
+            # Nobody else can have changed them since we read them: one statement leases them all.
+            taken = list(zip(takeable, tokens, strict=True))
+            if table.take_locked(takeable, tokens, now, lease_expires_at) != len(takeable):
+                held = table.holding(tokens)  # should not happen; if it does, hand out only what we hold
+                log.warning(
+                    "%s: %d of %d candidates were not leased", software.name, len(takeable) - len(held), len(takeable)
+                )
+                taken = [(row, token) for row, token in taken if row.image_id in held]
+        else:  # no SKIP LOCKED (older MySQL): each row is leased only if it is still as we read it
+            taken = [
+                (row, token)
+                for row, token in zip(takeable, tokens, strict=True)
+                if table.take(row, token, now, lease_expires_at)
+            ]
+        for row, token in taken:
+            outcome.jobs.append(ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at))
+            outcome.expired_leases += row.status == "claimed"
         return len(candidates), outcome
 
-    def _candidates(self, software: Software, limit: int) -> list[Job]:
-        query = candidates_query(software, limit, self._clock())
-        if self._supports_skip_locked():
-            query = query.for_update(skip_locked=True)
-        return list(query)
+    def _candidates_are_locked(self) -> bool:
+        """MySQL's ``FOR UPDATE SKIP LOCKED`` locks the rows it reads; SQLite's ``BEGIN IMMEDIATE`` keeps
+        every other writer out of the transaction."""
+        return self._supports_skip_locked() or not is_mysql(database_proxy)
 
-    def _unchanged(self, software: Software, row: Job) -> peewee.Expression:
+    def _table(self, software: Software) -> JobTable:
+        table = self._tables.get(software.name)
+        if table is None:
+            table = JobTable(software.name, database_proxy.obj, skip_locked=self._supports_skip_locked())
+            self._tables[software.name] = table
+        return table
+
+    def _unchanged(self, software: Software, row: Candidate) -> peewee.Expression:
         """The row is still as the candidate query read it: nobody took it meanwhile."""
         job = job_model(software.name)
         return (
@@ -113,7 +144,7 @@ class JobQueue:
             & (job.token.is_null() if row.token is None else job.token == row.token)
         )
 
-    def _fail_expired(self, software: Software, row: Job) -> int:
+    def _fail_expired(self, software: Software, row: Candidate) -> int:
         """The last attempt's lease ran out: the job fails. The token stays, so a late result is still taken."""
         job = job_model(software.name)
         changes = {"status": "failed", "stage": Stage.FINISHED, "error": LEASE_EXPIRED, "finished_at": self._clock()}
@@ -121,28 +152,6 @@ class JobQueue:
         if expired:
             settle_downstream(software, self._clock(), [row.image_id])
         return expired
-
-    def _take(self, software: Software, row: Job, lease_seconds: int) -> ClaimedJob | None:
-        job = job_model(software.name)
-        token = new_token()
-        now = self._clock()
-        lease_expires_at = now + lease_seconds
-        updated = (
-            job.update(
-                status="claimed",
-                token=token,
-                attempts=job.attempts + 1,
-                claimed_at=now,
-                lease_expires_at=lease_expires_at,
-                available_at=lease_expires_at,
-                error=None,
-            )
-            .where(self._unchanged(software, row))
-            .execute()
-        )
-        if updated != 1:
-            return None
-        return ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at)
 
     def expire_leases(self, software: Software) -> int:
         """Jobs whose lease ran out on their last attempt become ``failed`` now (not at the next claim
@@ -190,8 +199,23 @@ class JobQueue:
 
     def submit(self, software: Software, image_id: str, token: str, info: Any, rows: Any = None) -> Job:
         """Store the result and its extra-table rows together, or change nothing."""
+        result = self.prepare_result(software, image_id, token, info, rows)
+        job = self._store_results(software, [result], read_back=True)[0]
+        assert isinstance(job, Job)
+        return job
+
+    def prepare_result(self, software: Software, image_id: str, token: str, info: Any, rows: Any) -> PreparedResult:
+        """A result checked before any database work: its size, and its rows against the extra tables."""
         self._check_statement_size(info, rows)
-        return self._store_result(software, image_id, token, info, prepare_rows(software, rows))
+        return PreparedResult(image_id, token, info, prepare_rows(software, rows))
+
+    def submit_many(self, software: Software, results: list[PreparedResult]) -> list[HeartbeatError | None]:
+        """Store many results in one transaction, each judged on its own: None where it was stored,
+        else the error the single submit would have raised (a stale token, an unknown job)."""
+        return [
+            outcome if isinstance(outcome, HeartbeatError) else None
+            for outcome in self._store_results(software, results, read_back=False)
+        ]
 
     def _check_statement_size(self, info: Any, rows: Any) -> None:
         """:class:`TooLarge` (413) for a result MySQL would refuse: a statement longer than the server's
@@ -211,30 +235,37 @@ class JobQueue:
         return self._result_bytes_limit
 
     @transaction
-    def _store_result(self, software: Software, image_id: str, token: str, info: Any, prepared: Any) -> Job:
-        job = job_model(software.name)
-        updated = (
-            job.update(status="done", stage=Stage.FINISHED, info=info, error=None, finished_at=self._clock())
-            .where(
-                (job.image_id == image_id)
-                & (job.token == token)
-                & ((job.status == "claimed") | ((job.status == "failed") & (job.error == LEASE_EXPIRED)))
-            )
-            .execute()
-        )
-        if updated != 1:
-            current = job.get_or_none(job.image_id == image_id)
-            if current is not None and current.status == "done" and current.token == token:
-                return current  # the same submit again (or a retry after a lost COMMIT): nothing more to store
-            self._raise_missing_or_stale(software, image_id)
-        for model, model_rows in prepared:
-            for chunk in peewee.chunked([{**row, "image_id": image_id} for row in model_rows], 500):
-                model.insert_many(chunk).execute()
+    def _store_results(
+        self, software: Software, results: list[PreparedResult], *, read_back: bool
+    ) -> list[Job | HeartbeatError | None]:
+        table = self._table(software)
+        now = self._clock()
+        outcomes: list[Job | HeartbeatError | None] = []
+        stored = []
+        for result in results:
+            if not table.submit(result.image_id, result.token, result.info, now, LEASE_EXPIRED):
+                current = table.read(result.image_id)
+                if current is not None and current.status == "done" and current.token == result.token:
+                    outcomes.append(current)  # the same submit again (or a retry after a lost COMMIT)
+                else:
+                    outcomes.append(
+                        NotFound(f"{software.name} has no job for image {result.image_id!r}")
+                        if current is None
+                        else StaleToken()
+                    )
+                continue
+            for model, model_rows in result.rows:
+                for chunk in peewee.chunked([{**row, "image_id": result.image_id} for row in model_rows], 500):
+                    model.insert_many(chunk).execute()
+            stored.append(result.image_id)
+            outcomes.append(table.read(result.image_id) if read_back else None)
         # Downstream jobs become claimable; a late result (after its lease ran out on the last
         # attempt) also brings back the jobs that were skipped for that failure.
-        if reopen_downstream(software, self._clock(), [image_id]):
+        if stored and reopen_downstream(software, now, stored):
             self.signal.notify()
-        return job.get(job.image_id == image_id)
+        if read_back and isinstance(outcomes[0], HeartbeatError):
+            raise outcomes[0]
+        return outcomes
 
     def fail(
         self, software: Software, image_id: str, token: str, *, error: str, retry: bool, retry_after: float | None

@@ -1,0 +1,119 @@
+"""The hot statements of one software's job table, as SQL text made once per table.
+
+Every claim and every submit runs these; peewee's query builder costs more CPU per call than the
+database spends running them, so they are written out here, in SQL that SQLite and MySQL/MariaDB
+both take, with the database's own parameter marker and quoting. Everything rarer goes through
+the models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import peewee
+
+from heartbeat.db.database import database_proxy, placeholder, quoted
+from heartbeat.db.models import Job, Stage, job_model, job_table_name
+
+JOB_COLUMNS = ("image_id", "status", "info", "attempts", "claimed_at", "lease_expires_at", "finished_at", "error")
+CLAIMABLE_FROM = ("claimed", "failed")  # a result is taken from a live lease, or a last lease that ran out
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A claimable job as the candidate query read it."""
+
+    image_id: str
+    status: str
+    token: str | None
+    attempts: int
+
+
+def to_json(value: Any) -> str | None:
+    """A value as the ``JsonTextField`` columns keep it."""
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class JobTable:
+    """SQL for one software's job table; ``skip_locked`` where the server has ``SKIP LOCKED``."""
+
+    def __init__(self, software_name: str, database: peewee.Database, *, skip_locked: bool):
+        self.name = software_name
+        p = placeholder(database)
+        table = quoted(job_table_name(software_name), database)
+        software = quoted("software", database)
+        # Not a subquery of the candidate query: its locking read would lock the software row too.
+        self._paused = f"SELECT paused FROM {software} WHERE id = {p}"
+        self.candidates_sql = (
+            f"SELECT image_id, status, token, attempts FROM {table}"
+            f" WHERE stage = {int(Stage.READY)} AND available_at <= {p}"
+            f" ORDER BY sort_priority, uploaded_date, image_id LIMIT {p}"
+            + (" FOR UPDATE SKIP LOCKED" if skip_locked else "")
+        )
+        self._taking = (
+            f"UPDATE {table} SET status = 'claimed', attempts = attempts + 1, claimed_at = {p},"
+            f" lease_expires_at = {p}, available_at = {p}, error = NULL"
+        )
+        self._still_claimable = f"stage = {int(Stage.READY)} AND available_at <= {p}"
+        unchanged = f"image_id = {p} AND status = {p} AND {self._still_claimable}"
+        self._take_free = f"{self._taking}, token = {p} WHERE {unchanged} AND token IS NULL"
+        self._take_expired = f"{self._taking}, token = {p} WHERE {unchanged} AND token = {p}"
+        self._submit = (
+            f"UPDATE {table} SET status = 'done', stage = {int(Stage.FINISHED)}, info = {p}, error = NULL,"
+            f" finished_at = {p} WHERE image_id = {p} AND token = {p}"
+            f" AND (status = 'claimed' OR (status = 'failed' AND error = {p}))"
+        )
+        self._read = f"SELECT {', '.join(JOB_COLUMNS)}, token FROM {table} WHERE image_id = {p}"
+        self._holding = f"SELECT image_id FROM {table} WHERE token IN "
+        self._p = p
+
+    def candidates(self, software_id: int, now: float, limit: int) -> list[Candidate]:
+        """Claimable jobs of an unpaused software, highest priority then earliest upload first."""
+        paused = database_proxy.execute_sql(self._paused, (software_id,)).fetchone()
+        if paused is None or paused[0]:
+            return []
+        cursor = database_proxy.execute_sql(self.candidates_sql, (now, limit))
+        return [Candidate(*row) for row in cursor.fetchall()]
+
+    def take(self, row: Candidate, token: str, now: float, lease_expires_at: float) -> bool:
+        """Lease one job, if it is still as ``row`` saw it (nobody took it meanwhile)."""
+        params = [now, lease_expires_at, lease_expires_at, token, row.image_id, row.status, now]
+        if row.token is None:
+            return database_proxy.execute_sql(self._take_free, params).rowcount == 1
+        return database_proxy.execute_sql(self._take_expired, [*params, row.token]).rowcount == 1
+
+    def take_locked(self, rows: list[Candidate], tokens: list[str], now: float, lease_expires_at: float) -> int:
+        """Lease every job of ``rows`` in one statement; only for rows this transaction holds locked."""
+        p = self._p
+        cases = " ".join(f"WHEN {p} THEN {p}" for _ in rows)
+        sql = (
+            self._taking
+            + f", token = CASE image_id {cases} END"
+            + f" WHERE image_id IN ({', '.join(p for _ in rows)}) AND {self._still_claimable}"
+        )
+        params: list[Any] = [now, lease_expires_at, lease_expires_at]
+        for row, token in zip(rows, tokens, strict=True):
+            params += [row.image_id, token]
+        params += [row.image_id for row in rows] + [now]
+        return int(database_proxy.execute_sql(sql, params).rowcount)
+
+    def holding(self, tokens: list[str]) -> set[str]:
+        """The images whose jobs these tokens hold."""
+        sql = self._holding + f"({', '.join(self._p for _ in tokens)})"
+        return {row[0] for row in database_proxy.execute_sql(sql, tokens).fetchall()}
+
+    def submit(self, image_id: str, token: str, info: Any, now: float, lease_expired: str) -> bool:
+        """Mark the job done with ``info`` if ``token`` holds it; False when it changed nothing."""
+        params = (to_json(info), now, image_id, token, lease_expired)
+        return database_proxy.execute_sql(self._submit, params).rowcount == 1
+
+    def read(self, image_id: str) -> Job | None:
+        """The job row (with its token, for the caller to compare; never shown)."""
+        row = database_proxy.execute_sql(self._read, (image_id,)).fetchone()
+        if row is None:
+            return None
+        fields = dict(zip((*JOB_COLUMNS, "token"), row, strict=True))
+        fields["info"] = None if fields["info"] is None else json.loads(fields["info"])
+        return job_model(self.name)(**fields)
