@@ -12,7 +12,7 @@ from heartbeat.registry import Registry
 
 
 def test_the_claim_query_uses_the_index_without_sorting(database: peewee.Database):
-    software = Registry(lambda: 0.0, default_lease_seconds=60, default_max_attempts=3).register("face_detection")
+    Registry(lambda: 0.0, default_lease_seconds=60, default_max_attempts=3).register("face_detection")
     rows = [
         {
             "id": f"img{n:06d}",
