@@ -326,6 +326,31 @@ def test_batch_submit_judges_each_result_on_its_own(client, clock, three_images)
     assert len(client.simulate_get(f"{FD}/tables/faces").json["rows"]) == 1
 
 
+def test_a_batch_stores_each_result_once_even_when_sent_twice(client, three_images):
+    first, second, third = claim(client, max=3)
+    done_before = {
+        "image_id": third["image_id"],
+        "token": third["token"],
+        "info": "early",
+        "rows": {"faces": [{"x": 3}]},
+    }
+    assert client.simulate_post(f"{FD}/results", json={"results": [done_before]}).status_code == 200
+    items = [
+        {"image_id": first["image_id"], "token": first["token"], "info": "a", "rows": {"faces": [{"x": 1}]}},
+        {"image_id": first["image_id"], "token": first["token"], "info": "a", "rows": {"faces": [{"x": 1}]}},
+        {"image_id": second["image_id"], "token": second["token"], "info": "b"},
+        {"image_id": first["image_id"], "token": "someone-else", "info": "c"},
+        done_before,
+    ]
+    verdicts = client.simulate_post(f"{FD}/results", json={"results": items}).json["results"]
+    assert [verdict["status"] for verdict in verdicts] == ["done", "done", "done", "stale", "done"]
+    assert [status_of(client, job["image_id"])["info"] for job in (first, second, third)] == ["a", "b", "early"]
+    rows = client.simulate_get(f"{FD}/tables/faces").json["rows"]
+    assert sorted((row["image_id"], row["x"]) for row in rows) == sorted(
+        [(first["image_id"], 1), (third["image_id"], 3)]
+    )
+
+
 def test_batch_submit_refuses_more_than_100_results(client, three_images):
     body = {"results": [{"image_id": "x", "token": "t", "info": 1}] * 101}
     assert client.simulate_post(f"{FD}/results", json=body).status_code == 400

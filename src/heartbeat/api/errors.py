@@ -10,6 +10,8 @@ import falcon
 import peewee
 
 from heartbeat import errors
+from heartbeat.api.middleware import close_for_good
+from heartbeat.db.database import database_proxy
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def _domain_error(req: falcon.Request, resp: falcon.Response, error: errors.Hear
 
 def _database_down(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
     log.warning("database unavailable: %s: %s", type(error).__name__, error)
+    close_for_good(database_proxy.obj)  # the next request of this thread starts on a new connection
     raise falcon.HTTPServiceUnavailable(description="the database is unreachable", retry_after=5)
 
 

@@ -10,9 +10,9 @@ import falcon
 from heartbeat.api import schemas
 from heartbeat.api.errors import status_of
 from heartbeat.api.params import base_url, check, page_limit, read_body
-from heartbeat.catalog import describe_image
+from heartbeat.catalog import describe_image, images_by_id
 from heartbeat.config import Settings
-from heartbeat.db.models import Image, Software, job_model
+from heartbeat.db.models import Software, job_model
 from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
 from heartbeat.metrics import Metrics
 from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
@@ -53,7 +53,7 @@ class Claim:
 
     def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
         image_ids = [job.image_id for job in claimed]
-        images = {image.id: image for image in Image.select().where(Image.id.in_(image_ids))}
+        images = images_by_id(image_ids)
         upstream = self._queue.upstream_results(software, image_ids) if software.after else {}
         described = []
         for job in claimed:

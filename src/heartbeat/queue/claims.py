@@ -41,6 +41,10 @@ class ClaimedJob:
     lease_expires_at: float
 
 
+class _BatchRaced(Exception):
+    """A job of a batch changed between reading its state and storing its result."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PreparedResult:
     """A result checked and ready to store: its rows mapped onto the extra tables' models."""
@@ -212,10 +216,52 @@ class JobQueue:
     def submit_many(self, software: Software, results: list[PreparedResult]) -> list[HeartbeatError | None]:
         """Store many results in one transaction, each judged on its own: None where it was stored,
         else the error the single submit would have raised (a stale token, an unknown job)."""
-        return [
-            outcome if isinstance(outcome, HeartbeatError) else None
-            for outcome in self._store_results(software, results, read_back=False)
-        ]
+        if len(results) > 1:
+            try:
+                return self._store_batch(software, results)
+            except _BatchRaced:
+                pass  # the batch was rolled back; store its results one by one, each checked as it goes
+        outcomes = self._store_results(software, results, read_back=False)
+        return [outcome if isinstance(outcome, HeartbeatError) else None for outcome in outcomes]
+
+    @transaction
+    def _store_batch(self, software: Software, results: list[PreparedResult]) -> list[HeartbeatError | None]:
+        """Read the jobs' states, then mark every one this batch holds done in one statement."""
+        table = self._table(software)
+        now = self._clock()
+        states = table.states(list({result.image_id for result in results}))
+        outcomes: list[HeartbeatError | None] = []
+        storing: dict[str, PreparedResult] = {}
+        for result in results:
+            state = states.get(result.image_id)
+            earlier = storing.get(result.image_id)
+            if state is None:
+                outcomes.append(NotFound(f"{software.name} has no job for image {result.image_id!r}"))
+            elif earlier is not None or state[:2] == ("done", result.token):
+                # Stored already (before, or earlier in this batch): nothing more to store.
+                outcomes.append(None if (earlier or result).token == result.token else StaleToken())
+            elif result.token == state[1] and (state[0] == "claimed" or state[::2] == ("failed", LEASE_EXPIRED)):
+                storing[result.image_id] = result
+                outcomes.append(None)
+            else:
+                outcomes.append(StaleToken())
+        if storing:
+            stored = table.submit_many(
+                [(result.image_id, result.token, result.info) for result in storing.values()], now, LEASE_EXPIRED
+            )
+            if stored != len(storing):
+                raise _BatchRaced()  # a job changed since we read it: roll back, go one by one
+            for result in storing.values():
+                self._insert_rows(result)
+            if reopen_downstream(software, now, list(storing)):
+                self.signal.notify()
+        return outcomes
+
+    @staticmethod
+    def _insert_rows(result: PreparedResult) -> None:
+        for model, model_rows in result.rows:
+            for chunk in peewee.chunked([{**row, "image_id": result.image_id} for row in model_rows], 500):
+                model.insert_many(chunk).execute()
 
     def _check_statement_size(self, info: Any, rows: Any) -> None:
         """:class:`TooLarge` (413) for a result MySQL would refuse: a statement longer than the server's
@@ -254,9 +300,7 @@ class JobQueue:
                         else StaleToken()
                     )
                 continue
-            for model, model_rows in result.rows:
-                for chunk in peewee.chunked([{**row, "image_id": result.image_id} for row in model_rows], 500):
-                    model.insert_many(chunk).execute()
+            self._insert_rows(result)
             stored.append(result.image_id)
             outcomes.append(table.read(result.image_id) if read_back else None)
         # Downstream jobs become claimable; a late result (after its lease ran out on the last

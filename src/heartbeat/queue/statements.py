@@ -67,6 +67,8 @@ class JobTable:
         )
         self._read = f"SELECT {', '.join(JOB_COLUMNS)}, token FROM {table} WHERE image_id = {p}"
         self._holding = f"SELECT image_id FROM {table} WHERE token IN "
+        self._states = f"SELECT image_id, status, token, error FROM {table} WHERE image_id IN "
+        self._table = table
         self._p = p
 
     def candidates(self, software_id: int, now: float, limit: int) -> list[Candidate]:
@@ -103,6 +105,30 @@ class JobTable:
         """The images whose jobs these tokens hold."""
         sql = self._holding + f"({', '.join(self._p for _ in tokens)})"
         return {row[0] for row in database_proxy.execute_sql(sql, tokens).fetchall()}
+
+    def states(self, image_ids: list[str]) -> dict[str, tuple[str, str | None, str | None]]:
+        """(status, token, error) of each of these jobs that exists."""
+        sql = self._states + f"({', '.join(self._p for _ in image_ids)})"
+        return {row[0]: row[1:] for row in database_proxy.execute_sql(sql, image_ids).fetchall()}
+
+    def submit_many(self, results: list[tuple[str, str, Any]], now: float, lease_expired: str) -> int:
+        """Mark many jobs done in one statement, each only if its token holds it: (image_id, token, info)."""
+        p = self._p
+        cases = " ".join(f"WHEN {p} THEN {p}" for _ in results)
+        sql = (
+            f"UPDATE {self._table} SET status = 'done', stage = {int(Stage.FINISHED)}, error = NULL,"
+            f" finished_at = {p}, info = CASE image_id {cases} END"
+            f" WHERE image_id IN ({', '.join(p for _ in results)}) AND token = CASE image_id {cases} END"
+            f" AND (status = 'claimed' OR (status = 'failed' AND error = {p}))"
+        )
+        params: list[Any] = [now]
+        for image_id, _token, info in results:
+            params += [image_id, to_json(info)]
+        params += [image_id for image_id, _token, _info in results]
+        for image_id, token, _info in results:
+            params += [image_id, token]
+        params.append(lease_expired)
+        return int(database_proxy.execute_sql(sql, params).rowcount)
 
     def submit(self, image_id: str, token: str, info: Any, now: float, lease_expired: str) -> bool:
         """Mark the job done with ``info`` if ``token`` holds it; False when it changed nothing."""
