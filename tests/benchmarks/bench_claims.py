@@ -152,3 +152,21 @@ def naive_2019(auth: DbAuth, software: str, *, threads: int, seconds: float) -> 
     counts: collections.Counter[Any] = collections.Counter(handed)
     twice = sum(1 for count in counts.values() if count > 1)
     return NaiveOutcome(result, len(handed), len(counts), twice)
+
+
+def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, calls: int = 2000) -> float:
+    """CPU seconds per call of what pipelines add to each submit of a software without dependencies:
+    :func:`heartbeat.pipeline.downstream_closure`, one short SELECT of its downstream list (a claim of
+    such a software runs no pipeline statement at all). Run here, in this process, on the same MariaDB."""
+    from heartbeat.db.database import connect
+    from heartbeat.db.models import Software
+    from heartbeat.pipeline import downstream_closure
+
+    database = connect(data_dir=workdir, db_auth=server.auth)
+    with database.connection_context():
+        row = Software.get(Software.name == software)
+        downstream_closure(row)  # warm
+        started = time.process_time()
+        for _ in range(calls):
+            downstream_closure(row)
+        return (time.process_time() - started) / calls

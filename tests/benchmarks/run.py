@@ -86,11 +86,19 @@ def claims(server: Server, seconds: float, profile_seconds: float, workdir: Path
     say("claim_http", describe_load(by_http, "cycles"))
     batch = bench_claims.http_cycles(server, "by_batch", threads=CLIENTS, seconds=seconds, max_jobs=50)
     say("claim_http_batch50", describe_load(batch, "images"))
+    pipeline_seconds = bench_claims.pipeline_check_cpu_seconds(server, "by_http", workdir)
+    api_seconds_per_cycle = by_http.server_cpu_seconds / max(by_http.items, 1)
+    say(
+        "pipeline_check_no_deps",
+        f"{pipeline_seconds * 1e6:.0f} us of CPU per submit, of {api_seconds_per_cycle * 1e6:.0f} us API CPU per cycle",
+    )
     if profile_seconds:
         profile(server, profile_seconds, workdir)
     return [
         Figure("claim_http_vs_sql", by_http.per_second / by_sql.per_second, ">= 0.8"),
         Figure("batch_speedup", batch.per_second / by_http.per_second, ">= 10"),
+        # Issue 8's bound: pipelines may slow a software without dependencies by at most 20%.
+        Figure("pipeline_share_no_deps", pipeline_seconds / api_seconds_per_cycle, "<= 0.2"),
     ]
 
 
