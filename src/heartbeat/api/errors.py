@@ -10,8 +10,7 @@ import falcon
 import peewee
 
 from heartbeat import errors
-from heartbeat.api.middleware import close_for_good
-from heartbeat.db.database import database_proxy
+from heartbeat.db.database import close_for_good, database_proxy
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from typing import Any
 import falcon
 import peewee
 
+from heartbeat.db.database import close_for_good
 from heartbeat.metrics import Metrics
 
 access_log = logging.getLogger("heartbeat.access")
@@ -43,17 +44,6 @@ class DatabaseConnection:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         self._last_used.at = time.monotonic()
-
-
-def close_for_good(database: peewee.Database) -> None:
-    """Close this thread's connection itself, not only hand it back to a pool."""
-    try:
-        if hasattr(database, "manual_close"):
-            database.manual_close()
-        else:
-            database.close()
-    except peewee.PeeweeException:
-        pass  # broken already: all that matters is that it is gone
 
 
 class RequestLog:

@@ -152,9 +152,8 @@ def _retry_reason(error: peewee.PeeweeException) -> str | None:
     return None
 
 
-def _reconnect() -> None:
-    """Throw away this thread's broken connection (never back into the pool) and open another."""
-    database = database_proxy.obj
+def close_for_good(database: peewee.Database) -> None:
+    """Throw away this thread's connection (never back into the pool): it is broken, or may be."""
     try:
         if hasattr(database, "manual_close"):
             database.manual_close()
@@ -162,7 +161,12 @@ def _reconnect() -> None:
             database.close()
     except peewee.PeeweeException:
         pass  # it was broken already; all that matters is that it is gone
-    database.connect(reuse_if_open=True)
+
+
+def _reconnect() -> None:
+    """A new connection for this thread in place of its broken one."""
+    close_for_good(database_proxy.obj)
+    database_proxy.obj.connect(reuse_if_open=True)
 
 
 def transaction(function: Callable[P, T]) -> Callable[P, T]:
