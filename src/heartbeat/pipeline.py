@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-from heartbeat.db.database import database_proxy, placeholder, quoted
+from heartbeat.db.database import database_proxy, quoted
 from heartbeat.db.models import Software, Stage, job_model
 from heartbeat.errors import Refused
 
@@ -68,24 +68,23 @@ def skip_reason(software: Software, origin: str | None, skipped_upstream: set[st
 def downstream_closure(software: Software) -> list[Software]:
     """Every software that builds on ``software``, directly or not, upstream first.
 
-    The registry is read afresh, not from ``software``: a downstream software registered while this
-    request ran must not miss the job it just finished.
+    Derived from every software's ``after``, read afresh (one short statement, not a model query):
+    a downstream software registered while this request ran must not miss the job it just finished.
     """
-    # Every submit asks this: one short statement, not a model query.
-    sql = f"SELECT downstream FROM {quoted('software')} WHERE id = {placeholder()}"
-    row = database_proxy.execute_sql(sql, (software.id,)).fetchone()
-    downstream = json.loads(row[0]) if row and row[0] else []
-    if not downstream:
-        return []
-    registered = {item.name: item for item in Software.select()}
+    sql = f"SELECT name, after FROM {quoted('software')}"
+    after = {name: json.loads(upstream or "[]") for name, upstream in database_proxy.execute_sql(sql).fetchall()}
     reached: set[str] = set()
-    frontier = list(downstream)
+    frontier = [software.name]
     while frontier:
-        name = frontier.pop()
-        if name in registered and name not in reached:
-            reached.add(name)
-            frontier.extend(registered[name].downstream)
-    graph = {name: [up for up in registered[name].after if up in reached] for name in reached}
+        upstream = frontier.pop()
+        for name, names in after.items():
+            if upstream in names and name not in reached:
+                reached.add(name)
+                frontier.append(name)
+    if not reached:
+        return []
+    registered = {item.name: item for item in Software.select().where(Software.name.in_(reached))}
+    graph = {name: [up for up in after[name] if up in reached] for name in reached}
     return [registered[name] for name in dependency_order(graph)]
 
 

@@ -46,7 +46,7 @@ class Registry:
         ``after``: upstream software, registered already, whose jobs must be done first.
         ``origins``: only images of these origins get a pending job; the others' is skipped.
         """
-        from heartbeat.queue import backfill_jobs, software_for_update
+        from heartbeat.queue import backfill_jobs
 
         tables = tables or {}
         after = after or []
@@ -66,20 +66,16 @@ class Registry:
         check_dependencies(name, after, self.all())  # before any table is made: a refusal changes nothing
         database_proxy.create_tables([job_model(name)], safe=True)
         try:
-            with database_proxy.atomic():
-                upstream = software_for_update(after) if after else []
-                check_dependencies(name, after, self.all())  # again, now that the upstream rows are locked
-                software = Software.create(
-                    name=name,
-                    lease_seconds=lease_seconds,
-                    max_attempts=max_attempts,
-                    tables=tables,
-                    after=after,
-                    origins=origins,
-                    created_at=self._clock(),
-                )
-                for item in upstream:
-                    Software.update(downstream=[*item.downstream, name]).where(Software.id == item.id).execute()
+            # No cycle can come of a race: every name in ``after`` was registered before this one.
+            software = Software.create(
+                name=name,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+                tables=tables,
+                after=after,
+                origins=origins,
+                created_at=self._clock(),
+            )
         except peewee.IntegrityError:
             raise Conflict(f"software {name!r} is already registered") from None
         database_proxy.create_tables(extra_models(software), safe=True)
@@ -88,8 +84,8 @@ class Registry:
 
     def get(self, name: str) -> Software:
         """The software named ``name``, from this process's memory after the first read: what a
-        registration sets never changes. ``paused`` and ``downstream`` do: read them with :meth:`fresh`
-        (the claim and the pipeline read theirs from the database themselves)."""
+        registration sets never changes. ``paused`` does: read it with :meth:`fresh` (the claim reads
+        it from the database itself)."""
         software = self._known.get(name)
         if software is None:
             software = self._known[name] = self.fresh(name)

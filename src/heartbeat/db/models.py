@@ -66,7 +66,6 @@ class Software(BaseModel):
     created_at = peewee.DoubleField()
     paused = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT 0")])
     after = JsonTextField(default=list)  # upstream software: a job waits until theirs are done
-    downstream = JsonTextField(default=list)  # the software whose ``after`` names this one
     origins = JsonTextField(null=True)  # only images of these origins get a job; None: every image
 
     class Meta:

@@ -12,7 +12,7 @@ from heartbeat.queue.claims import (
     PreparedResult,
     describe_job,
 )
-from heartbeat.queue.rows import backfill_jobs, create_jobs, delete_image_rows, reprioritize, software_for_update
+from heartbeat.queue.rows import backfill_jobs, create_jobs, delete_image_rows, reprioritize
 from heartbeat.queue.signal import WorkSignal
 
 __all__ = [
@@ -27,5 +27,4 @@ __all__ = [
     "delete_image_rows",
     "describe_job",
     "reprioritize",
-    "software_for_update",
 ]

@@ -1,7 +1,7 @@
 """Job rows made and removed outside the worker protocol: at upload, at registration, at deletion.
 
-On MySQL the registry rows are read with locks here (``LOCK IN SHARE MODE``, ``FOR UPDATE``), so that
-an upload and a registration cannot miss each other; SQLite's ``BEGIN IMMEDIATE`` already excludes
+On MySQL an upload reads the registry with a shared lock here (``LOCK IN SHARE MODE``), so that an
+upload and a registration cannot miss each other; SQLite's ``BEGIN IMMEDIATE`` already excludes
 other writers.
 """
 
@@ -43,14 +43,6 @@ def create_jobs(image: Image) -> None:
         job_model(name).insert(**row).execute()
 
 
-def software_for_update(names: list[str]) -> list[Software]:
-    """Registry rows about to be changed: locked on MySQL (SQLite's write transaction excludes others)."""
-    query = Software.select().where(Software.name.in_(names))
-    if is_mysql(database_proxy):
-        query = query.for_update()
-    return list(query)
-
-
 @transaction
 def backfill_jobs(software: Software, now: float) -> int:
     """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
@@ -74,7 +66,8 @@ def backfill_jobs(software: Software, now: float) -> int:
 def delete_image_rows(image_id: str) -> None:
     """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
     for software in Software.select():
-        job_model(software.name).delete().where(job_model(software.name).image_id == image_id).execute()
+        job = job_model(software.name)
+        job.delete().where(job.image_id == image_id).execute()
         for table, columns in software.tables.items():
             extra = extra_table_model(software.id, table, columns)
             extra.delete().where(extra.image_id == image_id).execute()
