@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import peewee
 
-from heartbeat.db.database import database_proxy, is_mysql, transaction
+from heartbeat.db.database import database_proxy, is_mysql, server_version, transaction
 from heartbeat.db.models import Job, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import HeartbeatError, InvalidInput, NotFound, StaleToken, TooLarge
 from heartbeat.extra_rows import prepare_rows
@@ -182,9 +182,8 @@ class JobQueue:
         if self._skip_locked is None:
             self._skip_locked = False
             if is_mysql(database_proxy):
-                (version,) = database_proxy.execute_sql("SELECT VERSION()").fetchone()
-                numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
-                self._skip_locked = numbers >= ((10, 6) if "mariadb" in version.lower() else (8, 0))
+                flavour, version = server_version(database_proxy.obj)
+                self._skip_locked = version >= ((10, 6) if flavour == "mariadb" else (8, 0))
         return self._skip_locked
 
     @transaction
@@ -231,31 +230,50 @@ class JobQueue:
         now = self._clock()
         states = table.states(list({result.image_id for result in results}))
         outcomes: list[HeartbeatError | None] = []
-        storing: dict[str, PreparedResult] = {}
+        on_time: dict[str, PreparedResult] = {}
+        late: dict[str, PreparedResult] = {}
         for result in results:
+            earlier = on_time.get(result.image_id) or late.get(result.image_id)
+            if earlier is not None:  # twice in this batch: stored once
+                outcomes.append(None if earlier.token == result.token else StaleToken())
+                continue
             state = states.get(result.image_id)
-            earlier = storing.get(result.image_id)
-            if state is None:
-                outcomes.append(NotFound(f"{software.name} has no job for image {result.image_id!r}"))
-            elif earlier is not None or state[:2] == ("done", result.token):
-                # Stored already (before, or earlier in this batch): nothing more to store.
-                outcomes.append(None if (earlier or result).token == result.token else StaleToken())
-            elif result.token == state[1] and (state[0] == "claimed" or state[::2] == ("failed", LEASE_EXPIRED)):
-                storing[result.image_id] = result
+            status, token, error = state or (None, None, None)
+            held = token == result.token
+            if held and status == "claimed":
+                on_time[result.image_id] = result
+                outcomes.append(None)
+            elif held and (status, error) == ("failed", LEASE_EXPIRED):
+                late[result.image_id] = result
                 outcomes.append(None)
             else:
-                outcomes.append(StaleToken())
-        if storing:
-            stored = table.submit_many(
-                [(result.image_id, result.token, result.info) for result in storing.values()], now, LEASE_EXPIRED
-            )
-            if stored != len(storing):
+                outcomes.append(self._refusal(software, result, state))
+        for group, late_error in ((on_time, None), (late, LEASE_EXPIRED)):
+            items = [(result.image_id, result.token, result.info) for result in group.values()]
+            if items and table.store_results(items, now, late_error=late_error) != len(items):
                 raise _BatchRaced()  # a job changed since we read it: roll back, go one by one
-            for result in storing.values():
-                self._insert_rows(result)
-            if reopen_downstream(software, now, list(storing)):
-                self.signal.notify()
+        for result in [*on_time.values(), *late.values()]:
+            self._insert_rows(result)
+        self._after_results(software, now, list(on_time), list(late))
         return outcomes
+
+    @staticmethod
+    def _refusal(
+        software: Software, result: PreparedResult, state: tuple[str, str | None, str | None] | None
+    ) -> HeartbeatError | None:
+        """Why a result its token could not store is refused: None when that very result is stored
+        already (the same submit again, or a retry after a lost COMMIT), a stale token, no such job."""
+        if state is None:
+            return NotFound(f"{software.name} has no job for image {result.image_id!r}")
+        return None if state[:2] == ("done", result.token) else StaleToken()
+
+    def _after_results(self, software: Software, now: float, on_time: list[str], late: list[str]) -> None:
+        """Jobs built on the ones just done may be claimed now; a late result (its last lease ran
+        out) also brings back the jobs that were skipped for that failure."""
+        changed = settle_downstream(software, now, on_time) if on_time else 0
+        changed += reopen_downstream(software, now, late) if late else 0
+        if changed:
+            self.signal.notify()
 
     @staticmethod
     def _insert_rows(result: PreparedResult) -> None:
@@ -284,29 +302,27 @@ class JobQueue:
     def _store_results(
         self, software: Software, results: list[PreparedResult], *, read_back: bool
     ) -> list[Job | HeartbeatError | None]:
+        """Store results one by one, each with its own conditional UPDATE."""
         table = self._table(software)
         now = self._clock()
         outcomes: list[Job | HeartbeatError | None] = []
-        stored = []
+        on_time: list[str] = []
+        late: list[str] = []
         for result in results:
-            if not table.submit(result.image_id, result.token, result.info, now, LEASE_EXPIRED):
+            item = [(result.image_id, result.token, result.info)]
+            if table.store_results(item, now):
+                on_time.append(result.image_id)
+            elif table.store_results(item, now, late_error=LEASE_EXPIRED):
+                late.append(result.image_id)
+            else:
                 current = table.read(result.image_id)
-                if current is not None and current.status == "done" and current.token == result.token:
-                    outcomes.append(current)  # the same submit again (or a retry after a lost COMMIT)
-                else:
-                    outcomes.append(
-                        NotFound(f"{software.name} has no job for image {result.image_id!r}")
-                        if current is None
-                        else StaleToken()
-                    )
+                state = None if current is None else (current.status, current.token, current.error)
+                refusal = self._refusal(software, result, state)
+                outcomes.append(current if refusal is None else refusal)
                 continue
             self._insert_rows(result)
-            stored.append(result.image_id)
             outcomes.append(table.read(result.image_id) if read_back else None)
-        # Downstream jobs become claimable; a late result (after its lease ran out on the last
-        # attempt) also brings back the jobs that were skipped for that failure.
-        if stored and reopen_downstream(software, now, stored):
-            self.signal.notify()
+        self._after_results(software, now, on_time, late)
         if read_back and isinstance(outcomes[0], HeartbeatError):
             raise outcomes[0]
         return outcomes

@@ -18,7 +18,6 @@ from heartbeat.db.database import database_proxy, placeholder, quoted
 from heartbeat.db.models import Job, Stage, job_model, job_table_name
 
 JOB_COLUMNS = ("image_id", "status", "info", "attempts", "claimed_at", "lease_expires_at", "finished_at", "error")
-CLAIMABLE_FROM = ("claimed", "failed")  # a result is taken from a live lease, or a last lease that ran out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +59,6 @@ class JobTable:
         unchanged = f"image_id = {p} AND status = {p} AND {self._still_claimable}"
         self._take_free = f"{self._taking}, token = {p} WHERE {unchanged} AND token IS NULL"
         self._take_expired = f"{self._taking}, token = {p} WHERE {unchanged} AND token = {p}"
-        self._submit = (
-            f"UPDATE {table} SET status = 'done', stage = {int(Stage.FINISHED)}, info = {p}, error = NULL,"
-            f" finished_at = {p} WHERE image_id = {p} AND token = {p}"
-            f" AND (status = 'claimed' OR (status = 'failed' AND error = {p}))"
-        )
         self._read = f"SELECT {', '.join(JOB_COLUMNS)}, token FROM {table} WHERE image_id = {p}"
         self._holding = f"SELECT image_id FROM {table} WHERE token IN "
         self._states = f"SELECT image_id, status, token, error FROM {table} WHERE image_id IN "
@@ -111,15 +105,19 @@ class JobTable:
         sql = self._states + f"({', '.join(self._p for _ in image_ids)})"
         return {row[0]: row[1:] for row in database_proxy.execute_sql(sql, image_ids).fetchall()}
 
-    def submit_many(self, results: list[tuple[str, str, Any]], now: float, lease_expired: str) -> int:
-        """Mark many jobs done in one statement, each only if its token holds it: (image_id, token, info)."""
+    def store_results(self, results: list[tuple[str, str, Any]], now: float, *, late_error: str | None = None) -> int:
+        """Mark jobs done in one statement, each only if its token holds it: ``(image_id, token, info)``.
+
+        With ``late_error``, only jobs that failed with that error (a last lease that ran out: its
+        worker's late result is still taken); else only claimed ones. Returns how many it marked.
+        """
         p = self._p
         cases = " ".join(f"WHEN {p} THEN {p}" for _ in results)
+        held = "status = 'failed' AND error = " + p if late_error else "status = 'claimed'"
         sql = (
             f"UPDATE {self._table} SET status = 'done', stage = {int(Stage.FINISHED)}, error = NULL,"
             f" finished_at = {p}, info = CASE image_id {cases} END"
-            f" WHERE image_id IN ({', '.join(p for _ in results)}) AND token = CASE image_id {cases} END"
-            f" AND (status = 'claimed' OR (status = 'failed' AND error = {p}))"
+            f" WHERE image_id IN ({', '.join(p for _ in results)}) AND token = CASE image_id {cases} END AND {held}"
         )
         params: list[Any] = [now]
         for image_id, _token, info in results:
@@ -127,13 +125,9 @@ class JobTable:
         params += [image_id for image_id, _token, _info in results]
         for image_id, token, _info in results:
             params += [image_id, token]
-        params.append(lease_expired)
+        if late_error:
+            params.append(late_error)
         return int(database_proxy.execute_sql(sql, params).rowcount)
-
-    def submit(self, image_id: str, token: str, info: Any, now: float, lease_expired: str) -> bool:
-        """Mark the job done with ``info`` if ``token`` holds it; False when it changed nothing."""
-        params = (to_json(info), now, image_id, token, lease_expired)
-        return database_proxy.execute_sql(self._submit, params).rowcount == 1
 
     def read(self, image_id: str) -> Job | None:
         """The job row (with its token, for the caller to compare; never shown)."""
