@@ -116,12 +116,19 @@ def connect(*, data_dir: str | Path, db_auth: DbAuth | None) -> peewee.Database:
     return database
 
 
+def server_version(database: peewee.Database) -> tuple[str, tuple[int, int]]:
+    """Which MySQL-family server answers, ``"mariadb"`` or ``"mysql"``, and its (major, minor) version."""
+    (version,) = database.execute_sql("SELECT VERSION()").fetchone()
+    numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+    return ("mariadb" if "mariadb" in version.lower() else "mysql"), (numbers[0], numbers[1])
+
+
 def _binary_collation(database: peewee.Database) -> str:
     with database.connection_context():
-        (version,) = database.execute_sql("SELECT VERSION()").fetchone()
-    if "mariadb" in version.lower():
-        return NO_PAD_BINARY_COLLATIONS["mariadb"]
-    return NO_PAD_BINARY_COLLATIONS["mysql"] if int(version.split(".")[0]) >= 8 else "utf8mb4_bin"
+        flavour, version = server_version(database)
+    if flavour == "mysql" and version < (8, 0):
+        return "utf8mb4_bin"  # no NO PAD binary collation before MySQL 8
+    return NO_PAD_BINARY_COLLATIONS[flavour]
 
 
 def quoted(name: str, database: peewee.Database | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import peewee
 
@@ -27,7 +28,6 @@ class LeaseReaper:
         self._registry = registry
         self._metrics = metrics
         self._interval_seconds = interval_seconds
-        self._stopped = threading.Event()
 
     def run_once(self) -> int:
         """One round over every software; returns how many jobs it failed."""
@@ -42,11 +42,9 @@ class LeaseReaper:
     def start(self) -> None:
         threading.Thread(target=self._loop, name="lease-reaper", daemon=True).start()
 
-    def stop(self) -> None:
-        self._stopped.set()
-
     def _loop(self) -> None:
-        while not self._stopped.wait(self._interval_seconds):
+        while True:  # a daemon thread: it ends with its process
+            time.sleep(self._interval_seconds)
             try:
                 self.run_once()
             except peewee.PeeweeException as error:  # the database is away: the next round tries again
