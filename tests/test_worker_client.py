@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import socket
 import subprocess
 import sys
 import textwrap
@@ -257,6 +258,8 @@ class ScriptedAnswers(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    do_POST = do_GET
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -290,11 +293,43 @@ def test_503_is_retried_with_backoff_until_it_passes_and_4xx_never(scripted):
         client.software("x")
     assert len(answers.seen) == 1
 
+    answers.script, answers.seen[:] = [503, 404], []
+    with pytest.raises(NotFound):
+        client.claim("x")  # a 503 was not carried out: a claim too is sent again
+    assert len(answers.seen) == 2
+
     answers.script, answers.seen[:] = [503], []
     with pytest.raises(ServerUnavailable) as unavailable:
         client.software("x")
     assert len(answers.seen) == 4  # the first try and three retries
     assert (unavailable.value.status, unavailable.value.description) == (503, "as scripted")
+
+
+def test_a_lost_answer_is_sent_again_only_where_that_changes_nothing():
+    """A claim whose answer was lost must not go out again: a second claim would lease more jobs,
+    and those would sit leased to nobody until their leases ran out."""
+    seen: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def hang_up() -> None:
+            while True:
+                try:
+                    connection, _address = listener.accept()
+                except OSError:
+                    return
+                with connection:
+                    seen.append(connection.recv(65536).split(b" ")[0])  # read the request, answer nothing
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        client = Client(url, retries=2, backoff_seconds=0.01)
+        with pytest.raises(ServerUnavailable):
+            client.claim("faces", 5)
+        assert seen == [b"POST"]
+        seen.clear()
+        with pytest.raises(ServerUnavailable):
+            client.software("faces")
+        assert seen == [b"GET"] * 3  # the first try and two retries
 
 
 def test_connection_errors_are_retried_then_raised_as_server_unavailable():

@@ -36,15 +36,25 @@ CONNECT_TIMEOUT_SECONDS = 10
 FileLike = str | os.PathLike[str] | bytes | IO[bytes]
 
 
+class _Retry(Retry):
+    """Retries what the server did not do: a connection refused, or a 503 (its transaction was rolled
+    back), on any route. An answer lost after the request went out is retried only where sending it
+    again changes nothing (GET, PUT of a result, DELETE): a claim sent twice would lease jobs that
+    nobody holds, a registration sent twice would answer 409."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        return super().is_retry("GET", status_code, has_retry_after)  # 503s: whatever the method
+
+
 def retrying_session(
     retries: int = 4, backoff_seconds: float = 0.5, max_backoff_seconds: float = 8.0
 ) -> requests.Session:
-    """A session that retries connection errors and 503s (any method), never another status.
+    """A session that retries connection errors and 503s, never another status (see :class:`_Retry`).
 
     The first retry goes at once, the next after ``2 * backoff_seconds``, then 4 *, 8 * ...,
     each wait at most ``max_backoff_seconds`` (or what a 503's ``Retry-After`` asks).
     """
-    retry = Retry(
+    retry = _Retry(
         total=retries,
         connect=retries,
         read=retries,
@@ -52,7 +62,7 @@ def retrying_session(
         other=0,
         redirect=0,
         status_forcelist={503},
-        allowed_methods=None,  # every method: the routes are safe to repeat (a repeated submit is a no-op)
+        allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),  # for lost answers
         backoff_factor=backoff_seconds,
         backoff_max=max_backoff_seconds,
         raise_on_status=False,  # the last 503 comes back as an answer and becomes ServerUnavailable
