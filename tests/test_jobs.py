@@ -214,6 +214,20 @@ def test_a_failure_with_retry_comes_back_after_its_backoff(client, clock, three_
     assert retry["attempt"] == 2
 
 
+def test_the_default_backoff_doubles_and_stops_at_an_hour(client, clock):
+    register(client, "backoff", max_attempts=20)
+    image_id = upload(client).json["id"]
+    path = f"/v1/software/backoff/jobs/{image_id}/fail"
+    for attempt in range(1, 14):
+        [job] = claim(client, "backoff")
+        assert job["attempt"] == attempt
+        client.simulate_post(path, json={"token": job["token"], "error": "again"})
+        backoff = min(2**attempt, 3600)
+        clock.advance(backoff - 1)
+        assert claim(client, "backoff") == [], f"claimable before its backoff of {backoff} s"
+        clock.advance(1)
+
+
 def test_retry_after_sets_the_backoff(client, clock, three_images):
     [job] = claim(client)
     body = {"token": job["token"], "error": "rate limited", "retry_after": 30}
