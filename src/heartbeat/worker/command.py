@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from heartbeat.worker.client import Client
-from heartbeat.worker.exceptions import HeartbeatError, NotFound
+from heartbeat.worker.exceptions import Conflict, HeartbeatError, NotFound
 from heartbeat.worker.runner import Handler, Worker
 
 log = logging.getLogger("heartbeat.worker")
@@ -81,9 +81,10 @@ def run_worker(
 
 
 def _register_if_missing(client: Client, software: str, description: dict[str, Any]) -> None:
-    """Register ``software`` as its module's ``SOFTWARE`` dict describes it, unless it exists."""
+    """Register ``software`` as its module's ``SOFTWARE`` dict describes it, unless it exists (asked in
+    one call: two workers starting at once must not both try, and one of them fail)."""
     try:
-        client.software(software)
-    except NotFound:
         client.register(**(description | {"name": software}))
         log.info("registered %s", software)
+    except Conflict:
+        pass  # registered already

@@ -56,12 +56,12 @@ class LeaseKeeper(threading.Thread):
     def run(self) -> None:
         while not self._stopped.is_set():
             now = time.monotonic()
-            for lease in self._leases():
+            leases = self._leases()
+            for lease in leases:
                 if lease.extend_at <= now:
-                    self._extend(lease)
-            upcoming = [lease.extend_at for lease in self._leases()]
-            # New leases are due a third of a lease from their claim, so a short nap never misses one.
-            nap = min([*upcoming, time.monotonic() + self.interval_seconds]) - time.monotonic()
+                    self._extend(lease)  # moves its extend_at on
+            # New leases are due a third of a lease from their claim, so a nap of at most that misses none.
+            nap = min((lease.extend_at for lease in leases), default=now + self.interval_seconds) - time.monotonic()
             self._stopped.wait(max(0.0, min(nap, self.interval_seconds)))
 
     def _extend(self, lease: Lease) -> None:

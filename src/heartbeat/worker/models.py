@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -15,8 +15,16 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in names}
 
 
+class _FromJson:
+    """``from_json``: the dataclass made from the fields of an answer it knows."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(**_known_fields(cls, data))
+
+
 @dataclasses.dataclass(frozen=True)
-class Image:
+class Image(_FromJson):
     """One stored picture: its row in the overview table."""
 
     id: str
@@ -35,10 +43,6 @@ class Image:
     # In a claimed job of a software with ``after``: each upstream software's ``info`` for this image.
     upstream: dict[str, Any] | None = None
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Image:
-        return cls(**_known_fields(cls, data))
-
 
 @dataclasses.dataclass(frozen=True)
 class SignedUrl:
@@ -49,7 +53,7 @@ class SignedUrl:
 
 
 @dataclasses.dataclass(frozen=True)
-class Software:
+class Software(_FromJson):
     """One kind of processing, with its job counts per status."""
 
     name: str
@@ -61,10 +65,6 @@ class Software:
     after: list[str] = dataclasses.field(default_factory=list)  # upstream software
     origins: list[str] | None = None  # only images of these origins get a job
     throughput: dict[str, int] | None = None  # jobs done and failed in the last window_seconds
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Software:
-        return cls(**_known_fields(cls, data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,11 @@ class ClaimedJob:
     url: str
     url_expires_at: float
     image: Image  # with ``upstream`` filled in for a software with ``after``
-    upstream: dict[str, Any] | None = None
+
+    @property
+    def upstream(self) -> dict[str, Any] | None:
+        """For a software with ``after``: each upstream software's ``info`` for this image."""
+        return self.image.upstream
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClaimedJob:
@@ -88,7 +92,7 @@ class ClaimedJob:
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
+class Job(_FromJson):
     """A row of a software's job table (never its token)."""
 
     image_id: str
@@ -99,10 +103,6 @@ class Job:
     lease_expires_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Job:
-        return cls(**_known_fields(cls, data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,16 +122,12 @@ class Result:
 
 
 @dataclasses.dataclass(frozen=True)
-class ResultOutcome:
+class ResultOutcome(_FromJson):
     """How the batch submit judged one result: ``done``, ``stale`` (lease lost) or ``invalid``."""
 
     image_id: str
     status: str
     description: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ResultOutcome:
-        return cls(**_known_fields(cls, data))
 
 
 @dataclasses.dataclass(frozen=True)
