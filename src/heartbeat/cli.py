@@ -45,6 +45,12 @@ def _database_flags(parser: argparse.ArgumentParser) -> None:
     _setting_flags(parser, DATABASE_SETTINGS)
 
 
+def _api_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a client command finds the API, and the token it sends."""
+    parser.add_argument("--api", default=os.environ.get("HEARTBEAT_API", DEFAULT_API), help="env HEARTBEAT_API")
+    parser.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"), help="env HEARTBEAT_TOKEN")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heartbeat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload = commands.add_parser("upload", help="upload image files and folders over HTTP")
     upload.add_argument("paths", nargs="+", type=Path)
     upload.add_argument("--origin")
-    upload.add_argument("--api", default=os.environ.get("HEARTBEAT_API", DEFAULT_API))
-    upload.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"))
+    _api_flags(upload)
     upload.add_argument("--parallel", type=int, default=4, help="uploads at once (default 4)")
     _worker_parser(commands)
     return parser
@@ -95,8 +100,7 @@ def _worker_parser(commands: Any) -> None:
     run = worker_commands.add_parser("run", help="claim, handle and submit until SIGTERM or SIGINT")
     run.add_argument("target", metavar="module:function", help="handler(image_bytes, image) -> info | (info, rows)")
     run.add_argument("--software", required=True, help="the software whose jobs to work on")
-    run.add_argument("--api", default=os.environ.get("HEARTBEAT_API", DEFAULT_API), help="env HEARTBEAT_API")
-    run.add_argument("--token", default=os.environ.get("HEARTBEAT_TOKEN"), help="env HEARTBEAT_TOKEN")
+    _api_flags(run)
     run.add_argument("--concurrency", type=int, default=1, help="handlers running at once (default 1)")
     run.add_argument("--batch", type=int, default=1, help="jobs per claim, results per submit (default 1)")
     run.add_argument("--lease-seconds", type=int, help="lease length (default: the software's)")
@@ -257,29 +261,19 @@ def _upload_targets(paths: Sequence[Path]) -> list[Path]:
 
 
 def upload(args: argparse.Namespace) -> int:
-    import requests
     from tqdm import tqdm
 
+    from heartbeat.worker import Client, HeartbeatError
+
     targets = _upload_targets(args.paths)
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    data = {"origin": args.origin} if args.origin else {}
-    url = args.api.rstrip("/") + "/v1/images"
-    session = requests.Session()
+    client = Client(args.api, args.token, retries=2)
 
     def send(path: Path) -> tuple[str | None, bool]:
         """(what went wrong, or None; whether the server had these bytes already)."""
         try:
-            with open(path, "rb") as f:
-                response = session.post(url, files={"file": (path.name, f)}, data=data, headers=headers, timeout=120)
-        except (OSError, requests.RequestException) as error:
+            return None, bool(client.upload(path, origin=args.origin).duplicate)
+        except (OSError, HeartbeatError) as error:
             return str(error), False
-        if response.status_code in (200, 201):
-            return None, response.status_code == 200
-        try:
-            answer = response.json()
-            return f"{response.status_code} {answer.get('description') or answer.get('title')}", False
-        except ValueError:
-            return f"{response.status_code} {response.text[:200]}", False
 
     if not targets:
         print(f"no image files in {', '.join(str(path) for path in args.paths)}", file=sys.stderr)
