@@ -16,7 +16,7 @@ from typing import TextIO
 from heartbeat.db.models import Image, Upload
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.thumbnails import thumbnail_key
-from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS
+from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS, discard_upload
 
 # The key prefixes Heartbeat writes; anything else in a shared bucket is none of its business.
 PREFIXES = ("images/", "thumbnails/", "uploads/")
@@ -79,8 +79,7 @@ def run_check(
         print(f"object without a row: {stored.key} ({stored.size} bytes){done}", file=out)
     for upload in findings.stale_uploads:
         if fix:
-            storage.delete(upload.storage_key)
-            Upload.delete().where(Upload.id == upload.id).execute()
+            discard_upload(storage, upload)
         expired = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(upload.expires_at))
         print(f"stale direct upload: {upload.id} (its URL expired {expired} UTC, never completed){done}", file=out)
     if findings.recent_unowned_objects:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from heartbeat.logs import LOG_FORMATS
+
 MIB = 1024 * 1024
 
 
@@ -142,8 +144,8 @@ def parse_bool(text: str) -> bool:
 
 
 def log_format(text: str) -> str:
-    if text not in ("text", "json"):
-        raise ValueError(f"expected text or json, not {text!r}")
+    if text not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, not {text!r}")
     return text
 
 

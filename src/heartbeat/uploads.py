@@ -63,11 +63,13 @@ class DirectUploads:
                 )
         except HeartbeatError as error:
             if not isinstance(error, BackendUnavailable):  # refused: the same 4xx, and nothing left behind
-                self._discard(upload)
+                discard_upload(self._storage, upload)
             raise
-        self._discard(upload)
+        discard_upload(self._storage, upload)
         return result
 
-    def _discard(self, upload: Upload) -> None:
-        self._storage.delete(upload.storage_key)
-        Upload.delete().where(Upload.id == upload.id).execute()
+
+def discard_upload(storage: Storage, upload: Upload) -> None:
+    """An upload's object and its row, gone."""
+    storage.delete(upload.storage_key)
+    Upload.delete().where(Upload.id == upload.id).execute()

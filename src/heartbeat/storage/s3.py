@@ -117,10 +117,6 @@ class S3Storage:
         self._signer = signer or client
         self._bucket = bucket
 
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
     def create_bucket(self) -> None:
         """Make the bucket unless it exists; another API process starting at once may win the race."""
         with _store_errors(f"create bucket {self._bucket}"):
