@@ -156,7 +156,7 @@ def naive_2019(auth: DbAuth, software: str, *, threads: int, seconds: float) -> 
 
 def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, calls: int = 2000) -> float:
     """CPU seconds per call of what pipelines add to each submit of a software without dependencies:
-    :func:`heartbeat.pipeline.downstream_closure`, one short SELECT of its downstream list (a claim of
+    :func:`heartbeat.pipeline.downstream_closure`, one short SELECT of every software's ``after`` (a claim of
     such a software runs no pipeline statement at all). Run here, in this process, on the same MariaDB."""
     from heartbeat.db.database import connect
     from heartbeat.db.models import Software
