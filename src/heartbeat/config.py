@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,7 +101,8 @@ class Settings:
     max_upload_bytes: int = 50 * MIB
     max_pixels: int = 100_000_000
     url_allow: UrlAllowList = UrlAllowList()
-    url_timeout_seconds: float = 10.0
+    url_timeout_seconds: float = 10.0  # each wait for the origin of an upload by URL
+    url_deadline_seconds: float = 30.0  # the whole upload by URL: DNS, connects, redirects and body
     url_max_redirects: int = 5
     signed_url_seconds: int = 3600
     default_lease_seconds: int = 300
@@ -149,6 +151,13 @@ def log_format(text: str) -> str:
     return text
 
 
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise ValueError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -188,6 +197,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", int),
     Option("max_pixels", "HEARTBEAT_MAX_PIXELS", "larger images are refused (default 100 million)", int),
     Option("url_allow", "HEARTBEAT_URL_ALLOW", "networks or hosts URL uploads may reach", UrlAllowList.parse),
+    Option(
+        "url_deadline_seconds",
+        "HEARTBEAT_URL_DEADLINE_SECONDS",
+        "the whole time an upload by URL may take: DNS, connects, redirects and body (default 30)",
+        positive_seconds,
+    ),
     Option("threads", "HEARTBEAT_THREADS", "waitress worker threads (default 16)", positive_int),
     Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
     Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),
