@@ -108,6 +108,7 @@ class Settings:
     default_lease_seconds: int = 300
     default_max_attempts: int = 3
     threads: int = 16
+    connection_limit: int = 1000  # open connections each server process accepts at once
     log_format: str = "text"  # or "json"
     secret_key: str | None = None
     s3_endpoint: str | None = None  # "host:port" or a URL
@@ -204,6 +205,12 @@ OPTIONS: tuple[Option, ...] = (
         positive_seconds,
     ),
     Option("threads", "HEARTBEAT_THREADS", "waitress worker threads (default 16)", positive_int),
+    Option(
+        "connection_limit",
+        "HEARTBEAT_CONNECTION_LIMIT",
+        "open connections each server process accepts at once, idle keep-alive ones included (default 1000)",
+        positive_int,
+    ),
     Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
     Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),
     Option(
