@@ -39,18 +39,37 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+# Reports every Content-Security-Policy violation to the console, where the tests collect them
+# (Chromium logs most of them there itself; this catches those it does not).
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => console.error(
+  `Content Security Policy violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline code"}`));
+"""
+
+
+def csp_violations(page: Page) -> list[str]:
+    """The list that fills with the page's Content-Security-Policy violations, as they happen."""
+    violations: list[str] = []
+    page.add_init_script(REPORT_VIOLATIONS)
+    page.on("console", lambda message: "Content Security Policy" in message.text and violations.append(message.text))
+    return violations
+
+
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh tab; the test fails if the page raised an error or broke its Content-Security-Policy."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    violations = csp_violations(page)
     yield page
     folder = OUTPUT / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / "last-page.png"), full_page=True)
     context.close()
     assert not errors, f"the page raised: {errors}"
+    assert not violations, f"the page broke its Content-Security-Policy: {violations}"
 
 
 def save_screenshot(page: Page, name: str) -> None:
@@ -183,3 +202,29 @@ def test_with_auth_on_the_dashboard_asks_for_a_token_once_and_keeps_it_for_the_t
     page.reload()
     expect(page.get_by_text("No images yet.")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('heartbeat-token')") == secret
+
+
+def test_the_dashboard_runs_no_script_but_its_own_and_cannot_be_framed(start_server, browser: Browser):
+    server = start_server()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        expect(page.get_by_text("No software registered yet.")).to_be_visible()
+        with page.expect_console_message(lambda message: "script-src 'self'" in message.text):
+            injected = page.evaluate(
+                """() => {
+                  const script = document.createElement("script");
+                  script.textContent = "window.injectedRan = true";
+                  document.body.append(script);
+                  return window.injectedRan === true;
+                }"""
+            )
+        assert injected is False
+
+        elsewhere = context.new_page()  # a page of another origin (about:blank) framing the dashboard
+        with elsewhere.expect_console_message(lambda message: "frame-ancestors 'none'" in message.text):
+            elsewhere.set_content(f'<iframe src="{server.url}/"></iframe>')
+        assert elsewhere.frames[-1].url.startswith("chrome-error:"), "the frame shows an error, not the dashboard"
+    finally:
+        context.close()

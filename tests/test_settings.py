@@ -34,6 +34,8 @@ EXAMPLES = {
     "HEARTBEAT_S3_SECURE": ("false", False),
     "HEARTBEAT_S3_PUBLIC_ENDPOINT": ("localhost:9000", "localhost:9000"),
     "HEARTBEAT_URL_ALLOW": ("10.0.0.0/8,cam.local", UrlAllowList.parse("cam.local,10.0.0.0/8")),
+    "HEARTBEAT_URL_DEADLINE_SECONDS": ("12.5", 12.5),
+    "HEARTBEAT_CONNECTION_LIMIT": ("2000", 2000),
     "HEARTBEAT_DB_AUTH": (json.dumps(INLINE_DB_AUTH), DbAuth(**INLINE_DB_AUTH)),
 }
 
@@ -67,7 +69,14 @@ def test_db_auth_is_a_file_or_its_json(tmp_path):
 
 @pytest.mark.parametrize(
     ("variable", "text"),
-    [("HEARTBEAT_PORT", "eighty"), ("HEARTBEAT_S3_SECURE", "maybe"), ("HEARTBEAT_THREADS", "0")],
+    [
+        ("HEARTBEAT_PORT", "eighty"),
+        ("HEARTBEAT_S3_SECURE", "maybe"),
+        ("HEARTBEAT_THREADS", "0"),
+        ("HEARTBEAT_URL_DEADLINE_SECONDS", "0"),
+        ("HEARTBEAT_URL_DEADLINE_SECONDS", "inf"),
+        ("HEARTBEAT_CONNECTION_LIMIT", "0"),
+    ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(variable, text, tmp_path):
     done = heartbeat("serve", "--data-dir", str(tmp_path), env={variable: text})

@@ -8,9 +8,11 @@ refuse them before any connection is made.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
+import select
 import socket
 import threading
 import time
@@ -23,10 +25,12 @@ from urllib.parse import urlsplit
 import falcon.testing
 import PIL.Image
 import pytest
+import requests
 
 from heartbeat.app import create_app
 from heartbeat.config import Settings, UrlAllowList
 from heartbeat.storage import Storage
+from heartbeat.urlsyntax import check_url
 from helpers import fetch_url, free_port, image_bytes, multipart, stored_keys
 
 LOOPBACK = UrlAllowList.parse("127.0.0.0/8")
@@ -145,6 +149,62 @@ class Flood:
             handler.close_connection = True
         finally:
             self.finished.set()
+
+
+class Slow:
+    """A route that sends its headers (unless ``headers`` is False), then ``body`` one byte every
+    ``seconds`` (or nothing, with None), and then waits. ``started`` counts the requests it got;
+    ``hung_up`` is set when the fetcher closes the connection; ``release`` ends every wait."""
+
+    def __init__(self, body: bytes = b"", seconds: float | None = None, *, headers: bool = True):
+        self.body = body
+        self.seconds = seconds
+        self.headers = headers
+        self.started = threading.Semaphore(0)
+        self.hung_up = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        self.started.release()
+        handler.close_connection = True
+        try:
+            if self.headers:
+                handler.send_response(200)
+                handler.send_header("Content-Type", "image/jpeg")
+                handler.send_header("Content-Length", str(len(self.body)))
+                handler.end_headers()
+            for index in range(len(self.body) if self.seconds is not None else 0):
+                if self._hang_up_within(handler, self.seconds):
+                    return
+                handler.wfile.write(self.body[index : index + 1])
+            self._hang_up_within(handler, None)
+        except OSError:
+            self.hung_up.set()
+
+    def _hang_up_within(self, handler: BaseHTTPRequestHandler, seconds: float | None) -> bool:
+        """Wait ``seconds`` (None: until released) for the fetcher to hang up; whether it did."""
+        ends_at = None if seconds is None else time.monotonic() + seconds
+        while not self.released.is_set() and (ends_at is None or time.monotonic() < ends_at):
+            wait = 0.02 if ends_at is None else max(0.0, min(0.02, ends_at - time.monotonic()))
+            readable, _, _ = select.select([handler.connection], [], [], wait)
+            if readable and not handler.connection.recv(1, socket.MSG_PEEK):
+                self.hung_up.set()
+                return True
+        return self.released.is_set()
+
+
+@pytest.fixture
+def slow_routes() -> Iterator[Callable[..., Slow]]:
+    """Make :class:`Slow` routes, all released when the test ends."""
+    made: list[Slow] = []
+
+    def make(*args: Any, **kwargs: Any) -> Slow:
+        made.append(Slow(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for route in made:
+        route.released.set()
 
 
 @pytest.fixture
@@ -540,3 +600,238 @@ def test_bad_metadata_gives_400_without_fetching(api, source, channel, fields):
     assert result.status_code == 400, result.text
     assert source.requested == []
     assert_nothing_kept(api)
+
+
+# --- the deadline: DNS, connects, redirects and body together ---------------------------------
+
+DEADLINE_SECONDS = 1.0
+# Past the deadline by this much, the fetch was not cut by it (a loaded machine included): each
+# slow source below would hold the fetch for half a minute or more.
+CUT_WITHIN_SECONDS = 10.0
+
+
+@pytest.fixture
+def deadline_api(make_api) -> Api:
+    """A one-second deadline, and a per-read timeout long enough that only the deadline can cut a fetch."""
+    return make_api(url_allow=LOOPBACK, url_deadline_seconds=DEADLINE_SECONDS, url_timeout_seconds=60)
+
+
+def assert_cut_at_the_deadline(api: Api, result: falcon.testing.Result, started: float) -> None:
+    assert result.status_code == 422, result.text
+    assert "deadline" in result.json["description"]
+    assert time.monotonic() - started < CUT_WITHIN_SECONDS
+    assert_nothing_kept(api)
+
+
+@pytest.mark.parametrize("channel", ["json", "form"])
+def test_a_source_trickling_its_body_without_pause_is_cut_at_the_deadline(deadline_api, source, slow_routes, channel):
+    trickle = slow_routes(image_bytes(), seconds=0.05)  # never silent for long, done only after half a minute
+    source.routes["/img.jpg"] = trickle
+    send = deadline_api.by_json if channel == "json" else deadline_api.by_form
+    started = time.monotonic()
+    result = send(source.url("/img.jpg"))
+    assert_cut_at_the_deadline(deadline_api, result, started)
+    assert trickle.hung_up.wait(timeout=CUT_WITHIN_SECONDS)
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["silent-after-headers", "silent-from-the-start"])
+@pytest.mark.parametrize("channel", ["json", "form"])
+def test_a_source_that_sends_nothing_is_cut_at_the_deadline(deadline_api, source, slow_routes, channel, headers):
+    silent = slow_routes(image_bytes(), seconds=None, headers=headers)
+    source.routes["/img.jpg"] = silent
+    send = deadline_api.by_json if channel == "json" else deadline_api.by_form
+    started = time.monotonic()
+    result = send(source.url("/img.jpg"))
+    assert_cut_at_the_deadline(deadline_api, result, started)
+    assert silent.hung_up.wait(timeout=CUT_WITHIN_SECONDS)
+
+
+def test_redirects_share_one_deadline(deadline_api, source):
+    # Each hop answers in 0.3 s, well within the per-read timeout; together they pass the deadline.
+    def slow_redirect(target: str) -> Route:
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            time.sleep(0.3)  # the hop's slowness is what is tested; nothing to wait on
+            redirect(target)(handler)
+
+        return route
+
+    for hop in range(5):
+        source.routes[f"/hop{hop}"] = slow_redirect(f"/hop{hop + 1}")
+    source.routes["/hop5"] = answer(image_bytes())
+    started = time.monotonic()
+    result = deadline_api.by_json(source.url("/hop0"))
+    assert_cut_at_the_deadline(deadline_api, result, started)
+    assert len(source.requested) < 5
+
+
+@pytest.fixture
+def slow_dns(monkeypatch) -> Iterator[threading.Event]:
+    """``slow-dns.heartbeat.test`` resolves to 127.0.0.1 only once the returned event is set."""
+    answer_now = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow-dns.heartbeat.test":
+            answer_now.wait(timeout=60)
+            host = "127.0.0.1"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield answer_now
+    answer_now.set()
+
+
+def test_a_dns_lookup_that_does_not_answer_is_cut_at_the_deadline(make_api, source, slow_dns):
+    api = make_api(url_allow=UrlAllowList.parse("slow-dns.heartbeat.test"), url_deadline_seconds=DEADLINE_SECONDS)
+    source.routes["/img.jpg"] = answer(image_bytes())
+    started = time.monotonic()
+    result = api.by_json(source.url("/img.jpg", host="slow-dns.heartbeat.test"))
+    assert_cut_at_the_deadline(api, result, started)
+    assert source.requested == []
+
+
+def test_a_slow_source_that_finishes_within_the_deadline_is_fetched_whole(deadline_api, source, slow_routes):
+    data = image_bytes()  # one byte at a time, over about 0.2 s
+    source.routes["/img.jpg"] = slow_routes(data, seconds=0.2 / len(data))
+    result = deadline_api.by_json(source.url("/img.jpg"))
+    assert result.status_code == 201, result.text
+    assert signed_bytes(deadline_api, result.json["id"]) == data
+
+
+def test_slow_sources_hold_only_their_own_threads_and_only_until_the_deadline(start_server, source, slow_routes):
+    server = start_server("--threads", "3", "--url-allow", "127.0.0.0/8", "--url-deadline-seconds", "3")
+    trickle = slow_routes(image_bytes(), seconds=0.05)
+    source.routes["/img.jpg"] = trickle
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow_uploads = [
+            pool.submit(requests.post, f"{server.url}/v1/images", json={"url": source.url("/img.jpg")}, timeout=60)
+            for _ in range(2)
+        ]
+        for _ in slow_uploads:
+            assert trickle.started.acquire(timeout=10)  # both fetches are under way, each on a thread of its own
+        health = requests.get(f"{server.url}/v1/health", timeout=2)
+        upload = requests.post(f"{server.url}/v1/images", files={"file": ("a.png", image_bytes(fmt="PNG"))}, timeout=2)
+        assert (health.status_code, upload.status_code) == (200, 201)
+        for slow_upload in slow_uploads:
+            refused = slow_upload.result()
+            assert refused.status_code == 422
+            assert "deadline" in refused.json()["description"]
+    assert trickle.hung_up.wait(timeout=CUT_WITHIN_SECONDS)
+    [stored] = requests.get(f"{server.url}/v1/images", timeout=5).json()["images"]
+    assert stored["id"] == upload.json()["id"]
+
+
+# --- malformed URLs: 422, saying what is wrong, before any lookup or connection ---------------
+
+MALFORMED_URLS = {
+    # id: (URL, words the description holds); {port} is the local source's, which nothing may reach
+    "ipv6-unclosed": ("http://[::1/img.jpg", "malformed"),
+    "ipv6-not-an-address": ("http://[::g]:{port}/img.jpg", "malformed"),
+    "ipv4-in-brackets": ("http://[127.0.0.1]:{port}/img.jpg", "malformed"),
+    "text-after-brackets": ("http://[::1]x:{port}/img.jpg", "host and port"),
+    "port-too-large": ("http://127.0.0.1:99999/img.jpg", "port"),
+    "port-zero": ("http://127.0.0.1:0/img.jpg", "port"),
+    "port-not-a-number": ("http://127.0.0.1:abc/img.jpg", "port"),
+    "port-signed": ("http://127.0.0.1:+{port}/img.jpg", "port"),
+    "no-host": ("http:///img.jpg", "no host"),
+    "no-host-but-a-port": ("http://:{port}/img.jpg", "no host"),
+    "nul": ("http://127.0.0.1:{port}/img\x00.jpg", "control character U+0000"),
+    "header-injection": ("http://127.0.0.1:{port}/img.jpg\r\nX-Injected: 1", "control character U+000D"),
+    "tab-in-host": ("http://127.0.\t0.1:{port}/img.jpg", "control character U+0009"),
+    "delete-character": ("http://127.0.0.1:{port}/img\x7f.jpg", "control character U+007F"),
+    "space-in-path": ("http://127.0.0.1:{port}/my img.jpg", "a space"),
+    "space-in-host": ("http://local host:{port}/img.jpg", "a space"),
+    "backslash-userinfo": ("http://example.com\\@127.0.0.1:{port}/img.jpg", "a backslash"),
+    "idna-empty-punycode": ("http://xn--/img.jpg", "not a valid domain name"),
+    "idna-bad-punycode": ("http://xn--abc.example/img.jpg", "not a valid domain name"),
+    "idna-disallowed-character": ("http://caf\u00e9\u2044.example/img.jpg", "not a valid domain name"),
+    "label-too-long": (f"http://{'a' * 64}.example/img.jpg", "DNS label"),
+    "host-too-long": (f"http://{'a' * 60}.{'b' * 60}.{'c' * 60}.{'d' * 60}.{'e' * 60}/img.jpg", "longer than 253"),
+    "empty-label": ("http://images..example/img.jpg", "DNS label"),
+    "leading-dot": ("http://.example/img.jpg", "DNS label"),
+    "hyphen-at-label-end": ("http://images-.example/img.jpg", "DNS label"),
+    "userinfo": ("http://user:secret@127.0.0.1:{port}/img.jpg", "user name or password"),
+    "userinfo-hiding-the-host": ("http://127.0.0.1:{port}@example.com/img.jpg", "user name or password"),
+    "two-at-signs": ("http://a@127.0.0.1:{port}@example.com/img.jpg", "user name or password"),
+}
+
+
+@pytest.mark.parametrize("channel", ["json", "form"])
+@pytest.mark.parametrize(("url", "words"), MALFORMED_URLS.values(), ids=MALFORMED_URLS.keys())
+def test_a_malformed_url_is_422_saying_what_is_wrong(api, source, channel, url, words):
+    source.routes["/img.jpg"] = answer(image_bytes())
+    send = api.by_json if channel == "json" else api.by_form
+    result = send(url.format(port=source.port))
+    assert result.status_code == 422, result.text
+    assert words in result.json["description"]
+    assert source.requested == []
+    assert_nothing_kept(api)
+
+
+def test_a_url_longer_than_the_limit_is_refused_on_the_form_as_the_json_schema_refuses_it(api, source):
+    source.routes["/img.jpg"] = answer(image_bytes())
+    long_url = source.url("/img.jpg?" + "a" * 5000)
+    assert api.by_form(long_url).status_code == 422
+    assert api.by_json(long_url).status_code == 400
+    assert source.requested == []
+    assert_nothing_kept(api)
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [
+        ("http://[::1/img.jpg", "malformed"),
+        ("http://127.0.0.1:99999/img.jpg", "port"),
+        ("http://user:secret@127.0.0.1:{port}/img.jpg", "user name or password"),
+        ("http://xn--/img.jpg", "not a valid domain name"),
+    ],
+    ids=["ipv6-unclosed", "bad-port", "userinfo", "idna"],
+)
+def test_a_redirect_to_a_malformed_url_is_422_saying_so(api, source, location, words):
+    source.routes["/r"] = redirect(location.format(port=source.port))
+    source.routes["/img.jpg"] = answer(image_bytes())
+    result = api.by_json(source.url("/r"))
+    assert result.status_code == 422, result.text
+    assert "redirected" in result.json["description"]
+    assert words in result.json["description"]
+    assert source.requested == ["/r"]
+    assert_nothing_kept(api)
+
+
+def test_a_redirect_with_an_unencoded_space_in_its_path_is_followed_as_browsers_do(api, source):
+    source.routes["/r"] = redirect("/my img.jpg")
+    source.routes["/my%20img.jpg"] = answer(image_bytes())
+    result = api.by_json(source.url("/r"))
+    assert result.status_code == 201, result.text
+    assert result.json["filename"] == "my img.jpg"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/img.jpg",
+        "https://EXAMPLE.com:443/a/b.jpg?size=large#top",
+        "http://example.com./img.jpg",
+        "http://b\u00fccher.example/img.jpg",
+        "http://xn--bcher-kva.example/img.jpg",
+        "http://under_score.example/img.jpg",
+        "http://127.1:8080/img.jpg",
+        "http://[::1]:8080/img.jpg",
+        "http://example.com:/img.jpg",
+        "http://example.com/caf\u00e9%20au%20lait.jpg",
+    ],
+    ids=[
+        "plain",
+        "upper-case-port-query",
+        "trailing-dot",
+        "idn",
+        "a-label",
+        "underscore",
+        "short-ipv4",
+        "ipv6",
+        "empty-port",
+        "non-ascii-path",
+    ],
+)
+def test_a_well_formed_url_passes_the_syntax_check(url):
+    check_url(url)  # raises UrlRefused otherwise

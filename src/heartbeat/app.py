@@ -11,7 +11,7 @@ import peewee
 
 from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
-from heartbeat.api.middleware import DatabaseConnection, RequestLog
+from heartbeat.api.middleware import DatabaseConnection, RequestLog, SecurityHeaders
 from heartbeat.api.params import json_handler
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
@@ -47,6 +47,7 @@ def create_app(
     metrics = Metrics()
     metrics.watch_jobs(registry)
     middleware: list[Any] = [
+        SecurityHeaders(),
         RequestLog(metrics),
         DatabaseConnection(database),
         Authorization(serving_on_loopback=is_loopback(settings.host)),

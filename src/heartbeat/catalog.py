@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from heartbeat.db.database import database_proxy, placeholder, quoted
 from heartbeat.db.models import Image, job_model
-from heartbeat.errors import InvalidInput, NotFound
+from heartbeat.errors import BackendUnavailable, InvalidInput, NotFound
 from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
 from heartbeat.queue import delete_image_rows, reprioritize
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import thumbnail_key
+
+log = logging.getLogger(__name__)
 
 
 class Catalog:
@@ -66,13 +69,29 @@ class Catalog:
         return self.get(image_id)
 
     def delete(self, image_id: str) -> None:
-        """The row, its jobs and extra-table rows in one transaction, then its bytes."""
+        """The row, its jobs and extra-table rows in one transaction, then its bytes.
+
+        The commit is the deletion. A database that fails before it changes nothing (503). A store
+        that fails after it cannot undo it: the bytes it kept are objects without a row, which
+        ``heartbeat check --fix`` removes, and the delete succeeds, with a warning in the log.
+        """
         with database_proxy.atomic():
             image = self.get(image_id)
             delete_image_rows(image_id)
             image.delete_instance()
-        self._storage.delete(image.storage_key)
-        self._storage.delete(thumbnail_key(image.id))
+        keys = [image.storage_key, thumbnail_key(image.id)]
+        for done, key in enumerate(keys):
+            try:
+                self._storage.delete(key)
+            except (BackendUnavailable, OSError) as error:
+                # A store that failed once will likely fail again: the rest waits for `heartbeat check --fix`.
+                log.warning(
+                    "image %s is deleted but its objects %s are left behind (%s); `heartbeat check --fix` removes them",
+                    image_id,
+                    ", ".join(keys[done:]),
+                    error,
+                )
+                return
 
 
 IMAGE_COLUMNS = tuple(field.column_name for field in Image._meta.sorted_fields)

@@ -1,7 +1,8 @@
 """``heartbeat check``: rows whose bytes are gone, objects no row owns, direct uploads never completed.
 
-Bytes are always stored before their row is committed, so a crash can leave an object without a
-row (an orphan) but never a row without its object, unless the store itself lost it. Objects are
+Bytes are always stored before their row is committed, and deleted only after its deletion is, so a
+crash, or a store that fails during a delete, can leave an object without a row (an orphan) but
+never a row without its object, unless the store itself lost it. Objects are
 listed before rows are read, so an upload that finishes during the check is seen as owned; an
 object younger than the grace period is left alone all the same (its row may be on its way).
 """

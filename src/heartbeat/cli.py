@@ -145,6 +145,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from heartbeat.api.auth import is_loopback
     from heartbeat.db.database import database_proxy
+    from heartbeat.server import waitress_options
     from heartbeat.tokens import tokens_exist
     from heartbeat.wsgi import app_from_settings
 
@@ -162,15 +163,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 2
     print(f"Heartbeat serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
-    waitress.serve(
-        app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        ident="heartbeat",
-        # Bodies past the upload limit (plus room for the form around the file) are cut off by waitress.
-        max_request_body_size=settings.max_upload_bytes + 1024 * 1024,
-    )
+    waitress.serve(app, host=settings.host, port=settings.port, **waitress_options(settings))
     return 0
 
 

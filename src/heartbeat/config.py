@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,12 +101,14 @@ class Settings:
     max_upload_bytes: int = 50 * MIB
     max_pixels: int = 100_000_000
     url_allow: UrlAllowList = UrlAllowList()
-    url_timeout_seconds: float = 10.0
+    url_timeout_seconds: float = 10.0  # each wait for the origin of an upload by URL
+    url_deadline_seconds: float = 30.0  # the whole upload by URL: DNS, connects, redirects and body
     url_max_redirects: int = 5
     signed_url_seconds: int = 3600
     default_lease_seconds: int = 300
     default_max_attempts: int = 3
     threads: int = 16
+    connection_limit: int = 1000  # open connections each server process accepts at once
     log_format: str = "text"  # or "json"
     secret_key: str | None = None
     s3_endpoint: str | None = None  # "host:port" or a URL
@@ -149,6 +152,13 @@ def log_format(text: str) -> str:
     return text
 
 
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise ValueError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -188,7 +198,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", int),
     Option("max_pixels", "HEARTBEAT_MAX_PIXELS", "larger images are refused (default 100 million)", int),
     Option("url_allow", "HEARTBEAT_URL_ALLOW", "networks or hosts URL uploads may reach", UrlAllowList.parse),
+    Option(
+        "url_deadline_seconds",
+        "HEARTBEAT_URL_DEADLINE_SECONDS",
+        "the whole time an upload by URL may take: DNS, connects, redirects and body (default 30)",
+        positive_seconds,
+    ),
     Option("threads", "HEARTBEAT_THREADS", "waitress worker threads (default 16)", positive_int),
+    Option(
+        "connection_limit",
+        "HEARTBEAT_CONNECTION_LIMIT",
+        "open connections each server process accepts at once, idle keep-alive ones included (default 1000)",
+        positive_int,
+    ),
     Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
     Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),
     Option(

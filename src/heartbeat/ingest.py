@@ -101,6 +101,7 @@ class Ingest:
                 spool,
                 allow=settings.url_allow,
                 timeout_seconds=settings.url_timeout_seconds,
+                deadline_seconds=settings.url_deadline_seconds,
                 max_bytes=settings.max_upload_bytes,
                 max_redirects=settings.url_max_redirects,
             )
