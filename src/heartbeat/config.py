@@ -106,6 +106,8 @@ class Settings:
     default_lease_seconds: int = 300
     default_max_attempts: int = 3
     threads: int = 16
+    processes: int = 1
+    max_waiting_claims: int | None = None  # None: half the threads
     log_format: str = "text"  # or "json"
     secret_key: str | None = None
     s3_endpoint: str | None = None  # "host:port" or a URL
@@ -114,6 +116,22 @@ class Settings:
     s3_region: str = "us-east-1"  # known up front, so that presigning never asks the store
     s3_secure: bool | None = None  # None: the endpoint URL's scheme says, else HTTPS
     s3_public_endpoint: str | None = None  # the host presigned URLs are signed for
+
+    @property
+    def waiting_claims_limit(self) -> int:
+        """How many long-polling claims one process lets wait at once: ``max_waiting_claims``, by default
+        half of ``threads``, so that the other half always serves uploads, submits and reads."""
+        if self.max_waiting_claims is not None:
+            return self.max_waiting_claims
+        return max(1, self.threads // 2)
+
+    def check_serving(self) -> None:
+        """:class:`SettingError` for settings that could not serve well together."""
+        if self.waiting_claims_limit >= self.threads:
+            raise SettingError(
+                f"HEARTBEAT_MAX_WAITING_CLAIMS (--max-waiting-claims) is {self.waiting_claims_limit}: it must be "
+                f"less than HEARTBEAT_THREADS (--threads), {self.threads}, or waiting claims could hold every thread"
+            )
 
     @property
     def local_storage_dir(self) -> Path:
@@ -156,6 +174,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or a positive number, not {text!r}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One setting: its :class:`Settings` field, environment variable and ``heartbeat serve`` flag."""
@@ -188,7 +213,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", int),
     Option("max_pixels", "HEARTBEAT_MAX_PIXELS", "larger images are refused (default 100 million)", int),
     Option("url_allow", "HEARTBEAT_URL_ALLOW", "networks or hosts URL uploads may reach", UrlAllowList.parse),
-    Option("threads", "HEARTBEAT_THREADS", "waitress worker threads (default 16)", positive_int),
+    Option("threads", "HEARTBEAT_THREADS", "waitress worker threads of each process (default 16)", positive_int),
+    Option(
+        "processes",
+        "HEARTBEAT_PROCESSES",
+        "server processes sharing the port, to use more cores (default 1)",
+        positive_int,
+    ),
+    Option(
+        "max_waiting_claims",
+        "HEARTBEAT_MAX_WAITING_CLAIMS",
+        "long-polling claims each process lets wait at once (default: half the threads); others get Retry-After",
+        natural_int,
+    ),
     Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
     Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),
     Option(
