@@ -13,6 +13,7 @@ import pytest
 
 from heartbeat.app import Service, build_service
 from heartbeat.config import Settings
+from heartbeat.queue.waiting import RETURNS_PER_SECOND
 from helpers import claim, distinct_images, register, upload
 
 CLAIM = "/v1/software/face_detection/claim"
@@ -140,3 +141,18 @@ def test_the_metrics_count_waiting_and_turned_away_claims(client, service):
     assert 'heartbeat_claims_turned_away_total{software="face_detection"} 1.0' in page
     service.close()
     first.join(timeout=10)
+
+
+def test_however_many_claims_are_turned_away_they_come_back_at_a_bounded_rate(settings, database, storage, clock):
+    service = build_service(
+        dataclasses.replace(settings, max_waiting_claims=0), database=database, storage=storage, clock=clock
+    )
+    client = falcon.testing.TestClient(service.app)
+    register(client)
+    due_back = []
+    for _ in range(400):  # a fleet of 400 idle workers, each turned away once
+        answer = client.simulate_post(CLAIM, json={"wait_seconds": 20})
+        due_back.append(time.monotonic() + int(answer.headers["Retry-After"]))
+    assert int(answer.headers["Retry-After"]) <= 60
+    busiest_second = max(sum(1 for due in due_back if start <= due < start + 1) for start in due_back)
+    assert busiest_second <= 2 * RETURNS_PER_SECOND  # 400 at once without the bound

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -21,15 +20,6 @@ from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
-
-# The longest ``Retry-After`` a claim turned away from waiting is given, in seconds.
-MAX_RETRY_AFTER_SECONDS = 5
-
-
-def retry_after_seconds(wait_seconds: float) -> int:
-    """When a claim that could not wait should come back: about as long as it meant to wait, 1 to
-    ``MAX_RETRY_AFTER_SECONDS`` whole seconds (RFC 9110's delta-seconds); the worker adds jitter."""
-    return max(1, min(MAX_RETRY_AFTER_SECONDS, math.ceil(wait_seconds)))
 
 
 class Claim:
@@ -76,7 +66,7 @@ class Claim:
                     self._metrics.claims_waiting.dec()
             else:
                 self._metrics.claims_turned_away.labels(name).inc()
-                resp.set_header("Retry-After", str(retry_after_seconds(wait_seconds)))
+                resp.set_header("Retry-After", str(self._waiting.retry_after(wait_seconds)))
         self._metrics.claims.labels(name).inc(len(claimed))
         resp.media = {"jobs": self._describe(req, software, claimed)}
 

@@ -15,12 +15,18 @@ software's waiting claims when it would. The database so sees a few reads a seco
 waited-for software, however many workers wait. What the watcher last saw also answers claims that
 are turned away: while it found nothing a moment ago and nothing woke the software since, such a
 claim needs no database work at all.
+
+The ``Retry-After`` of a turned-away claim is about as long as it meant to wait (1 to 5 seconds),
+or longer when many workers are turned away: each is given the first second from then on in which
+fewer than ``RETURNS_PER_SECOND`` turned-away claims are due back, so that however large the fleet,
+their returns reach a process at most that often (each still costs a token check).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -34,6 +40,10 @@ from heartbeat.queue.claims import JobQueue
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+RETURNS_PER_SECOND = 20  # turned-away claims coming back to one process, at most about
+MIN_RETRY_AFTER_SECONDS = 1
+BASE_RETRY_AFTER_SECONDS = 5  # the longest Retry-After while few workers are turned away
+MAX_RETRY_AFTER_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,7 @@ class WaitingClaims:
         self._software: dict[str, Software] = {}
         self._looks: dict[str, _Look] = {}
         self._watcher: threading.Thread | None = None
+        self._due_back: Counter[int] = Counter()  # whole monotonic second -> turned-away claims due back then
         self.closing = False
 
     @property
@@ -83,6 +94,21 @@ class WaitingClaims:
             self._waiting[software.name] -= 1
             if self._waiting[software.name] <= 0:
                 del self._waiting[software.name]
+
+    def retry_after(self, wait_seconds: float) -> int:
+        """The ``Retry-After`` (whole seconds, RFC 9110's delta-seconds) for a claim turned away now:
+        see the module's docstring."""
+        now = math.floor(time.monotonic())
+        shortest = max(MIN_RETRY_AFTER_SECONDS, min(BASE_RETRY_AFTER_SECONDS, math.ceil(wait_seconds)))
+        with self._lock:
+            for second in [second for second in self._due_back if second < now]:
+                del self._due_back[second]
+            seconds = next(
+                (s for s in range(shortest, MAX_RETRY_AFTER_SECONDS) if self._due_back[now + s] < RETURNS_PER_SECOND),
+                MAX_RETRY_AFTER_SECONDS,
+            )
+            self._due_back[now + seconds] += 1
+        return seconds
 
     def close(self) -> None:
         """The server is stopping: waiting claims end now (empty), and no claim waits from now on."""
