@@ -69,6 +69,10 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         "ident": "heartbeat",
         # Bodies past the upload limit (plus room for the form around the file) are cut off by waitress.
         "max_request_body_size": settings.max_upload_bytes + 1024 * 1024,
+        # A fleet of workers each keeps a connection open: waitress's default stops accepting at 100,
+        # and its select() fails past 1024 descriptors (poll() does not).
+        "connection_limit": 1000,
+        "asyncore_use_poll": True,
     }
 
 

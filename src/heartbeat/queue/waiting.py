@@ -40,7 +40,7 @@ from heartbeat.queue.claims import JobQueue
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
-RETURNS_PER_SECOND = 20  # turned-away claims coming back to one process, at most about
+RETURNS_PER_SECOND = 10  # turned-away claims coming back to one process, at most about
 MIN_RETRY_AFTER_SECONDS = 1
 BASE_RETRY_AFTER_SECONDS = 5  # the longest Retry-After while few workers are turned away
 MAX_RETRY_AFTER_SECONDS = 60
