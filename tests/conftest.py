@@ -333,6 +333,8 @@ def start_server(
                     return server
             except requests.ConnectionError:
                 time.sleep(0.05)  # the port is not open yet; nothing to wait on but the clock
+            except requests.Timeout:
+                pass  # open, but the server processes are still starting
         raise RuntimeError("server did not answer within 30 s")
 
     yield start

@@ -36,6 +36,8 @@ EXAMPLES = {
     "HEARTBEAT_URL_ALLOW": ("10.0.0.0/8,cam.local", UrlAllowList.parse("cam.local,10.0.0.0/8")),
     "HEARTBEAT_URL_DEADLINE_SECONDS": ("12.5", 12.5),
     "HEARTBEAT_CONNECTION_LIMIT": ("2000", 2000),
+    "HEARTBEAT_PROCESSES": ("2", 2),
+    "HEARTBEAT_MAX_WAITING_CLAIMS": ("3", 3),
     "HEARTBEAT_DB_AUTH": (json.dumps(INLINE_DB_AUTH), DbAuth(**INLINE_DB_AUTH)),
 }
 

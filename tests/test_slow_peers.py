@@ -3,7 +3,7 @@ a health check at once while a client sends its body slowly, reads an answer slo
 keep-alive connections, or holds more connections than ``select()`` can watch.
 
 Each test runs ``heartbeat serve`` as a real process, since these are promises of waitress as
-Heartbeat configures it (``heartbeat.server``), which Falcon's test client never meets.
+Heartbeat configures it (``heartbeat.server.adjustments``), which Falcon's test client never meets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from heartbeat.config import Settings
-from heartbeat.server import waitress_options
+from heartbeat.server.adjustments import waitress_options
 
 HEALTH_SECONDS = 5  # an idle server answers in milliseconds; this is only how long we wait to be sure it does not
 LARGE_DOWNLOAD_BYTES = 40 * 1024 * 1024  # well past waitress's 16 MiB outbuf_high_watermark and the socket buffers

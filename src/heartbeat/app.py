@@ -1,7 +1,12 @@
-"""``create_app``: the Falcon app, built from the objects it is given. It never reads the environment."""
+"""``create_app``: the Falcon app, built from the objects it is given. It never reads the environment.
+
+:func:`build_service` gives the app with the parts of it that outlive a request, for ``heartbeat
+serve`` to start (the lease reaper) and stop (waiting claims); tests use :func:`create_app`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,31 +25,51 @@ from heartbeat.ingest import Ingest, new_image_id
 from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
 from heartbeat.queue.reaper import LeaseReaper
+from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
 from heartbeat.uploads import DirectUploads
 
 
-def create_app(
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """The app, and what of it lives beyond a request."""
+
+    app: falcon.App
+    queue: JobQueue
+    registry: Registry
+    metrics: Metrics
+    waiting: WaitingClaims
+
+    def lease_reaper(self, interval_seconds: float) -> LeaseReaper:
+        """A reaper (not started) that fails the jobs whose last lease ran out, every ``interval_seconds``."""
+        return LeaseReaper(self.queue, self.registry, self.metrics, interval_seconds=interval_seconds)
+
+    def close(self) -> None:
+        """The server is stopping: waiting claims answer now, and no new claim waits."""
+        self.waiting.close()
+
+
+def build_service(
     settings: Settings,
     *,
     database: peewee.Database,
     storage: Storage,
     clock: Callable[[], float] = time.time,
     new_id: Callable[[], str] = new_image_id,
-    reap_leases_every_seconds: float | None = None,
-) -> falcon.App:
+    metrics_dir: str | None = None,
+) -> Service:
     """The WSGI app over an already connected ``database`` and a ``storage`` backend.
 
-    With ``reap_leases_every_seconds`` a background thread fails jobs whose last lease ran out
-    (a served app wants it; tests that move the clock by hand do without).
+    ``metrics_dir``: prometheus-client's multiprocess folder, when several processes serve.
     """
     registry = Registry(
         clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
     )
     queue = JobQueue(clock)
+    waiting = WaitingClaims(queue, max_waiting=settings.waiting_claims_limit)
     ingest = Ingest(settings, storage, queue.signal, clock=clock, new_id=new_id)
-    metrics = Metrics()
+    metrics = Metrics(metrics_dir)
     metrics.watch_jobs(registry)
     middleware: list[Any] = [
         SecurityHeaders(),
@@ -63,11 +88,22 @@ def create_app(
         storage=storage,
         registry=registry,
         queue=queue,
+        waiting=waiting,
         metrics=metrics,
         catalog=Catalog(storage, registry),
         ingest=ingest,
         uploads=DirectUploads(settings, storage, ingest, clock=clock),
     )
-    if reap_leases_every_seconds:
-        LeaseReaper(queue, registry, metrics, interval_seconds=reap_leases_every_seconds).start()
-    return app
+    return Service(app, queue, registry, metrics, waiting)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: peewee.Database,
+    storage: Storage,
+    clock: Callable[[], float] = time.time,
+    new_id: Callable[[], str] = new_image_id,
+) -> falcon.App:
+    """The WSGI app alone (no reaper: tests move the clock and expire leases by hand)."""
+    return build_service(settings, database=database, storage=storage, clock=clock, new_id=new_id).app

@@ -141,19 +141,22 @@ def _connect(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from heartbeat.api.auth import is_loopback
-    from heartbeat.db.database import database_proxy
-    from heartbeat.server import waitress_options
+    from heartbeat.db.database import close_all, connect
+    from heartbeat.server import serve as serve_forever
+    from heartbeat.storage import open_storage
     from heartbeat.tokens import tokens_exist
-    from heartbeat.wsgi import app_from_settings
 
     settings = settings_from_args(args)
+    settings.check_serving()
     configure_logging(settings.log_format)
-    app = app_from_settings(settings)
-    with database_proxy.connection_context():
-        open_server = not tokens_exist()
+    # Checked here, once, before the port is taken; each server process connects again on its own.
+    database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
+    try:
+        with database.connection_context():
+            open_server = not tokens_exist()
+    finally:
+        close_all(database)
     if open_server and not is_loopback(settings.host):
         print(
             f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves only "
@@ -162,9 +165,8 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"Heartbeat serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
-    waitress.serve(app, host=settings.host, port=settings.port, **waitress_options(settings))
-    return 0
+    open_storage(settings)  # an unreachable store stops the start here, with one line
+    return serve_forever(settings)
 
 
 def check(args: argparse.Namespace) -> int:

@@ -109,6 +109,8 @@ class Settings:
     default_max_attempts: int = 3
     threads: int = 16
     connection_limit: int = 1000  # open connections each server process accepts at once
+    processes: int = 1
+    max_waiting_claims: int | None = None  # None: half the threads
     log_format: str = "text"  # or "json"
     secret_key: str | None = None
     s3_endpoint: str | None = None  # "host:port" or a URL
@@ -117,6 +119,23 @@ class Settings:
     s3_region: str = "us-east-1"  # known up front, so that presigning never asks the store
     s3_secure: bool | None = None  # None: the endpoint URL's scheme says, else HTTPS
     s3_public_endpoint: str | None = None  # the host presigned URLs are signed for
+
+    @property
+    def waiting_claims_limit(self) -> int:
+        """How many long-polling claims one process lets wait at once: ``max_waiting_claims``, by default
+        half of ``threads`` (none with one thread), so that the others always serve uploads, submits
+        and reads."""
+        if self.max_waiting_claims is not None:
+            return self.max_waiting_claims
+        return self.threads // 2
+
+    def check_serving(self) -> None:
+        """:class:`SettingError` for settings that could not serve well together."""
+        if self.waiting_claims_limit >= self.threads:
+            raise SettingError(
+                f"HEARTBEAT_MAX_WAITING_CLAIMS (--max-waiting-claims) is {self.waiting_claims_limit}: it must be "
+                f"less than HEARTBEAT_THREADS (--threads), {self.threads}, or waiting claims could hold every thread"
+            )
 
     @property
     def local_storage_dir(self) -> Path:
@@ -166,6 +185,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or a positive number, not {text!r}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One setting: its :class:`Settings` field, environment variable and ``heartbeat serve`` flag."""
@@ -204,12 +230,24 @@ OPTIONS: tuple[Option, ...] = (
         "the whole time an upload by URL may take: DNS, connects, redirects and body (default 30)",
         positive_seconds,
     ),
-    Option("threads", "HEARTBEAT_THREADS", "waitress worker threads (default 16)", positive_int),
+    Option("threads", "HEARTBEAT_THREADS", "waitress worker threads of each process (default 16)", positive_int),
     Option(
         "connection_limit",
         "HEARTBEAT_CONNECTION_LIMIT",
         "open connections each server process accepts at once, idle keep-alive ones included (default 1000)",
         positive_int,
+    ),
+    Option(
+        "processes",
+        "HEARTBEAT_PROCESSES",
+        "server processes sharing the port, to use more cores (default 1)",
+        positive_int,
+    ),
+    Option(
+        "max_waiting_claims",
+        "HEARTBEAT_MAX_WAITING_CLAIMS",
+        "long-polling claims each process lets wait at once (default: half the threads); others get Retry-After",
+        natural_int,
     ),
     Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
     Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),

@@ -156,8 +156,9 @@ class Ingest:
             "height": checked.height,
             "storage_key": key,
         }
+        claimable: list[str] = []
         try:
-            image = _insert_image(row)
+            image, claimable = _insert_image(row)
         except peewee.IntegrityError:
             existing = Image.get_or_none(Image.sha256 == checked.sha256)
             if existing is None or existing.id != image_id:
@@ -174,7 +175,8 @@ class Ingest:
         except BaseException:
             self._discard(image_id, key)
             raise
-        self._signal.notify()
+        if claimable:
+            self._signal.notify(*claimable)
         return Ingested(image, created=True)
 
     def _discard(self, image_id: str, key: str) -> None:
@@ -195,11 +197,10 @@ class Ingest:
 
 
 @transaction
-def _insert_image(row: dict[str, Any]) -> Image:
-    """The image's row and a job for every software, together."""
+def _insert_image(row: dict[str, Any]) -> tuple[Image, list[str]]:
+    """The image's row and a job for every software, together; and the software it gave claimable work."""
     image = Image.create(**row)
-    create_jobs(image)
-    return image
+    return image, create_jobs(image)
 
 
 def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:

@@ -1,7 +1,8 @@
 """Prometheus metrics: counters this process counts, and job gauges read from the database at scrape time.
 
-Counters are per API process (scrape each process); the job gauges come from the shared database,
-so every process reports the same, correct numbers.
+Counters are per server (``heartbeat serve --processes N`` keeps them in prometheus-client's
+multiprocess files, summed at each scrape); the job gauges come from the shared database, so every
+server reports the same, correct numbers.
 """
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -34,15 +43,33 @@ class JobGauges(Collector):
 
 
 class Metrics:
-    """Every metric of one app, in its own registry (so that several apps in one process stay apart)."""
+    """Every metric of one app, in its own registry (so that several apps in one process stay apart).
 
-    def __init__(self) -> None:
+    ``multiprocess_dir``: the folder of prometheus-client's multiprocess mode, when the server runs in
+    several processes; a scrape then sums every process's files.
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self._multiprocess_dir = multiprocess_dir
+        self._gauges: list[Collector] = []
         self.registry = registry = CollectorRegistry()
         self.uploads = Counter("heartbeat_uploads", "Images stored", registry=registry)
         self.duplicates = Counter("heartbeat_duplicates", "Uploads of bytes already stored", registry=registry)
         self.claims = Counter("heartbeat_claims", "Jobs handed out", ["software"], registry=registry)
         self.submits = Counter("heartbeat_submits", "Results stored", ["software"], registry=registry)
         self.failures = Counter("heartbeat_failures", "Failures reported by workers", ["software"], registry=registry)
+        self.claims_turned_away = Counter(
+            "heartbeat_claims_turned_away",
+            "Claims answered at once with Retry-After: no job, and no room to wait",
+            ["software"],
+            registry=registry,
+        )
+        self.claims_waiting = Gauge(
+            "heartbeat_claims_waiting",
+            "Long-polling claims waiting now",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.lease_expiries = Counter(
             "heartbeat_lease_expiries", "Jobs claimed again after their lease ran out", ["software"], registry=registry
         )
@@ -55,7 +82,18 @@ class Metrics:
         )
 
     def watch_jobs(self, registry: Registry) -> None:
-        self.registry.register(JobGauges(registry))
+        self._gauges.append(JobGauges(registry))
+        self.registry.register(self._gauges[-1])
+
+    def exposition(self) -> bytes:
+        """Every metric in the Prometheus text format."""
+        if self._multiprocess_dir is None:
+            return bytes(generate_latest(self.registry))
+        scraped = CollectorRegistry()
+        multiprocess.MultiProcessCollector(scraped, path=self._multiprocess_dir)
+        for gauges in self._gauges:
+            scraped.register(gauges)
+        return bytes(generate_latest(scraped))
 
 
 class MetricsPage:
@@ -66,4 +104,4 @@ class MetricsPage:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(self._metrics.registry)
+        resp.data = self._metrics.exposition()

@@ -1,27 +1,26 @@
-"""The one place that builds the app from the environment: ``waitress-serve heartbeat.wsgi:app``."""
+"""The one place that builds the app from the environment for another WSGI server:
+``waitress-serve heartbeat.wsgi:app`` (``heartbeat serve`` is the usual way, see ``server/``)."""
 
 from __future__ import annotations
 
+import functools
+
 import falcon
 
-from heartbeat.app import create_app
+from heartbeat.app import build_service
 from heartbeat.config import Settings
 from heartbeat.db.database import connect
+from heartbeat.server import REAP_LEASES_EVERY_SECONDS
 from heartbeat.storage import open_storage
 
-# How often each API process fails the jobs whose last lease ran out (a cheap read of claimed jobs).
-REAP_LEASES_EVERY_SECONDS = 2.0
 
-
+@functools.cache
 def app_from_settings(settings: Settings) -> falcon.App:
-    """The served app: the configured database and storage, and the lease reaper running."""
-    database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
-    return create_app(
-        settings,
-        database=database,
-        storage=open_storage(settings),
-        reap_leases_every_seconds=REAP_LEASES_EVERY_SECONDS,
-    )
+    """The served app (made once): the configured database and storage, and the lease reaper running."""
+    database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=settings.threads)
+    service = build_service(settings, database=database, storage=open_storage(settings))
+    service.lease_reaper(REAP_LEASES_EVERY_SECONDS).start()
+    return service.app
 
 
 def __getattr__(name: str) -> falcon.App:

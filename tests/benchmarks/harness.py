@@ -164,6 +164,8 @@ class Server:
                     return
             except requests.ConnectionError:
                 time.sleep(0.1)  # the port is not open yet: nothing else to wait on
+            except requests.Timeout:
+                pass  # open, but the server processes are still starting
         raise RuntimeError("heartbeat serve did not answer within 60 s")
 
     def __enter__(self) -> Server:

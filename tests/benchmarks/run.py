@@ -8,6 +8,7 @@ number alone. Databases: ``heartbeat_bench`` and ``heartbeat_bench_<images>`` (d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import socket
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import bench_claims
+import bench_fleet
 import bench_latency
 import bench_memory
 import bench_uploads
@@ -40,7 +42,9 @@ CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
-BENCHMARKS = ["uploads", "claims", "memory", "latency"]
+BENCHMARKS = ["uploads", "claims", "memory", "latency", "fleet"]
+FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
+PROCESSES_IMAGES = 100_000
 
 
 def free_port() -> int:
@@ -140,6 +144,20 @@ def latency(workdir: Path, large: int, claims: int) -> Figure:
     return Figure(name, large_latencies.p(0.99) / small_latencies.p(0.99), "<= 1.5")
 
 
+def fleet(workdir: Path, uploads: int, seconds: float) -> list[Figure]:
+    fresh_database(FLEET_DATABASE)
+    try:
+        figures = bench_fleet.waiting_fleet(FLEET_DATABASE, workdir / "waiting", free_port(), jpegs(uploads), 10)
+        figures.append(
+            bench_fleet.processes_claim_rate(
+                FLEET_DATABASE, workdir / "processes", (free_port(), free_port()), PROCESSES_IMAGES, seconds
+            )
+        )
+    finally:
+        drop_database(FLEET_DATABASE)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=12, help="measured time of each claim load (default 12)")
@@ -168,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         drop_database(MARIADB)  # the shared server keeps none of it
         if "latency" in args.only:
             figures.append(latency(workdir / "latency", args.large, args.latency_claims))
+        if "fleet" in args.only:
+            figures.extend(fleet(workdir / "fleet", args.uploads, args.seconds))
 
     print("\nsummary:", flush=True)
     for figure in figures:

@@ -17,39 +17,76 @@ from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
 from heartbeat.metrics import Metrics
 from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, describe_job
+from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
 
-# How often a long-polling claim looks again for work that other API processes added.
-POLL_SECONDS = 0.5
-
 
 class Claim:
-    def __init__(self, registry: Registry, queue: JobQueue, storage: Storage, settings: Settings, metrics: Metrics):
+    """``POST /v1/software/{name}/claim``: lease jobs, or wait up to ``wait_seconds`` for one.
+
+    Waiting is bounded per process by :class:`WaitingClaims`; a claim that finds no job and no room to
+    wait is answered at once with ``{"jobs": []}`` and a ``Retry-After`` header.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        queue: JobQueue,
+        waiting: WaitingClaims,
+        storage: Storage,
+        settings: Settings,
+        metrics: Metrics,
+    ):
         self._metrics = metrics
         self._registry = registry
         self._queue = queue
+        self._waiting = waiting
         self._storage = storage
         self._settings = settings
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         media = read_body(req, schemas.CLAIM, optional=True)
         software = self._registry.get(name)
-        deadline = time.monotonic() + media.get("wait_seconds", 0)
-        while True:
-            generation = self._queue.signal.generation()
-            # A paused software's claim finds nothing, and waits as if there were no work.
-            outcome = self._queue.claim(
-                software, max_jobs=int(media.get("max", 1)), lease_seconds=media.get("lease_seconds")
-            )
-            claimed = outcome.jobs
-            self._metrics.lease_expiries.labels(name).inc(outcome.expired_leases)
-            remaining = deadline - time.monotonic()
-            if claimed or remaining <= 0:
-                break
-            self._queue.signal.wait(generation, min(remaining, POLL_SECONDS))
+        max_jobs, lease_seconds = int(media.get("max", 1)), media.get("lease_seconds")
+        wait_seconds = float(media.get("wait_seconds", 0))
+        deadline = time.monotonic() + wait_seconds
+        generation = self._queue.signal.generation(name)
+        claimed: list[ClaimedJob] = []
+        # A paused software's claim finds nothing, and waits as if there were no work.
+        if not (wait_seconds and self._waiting.known_empty(software)):
+            claimed = self._claim(software, max_jobs, lease_seconds)
+        if not claimed and wait_seconds:
+            if self._waiting.enter(software):
+                self._metrics.claims_waiting.inc()
+                try:
+                    claimed = self._wait(software, max_jobs, lease_seconds, generation, deadline)
+                finally:
+                    self._waiting.leave(software)
+                    self._metrics.claims_waiting.dec()
+            else:
+                self._metrics.claims_turned_away.labels(name).inc()
+                resp.set_header("Retry-After", str(self._waiting.retry_after(wait_seconds)))
         self._metrics.claims.labels(name).inc(len(claimed))
         resp.media = {"jobs": self._describe(req, software, claimed)}
+
+    def _claim(self, software: Software, max_jobs: int, lease_seconds: int | None) -> list[ClaimedJob]:
+        outcome = self._queue.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
+        self._metrics.lease_expiries.labels(software.name).inc(outcome.expired_leases)
+        return outcome.jobs
+
+    def _wait(
+        self, software: Software, max_jobs: int, lease_seconds: int | None, generation: int, deadline: float
+    ) -> list[ClaimedJob]:
+        """Claim each time the software is woken (by this process's work, or by the watcher) until a
+        claim gets jobs or the deadline passes."""
+        signal = self._queue.signal
+        while signal.wait(software.name, generation, deadline - time.monotonic()) and not self._waiting.closing:
+            generation = signal.generation(software.name)
+            claimed = self._claim(software, max_jobs, lease_seconds)
+            if claimed:
+                return claimed
+        return []
 
     def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
         image_ids = [job.image_id for job in claimed]

@@ -18,6 +18,7 @@ from heartbeat.config import Settings
 from heartbeat.ingest import Ingest
 from heartbeat.metrics import Metrics, MetricsPage
 from heartbeat.queue import JobQueue
+from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
 from heartbeat.uploads import DirectUploads
@@ -31,6 +32,7 @@ def add_routes(
     storage: Storage,
     registry: Registry,
     queue: JobQueue,
+    waiting: WaitingClaims,
     metrics: Metrics,
     catalog: Catalog,
     ingest: Ingest,
@@ -59,7 +61,7 @@ def add_routes(
     app.add_route("/v1/software/{name}/requeue", software, suffix="requeue")
     app.add_route("/v1/software/{name}/pause", software, suffix="pause")
     app.add_route("/v1/software/{name}/resume", software, suffix="resume")
-    app.add_route("/v1/software/{name}/claim", Claim(registry, queue, storage, settings, metrics))
+    app.add_route("/v1/software/{name}/claim", Claim(registry, queue, waiting, storage, settings, metrics))
     app.add_route("/v1/software/{name}/results", BatchResults(registry, queue, metrics))
     app.add_route("/v1/software/{name}/jobs", JobCollection(registry))
     app.add_route("/v1/software/{name}/jobs/{image_id}", job)

@@ -57,7 +57,7 @@ class SoftwareItem:
 
     def on_post_resume(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self._registry.describe(self._registry.set_paused(name, False))
-        self._queue.signal.notify()  # waiting claims look again at once
+        self._queue.signal.notify(name)  # waiting claims look again at once
 
     def on_post_requeue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         software = self._registry.get(name)

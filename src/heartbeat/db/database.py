@@ -105,15 +105,33 @@ def mysql_database(auth: DbAuth, *, max_connections: int = 32) -> peewee.Databas
     )
 
 
-def connect(*, data_dir: str | Path, db_auth: DbAuth | None) -> peewee.Database:
-    """Open the configured database, bind the models to it and create missing tables."""
+# Connections a server process may hold besides one per thread: the lease reaper, the claim watcher.
+BACKGROUND_CONNECTIONS = 4
+
+
+def connect(*, data_dir: str | Path, db_auth: DbAuth | None, threads: int = 16) -> peewee.Database:
+    """Open the configured database, bind the models to it and create missing tables.
+
+    ``threads``: how many server threads will use it (a MySQL pool holds one connection for each).
+    """
     from heartbeat.db.models import create_base_tables, set_table_settings
 
-    database = mysql_database(db_auth) if db_auth else sqlite_database(Path(data_dir) / "heartbeat.db")
+    if db_auth:
+        database = mysql_database(db_auth, max_connections=threads + BACKGROUND_CONNECTIONS)
+    else:
+        database = sqlite_database(Path(data_dir) / "heartbeat.db")
     database_proxy.initialize(database)
     set_table_settings([f"DEFAULT CHARSET=utf8mb4 COLLATE={_binary_collation(database)}"] if db_auth else [])
     create_base_tables()
     return database
+
+
+def close_all(database: peewee.Database) -> None:
+    """Close every connection of ``database`` (a pool's idle ones too): the process is done with it."""
+    if isinstance(database, PooledMySQLDatabase):
+        database.close_all()
+    else:
+        database.close()
 
 
 def server_version(database: peewee.Database) -> tuple[str, tuple[int, int]]:

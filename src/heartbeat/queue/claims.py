@@ -125,6 +125,10 @@ class JobQueue:
             outcome.expired_leases += row.status == "claimed"
         return len(candidates), outcome
 
+    def has_claimable(self, software: Software) -> bool:
+        """Whether a claim for ``software`` would find a job now (outside any transaction; no locks)."""
+        return self._table(software).has_claimable(software.id, self._clock())
+
     def _candidates_are_locked(self) -> bool:
         """MySQL's ``FOR UPDATE SKIP LOCKED`` locks the rows it reads; SQLite's ``BEGIN IMMEDIATE`` keeps
         every other writer out of the transaction."""
@@ -332,7 +336,7 @@ class JobQueue:
     ) -> Job:
         """Back to pending after a backoff while attempts remain, else ``failed``."""
         failed = self._record_failure(software, image_id, token, error, retry, retry_after)
-        self.signal.notify()
+        self.signal.notify(software.name)
         return failed
 
     @transaction
@@ -359,7 +363,7 @@ class JobQueue:
     def release(self, software: Software, image_id: str, token: str) -> Job:
         """Back to pending at once; the attempt does not count."""
         released = self._release(software, image_id, token)
-        self.signal.notify()
+        self.signal.notify(software.name)
         return released
 
     @transaction

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import peewee
 
@@ -20,7 +19,8 @@ log = logging.getLogger(__name__)
 class LeaseReaper:
     """Every ``interval_seconds``, for every software: :meth:`JobQueue.expire_leases`.
 
-    Each API process runs one; the conditional UPDATE lets them all run without harm.
+    ``heartbeat serve`` runs one per server (in the first of its processes); servers on other hosts
+    run their own, and the conditional UPDATE lets them all run without harm.
     """
 
     def __init__(self, queue: JobQueue, registry: Registry, metrics: Metrics, *, interval_seconds: float):
@@ -28,6 +28,8 @@ class LeaseReaper:
         self._registry = registry
         self._metrics = metrics
         self._interval_seconds = interval_seconds
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
         """One round over every software; returns how many jobs it failed."""
@@ -40,11 +42,17 @@ class LeaseReaper:
         return total
 
     def start(self) -> None:
-        threading.Thread(target=self._loop, name="lease-reaper", daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, name="lease-reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread after the round it may be in."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def _loop(self) -> None:
-        while True:  # a daemon thread: it ends with its process
-            time.sleep(self._interval_seconds)
+        while not self._stopped.wait(self._interval_seconds):
             try:
                 self.run_once()
             except peewee.PeeweeException as error:  # the database is away: the next round tries again

@@ -16,8 +16,9 @@ from heartbeat.db.models import Image, Software, Stage, extra_table_model, job_m
 from heartbeat.pipeline import SKIPPED, dependency_order, settle, skip_reason
 
 
-def create_jobs(image: Image) -> None:
-    """Give a new image a job in every software's table; call inside its transaction.
+def create_jobs(image: Image) -> list[str]:
+    """Give a new image a job in every software's table; call inside its transaction. Returns the
+    names of the software whose job can be claimed at once (to wake their waiting claims).
 
     Pending (waiting, for software with upstream software), or skipped for an origin the software
     does not take. On MySQL the registry is read with a shared lock, so a software being registered
@@ -28,6 +29,7 @@ def create_jobs(image: Image) -> None:
         query = query.for_update("LOCK IN SHARE MODE")  # type: ignore[arg-type]
     registered = {software.name: software for software in query}
     skipped: set[str] = set()
+    claimable = []
     for name in dependency_order({name: software.after for name, software in registered.items()}):
         software = registered[name]
         row: dict[str, Any] = {
@@ -40,7 +42,10 @@ def create_jobs(image: Image) -> None:
         if reason is not None:
             skipped.add(name)
             row |= {"status": SKIPPED, "stage": Stage.FINISHED, "error": reason, "finished_at": image.uploaded_date}
+        elif row["stage"] == Stage.READY:
+            claimable.append(name)
         job_model(name).insert(**row).execute()
+    return claimable
 
 
 @transaction

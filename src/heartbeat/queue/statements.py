@@ -56,6 +56,7 @@ class JobTable:
             f" lease_expires_at = {p}, available_at = {p}, error = NULL"
         )
         self._still_claimable = f"stage = {int(Stage.READY)} AND available_at <= {p}"
+        self._any_claimable = f"SELECT 1 FROM {table} WHERE {self._still_claimable} LIMIT 1"
         unchanged = f"image_id = {p} AND status = {p} AND {self._still_claimable}"
         self._take_free = f"{self._taking}, token = {p} WHERE {unchanged} AND token IS NULL"
         self._take_expired = f"{self._taking}, token = {p} WHERE {unchanged} AND token = {p}"
@@ -72,6 +73,13 @@ class JobTable:
             return []
         cursor = database_proxy.execute_sql(self.candidates_sql, (now, limit))
         return [Candidate(*row) for row in cursor.fetchall()]
+
+    def has_claimable(self, software_id: int, now: float) -> bool:
+        """Whether an unpaused software has a job a claim would take now: two reads along indexes."""
+        paused = database_proxy.execute_sql(self._paused, (software_id,)).fetchone()
+        if paused is None or paused[0]:
+            return False
+        return database_proxy.execute_sql(self._any_claimable, (now,)).fetchone() is not None
 
     def take(self, row: Candidate, token: str, now: float, lease_expires_at: float) -> bool:
         """Lease one job, if it is still as ``row`` saw it (nobody took it meanwhile)."""
