@@ -699,7 +699,9 @@ def test_a_slow_source_that_finishes_within_the_deadline_is_fetched_whole(deadli
 
 
 def test_slow_sources_hold_only_their_own_threads_and_only_until_the_deadline(start_server, source, slow_routes):
-    server = start_server("--threads", "3", "--url-allow", "127.0.0.0/8", "--url-deadline-seconds", "3")
+    server = start_server(
+        "--threads", "3", "--max-url-fetches", "2", "--url-allow", "127.0.0.0/8", "--url-deadline-seconds", "3"
+    )
     trickle = slow_routes(image_bytes(), seconds=0.05)
     source.routes["/img.jpg"] = trickle
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -719,6 +721,28 @@ def test_slow_sources_hold_only_their_own_threads_and_only_until_the_deadline(st
     assert trickle.hung_up.wait(timeout=CUT_WITHIN_SECONDS)
     [stored] = requests.get(f"{server.url}/v1/images", timeout=5).json()["images"]
     assert stored["id"] == upload.json()["id"]
+
+
+def test_uploads_by_url_beyond_the_fetch_limit_answer_503_at_once(start_server, source, slow_routes):
+    server = start_server("--threads", "8", "--url-allow", "127.0.0.0/8", "--url-deadline-seconds", "5")
+    trickle = slow_routes(image_bytes(), seconds=0.05)
+    source.routes["/img.jpg"] = trickle
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = [
+            pool.submit(requests.post, f"{server.url}/v1/images", json={"url": source.url("/img.jpg")}, timeout=60)
+            for _ in range(2)  # the default limit of 8 threads: 2 fetches at once
+        ]
+        for _ in slow:
+            assert trickle.started.acquire(timeout=10)
+        began = time.monotonic()
+        busy = requests.post(f"{server.url}/v1/images", json={"url": source.url("/img.jpg")}, timeout=10)
+        assert time.monotonic() - began < 2
+        assert busy.status_code == 503
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert "by URL" in busy.json()["description"]
+        assert requests.get(f"{server.url}/v1/health", timeout=2).status_code == 200
+        assert [upload.result().status_code for upload in slow] == [422, 422]
+    assert requests.get(f"{server.url}/v1/images", timeout=5).json()["images"] == []
 
 
 # --- malformed URLs: 422, saying what is wrong, before any lookup or connection ---------------

@@ -111,6 +111,7 @@ class Settings:
     connection_limit: int = 1000  # open connections each server process accepts at once
     processes: int = 1
     max_waiting_claims: int | None = None  # None: half the threads
+    max_url_fetches: int | None = None  # None: a quarter of the threads, at least one
     log_format: str = "text"  # or "json"
     secret_key: str | None = None
     s3_endpoint: str | None = None  # "host:port" or a URL
@@ -128,6 +129,14 @@ class Settings:
         if self.max_waiting_claims is not None:
             return self.max_waiting_claims
         return self.threads // 2
+
+    @property
+    def url_fetches_limit(self) -> int:
+        """How many uploads by URL one process fetches at once: ``max_url_fetches``, by default a quarter
+        of ``threads`` (at least one), so that slow origins never hold most of the threads."""
+        if self.max_url_fetches is not None:
+            return self.max_url_fetches
+        return max(1, self.threads // 4)
 
     def check_serving(self) -> None:
         """:class:`SettingError` for settings that could not serve well together."""
@@ -248,6 +257,12 @@ OPTIONS: tuple[Option, ...] = (
         "HEARTBEAT_MAX_WAITING_CLAIMS",
         "long-polling claims each process lets wait at once (default: half the threads); others get Retry-After",
         natural_int,
+    ),
+    Option(
+        "max_url_fetches",
+        "HEARTBEAT_MAX_URL_FETCHES",
+        "uploads by URL each process fetches at once (default: a quarter of the threads); others get 503",
+        positive_int,
     ),
     Option("log_format", "HEARTBEAT_LOG_FORMAT", "text (the default) or json: one JSON object a line", log_format),
     Option("secret_key", "HEARTBEAT_SECRET_KEY", "signs local storage's URLs (default: a key kept in DATA_DIR)"),

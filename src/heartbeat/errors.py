@@ -14,6 +14,7 @@ HeartbeatError
  ├── Refused              well-formed, but refused                  (422)
  │    └── UrlRefused      the URL may not or cannot be fetched
  └── BackendUnavailable   the database or object store is down      (503)
+      └── Busy            this server is doing as much of it as it may
 """
 
 from __future__ import annotations
@@ -77,3 +78,11 @@ class UrlRefused(Refused):
 
 class BackendUnavailable(HeartbeatError):
     """A backend (database or object storage) is unreachable."""
+
+    retry_after_seconds = 5
+
+
+class Busy(BackendUnavailable):
+    """This server is busy: try again in a moment."""
+
+    retry_after_seconds = 1

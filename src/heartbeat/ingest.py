@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
@@ -21,7 +22,7 @@ from heartbeat import urlfetch
 from heartbeat.config import Settings
 from heartbeat.db.database import transaction
 from heartbeat.db.models import Image
-from heartbeat.errors import InvalidInput, TooLarge, UnsupportedImage
+from heartbeat.errors import Busy, InvalidInput, TooLarge, UnsupportedImage
 from heartbeat.queue import WorkSignal, create_jobs
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
@@ -83,6 +84,7 @@ class Ingest:
         self._clock = clock
         self._new_id = new_id
         self._spool_dir = settings.data_dir / "tmp"
+        self._fetch_slots = threading.BoundedSemaphore(settings.url_fetches_limit)
 
     @contextlib.contextmanager
     def receive(self, stream: BinaryIO) -> Iterator[Path]:
@@ -93,7 +95,22 @@ class Ingest:
 
     @contextlib.contextmanager
     def fetch(self, url: str) -> Iterator[tuple[Path, str]]:
-        """Fetch ``url`` through the address guard into a temporary file; yield it and a file name."""
+        """Fetch ``url`` through the address guard into a temporary file; yield it and a file name.
+
+        Raises :class:`Busy` (503, ``Retry-After``) when ``url_fetches_limit`` fetches run already:
+        slow origins hold a thread each until the URL deadline, and may not hold most of them.
+        """
+        settings = self._settings
+        if not self._fetch_slots.acquire(blocking=False):
+            raise Busy(f"{settings.url_fetches_limit} uploads by URL are being fetched already; try again shortly")
+        try:
+            with self._fetched(url) as fetched:
+                yield fetched
+        finally:
+            self._fetch_slots.release()
+
+    @contextlib.contextmanager
+    def _fetched(self, url: str) -> Iterator[tuple[Path, str]]:
         settings = self._settings
         with self._spooled() as (spool, path):
             filename = urlfetch.fetch(

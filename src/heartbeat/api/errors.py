@@ -39,6 +39,8 @@ def _domain_error(req: falcon.Request, resp: falcon.Response, error: errors.Hear
     status = status_of(error)
     if status == 401:
         raise falcon.HTTPUnauthorized(description=error.description, challenges=["Bearer"])
+    if isinstance(error, errors.BackendUnavailable):
+        raise falcon.HTTPServiceUnavailable(description=error.description, retry_after=error.retry_after_seconds)
     raise falcon.HTTPError(falcon.code_to_http_status(status), description=error.description)
 
 
