@@ -17,7 +17,7 @@ import peewee
 from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection, RequestLog, SecurityHeaders
-from heartbeat.api.params import json_handler
+from heartbeat.api.params import UnicodeRequestLine, json_handler
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
@@ -74,6 +74,7 @@ def build_service(
     middleware: list[Any] = [
         SecurityHeaders(),
         RequestLog(metrics),
+        UnicodeRequestLine(),
         DatabaseConnection(database),
         Authorization(serving_on_loopback=is_loopback(settings.host)),
     ]
