@@ -80,7 +80,9 @@ def build_service(
     ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
-    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler()
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = app.resp_options.media_handlers[falcon.MEDIA_JSON] = (
+        json_handler()
+    )
     add_error_handlers(app)
     add_routes(
         app,

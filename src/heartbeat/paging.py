@@ -36,22 +36,22 @@ Row = TypeVar("Row")
 
 @dataclasses.dataclass(frozen=True)
 class CursorGrammar:
-    """How one kind of cursor is written (``write``: sort key -> text) and read (``read``: the match of
-    ``pattern`` -> sort key)."""
+    """How one kind of cursor is written (``write``: sort key -> text) and read (``read``: text that
+    matches ``pattern`` -> sort key). The pattern is an ECMA-262 regular expression, as JSON Schema
+    wants it, that Python reads alike."""
 
     pattern: str
     write: Callable[[Any], str]
-    read: Callable[[re.Match[str]], Any]
+    read: Callable[[str], tuple[Any, ...]]
 
-    def parse(self, cursor: str | None) -> Any:
+    def parse(self, cursor: str | None) -> tuple[Any, ...] | None:
         """The sort key ``cursor`` names (None for no cursor); :class:`InvalidInput` (400) for a string
         that does not match the pattern."""
         if cursor is None:
             return None
-        match = re.fullmatch(self.pattern, cursor)  # fullmatch: "$" alone would also take a trailing newline
-        if match is None:
+        if re.fullmatch(self.pattern, cursor) is None:  # fullmatch: Python's "$" would let a final newline by
             raise InvalidInput("cursor is not valid")
-        return self.read(match)
+        return self.read(cursor)
 
 
 # Python's repr of a double when it is plain digits; it is exact, and short for every Unix time.
@@ -74,20 +74,25 @@ def read_number(text: str) -> float:
     return max(-LARGEST_DOUBLE, min(LARGEST_DOUBLE, float(text)))
 
 
+def _read_upload_position(cursor: str) -> tuple[float, str]:
+    date, _, image_id = cursor.partition("~")  # the first "~": a date has none, an ID may
+    return read_number(date), image_id
+
+
 UPLOAD_ORDER = CursorGrammar(
-    pattern=rf"^(?P<date>{NUMBER_PATTERN})~(?P<id>{ID_PATTERN})$",
+    pattern=f"^{NUMBER_PATTERN}~{ID_PATTERN}$",
     write=lambda key: f"{write_number(key[0])}~{key[1]}",
-    read=lambda match: (read_number(match["date"]), match["id"]),
+    read=_read_upload_position,
 )
 NAME_ORDER = CursorGrammar(
-    pattern=r"^(?P<name>[a-z][a-z0-9_]{0,47})$",  # the software name pattern
+    pattern="^[a-z][a-z0-9_]{0,47}$",  # the software name pattern
     write=lambda key: key[0],
-    read=lambda match: (match["name"],),
+    read=lambda cursor: (cursor,),
 )
 ROW_ORDER = CursorGrammar(
-    pattern=r"^(?P<id>[0-9]{1,18})$",
+    pattern="^[0-9]{1,18}$",
     write=lambda key: str(key[0]),
-    read=lambda match: (int(match["id"]),),
+    read=lambda cursor: (int(cursor),),
 )
 
 
