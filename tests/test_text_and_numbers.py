@@ -323,6 +323,9 @@ def test_an_upload_form_with_neither_file_nor_url_is_400_as_the_document_says(cl
     assert not jsonschema.Draft202012Validator(schema).is_valid({"origin": "cam"})
     assert jsonschema.Draft202012Validator(schema).is_valid({"origin": "cam", "url": "http://example.com/a.jpg"})
     assert not jsonschema.Draft202012Validator(schema).is_valid({"file": "", "url": "http://example.com/a.jpg"})
+    assert jsonschema.Draft202012Validator(schema).is_valid({"file": "", "url": ""}), "an empty field is absent"
+    with_empty_url = client.simulate_post("/v1/images", **multipart({"url": ""}, image_bytes((7, 7, 7))))
+    assert with_empty_url.status_code == 201, with_empty_url.text
 
 
 @pytest.mark.parametrize(

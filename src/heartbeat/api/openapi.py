@@ -187,9 +187,16 @@ def _operation(
 
 def _upload_form() -> dict[str, Any]:
     fields = schemas.UPLOAD_FORM_FIELDS
+    url = fields["properties"]["url"]
     form = fields | {
-        "properties": {"file": {"type": "string", "format": "binary"}} | fields["properties"],
-        "oneOf": [{"required": ["file"]}, {"required": ["url"]}],
+        # An empty field counts as absent, so the url field may be empty where a file is sent.
+        "properties": {"file": {"type": "string", "format": "binary"}}
+        | fields["properties"]
+        | {"url": url | {"minLength": 0}},
+        "oneOf": [
+            {"required": ["file"], "properties": {"url": {"maxLength": 0}}},
+            {"required": ["url"], "properties": {"url": {"minLength": 1}, "file": False}},
+        ],
         "description": "`file` (the bytes) or `url` (the server fetches it), not both; an empty field counts as "
         "absent. Bytes that are not a supported image answer 415, too many bytes or pixels 413.",
     }
