@@ -148,23 +148,24 @@ class UnicodeRequestLine:
     """Falcon middleware: the path and the query string, once percent-decoded, must be UTF-8.
 
     Falcon decodes both with ``errors="replace"``, so ``?origin=%FF`` would silently filter on U+FFFD
-    and ``/v1/images/%FF`` name an image ``"\\ufffd"``. A query string that is not UTF-8 answers 400; a
-    path that is not names nothing: 404.
+    and ``/v1/images/%FF`` name an image ``"\ufffd"``. A query string that is not UTF-8 answers 400; a
+    path that is not names nothing: 404. (waitress itself refuses a request line with raw bytes past
+    ASCII, unencoded, with its own 400.)
     """
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not _decodes(_path_bytes, req.env.get("PATH_INFO", "")):
+        if not _decodes(_latin1, req.env.get("PATH_INFO", "")):
             raise NotFound("no such route: the path is not UTF-8 text")
-        if not _decodes(unquote_to_bytes, req.query_string or ""):
+        if not _decodes(lambda query: unquote_to_bytes(_latin1(query)), req.query_string or ""):
             raise InvalidInput("the query string is not UTF-8 text once percent-decoded")
 
 
-def _path_bytes(path: str) -> bytes:
-    return path.encode("latin-1")  # PEP 3333: PATH_INFO comes percent-decoded, its bytes read as latin-1
+def _latin1(wsgi_text: str) -> bytes:
+    return wsgi_text.encode("latin-1")  # PEP 3333: the server hands over bytes read as latin-1
 
 
 def _decodes(to_bytes: Callable[[str], bytes], text: str) -> bool:
-    """Whether the bytes ``to_bytes`` makes of ``text`` (as Falcon makes them) are UTF-8."""
+    """Whether the bytes ``to_bytes`` makes of ``text`` are UTF-8."""
     if "%" not in text and text.isascii():
         return True
     try:
