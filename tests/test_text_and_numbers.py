@@ -9,6 +9,7 @@ import base64
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import falcon.testing
 import jsonschema
@@ -247,6 +248,30 @@ def test_an_integral_float_is_an_integer_where_the_schema_says_integer(client, c
     assert claimed.status_code == 200, claimed.text  # MySQL refuses LIMIT 2.0
     assert [job["lease_expires_at"] for job in claimed.json["jobs"]] == [clock.now + 30] * 2
     assert client.simulate_patch(f"/v1/images/{image}", body='{"priority": 1.5}', headers=JSON).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("limit", "status"),
+    [
+        ("2.0", 200),
+        ("2", 200),
+        ("1e1", 200),
+        ("1_0", 400),
+        (" 2", 400),
+        ("2.5", 400),
+        ("1e999", 400),
+        ("0", 400),
+        ("1001", 400),
+    ],
+)
+def test_a_limit_is_read_as_a_json_number_that_must_be_an_integer(client, seeded, limit, status):
+    for path in PAGED:
+        result = client.simulate_get(path, query_string=f"limit={quote(limit)}")
+        assert result.status_code == status, (path, result.text)
+    if status == 200:
+        assert len(answer(client.simulate_get("/v1/images", query_string=f"limit={quote(limit)}"))["images"]) == min(
+            int(float(limit)), 5
+        )
 
 
 # --- input: multipart, query strings, paths, headers ----------------------------------------------

@@ -6,6 +6,7 @@ Query parameters and bodies are checked against the very schemas the OpenAPI doc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -15,14 +16,30 @@ import falcon.media
 import jsonschema
 
 from heartbeat import jsontext
+from heartbeat.api import schemas
 from heartbeat.errors import InvalidInput, NotFound, NotJson, TooLarge
-from heartbeat.paging import DEFAULT_LIMIT, MAX_LIMIT, CursorGrammar
+from heartbeat.paging import DEFAULT_LIMIT, CursorGrammar
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
+JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
 def page_limit(req: falcon.Request) -> int:
-    return req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    limit = query_integer(req, "limit", schemas.LIMIT)
+    return DEFAULT_LIMIT if limit is None else limit
+
+
+def query_integer(req: falcon.Request, name: str, schema: dict[str, Any]) -> int | None:
+    """The query parameter ``name`` as an integer that ``schema`` takes (None when absent); 400 for
+    anything else. It is read as a JSON number, so ``2.0`` counts, as JSON Schema counts it."""
+    text = req.get_param(name)
+    if text is None:
+        return None
+    number = float(text) if JSON_NUMBER.fullmatch(text) else None
+    if number is None or not number.is_integer():
+        raise InvalidInput(f"{name}: {text!r} is not an integer")
+    check(int(number), schema, where=name)
+    return int(number)
 
 
 def cursor(req: falcon.Request, grammar: CursorGrammar) -> Any:
