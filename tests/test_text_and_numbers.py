@@ -340,6 +340,16 @@ def test_other_data_may_be_sent_as_a_json_part(client):
     assert answer(result)["other_data"] == {"k": "é"}
 
 
+def test_a_form_field_sent_twice_is_400(client, storage, one_image):
+    before = stored_keys(storage)
+    origin = b'Content-Disposition: form-data; name="origin"\r\n\r\n'
+    result = client.simulate_post(
+        "/v1/images", **_form(FILE_PART + image_bytes((5, 5, 5)), origin + b"a", origin + b"b")
+    )
+    assert result.status_code == 400, result.text
+    assert stored_keys(storage) == before
+
+
 def test_an_upload_form_with_neither_file_nor_url_is_400_as_the_document_says(client, one_image):
     result = client.simulate_post("/v1/images", **multipart({"origin": "cam"}))
     assert result.status_code == 400, result.text

@@ -73,6 +73,7 @@ class ImageCollection:
     def _from_form(self, req: falcon.Request) -> Ingested:
         with contextlib.ExitStack() as stack:
             fields: dict[str, Any] = {}
+            sent: set[str] = set()
             upload: tuple[Path, str | None] | None = None
             for part in req.get_media():
                 name, filename = _part_names(part)
@@ -81,6 +82,9 @@ class ImageCollection:
                         raise InvalidInput("send one file per upload")
                     upload = (stack.enter_context(self._ingest.receive(part.stream)), filename)
                 elif name is not None and name in FORM_FIELDS:
+                    if name in sent:
+                        raise InvalidInput(f"form field {name} is sent twice")
+                    sent.add(name)
                     text = _part_text(part, name)
                     if text:  # an empty field, as HTML forms send them, counts as absent
                         fields[name] = text
