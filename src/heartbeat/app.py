@@ -17,7 +17,7 @@ import peewee
 from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection, RequestLog, SecurityHeaders
-from heartbeat.api.params import json_handler
+from heartbeat.api.params import UnicodeRequestLine, json_handler
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
@@ -74,12 +74,15 @@ def build_service(
     middleware: list[Any] = [
         SecurityHeaders(),
         RequestLog(metrics),
+        UnicodeRequestLine(),
         DatabaseConnection(database),
         Authorization(serving_on_loopback=is_loopback(settings.host)),
     ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
-    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler()
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = app.resp_options.media_handlers[falcon.MEDIA_JSON] = (
+        json_handler()
+    )
     add_error_handlers(app)
     add_routes(
         app,

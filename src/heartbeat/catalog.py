@@ -8,7 +8,7 @@ from typing import Any
 from heartbeat.db.database import database_proxy, placeholder, quoted
 from heartbeat.db.models import Image, job_model
 from heartbeat.errors import BackendUnavailable, InvalidInput, NotFound
-from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
+from heartbeat.paging import UPLOAD_ORDER, after, page_of
 from heartbeat.queue import delete_image_rows, reprioritize
 from heartbeat.registry import STATUSES, Registry
 from heartbeat.storage import Storage
@@ -43,22 +43,13 @@ class Catalog:
                 raise InvalidInput(f"status must be <software>:<{'|'.join(STATUSES)}>")
             job = job_model(self._registry.get(software_name).name)
             query = query.join(job, on=(job.image_id == Image.id)).where(job.status == job_status)
-        after = decode_cursor(cursor, [NUMBER, TEXT])
-        if after is not None:
-            uploaded_date, image_id = after
-            if newest_first:
-                query = query.where(
-                    (Image.uploaded_date < uploaded_date)
-                    | ((Image.uploaded_date == uploaded_date) & (Image.id < image_id))
-                )
-            else:
-                query = query.where(
-                    (Image.uploaded_date > uploaded_date)
-                    | ((Image.uploaded_date == uploaded_date) & (Image.id > image_id))
-                )
-        order = (Image.uploaded_date.desc(), Image.id.desc()) if newest_first else (Image.uploaded_date, Image.id)
-        images = list(query.order_by(*order).limit(limit + 1))
-        return page_of(images, limit, lambda image: [image.uploaded_date, image.id])
+        position = UPLOAD_ORDER.parse(cursor)
+        order = (Image.uploaded_date, Image.id)
+        if position is not None:
+            query = query.where(after(order, position, descending=newest_first))
+        sort = [column.desc() for column in order] if newest_first else list(order)
+        images = list(query.order_by(*sort).limit(limit + 1))
+        return page_of(images, limit, lambda image: (image.uploaded_date, image.id), UPLOAD_ORDER)
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""

@@ -18,7 +18,7 @@ from typing import IO, Any, BinaryIO
 import peewee
 import PIL.Image
 
-from heartbeat import urlfetch
+from heartbeat import jsontext, urlfetch
 from heartbeat.config import Settings
 from heartbeat.db.database import transaction
 from heartbeat.db.models import Image
@@ -221,10 +221,17 @@ def _insert_image(row: dict[str, Any]) -> tuple[Image, list[str]]:
 
 
 def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
-    if origin is not None and (not isinstance(origin, str) or len(origin) > MAX_ORIGIN_CHARS):
-        raise InvalidInput(f"origin must be text of at most {MAX_ORIGIN_CHARS} characters")
+    """:class:`InvalidInput` (400) unless the image's metadata can be stored and sent back as JSON."""
+    if origin is not None and (
+        not isinstance(origin, str) or len(origin) > MAX_ORIGIN_CHARS or not jsontext.is_unicode(origin)
+    ):
+        raise InvalidInput(f"origin must be Unicode text of at most {MAX_ORIGIN_CHARS} characters")
     if other_data is not None and not isinstance(other_data, dict):
         raise InvalidInput("other_data must be a JSON object")
+    try:
+        jsontext.check_value(other_data)
+    except ValueError as error:
+        raise InvalidInput(f"other_data cannot be stored as JSON: {error}") from None
     check_priority(priority)
 
 

@@ -1,52 +1,115 @@
-"""Keyset paging: a cursor is the sort key of the last row of the previous page.
+"""Keyset paging: a cursor is the sort key of the last row of the previous page, written out readably.
 
 A page is read with one row more than it shows: that row's presence, not a full page, says there is
 a next page, so the last page always answers ``next_cursor: null``.
+
+Each list has its :class:`CursorGrammar`: the regular expression a cursor must match, which the
+OpenAPI document states as the ``pattern`` of the ``cursor`` parameter, so that a string is a cursor
+if and only if it matches (anything else answers 400 "cursor is not valid"):
+
+- images and jobs, in upload order: ``<uploaded_date>~<id>``, the date as Python's ``repr`` of the
+  double when that is plain digits (``1700000000.25``), else its exact decimal expansion
+  (``1e+16`` is written ``10000000000000000``);
+- software, by name: ``<name>``;
+- rows of an extra table, by id: ``<id>``, a non-negative integer below 10^18.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Callable, Sequence
+import dataclasses
+import decimal
+import re
+import sys
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from heartbeat import jsontext
+import peewee
+
 from heartbeat.errors import InvalidInput
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+LARGEST_DOUBLE = sys.float_info.max
 
 Row = TypeVar("Row")
-NUMBER = (int, float)
-TEXT = (str,)
 
 
-def encode_cursor(key: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+@dataclasses.dataclass(frozen=True)
+class CursorGrammar:
+    """How one kind of cursor is written (``write``: sort key -> text) and read (``read``: text that
+    matches ``pattern`` -> sort key). The pattern is an ECMA-262 regular expression, as JSON Schema
+    wants it, that Python reads alike."""
 
+    pattern: str
+    write: Callable[[Any], str]
+    read: Callable[[str], tuple[Any, ...]]
 
-def decode_cursor(cursor: str | None, kinds: Sequence[tuple[type, ...]]) -> list[Any] | None:
-    """The sort key inside ``cursor`` (None for no cursor), each part of the kind ``kinds`` names;
-    :class:`InvalidInput` (400) for anything that is not a cursor of ours."""
-    if not cursor:
-        return None
-    try:
-        key = jsontext.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise InvalidInput("cursor is not valid") from None
-    if not isinstance(key, list) or len(key) != len(kinds):
-        raise InvalidInput("cursor is not valid")
-    for part, kind in zip(key, kinds, strict=True):
-        if isinstance(part, bool) or not isinstance(part, kind):
+    def parse(self, cursor: str | None) -> tuple[Any, ...] | None:
+        """The sort key ``cursor`` names (None for no cursor); :class:`InvalidInput` (400) for a string
+        that does not match the pattern."""
+        if cursor is None:
+            return None
+        if re.fullmatch(self.pattern, cursor) is None:  # fullmatch: Python's "$" would let a final newline by
             raise InvalidInput("cursor is not valid")
-    return key
+        return self.read(cursor)
 
 
-def page_of(rows: list[Row], limit: int, key: Callable[[Row], list[Any]]) -> tuple[list[Row], str | None]:
+# Python's repr of a double when it is plain digits; it is exact, and short for every Unix time.
+REPR_NUMBER = re.compile(r"[0-9]{1,16}(\.[0-9]{1,17})?")
+# What an exact decimal expansion of a double needs: 309 integer digits (the largest double), 1074
+# fraction digits (the smallest). Longer would name no double; anything past the largest is clamped.
+NUMBER_PATTERN = r"-?[0-9]{1,309}(\.[0-9]{1,1074})?"
+ID_PATTERN = r"[A-Za-z0-9._~-]{1,32}"  # an image ID: URL-safe, at most 32 characters
+
+
+def write_number(number: float) -> str:
+    """A double as a cursor writes it: its repr when that is plain digits, else its exact expansion."""
+    text = repr(number)
+    return text if REPR_NUMBER.fullmatch(text) else format(decimal.Decimal(number), "f")
+
+
+def read_number(text: str) -> float:
+    """The double nearest to ``text`` (exact for what :func:`write_number` wrote); a value past the
+    largest double is clamped to it, a position after (or before) everything."""
+    return max(-LARGEST_DOUBLE, min(LARGEST_DOUBLE, float(text)))
+
+
+def _read_upload_position(cursor: str) -> tuple[float, str]:
+    date, _, image_id = cursor.partition("~")  # the first "~": a date has none, an ID may
+    return read_number(date), image_id
+
+
+UPLOAD_ORDER = CursorGrammar(
+    pattern=f"^{NUMBER_PATTERN}~{ID_PATTERN}$",
+    write=lambda key: f"{write_number(key[0])}~{key[1]}",
+    read=_read_upload_position,
+)
+NAME_ORDER = CursorGrammar(
+    pattern="^[a-z][a-z0-9_]{0,47}$",  # the software name pattern
+    write=lambda key: key[0],
+    read=lambda cursor: (cursor,),
+)
+ROW_ORDER = CursorGrammar(
+    pattern="^[0-9]{1,18}$",
+    write=lambda key: str(key[0]),
+    read=lambda cursor: (int(cursor),),
+)
+
+
+def page_of(
+    rows: list[Row], limit: int, key: Callable[[Row], tuple[Any, ...]], grammar: CursorGrammar
+) -> tuple[list[Row], str | None]:
     """``rows`` read with ``limit + 1``: the page to show, and the cursor of the next page or None."""
     if len(rows) <= limit:
         return rows, None
     shown = rows[:limit]
-    return shown, encode_cursor(key(shown[-1]))
+    return shown, grammar.write(key(shown[-1]))
+
+
+def after(columns: tuple[peewee.Field, ...], key: tuple[Any, ...], *, descending: bool = False) -> peewee.Expression:
+    """The rows past ``key`` in the order of ``columns`` (the sort key, ascending unless ``descending``)."""
+    first, *rest = columns
+    past = first < key[0] if descending else first > key[0]
+    if not rest:
+        return past
+    return past | ((first == key[0]) & after(tuple(rest), key[1:], descending=descending))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import falcon
 import peewee
 
-from heartbeat import errors
+from heartbeat import errors, jsontext
 from heartbeat.db.database import close_for_good, database_proxy
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPErr
     if "description" not in body:
         body["description"] = _default_description(req, error.status_code)
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = json.dumps(body).encode()
+    resp.data = jsontext.dumps(body)  # a description may quote what the client sent
 
 
 def _default_description(req: falcon.Request, status: int) -> str:

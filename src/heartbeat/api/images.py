@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 from typing import Any
 
 import falcon
+import falcon.media.multipart
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
-from heartbeat.api.params import base_url, page_limit, read_body
+from heartbeat.api.params import base_url, check, page_limit, query, read_body
 from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import Image
@@ -23,11 +23,7 @@ from heartbeat.registry import Registry
 from heartbeat.storage import SignedUrl, Storage
 from heartbeat.thumbnails import thumbnail_key
 
-FORM_FIELDS = ("url", "origin", "other_data", "priority")
-INTEGER = re.compile(r"-?[0-9]{1,10}")
-
-
-INCLUDES = frozenset({"jobs", "thumbnail"})
+FORM_FIELDS = tuple(schemas.UPLOAD_FORM_FIELDS["properties"])
 
 
 class ImageCollection:
@@ -42,18 +38,14 @@ class ImageCollection:
         self._signer = signer
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        order = req.get_param("order", default="oldest")
-        if order not in ("oldest", "newest"):
-            raise InvalidInput("order must be oldest or newest")
-        include = set(req.get_param_as_list("include", delimiter=",", default=[]))
-        if include - INCLUDES:
-            raise InvalidInput(f"include takes {', '.join(sorted(INCLUDES))}")
+        newest_first = query(req, "order", schemas.ORDER) == "newest"
+        include = set((query(req, "include", schemas.INCLUDE) or "").split(",")) - {""}
         images, cursor = self._catalog.page(
-            origin=req.get_param("origin"),
-            status=req.get_param("status"),
+            origin=query(req, "origin", schemas.TEXT),
+            status=query(req, "status", schemas.IMAGE_STATUS),
             cursor=req.get_param("cursor"),
             limit=page_limit(req),
-            newest_first=order == "newest",
+            newest_first=newest_first,
         )
         described = []
         software = self._registry.all() if "jobs" in include else []
@@ -80,21 +72,29 @@ class ImageCollection:
 
     def _from_form(self, req: falcon.Request) -> Ingested:
         with contextlib.ExitStack() as stack:
-            fields: dict[str, str] = {}
+            fields: dict[str, Any] = {}
+            sent: set[str] = set()
             upload: tuple[Path, str | None] | None = None
             for part in req.get_media():
-                if part.name == "file":
+                name, filename = _part_names(part)
+                if name == "file":
                     if upload is not None:
                         raise InvalidInput("send one file per upload")
-                    upload = (stack.enter_context(self._ingest.receive(part.stream)), part.filename)
-                elif part.name in FORM_FIELDS:
-                    text = part.get_text()
+                    upload = (stack.enter_context(self._ingest.receive(part.stream)), filename)
+                elif name is not None and name in FORM_FIELDS:
+                    if name in sent:
+                        raise InvalidInput(f"form field {name} is sent twice")
+                    sent.add(name)
+                    text = _part_text(part, name)
                     if text:  # an empty field, as HTML forms send them, counts as absent
-                        fields[part.name] = text
+                        fields[name] = text
                 else:
-                    raise InvalidInput(f"unknown form field {part.name!r}; expected file, {', '.join(FORM_FIELDS)}")
-            origin, other_data = fields.get("origin"), _json_object(fields.get("other_data"))
-            priority = _integer(fields.get("priority", "0"), "priority")
+                    raise InvalidInput(f"unknown form field {name!r}; expected file, {', '.join(FORM_FIELDS)}")
+            if "other_data" in fields:
+                fields["other_data"] = _json_object(fields["other_data"])
+            check(fields, schemas.UPLOAD_FORM_FIELDS)
+            origin, other_data = fields.get("origin"), fields.get("other_data")
+            priority = int(fields.get("priority", "0"))
             check_metadata(origin, other_data, priority)
             if (upload is None) == ("url" not in fields):
                 raise InvalidInput("send either a file or a url")
@@ -104,10 +104,29 @@ class ImageCollection:
             return self._ingest.store(path, filename=filename, origin=origin, other_data=other_data, priority=priority)
 
 
-def _integer(text: str, field: str) -> int:
-    if not INTEGER.fullmatch(text):  # stricter than int(), which takes " 5" and "1_0"
-        raise InvalidInput(f"{field} must be an integer")
-    return int(text)
+def _part_names(part: falcon.media.multipart.BodyPart) -> tuple[str | None, str | None]:
+    """A part's field name and file name; 400 when its headers are not UTF-8 or name no Unicode text
+    (Falcon decodes them as it reads them, and a raw Latin-1 ``filename="caf\xe9.png"`` is not UTF-8)."""
+    try:
+        name, filename = part.name, part.filename
+    except UnicodeDecodeError:
+        raise InvalidInput("a form part's headers must be UTF-8 text") from None
+    if not all(jsontext.is_unicode(text) for text in (name or "", filename or "")):
+        raise InvalidInput("a form part's name and file name must be Unicode text")
+    return name, filename
+
+
+def _part_text(part: falcon.media.multipart.BodyPart, name: str) -> str:
+    """A form field's text, in the part's charset (UTF-8 when it names none); 400 when it is not text."""
+    try:
+        # get_text is None for a part that is not text/plain, such as other_data sent as application/json.
+        text = part.get_text()
+        text = part.get_data().decode("utf-8") if text is None else text
+    except UnicodeDecodeError:
+        raise InvalidInput(f"form field {name} is not UTF-8 text") from None
+    if not jsontext.is_unicode(text):  # a charset such as utf-7 can spell a lone surrogate
+        raise InvalidInput(f"form field {name} is not Unicode text")
+    return text
 
 
 def answer_ingested(req: falcon.Request, resp: falcon.Response, result: Ingested, metrics: Metrics) -> None:
@@ -118,13 +137,11 @@ def answer_ingested(req: falcon.Request, resp: falcon.Response, result: Ingested
     resp.location = f"{req.prefix}/v1/images/{result.image.id}"
 
 
-def _json_object(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
+def _json_object(text: str) -> dict[str, Any]:
     try:
         value = jsontext.loads(text)
-    except ValueError:
-        raise InvalidInput("other_data must be a JSON object") from None
+    except ValueError as error:
+        raise InvalidInput(f"other_data is not a storable JSON object: {error}") from None
     if not isinstance(value, dict):
         raise InvalidInput("other_data must be a JSON object")
     return value

@@ -7,18 +7,19 @@ from typing import Any
 
 import falcon
 
+from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.errors import status_of
-from heartbeat.api.params import base_url, check, page_limit, read_body
+from heartbeat.api.params import base_url, check, check_storable, cursor, page_limit, query, read_body
 from heartbeat.catalog import describe_image, images_by_id
 from heartbeat.config import Settings
 from heartbeat.db.models import Software, job_model
-from heartbeat.errors import HeartbeatError, InvalidInput, StaleToken
+from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
-from heartbeat.paging import NUMBER, TEXT, decode_cursor, page_of
+from heartbeat.paging import UPLOAD_ORDER, after, page_of
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, describe_job
 from heartbeat.queue.waiting import WaitingClaims
-from heartbeat.registry import STATUSES, Registry
+from heartbeat.registry import Registry
 from heartbeat.storage import Storage
 
 
@@ -124,20 +125,16 @@ class JobCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         job = job_model(self._registry.get(name).name)
         limit = page_limit(req)
-        query = job.select().order_by(job.uploaded_date, job.image_id).limit(limit + 1)
-        status = req.get_param("status")
+        order = (job.uploaded_date, job.image_id)
+        selected = job.select().order_by(*order).limit(limit + 1)
+        status = query(req, "status", schemas.JOB_STATUS)
         if status is not None:
-            if status not in STATUSES:
-                raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
-            query = query.where(job.status == status)
-        after = decode_cursor(req.get_param("cursor"), [NUMBER, TEXT])
-        if after is not None:
-            uploaded_date, image_id = after
-            query = query.where(
-                (job.uploaded_date > uploaded_date) | ((job.uploaded_date == uploaded_date) & (job.image_id > image_id))
-            )
-        rows, cursor = page_of(list(query), limit, lambda row: [row.uploaded_date, row.image_id])
-        resp.media = {"jobs": [describe_job(row) for row in rows], "next_cursor": cursor}
+            selected = selected.where(job.status == status)
+        position = cursor(req, UPLOAD_ORDER)
+        if position is not None:
+            selected = selected.where(after(order, position))
+        rows, next_cursor = page_of(list(selected), limit, lambda row: (row.uploaded_date, row.image_id), UPLOAD_ORDER)
+        resp.media = {"jobs": [describe_job(row) for row in rows], "next_cursor": next_cursor}
 
 
 class JobItem:
@@ -188,15 +185,17 @@ class BatchResults:
         self._metrics = metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        media = read_body(req, schemas.BATCH_RESULTS)
+        media = read_body(req, schemas.BATCH_RESULTS, judged_apart="results")
         software = self._registry.get(name)
         # Each result is judged as the single submit would judge it; one bad result spoils no other.
         verdicts: list[dict[str, Any]] = []
         prepared: list[tuple[int, PreparedResult]] = []
         for index, result in enumerate(media["results"]):
             given = result.get("image_id") if isinstance(result, dict) else None
-            verdicts.append({"image_id": given if isinstance(given, str) else None, "status": "done"})
+            echoed = given if isinstance(given, str) and jsontext.is_unicode(given) else None
+            verdicts.append({"image_id": echoed, "status": "done"})
             try:
+                check_storable(result, jsontext.MAX_JSON_DEPTH - 2)  # the item sits two levels down the body
                 check(result, schemas.BATCH_RESULT)
                 item = self._queue.prepare_result(
                     software, result["image_id"], result["token"], result["info"], result.get("rows")

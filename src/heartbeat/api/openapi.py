@@ -13,7 +13,7 @@ import falcon
 
 from heartbeat import __version__
 from heartbeat.api import schemas
-from heartbeat.paging import DEFAULT_LIMIT, MAX_LIMIT
+from heartbeat.paging import DEFAULT_LIMIT, NAME_ORDER, ROW_ORDER, UPLOAD_ORDER, CursorGrammar
 from heartbeat.registry import STATUSES
 
 Schema = dict[str, Any]
@@ -21,7 +21,6 @@ Schema = dict[str, Any]
 NUMBER_OR_NULL: Schema = {"type": ["number", "null"]}
 STRING_OR_NULL: Schema = {"type": ["string", "null"]}
 STATUS: Schema = {"enum": list(STATUSES)}
-CURSOR: Schema = {"type": ["string", "null"]}
 
 
 def _ref(name: str) -> Schema:
@@ -115,8 +114,14 @@ IMAGE_WITH_JOBS: Schema = {
 UPLOADED: Schema = {"allOf": [_ref("Image"), _object({"duplicate": {"type": "boolean"}})]}
 
 
-def _page(key: str, item: Schema) -> Schema:
-    return _object({key: {"type": "array", "items": item}, "next_cursor": CURSOR})
+def _page(key: str, item: Schema, grammar: CursorGrammar) -> Schema:
+    return _object(
+        {key: {"type": "array", "items": item}, "next_cursor": _cursor(grammar) | {"type": ["string", "null"]}}
+    )
+
+
+def _cursor(grammar: CursorGrammar) -> Schema:
+    return {"type": "string", "pattern": grammar.pattern}
 
 
 def _path(name: str, schema: Schema | None = None) -> Schema:
@@ -127,10 +132,13 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-PAGING = [
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, f"page size (default {DEFAULT_LIMIT})"),
-    _query("cursor", {"type": "string"}, "the previous page's next_cursor"),
-]
+def _paging(grammar: CursorGrammar) -> list[Schema]:
+    return [
+        _query("limit", schemas.LIMIT, f"page size (default {DEFAULT_LIMIT})"),
+        _query("cursor", _cursor(grammar), "the previous page's `next_cursor`; any other string answers 400"),
+    ]
+
+
 IMAGE_ID_PARAM = _path("image_id", schemas.IMAGE_ID)
 NAME_PARAM = _path("name", schemas.NAME)
 
@@ -178,17 +186,25 @@ def _operation(
 
 
 def _upload_form() -> dict[str, Any]:
-    form = {
-        "type": "object",
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "url": {"type": "string"},
-            "origin": {"type": "string"},
-            "other_data": {"type": "string", "description": "a JSON object, as text"},
-            "priority": {"type": "string", "pattern": "^(-?[0-9]{1,10})?$", "description": "an integer, as text"},
-        },
+    fields = schemas.UPLOAD_FORM_FIELDS
+    url = fields["properties"]["url"]
+    form = fields | {
+        # An empty field counts as absent, so the url field may be empty where a file is sent.
+        "properties": {"file": {"type": "string", "format": "binary"}}
+        | fields["properties"]
+        | {"url": url | {"minLength": 0}},
+        "oneOf": [
+            {"required": ["file"], "properties": {"url": {"maxLength": 0}}},
+            {"required": ["url"], "properties": {"url": {"minLength": 1}, "file": False}},
+        ],
+        "description": "`file` (the bytes) or `url` (the server fetches it), not both; an empty field counts as "
+        "absent. Bytes that are not a supported image answer 415, too many bytes or pixels 413.",
     }
-    return {"required": True, "content": {"multipart/form-data": {"schema": form}} | _json(schemas.IMAGE_BY_URL)}
+    encoding = {"other_data": {"contentType": "application/json"}}
+    return {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": form, "encoding": encoding}} | _json(schemas.IMAGE_BY_URL),
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -217,16 +233,16 @@ def _paths() -> dict[str, Any]:
         "/v1/images": {
             "get": _operation(
                 "images, oldest first",
-                (200, _page("images", _ref("Image"))),
-                errors="400",
+                (200, _page("images", _ref("Image"), UPLOAD_ORDER)),
+                errors="400 404",
                 parameters=[
-                    *PAGING,
-                    _query("origin", {"type": "string"}, "only images of this origin"),
-                    _query("status", {"type": "string"}, "`<software>:<status>`: only images whose job has it"),
-                    _query("order", {"enum": ["oldest", "newest"]}, "oldest first (default) or newest first"),
+                    *_paging(UPLOAD_ORDER),
+                    _query("origin", schemas.TEXT, "only images of this origin"),
+                    _query("status", schemas.IMAGE_STATUS, schemas.IMAGE_STATUS["description"]),
+                    _query("order", schemas.ORDER, "oldest first (default) or newest first"),
                     _query(
                         "include",
-                        {"type": "string", "pattern": "^(jobs|thumbnail)(,(jobs|thumbnail))*$"},
+                        schemas.INCLUDE,
                         "`jobs` (each software's job status), `thumbnail` (a presigned `thumbnail_url`)",
                     ),
                 ],
@@ -305,9 +321,9 @@ def _paths() -> dict[str, Any]:
         "/v1/software": {
             "get": _operation(
                 "every software with its job counts, by name",
-                (200, _page("software", _ref("Software"))),
+                (200, _page("software", _ref("Software"), NAME_ORDER)),
                 errors="400",
-                parameters=PAGING,
+                parameters=_paging(NAME_ORDER),
             ),
             "post": _operation(
                 "register a software; existing images get a pending job",
@@ -377,9 +393,9 @@ def _paths() -> dict[str, Any]:
             "parameters": [NAME_PARAM],
             "get": _operation(
                 "the software's jobs, in upload order",
-                (200, _page("jobs", _ref("Job"))),
+                (200, _page("jobs", _ref("Job"), UPLOAD_ORDER)),
                 errors="400 404",
-                parameters=[*PAGING, _query("status", STATUS, "only jobs with this status")],
+                parameters=[*_paging(UPLOAD_ORDER), _query("status", schemas.JOB_STATUS, "only jobs with this status")],
             ),
         },
         "/v1/software/{name}/jobs/{image_id}": {
@@ -423,9 +439,9 @@ def _paths() -> dict[str, Any]:
             "parameters": [NAME_PARAM, _path("table", schemas.NAME)],
             "get": _operation(
                 "rows of one of the software's extra tables",
-                (200, _page("rows", _object({"id": {"type": "integer"}, "image_id": {"type": "string"}}))),
+                (200, _page("rows", _object({"id": {"type": "integer"}, "image_id": {"type": "string"}}), ROW_ORDER)),
                 errors="400 404",
-                parameters=[*PAGING, _query("image_id", {"type": "string"}, "only this image's rows")],
+                parameters=[*_paging(ROW_ORDER), _query("image_id", schemas.TEXT, "only this image's rows")],
             ),
         },
         "/metrics": {

@@ -1,11 +1,18 @@
-"""JSON Schemas of the request bodies, checked by Falcon's jsonschema validator (400 on mismatch)."""
+"""JSON Schemas of the request bodies, form fields and query parameters: the server checks each
+request against them (400 on mismatch) and the OpenAPI document shows the very same objects.
+
+Where a rule cannot be a schema (a software that must be registered, bytes that must be an image,
+JSON nested no deeper than 64 levels), the server answers as the contract says (404, 415, 422, 400)
+and the document says so in words.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from heartbeat.ingest import MAX_PRIORITY
-from heartbeat.registry import MAX_ATTEMPTS, MAX_LEASE_SECONDS, MAX_ORIGINS, NAME_PATTERN
+from heartbeat.paging import MAX_LIMIT
+from heartbeat.registry import MAX_ATTEMPTS, MAX_LEASE_SECONDS, MAX_ORIGINS, NAME_PATTERN, RESERVED_COLUMNS, STATUSES
 
 Schema = dict[str, Any]
 
@@ -13,6 +20,7 @@ IMAGE_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
 TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
 LEASE_SECONDS: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LEASE_SECONDS}
 NAME: Schema = {"type": "string", "pattern": NAME_PATTERN.pattern}
+COLUMN_NAME: Schema = NAME | {"not": {"enum": sorted(RESERVED_COLUMNS)}}
 ORIGIN: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
 PRIORITY: Schema = {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}
 ROWS: Schema = {
@@ -26,9 +34,16 @@ def _object(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Sc
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
+URL: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4096,
+    "description": "fetched by the server: 422 when it may not be reached or does not answer with an image",
+}
+
 IMAGE_BY_URL = _object(
     {
-        "url": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "url": URL,
         "origin": {"type": ["string", "null"], "maxLength": 255},
         "other_data": {"type": ["object", "null"]},
         "priority": PRIORITY,
@@ -59,7 +74,7 @@ SOFTWARE = _object(
             "additionalProperties": {
                 "type": "object",
                 "minProperties": 1,
-                "propertyNames": NAME,
+                "propertyNames": COLUMN_NAME,
                 "additionalProperties": {"enum": ["text", "int", "float", "bool", "json", "time"]},
             },
         },
@@ -113,3 +128,36 @@ REQUEUE = _object(
     },
     ("status",),
 )
+
+# The multipart upload's text fields (a file is a part of its own). An empty field, as HTML forms send
+# them, counts as absent; ``other_data`` is a JSON object, sent as a part of type application/json
+# (or as text).
+_PRIORITY_DIGITS = len(str(MAX_PRIORITY)) - 1
+assert MAX_PRIORITY == 10**_PRIORITY_DIGITS, "FORM_PRIORITY's pattern spells out -MAX_PRIORITY..MAX_PRIORITY"
+FORM_PRIORITY: Schema = {
+    "type": "string",
+    "pattern": rf"^(-?({MAX_PRIORITY}|[0-9]{{1,{_PRIORITY_DIGITS}}}))?$",
+    "description": f"an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}, as text",
+}
+UPLOAD_FORM_FIELDS = _object(
+    {
+        "url": URL,
+        "origin": {"type": "string", "maxLength": 255},
+        "other_data": {"type": "object", "description": "a JSON object"},
+        "priority": FORM_PRIORITY,
+    }
+)
+
+# Query parameters.
+LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+TEXT: Schema = {"type": "string"}
+JOB_STATUS: Schema = {"enum": list(STATUSES)}
+IMAGE_STATUS: Schema = {
+    "type": "string",
+    "pattern": f"^{NAME_PATTERN.pattern.strip('^$')}:({'|'.join(STATUSES)})$",
+    "description": "`<software>:<status>`: only images whose job of that software has that status (404 for "
+    "a software that is not registered)",
+}
+ORDER: Schema = {"enum": ["oldest", "newest"]}
+INCLUDES = ("jobs", "thumbnail")
+INCLUDE: Schema = {"type": "string", "pattern": f"^({'|'.join(INCLUDES)})(,({'|'.join(INCLUDES)}))*$"}

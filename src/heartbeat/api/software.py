@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import falcon
 
 from heartbeat.api import schemas
-from heartbeat.api.params import page_limit, read_body
+from heartbeat.api.params import cursor, page_limit, query, read_body
 from heartbeat.db.models import Software
 from heartbeat.extra_rows import read_rows
-from heartbeat.paging import TEXT, decode_cursor, page_of
+from heartbeat.paging import NAME_ORDER, ROW_ORDER, page_of
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 
 
-def _name_key(software: Software) -> list[Any]:
-    return [software.name]
+def _name_key(software: Software) -> tuple[str]:
+    return (software.name,)
 
 
 class SoftwareCollection:
@@ -25,9 +23,11 @@ class SoftwareCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = page_limit(req)
-        after = decode_cursor(req.get_param("cursor"), [TEXT])
-        listed, cursor = page_of(self._registry.page(after[0] if after else None, limit + 1), limit, _name_key)
-        resp.media = {"software": [self._registry.describe(item) for item in listed], "next_cursor": cursor}
+        after = cursor(req, NAME_ORDER)
+        listed, next_cursor = page_of(
+            self._registry.page(after[0] if after else None, limit + 1), limit, _name_key, NAME_ORDER
+        )
+        resp.media = {"software": [self._registry.describe(item) for item in listed], "next_cursor": next_cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         media = read_body(req, schemas.SOFTWARE)
@@ -73,13 +73,13 @@ class ExtraTable:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, table: str) -> None:
         software = self._registry.get(name)
         limit = page_limit(req)
-        after = decode_cursor(req.get_param("cursor"), [(int,)])
+        after = cursor(req, ROW_ORDER)
         rows = read_rows(
             software,
             table,
-            image_id=req.get_param("image_id"),
+            image_id=query(req, "image_id", schemas.TEXT),
             after_id=after[0] if after else None,
             limit=limit + 1,
         )
-        shown, cursor = page_of(rows, limit, lambda row: [row["id"]])
-        resp.media = {"rows": shown, "next_cursor": cursor}
+        shown, next_cursor = page_of(rows, limit, lambda row: (row["id"],), ROW_ORDER)
+        resp.media = {"rows": shown, "next_cursor": next_cursor}
