@@ -151,7 +151,12 @@ ERRORS = {
     "413": "too large",
     "415": "not a supported image, or a body that is not JSON",
     "422": "well-formed but refused",
-    "503": "the database or the object store is unreachable",
+    "503": "the database or the object store is unreachable, or the server is busy (too many uploads by URL "
+    "at once); `Retry-After` says when to try again",
+}
+RETRY_AFTER: Schema = {
+    "description": "seconds to wait before trying again",
+    "schema": {"type": "integer", "minimum": 1},
 }
 
 
@@ -175,6 +180,8 @@ def _operation(
     codes = ([] if public else ["401", "403"]) + errors.split()
     for code in sorted(codes):
         responses[code] = {"description": ERRORS[code], "content": _json(_ref("Error"))}
+        if code == "503":
+            responses[code]["headers"] = {"Retry-After": RETRY_AFTER}
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if parameters:
         operation["parameters"] = parameters
@@ -207,10 +214,28 @@ def _upload_form() -> dict[str, Any]:
     }
 
 
+def _claim_operation() -> dict[str, Any]:
+    operation = _operation(
+        "lease the earliest-uploaded claimable jobs, waiting up to `wait_seconds` for one. A process lets at "
+        "most --max-waiting-claims claims wait at once: a claim beyond that which finds no job is answered at "
+        "once with no jobs and `Retry-After`",
+        (200, _object({"jobs": {"type": "array", "items": _ref("ClaimedJob")}})),
+        errors="400 404",
+        body=schemas.CLAIM,
+        body_optional=True,
+    )
+    operation["responses"]["200"]["headers"] = {
+        "Retry-After": RETRY_AFTER | {"description": "with no jobs: no room to wait; claim again after this long"}
+    }
+    return operation
+
+
 def _paths() -> dict[str, Any]:
     job = [NAME_PARAM, IMAGE_ID_PARAM]
     upload = _operation(
-        "upload an image: multipart `file` or `url`, or a JSON body with `url`",
+        "upload an image: multipart `file` or `url`, or a JSON body with `url`. A malformed url (host, port, "
+        "IPv6 brackets, spaces, control characters, user info), one the address guard refuses, or a fetch past "
+        "HEARTBEAT_URL_DEADLINE_SECONDS answers 422; more uploads by URL at once than --max-url-fetches, 503",
         [(201, UPLOADED), (200, UPLOADED)],
         errors="400 413 415 422 503",
     )
@@ -255,7 +280,12 @@ def _paths() -> dict[str, Any]:
             "patch": _operation(
                 "change the image's priority", (200, IMAGE_WITH_JOBS), errors="400 404", body=schemas.IMAGE_CHANGES
             ),
-            "delete": _operation("delete the image, its jobs, rows and bytes", (204, None), errors="404"),
+            "delete": _operation(
+                "delete the image, its jobs and rows, then its bytes (bytes a failing store keeps are removed by "
+                "`heartbeat check --fix`)",
+                (204, None),
+                errors="404 503",
+            ),
         },
         "/v1/images/{image_id}/url": {
             "parameters": [IMAGE_ID_PARAM],
@@ -355,13 +385,7 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/software/{name}/claim": {
             "parameters": [NAME_PARAM],
-            "post": _operation(
-                "lease the earliest-uploaded claimable jobs",
-                (200, _object({"jobs": {"type": "array", "items": _ref("ClaimedJob")}})),
-                errors="400 404",
-                body=schemas.CLAIM,
-                body_optional=True,
-            ),
+            "post": _claim_operation(),
         },
         "/v1/software/{name}/results": {
             "parameters": [NAME_PARAM],
