@@ -392,3 +392,33 @@ def test_a_download_goes_through_the_proxy_the_environment_names(scripted, monke
     finally:
         download._downloads.clear()  # the proxy is remembered per storage host
     assert answers.seen == ["http://storage.invalid/blob?signature=s"]  # a proxy is sent the whole URL
+
+
+def test_the_api_is_reached_through_the_proxy_the_environment_names(scripted, monkeypatch):
+    url, answers = scripted
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", url)
+    answers.script = [200]
+    assert Client("http://api.invalid").software("x").name == "x"
+    assert answers.seen == ["http://api.invalid/v1/software/x"]
+
+
+def test_the_token_is_sent_even_where_netrc_names_the_api_host(scripted, monkeypatch, tmp_path):
+    """requests would replace the bearer token with a ~/.netrc login for the host: the API takes none."""
+    url, answers = scripted
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    answers.script = [200]
+    sent: list[str] = []
+    original = answers.do_GET
+
+    def recording(self: ScriptedAnswers) -> None:
+        sent.append(self.headers.get("Authorization") or "")
+        original(self)
+
+    answers.do_GET = recording  # type: ignore[method-assign]
+    Client(url, "secret-token").software("x")
+    assert sent == ["Bearer secret-token"]

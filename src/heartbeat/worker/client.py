@@ -79,6 +79,17 @@ def retrying_session(
     return session
 
 
+def _settle_environment(session: requests.Session, url: str) -> None:
+    """Take what the environment says about reaching ``url`` (a proxy, a CA bundle) once, now, where
+    requests would read it again on every request: that reading cost a worker more CPU than the rest
+    of a claim. A login in ~/.netrc is no longer looked up: it would replace the bearer token, the one
+    credential the API takes."""
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
+    session.trust_env = False
+
+
 def _path(*parts: str) -> str:
     return "/v1/" + "/".join(quote(part, safe="") for part in parts)
 
@@ -108,6 +119,7 @@ class Client:
         self.api_url = api_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self._session = retrying_session(retries, backoff_seconds, max_backoff_seconds)
+        _settle_environment(self._session, self.api_url)
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
