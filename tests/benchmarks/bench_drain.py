@@ -29,12 +29,18 @@ Fairness:
 - The sides take turns: ``rounds`` rounds, each side once a round in a rotating order, so that
   whatever else the machine does falls on all of them alike. A first round warms every side up and
   is not counted. A side's rate is its jobs over its time, all rounds together.
+- Beside the rates, the CPU time each part of a side used per job over the timed spans: on a quiet
+  machine that, more than either rate, says where each side's time goes (MariaDB's is the whole
+  server's, other sessions' queries included; the Celery worker's counts its pool processes; the
+  CPU its start-up took before it signalled ready is not counted, as its time is not).
 Redis: the broker and the results each in a database number of their own (``BROKER_DB``,
 ``RESULTS_DB``), flushed before and after; nothing else in Redis is touched.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -44,7 +50,7 @@ from pathlib import Path
 from typing import Protocol
 
 import redis
-from harness import Api, Server, mysql, register
+from harness import Api, Server, cpu_seconds, mariadb_pid, mysql, register
 
 from heartbeat.db.models import job_table_name
 
@@ -87,31 +93,82 @@ def note_ready(**kwargs):
 '''
 
 
+@dataclasses.dataclass
+class Round:
+    """One side's round: its seconds, and the CPU seconds each part of the side used meanwhile."""
+
+    seconds: float
+    cpu_seconds: dict[str, float]
+
+
 class Side(Protocol):
     """One worker under test. :meth:`drain` makes ``jobs`` jobs wait, then lets a ready worker at
-    them and returns the seconds from then until every one is done."""
+    them and times it from then until every one is done."""
 
     name: str
 
-    def drain(self) -> float: ...
+    def drain(self) -> Round: ...
     def close(self) -> None: ...
 
 
 @dataclasses.dataclass
 class Drain:
-    """A side's jobs and seconds, over the counted rounds."""
+    """A side's jobs, seconds and CPU seconds by part, over the counted rounds."""
 
     jobs: int = 0
     seconds: float = 0.0
     rounds: list[float] = dataclasses.field(default_factory=list)
+    cpu_seconds: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def per_second(self) -> float:
         return self.jobs / self.seconds
 
+    def add(self, jobs: int, round_: Round) -> None:
+        self.jobs += jobs
+        self.seconds += round_.seconds
+        self.rounds.append(round_.seconds)
+        self.cpu_seconds.update(round_.cpu_seconds)
+
     def describe(self, unit: str) -> str:
         each = ", ".join(f"{seconds:.2f}" for seconds in self.rounds)
-        return f"{self.per_second:.0f} {unit}/s ({self.jobs} in {self.seconds:.2f} s; rounds of {each} s)"
+        cpu = ", ".join(f"{part} {seconds * 1000 / self.jobs:.2f}" for part, seconds in self.cpu_seconds.items())
+        return (
+            f"{self.per_second:.0f} {unit}/s ({self.jobs} in {self.seconds:.2f} s; rounds of {each} s); "
+            f"CPU ms per job: {cpu}"
+        )
+
+
+def _cpu(parts: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each part's processes (those gone meanwhile count nothing)."""
+    used = dict.fromkeys(parts, 0.0)
+    for part, pids in parts.items():
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                used[part] += cpu_seconds(pid)
+    return used
+
+
+def _cpu_since(parts: dict[str, list[int]], before: dict[str, float]) -> dict[str, float]:
+    return {part: seconds - before[part] for part, seconds in _cpu(parts).items()}
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a prefork worker's pool processes)."""
+    children = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in listing.read_text().split()]
+    return [pid, *children]
+
+
+def _pid_of(command_name: str) -> int | None:
+    """A local server's process by its command name (``redis-server``), when it runs on this machine."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == command_name:
+                return int(comm.parent.name)
+    return None
 
 
 def drain_side_by_side(sides: list[Side], *, jobs: int, rounds: int) -> dict[str, Drain]:
@@ -120,11 +177,9 @@ def drain_side_by_side(sides: list[Side], *, jobs: int, rounds: int) -> dict[str
     for number in range(rounds + 1):
         turn = number % len(sides)
         for side in sides[turn:] + sides[:turn]:
-            seconds = side.drain()
+            round_ = side.drain()
             if number:  # round 0 warms up
-                drains[side.name].jobs += jobs
-                drains[side.name].seconds += seconds
-                drains[side.name].rounds.append(seconds)
+                drains[side.name].add(jobs, round_)
     return drains
 
 
@@ -181,14 +236,18 @@ class HeartbeatSide:
         self._worker = WorkerProcess(command, workdir, workdir / f"worker-{software}.log")
         self._database = mysql(server.auth)
         self._count = f"SELECT COUNT(*) FROM `{job_table_name(software)}` WHERE status = 'done'"
+        database = mariadb_pid()
+        self._parts = {"worker": [self._worker.process.pid], "API": [server.pid]}
+        self._parts |= {"MariaDB (all of it)": [database]} if database else {}
 
-    def drain(self) -> float:
+    def drain(self) -> Round:
         self._worker.check_running()
         self._api.call("POST", f"/v1/software/{self.name}/pause")
         self._api.call("POST", f"/v1/software/{self.name}/requeue", {"status": "done"})
-        started = time.time()
+        cpu_before, started = _cpu(self._parts), time.time()
         self._api.call("POST", f"/v1/software/{self.name}/resume")  # wakes the worker's waiting claim
-        return _await_count(self._done, self._jobs, self.name, self._worker.check_running) - started
+        finished = _await_count(self._done, self._jobs, self.name, self._worker.check_running)
+        return Round(finished - started, _cpu_since(self._parts, cpu_before))
 
     def _done(self) -> int:
         with self._database.cursor() as cursor:
@@ -223,19 +282,22 @@ class CelerySide:
         self._broker.flushdb()
         self._results.flushdb()
 
-    def drain(self) -> float:
+    def drain(self) -> Round:
         self._flush()
         enqueue = f"from {TASKS_MODULE} import noop\nfor _ in range({self._jobs}):\n    noop.delay()\n"
         subprocess.run([sys.executable, "-c", enqueue], cwd=self._workdir, check=True)
         worker = WorkerProcess(self._command, self._workdir, self._workdir / "celery-worker.log")
         try:
+            _await_count(lambda: self._broker.exists(READY_KEY), 1, "the Celery worker's start", worker.check_running)
+            redis_server = _pid_of("redis-server")
+            parts = {"worker": _process_tree(worker.process.pid)}
+            parts |= {"Redis": [redis_server]} if redis_server else {}
+            cpu_before = _cpu(parts)
             finished = _await_count(self._results.dbsize, self._jobs, self.name, worker.check_running)
+            cpu = _cpu_since(parts, cpu_before)
         finally:
             worker.stop()
-        ready = self._broker.get(READY_KEY)
-        if ready is None:
-            raise RuntimeError("the Celery worker never signalled worker_ready")
-        return finished - float(ready)
+        return Round(finished - float(self._broker.get(READY_KEY) or 0), cpu)
 
     def close(self) -> None:
         self._flush()
