@@ -240,8 +240,12 @@ def test_errors_carry_status_title_and_description(client, server):
     assert isinstance(forbidden.value, HeartbeatError)
 
 
+SOFTWARE_ANSWER = b'{"name": "x", "lease_seconds": 1, "max_attempts": 1, "tables": {}, "counts": {}}'
+
+
 class ScriptedAnswers(http.server.BaseHTTPRequestHandler):
-    """Answers each request with the next status of ``script`` (the last one repeats), counting them."""
+    """Answers each request with the next status of ``script`` (the last one repeats), counting them;
+    a redirect points to ``/redirected``."""
 
     script: ClassVar[list[int]] = []
     seen: ClassVar[list[str]] = []
@@ -249,10 +253,12 @@ class ScriptedAnswers(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.seen.append(self.path)
         status = self.script[min(len(self.seen), len(self.script)) - 1]
-        body = b'{"name": "x", "lease_seconds": 1, "max_attempts": 1, "tables": {}, "counts": {}}'
+        body = SOFTWARE_ANSWER
         if status != 200:
             body = b'{"title": "scripted", "description": "as scripted"}'
         self.send_response(status)
+        if status in (301, 302, 303, 307, 308):
+            self.send_header("Location", "/redirected")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -357,3 +363,62 @@ def test_the_storage_url_is_fetched_without_the_api_token(scripted):
     Client(url, "secret-token").software("x")
     fetch(f"{url}/blob")
     assert seen_headers == ["Bearer secret-token", ""]
+
+
+def test_a_download_follows_redirects_and_retries_503s_but_never_a_4xx(scripted):
+    url, answers = scripted
+    from heartbeat.worker.download import fetch
+
+    answers.script = [503, 307, 200]
+    assert fetch(f"{url}/blob?signature=s") == SOFTWARE_ANSWER
+    assert answers.seen == ["/blob?signature=s", "/blob?signature=s", "/redirected"]
+
+    answers.script, answers.seen[:] = [404], []
+    with pytest.raises(NotFound):
+        fetch(f"{url}/blob")
+    assert answers.seen == ["/blob"]
+
+
+def test_a_download_goes_through_the_proxy_the_environment_names(scripted, monkeypatch):
+    url, answers = scripted
+    from heartbeat.worker import download
+
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", url)
+    answers.script = [200]
+    try:
+        assert download.fetch("http://storage.invalid/blob?signature=s") == SOFTWARE_ANSWER
+    finally:
+        download._downloads.clear()  # the proxy is remembered per storage host
+    assert answers.seen == ["http://storage.invalid/blob?signature=s"]  # a proxy is sent the whole URL
+
+
+def test_the_api_is_reached_through_the_proxy_the_environment_names(scripted, monkeypatch):
+    url, answers = scripted
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", url)
+    answers.script = [200]
+    assert Client("http://api.invalid").software("x").name == "x"
+    assert answers.seen == ["http://api.invalid/v1/software/x"]
+
+
+def test_the_token_is_sent_even_where_netrc_names_the_api_host(scripted, monkeypatch, tmp_path):
+    """requests would replace the bearer token with a ~/.netrc login for the host: the API takes none."""
+    url, answers = scripted
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    answers.script = [200]
+    sent: list[str] = []
+    original = answers.do_GET
+
+    def recording(self: ScriptedAnswers) -> None:
+        sent.append(self.headers.get("Authorization") or "")
+        original(self)
+
+    answers.do_GET = recording  # type: ignore[method-assign]
+    Client(url, "secret-token").software("x")
+    assert sent == ["Bearer secret-token"]

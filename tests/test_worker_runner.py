@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.worker import Client, Image, LeaseLost, Result, Worker
+from heartbeat.worker import ClaimedJob, Client, Image, LeaseLost, Result, Worker
 from helpers import distinct_images, image_bytes, stored_keys
 
 TIMEOUT = 30  # seconds for any one event a test awaits
@@ -172,6 +172,41 @@ def test_handlers_run_side_by_side_and_results_go_in_batches(client, server):
     # Two claims of five; each batch's results went in one call, none alone.
     assert requests_logged(server, "POST", "/v1/software/{name}/results") == 2
     assert requests_logged(server, "PUT", "/v1/software/{name}/jobs/{image_id}/result") == 0
+
+
+class CountingClient(Client):
+    """A client that tells when its second claim has brought jobs back."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.claims_with_jobs = 0
+        self.second_batch_claimed = threading.Event()
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[ClaimedJob]:
+        jobs = super().claim(*args, **kwargs)
+        if jobs:
+            self.claims_with_jobs += 1
+            if self.claims_with_jobs == 2:
+                self.second_batch_claimed.set()
+        return jobs
+
+
+def test_the_next_batch_is_claimed_while_the_last_jobs_of_a_batch_still_run(client, server):
+    client.register("ahead")
+    uploaded = [client.upload(data).id for data in distinct_images(10)]  # claimed oldest first
+    counting = CountingClient(server.url)
+    waited: list[bool] = []
+
+    def handler(data: bytes, image: Image) -> dict[str, str]:
+        if image.id in uploaded[3:5]:  # the first batch's last two: both handlers busy, no job left waiting
+            waited.append(counting.second_batch_claimed.wait(TIMEOUT))
+        return {}
+
+    Worker(counting, "ahead", handler, concurrency=2, batch=5, wait_seconds=0).run(exit_when_idle=True)
+
+    assert waited == [True, True]  # the claim did not wait for a handler to be free
+    assert counting.claims_with_jobs == 2
+    assert {job.image_id: job.status for job in client.iterate(client.jobs, "ahead")} == dict.fromkeys(uploaded, "done")
 
 
 def test_stop_ends_run_with_nothing_left_claimed(client):

@@ -3,14 +3,18 @@ engine's ``seq_<first>_to_<last>`` tables, a chunk per statement, with a progres
 
 The rows match the models in ``heartbeat.db.models`` column for column (checked before the first
 statement), so the API reads them as its own. Image ``n`` of a load has the ID ``<prefix><n, 12
-digits>``; its bytes are never written (a claim only signs the key; nothing here fetches it).
+digits>``; its bytes are never written (a claim only signs the key; nothing here fetches it), except
+by :func:`store_images`, for the loads that download what they claim.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import pymysql
+from harness import JPEG_SIZE, jpeg_variants
 from tqdm import tqdm
 
 from heartbeat.db.models import Image, Stage, job_model, job_table_name
@@ -89,3 +93,30 @@ def insert_jobs(
         name: expression.format(prefix=quoted, done_through=done_through) for name, expression in JOB_COLUMNS.items()
     }
     return _insert(connection, table, columns, first, last)
+
+
+def store_images(connection: pymysql.Connection, storage_root: Path, prefix: str, count: int) -> float:
+    """``count`` real ~100 KB JPEGs written into a local store at ``storage_root`` and their rows inserted
+    (sha256 and size true, so that a worker's check of what it downloads passes); returns the seconds."""
+    _check_columns("images", IMAGE_COLUMNS, set(Image._meta.columns))  # type: ignore[attr-defined]
+    width, height = JPEG_SIZE
+    names = ", ".join(f"`{name}`" for name in IMAGE_COLUMNS)
+    insert = f"INSERT INTO images ({names}) VALUES ({', '.join(['%s'] * len(IMAGE_COLUMNS))})"
+    started = time.monotonic()
+    rows = []
+    for seq, data in enumerate(tqdm(jpeg_variants(count), total=count, unit="image", leave=False), start=1):
+        image_id = f"{prefix}{seq:012d}"
+        key = f"images/bench/{image_id}.jpg"
+        path = storage_root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        uploaded = EPOCH + seq / 1000
+        row = {"id": image_id, "filename": f"bench-{seq}.jpg", "uploaded_date": uploaded, "origin": "bench"}
+        row |= {"other_data": None, "sha256": sha256, "size": len(data), "content_type": "image/jpeg"}
+        row |= {"width": width, "height": height, "storage_key": key, "priority": 0}
+        rows.append(tuple(row[name] for name in IMAGE_COLUMNS))
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 1000):
+            cursor.executemany(insert, rows[start : start + 1000])
+    return time.monotonic() - started

@@ -2,7 +2,8 @@
 
 The figures are measured side by side in this one run on this machine: each ratio divides two rates
 (or latencies) taken minutes apart at most, against the same MariaDB, so they say more than either
-number alone. Databases: ``heartbeat_bench`` and ``heartbeat_bench_<images>`` (dropped and made anew).
+number alone. Databases: ``heartbeat_bench``, ``heartbeat_bench_<images>`` and ``heartbeat_bench_drain``
+(dropped and made anew); the drain's Celery side uses Redis databases 14 and 15 at 127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import time
 from pathlib import Path
 
 import bench_claims
+import bench_drain
 import bench_fleet
 import bench_latency
 import bench_memory
 import bench_uploads
 import profiling
-from bulk import insert_images
+from bulk import insert_images, store_images
 from harness import (
     MARIADB,
     Figure,
@@ -42,9 +44,10 @@ CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
-BENCHMARKS = ["uploads", "claims", "memory", "latency", "fleet"]
+BENCHMARKS = ["uploads", "claims", "memory", "latency", "fleet", "drain"]
 FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
 PROCESSES_IMAGES = 100_000
+DRAIN_AUTH = dataclasses.replace(MARIADB, database="heartbeat_bench_drain")
 
 
 def free_port() -> int:
@@ -158,6 +161,45 @@ def fleet(workdir: Path, uploads: int, seconds: float) -> list[Figure]:
     return figures
 
 
+def drain(workdir: Path, jobs: int, workers: int, rounds: int) -> list[Figure]:
+    """The same no-op jobs drained by Heartbeat's worker (batch 1, batch 50) and by Celery on Redis."""
+    per_round = jobs // rounds
+    fresh_database(DRAIN_AUTH)
+    with Server(DRAIN_AUTH, workdir / "api", free_port()) as server:
+        with mysql(DRAIN_AUTH) as connection:
+            seconds = store_images(connection, workdir / "api" / "images", "d", per_round)
+        say(
+            "drain_setup",
+            f"{per_round} images of about 100 KB stored in {seconds:.1f} s; {rounds} rounds of {per_round} jobs "
+            f"a side, {workers} handlers at once a side",
+        )
+        problem = bench_drain.redis_problem()
+        if problem:
+            say("drain_celery", f"skipped: {problem}")
+        sides: list[bench_drain.Side] = []
+        try:
+            for name, batch in (("drain_batch1", 1), ("drain_batch50", 50)):
+                options = {"jobs": per_round, "workers": workers, "batch": batch}
+                sides.append(bench_drain.HeartbeatSide(server, workdir / name, name, **options))
+            if not problem:
+                sides.append(bench_drain.CelerySide(workdir / "celery", jobs=per_round, workers=workers))
+            drains = bench_drain.drain_side_by_side(sides, jobs=per_round, rounds=rounds)
+        finally:
+            for side in sides:
+                side.close()
+    drop_database(DRAIN_AUTH)
+    say("drain_sdk_batch1", drains["drain_batch1"].describe("images"))
+    say("drain_sdk_batch50", drains["drain_batch50"].describe("images"))
+    if problem:
+        return []
+    celery = drains["celery"]
+    say("drain_celery", celery.describe("tasks"))
+    return [
+        Figure("sdk_drain_vs_celery", drains["drain_batch50"].per_second / celery.per_second, ">= 1"),
+        Figure("sdk_drain_batch1_vs_celery", drains["drain_batch1"].per_second / celery.per_second, ""),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=12, help="measured time of each claim load (default 12)")
@@ -166,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=1_000_000, help="images of the big latency table (1,000,000)")
     parser.add_argument("--latency-claims", type=int, default=1000, help="timed claims on each table (default 1000)")
     parser.add_argument("--profile", type=float, default=0, metavar="SECONDS", help="py-spy the API under load")
+    parser.add_argument("--drain-jobs", type=int, default=3000, help="jobs drained by each side (default 3000)")
+    parser.add_argument("--drain-workers", type=int, default=4, help="handlers at once on each side (default 4)")
+    parser.add_argument("--drain-rounds", type=int, default=3, help="turns each drain side takes (default 3)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS, help="run only these")
     args = parser.parse_args(argv)
 
@@ -188,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(latency(workdir / "latency", args.large, args.latency_claims))
         if "fleet" in args.only:
             figures.extend(fleet(workdir / "fleet", args.uploads, args.seconds))
+        if "drain" in args.only:
+            figures.extend(drain(workdir / "drain", args.drain_jobs, args.drain_workers, args.drain_rounds))
 
     print("\nsummary:", flush=True)
     for figure in figures:
-        print(f"  {figure.line():<50} {'met' if figure.met else 'NOT MET'}", flush=True)
+        verdict = "" if not figure.goal else "met" if figure.met else "NOT MET"
+        print(f"  {figure.line():<50} {verdict}", flush=True)
     say("bench_wall_time", f"{time.monotonic() - started:.0f} s")
     return 0
 

@@ -15,6 +15,8 @@ UPLOADED_TYPE = "application/octet-stream"  # what the client claims is not trus
 class SignedBlob:
     """Serves or stores an object only for a request carrying a valid, unexpired signature."""
 
+    uses_database = False  # storage alone: no connection is taken for a download (one per job a worker does)
+
     def __init__(self, storage: Storage, ingest: Ingest):
         self._storage = storage
         self._ingest = ingest

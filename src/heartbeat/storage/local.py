@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import mimetypes
@@ -47,13 +48,19 @@ class LocalStorage:
     def __init__(self, root: Path, *, secret: bytes, clock: Callable[[], float]):
         self._root = Path(root).resolve()
         self._root.mkdir(parents=True, exist_ok=True)
+        self._root_text = str(self._root)
         self._secret = secret
         self._clock = clock
 
     def _path(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        """The file of ``key`` (a plain string: every download of a signed URL comes here, and pathlib
+        cost more than the rest of the lookup)."""
         if not KEY_PATTERN.match(key) or ".." in key.split("/"):
             raise NotFound("no such object")
-        return self._root / key
+        return os.path.join(self._root_text, key)
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         target = self._path(key)
@@ -77,7 +84,7 @@ class LocalStorage:
 
     def _signature(self, method: str, key: str, expires: str) -> str:
         message = f"{method}\n{key}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return hmac.digest(self._secret, message, hashlib.sha256).hex()
 
     def _sign(self, method: str, key: str, expires_seconds: int, base_url: str) -> SignedUrl:
         expires_at = int(self._clock()) + expires_seconds
@@ -100,7 +107,7 @@ class LocalStorage:
 
     def open_signed(self, key: str, expires: str, signature: str) -> tuple[BinaryIO, ObjectInfo]:
         self._verify("GET", key, expires, signature)
-        path = self._path(key)
+        path = self._file(key)
         try:
             stream = open(path, "rb")  # noqa: SIM115 - the response closes it
         except FileNotFoundError:
@@ -153,4 +160,9 @@ class LocalStorage:
 
 
 def _content_type(key: str) -> str:
-    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+    return _content_type_of_extension(os.path.splitext(key)[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _content_type_of_extension(extension: str) -> str:
+    return mimetypes.guess_type(f"object{extension}")[0] or "application/octet-stream"

@@ -46,15 +46,13 @@ class _Retry(Retry):
         return super().is_retry("GET", status_code, has_retry_after)  # 503s: whatever the method
 
 
-def retrying_session(
-    retries: int = 4, backoff_seconds: float = 0.5, max_backoff_seconds: float = 8.0
-) -> requests.Session:
-    """A session that retries connection errors and 503s, never another status (see :class:`_Retry`).
+def retry_policy(retries: int = 4, backoff_seconds: float = 0.5, max_backoff_seconds: float = 8.0) -> Retry:
+    """Connection errors and 503s retried, never another status (see :class:`_Retry`).
 
     The first retry goes at once, the next after ``2 * backoff_seconds``, then 4 *, 8 * ...,
     each wait at most ``max_backoff_seconds`` (or what a 503's ``Retry-After`` asks).
     """
-    retry = _Retry(
+    return _Retry(
         total=retries,
         connect=retries,
         read=retries,
@@ -67,12 +65,29 @@ def retrying_session(
         backoff_max=max_backoff_seconds,
         raise_on_status=False,  # the last 503 comes back as an answer and becomes ServerUnavailable
     )
+
+
+def retrying_session(
+    retries: int = 4, backoff_seconds: float = 0.5, max_backoff_seconds: float = 8.0
+) -> requests.Session:
+    """A session that retries as :func:`retry_policy` says."""
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
+    adapter = HTTPAdapter(max_retries=retry_policy(retries, backoff_seconds, max_backoff_seconds), pool_maxsize=64)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = f"heartbeat-worker/{__version__}"
     return session
+
+
+def _settle_environment(session: requests.Session, url: str) -> None:
+    """Take what the environment says about reaching ``url`` (a proxy, a CA bundle) once, now, where
+    requests would read it again on every request: that reading cost a worker more CPU than the rest
+    of a claim. A login in ~/.netrc is no longer looked up: it would replace the bearer token, the one
+    credential the API takes."""
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
+    session.trust_env = False
 
 
 def _path(*parts: str) -> str:
@@ -104,6 +119,7 @@ class Client:
         self.api_url = api_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self._session = retrying_session(retries, backoff_seconds, max_backoff_seconds)
+        _settle_environment(self._session, self.api_url)
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 

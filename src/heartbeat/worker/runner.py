@@ -75,7 +75,12 @@ class Worker:
         self.wait_seconds = wait_seconds
         self.retry_after_seconds = retry_after_seconds
         self.shutdown_grace_seconds = shutdown_grace_seconds
-        self._changed = threading.Condition()  # guards everything below; notified on every change
+        # One lock guards everything below (reentrant: a signal handler may stop() while it is held).
+        # Work threads wait on ``_work_to_do`` (one job, one wake-up); the thread in ``run`` waits on
+        # ``_changed``, woken only when what it waits for may have come.
+        self._lock = threading.RLock()
+        self._work_to_do = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)
         self._in_hand: set[Lease] = set()
         self._todo: collections.deque[Lease] = collections.deque()
         self._ready: list[Ready] = []
@@ -96,6 +101,19 @@ class Worker:
     def _hurry_up(self) -> None:
         with self._changed:
             self._hurry.set()
+            self._changed.notify_all()
+
+    def _wants_jobs(self) -> bool:
+        """Whether to claim now (call locked). With ``batch`` 1, when a handler is free and nothing waits;
+        with larger batches, once fewer jobs wait than there are handlers, so that the next batch's
+        claim overlaps the last jobs of this one instead of leaving the handlers idle meanwhile."""
+        if self.batch == 1:
+            return not self._todo and self._running < self.concurrency
+        return len(self._todo) < self.concurrency
+
+    def _notify_claimer(self) -> None:
+        """Wake the claim loop if it has something to do now (call locked)."""
+        if self._wants_jobs() or not self._in_hand:
             self._changed.notify_all()
 
     def run(self, *, exit_when_idle: bool = False) -> None:
@@ -137,12 +155,10 @@ class Worker:
         pause = 0.5
         while True:
             with self._changed:
-                self._changed.wait_for(
-                    lambda: self._stopping.is_set() or (not self._todo and self._running < self.concurrency)
-                )
+                self._changed.wait_for(lambda: self._stopping.is_set() or self._wants_jobs())
                 if self._stopping.is_set():
                     return
-                wanted = min(MAX_BATCH, max(self.batch, self.concurrency - self._running))
+                wanted = min(MAX_BATCH, max(self.batch, self.concurrency - self._running - len(self._todo)))
                 idle = not self._in_hand
             try:
                 jobs = self.client.claim(
@@ -172,7 +188,7 @@ class Worker:
             self._in_hand.update(leases)
             if not self._stopping.is_set():
                 self._todo.extend(leases)
-                self._changed.notify_all()
+                self._work_to_do.notify(len(leases))
                 return
         for lease in leases:  # stopped while the claim was waiting: give them back at once
             self._release(lease)
@@ -185,22 +201,23 @@ class Worker:
 
     def _work_loop(self) -> None:
         while True:
-            with self._changed:
-                self._changed.wait_for(lambda: bool(self._todo) or self._closing)
+            with self._lock:
+                self._work_to_do.wait_for(lambda: bool(self._todo) or self._closing)
                 if not self._todo:
                     return
                 lease = self._todo.popleft()
                 self._running += 1
+                self._notify_claimer()
             ready: Ready | None = None
             try:
                 ready = self._process(lease)
             finally:
-                with self._changed:
+                with self._lock:
                     self._running -= 1
                     if ready is not None:
                         self._ready.append(ready)
                     to_submit = self._take_ready(force=False)
-                    self._changed.notify_all()
+                    self._notify_claimer()
             self._submit(to_submit)
 
     def _take_ready(self, *, force: bool) -> list[Ready]:
@@ -244,9 +261,9 @@ class Worker:
                 self._drop(lease)
 
     def _drop(self, lease: Lease) -> None:
-        with self._changed:
+        with self._lock:
             self._in_hand.discard(lease)
-            self._changed.notify_all()
+            self._notify_claimer()
 
     def _fail(self, lease: Lease, error: str, *, retry: bool = True) -> None:
         job = lease.job
@@ -313,7 +330,7 @@ class Worker:
             self._stopping.set()
             self._closing = True
             not_started, self._todo = list(self._todo), collections.deque()
-            self._changed.notify_all()
+            self._work_to_do.notify_all()
         for lease in not_started:
             self._release(lease)
         with self._changed:
