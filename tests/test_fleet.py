@@ -55,7 +55,7 @@ def _waiting_workers(url: str, threads: int, stop: Any, started: Any, answers: m
             if status != 200:
                 return
             if retry_after is not None:
-                stop.wait(int(retry_after) * rng.uniform(0.5, 1.5))
+                stop.wait(int(retry_after) * rng.uniform(1.0, 1.5))
 
     pool = [threading.Thread(target=work) for _ in range(threads)]
     for thread in pool:

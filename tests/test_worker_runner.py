@@ -227,3 +227,32 @@ def test_stop_ends_run_with_nothing_left_claimed(client):
     assert not thread.is_alive()
     assert client.job("stoppable", image_id).status == "done"
     assert client.software("stoppable").counts["claimed"] == 0
+
+
+def test_a_worker_turned_away_from_waiting_comes_back_when_the_server_says(start_server, tmp_path):
+    server = start_server("--threads", "2", "--max-waiting-claims", "0", data_dir=tmp_path / "no-room")
+    client = Client(server.url)
+    client.register("crowded")
+    claim = client.claim_jobs("crowded", wait_seconds=2)
+    assert (claim.jobs, claim.retry_after_seconds) == ([], 2.0)
+
+    done = threading.Event()
+
+    def handler(data: bytes, image: Image) -> str:
+        done.set()
+        return "seen"
+
+    worker = Worker(client, "crowded", handler, wait_seconds=2)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    began = time.monotonic()
+    image_id = client.upload(image_bytes()).id
+    assert done.wait(TIMEOUT), "the worker never came back for the work"
+    back_after = time.monotonic() - began
+    worker.stop()
+    runner.join(TIMEOUT)
+    assert client.job("crowded", image_id).status == "done"
+    assert back_after <= 2 * 1.5 + 1  # its Retry-After, spread by at most a half, and the handling
+    # Each claim it made was turned away, and it made one per Retry-After, not one after another.
+    turned_away = requests_logged(server, "POST", "/v1/software/{name}/claim")
+    assert turned_away <= 2 + back_after / 2 + 1

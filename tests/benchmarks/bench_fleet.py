@@ -15,7 +15,7 @@
 
 The waiting workers run in a process of their own (spawned), so that their threads do not take this
 process's interpreter from the clients being timed. Each worker does what the SDK does: a claim that
-waits up to 20 s, and on ``Retry-After`` a pause of that many seconds times a random 0.5 to 1.5.
+waits up to 20 s, and on ``Retry-After`` a pause of that many seconds times a random 1 to 1.5.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _fleet(host: str, port: int, workers: int, stop: Any, ready: Any) -> None:
                 continue
             retry_after = response.getheader("Retry-After")
             if retry_after is not None:
-                stop.wait(int(retry_after) * rng.uniform(0.5, 1.5))
+                stop.wait(int(retry_after) * rng.uniform(1.0, 1.5))
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
     for thread in threads:

@@ -22,10 +22,22 @@ from heartbeat.worker.exceptions import (
     ServerUnavailable,
     Unauthorized,
 )
-from heartbeat.worker.models import ClaimedJob, Health, Image, Job, Page, Result, ResultOutcome, SignedUrl, Software
+from heartbeat.worker.models import (
+    Claim,
+    ClaimedJob,
+    Health,
+    Image,
+    Job,
+    Page,
+    Result,
+    ResultOutcome,
+    SignedUrl,
+    Software,
+)
 from heartbeat.worker.runner import Handler, Worker
 
 __all__ = [
+    "Claim",
     "ClaimedJob",
     "Client",
     "Conflict",

@@ -20,6 +20,7 @@ from urllib3.util.retry import Retry
 from heartbeat import __version__
 from heartbeat.worker.exceptions import HeartbeatError, ServerUnavailable, error_from_answer
 from heartbeat.worker.models import (
+    Claim,
     ClaimedJob,
     Health,
     Image,
@@ -92,6 +93,14 @@ def _settle_environment(session: requests.Session, url: str) -> None:
 
 def _path(*parts: str) -> str:
     return "/v1/" + "/".join(quote(part, safe="") for part in parts)
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in delta-seconds (RFC 9110); None when absent or not a number of seconds."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
 
 
 def _params(**values: Any) -> dict[str, Any]:
@@ -329,9 +338,16 @@ class Client:
         self, name: str, max: int = 1, *, lease_seconds: int | None = None, wait_seconds: float = 0
     ) -> list[ClaimedJob]:
         """Lease up to ``max`` jobs, earliest upload first, waiting up to ``wait_seconds`` for one."""
+        return self.claim_jobs(name, max, lease_seconds=lease_seconds, wait_seconds=wait_seconds).jobs
+
+    def claim_jobs(
+        self, name: str, max: int = 1, *, lease_seconds: int | None = None, wait_seconds: float = 0
+    ) -> Claim:
+        """As :meth:`claim`, with the server's ``Retry-After`` when it had no room to let the claim wait."""
         body = {"max": max, "wait_seconds": wait_seconds} | _params(lease_seconds=lease_seconds)
-        answer = self._json("POST", _path("software", name, "claim"), json=body, wait_seconds=wait_seconds)
-        return [ClaimedJob.from_json(item) for item in answer["jobs"]]
+        response = self._request("POST", _path("software", name, "claim"), json=body, wait_seconds=wait_seconds)
+        jobs = [ClaimedJob.from_json(item) for item in response.json()["jobs"]]
+        return Claim(jobs, _seconds(response.headers.get("Retry-After")))
 
     def extend(self, name: str, image_id: str, token: str, *, lease_seconds: int | None = None) -> float:
         """Renew the lease; returns its new expiry. :class:`LeaseLost` when the token no longer holds it."""

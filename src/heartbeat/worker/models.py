@@ -92,6 +92,15 @@ class ClaimedJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claim's answer: the jobs leased, and, when none were and the server had no room to let the
+    claim wait, ``retry_after_seconds``: how long to wait before claiming again (its ``Retry-After``)."""
+
+    jobs: list[ClaimedJob]
+    retry_after_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Job(_FromJson):
     """A row of a software's job table (never its token)."""
 

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 import traceback
@@ -31,6 +32,7 @@ Rows = dict[str, list[dict[str, Any]]]
 Ready = tuple[Lease, Any, Rows | None]
 MAX_BATCH = 100  # the batch submit's limit, and the claim's
 MAX_UNAVAILABLE_PAUSE_SECONDS = 30.0
+RETRY_AFTER_SPREAD = 1.5  # a turned-away claim comes back after its Retry-After times 1 to this
 
 
 def split_result(result: Any) -> tuple[Any, Rows | None]:
@@ -161,7 +163,7 @@ class Worker:
                 wanted = min(MAX_BATCH, max(self.batch, self.concurrency - self._running - len(self._todo)))
                 idle = not self._in_hand
             try:
-                jobs = self.client.claim(
+                claim = self.client.claim_jobs(
                     self.software, wanted, lease_seconds=self._lease_seconds_in_use, wait_seconds=self.wait_seconds
                 )
             except (ServerUnavailable, ServerError) as error:
@@ -170,11 +172,17 @@ class Worker:
                 pause = min(pause * 2, MAX_UNAVAILABLE_PAUSE_SECONDS)
                 continue
             pause = 0.5
+            jobs = claim.jobs
             self._take_in_hand(jobs)
             if jobs:
                 continue
             if exit_when_idle and idle:
                 return
+            if claim.retry_after_seconds is not None:
+                # The server had no room to let this claim wait: come back when it says, spread out a
+                # little so that a fleet turned away together does not come back together.
+                self._stopping.wait(claim.retry_after_seconds * random.uniform(1.0, RETRY_AFTER_SPREAD))
+                continue
             with self._changed:  # before claiming again, let the work in hand settle (or wait for the long poll)
                 if exit_when_idle:
                     self._changed.wait_for(lambda: self._stopping.is_set() or not self._in_hand)
