@@ -47,16 +47,21 @@ lint: $(VENV)/.installed-test
 # The whole suite on SQLite, again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1), and a
 # third time in production shape, MariaDB with the images in S3 (an in-process moto server, or the
 # MinIO that HEARTBEAT_TEST_S3_ENDPOINT, HEARTBEAT_TEST_S3_ACCESS_KEY, HEARTBEAT_TEST_S3_SECRET_KEY name).
-test: lint test-sqlite test-mysql test-s3
+# The three passes run at the same time (each on a database of its own), each pass's output shown whole
+# when it ends; `make test-sqlite` (or -mysql, -s3) runs one alone.
+PYTEST = $(BIN)/pytest -p no:cacheprovider
+
+test: lint
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-sqlite test-mysql test-s3
 
 test-sqlite: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
-	HEARTBEAT_TEST_DB=sqlite $(BIN)/pytest
+	HEARTBEAT_TEST_DB=sqlite HEARTBEAT_TEST_OUTPUT=test-output/sqlite $(PYTEST)
 
 test-mysql: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
-	HEARTBEAT_TEST_DB=mysql $(BIN)/pytest
+	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_OUTPUT=test-output/mysql $(PYTEST)
 
 test-s3: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
-	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_STORAGE=s3 $(BIN)/pytest
+	HEARTBEAT_TEST_DB=mysql HEARTBEAT_TEST_STORAGE=s3 HEARTBEAT_TEST_OUTPUT=test-output/s3 $(PYTEST)
 
 # The benchmarks (not part of `make test`): on MariaDB at 127.0.0.1:3306 as root, in databases
 # heartbeat_bench*. BENCH_ARGS passes options, e.g. BENCH_ARGS=--profile=20 (py-spy on the API).

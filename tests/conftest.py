@@ -50,10 +50,12 @@ STORAGE = os.environ.get("HEARTBEAT_TEST_STORAGE", "local")
 
 
 def mysql_auth() -> DbAuth:
+    """The test database: HEARTBEAT_TEST_DB_AUTH's, else ``heartbeat_test`` as root@127.0.0.1. The S3 pass
+    uses the same name with ``_s3`` after it, so that it can run at the same time as the MariaDB pass."""
     path = os.environ.get("HEARTBEAT_TEST_DB_AUTH")
-    if path:
-        return DbAuth.from_file(path)
-    return DbAuth(host="127.0.0.1", port=3306, user="root", password="", database="heartbeat_test")
+    auth = DbAuth.from_file(path) if path else DbAuth(host="127.0.0.1", port=3306, user="root", password="")
+    name = auth.database if path else "heartbeat_test"
+    return dataclasses.replace(auth, database=f"{name}_s3" if STORAGE == "s3" else name)
 
 
 def _create_mysql_database(auth: DbAuth) -> None:
@@ -78,15 +80,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if STORAGE != "s3":
-        return
-    reason = (
-        "about the local storage backend alone (its own HMAC-signed URLs and files); "
-        "the S3 pass covers the same promises in tests/test_s3_storage.py"
-    )
+    skips = {}
+    if STORAGE == "s3":
+        skips["local_storage"] = (
+            "about the local storage backend alone (its own HMAC-signed URLs and files); "
+            "the S3 pass covers the same promises in tests/test_s3_storage.py"
+        )
+        skips["fuzz"] = "a fuzzer of the API's input: it runs in the SQLite and MariaDB passes, the store plays no part"
+    if BACKEND != "mysql" or STORAGE == "s3":
+        skips["mariadb_pass"] = "about the server under load, proven once: in the MariaDB pass with local storage"
     for item in items:
-        if item.get_closest_marker("local_storage"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+        for marker, reason in skips.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 # --- S3 -------------------------------------------------------------------------------------

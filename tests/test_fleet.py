@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import distinct_images
 
-pytestmark = pytest.mark.concurrency
+pytestmark = [pytest.mark.concurrency, pytest.mark.mariadb_pass]
 
 SPAWN = multiprocessing.get_context("spawn")
 THREADS_PER_PROCESS = 4

@@ -31,6 +31,8 @@ from heartbeat.api.openapi import openapi_document
 from helpers import claim, distinct_images, image_bytes, register, upload
 from strict_json import storable, strict_json
 
+pytestmark = pytest.mark.fuzz
+
 SOFTWARE = "face_detection"
 LEASE_SECONDS = 1
 FUZZ = settings(
