@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.worker import ClaimedJob, Client, Image, LeaseLost, Result, Worker
+from heartbeat.worker import Claim, Client, Image, LeaseLost, Result, Worker
 from helpers import distinct_images, image_bytes, stored_keys
 
 TIMEOUT = 30  # seconds for any one event a test awaits
@@ -182,13 +182,13 @@ class CountingClient(Client):
         self.claims_with_jobs = 0
         self.second_batch_claimed = threading.Event()
 
-    def claim(self, *args: Any, **kwargs: Any) -> list[ClaimedJob]:
-        jobs = super().claim(*args, **kwargs)
-        if jobs:
+    def claim_jobs(self, *args: Any, **kwargs: Any) -> Claim:
+        claim = super().claim_jobs(*args, **kwargs)
+        if claim.jobs:
             self.claims_with_jobs += 1
             if self.claims_with_jobs == 2:
                 self.second_batch_claimed.set()
-        return jobs
+        return claim
 
 
 def test_the_next_batch_is_claimed_while_the_last_jobs_of_a_batch_still_run(client, server):
