@@ -1,9 +1,4 @@
-"""Who may call what: the contract's roles, checked once per request before the resource runs.
-
-- ``admin``: everything.
-- ``uploader``: upload, and read.
-- ``worker``: read, and the job routes of the software it is scoped to (or of all).
-- ``reader``: GET only.
+"""Who may call what: the contract's roles (``heartbeat.roles``), checked once per request before the resource runs.
 
 Health, the dashboard page and the signed URLs the server hands out need no token. With no
 token in the database, a server on a loopback address serves loopback clients openly; any other
@@ -12,7 +7,6 @@ request, and every request once a token exists, needs ``Authorization: Bearer <t
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from typing import Any
 
@@ -20,15 +14,7 @@ import falcon
 
 from heartbeat import tokens
 from heartbeat.errors import Forbidden, Unauthorized
-
-
-class Access(enum.Enum):
-    PUBLIC = "public"
-    READ = "read"
-    UPLOAD = "upload"
-    WORK = "work"
-    ADMIN = "admin"
-
+from heartbeat.roles import ALLOWED, Access
 
 PUBLIC_ROUTES = frozenset({"/", "/v1/health", "/v1/blobs/{key:path}"})
 UPLOAD_ROUTES = frozenset({"/v1/images", "/v1/uploads", "/v1/uploads/{upload_id}/complete"})
@@ -43,13 +29,6 @@ WORK_ROUTES = frozenset(
     }
 )
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-ALLOWED: dict[str, frozenset[Access]] = {
-    "admin": frozenset(Access),
-    "uploader": frozenset({Access.READ, Access.UPLOAD}),
-    "worker": frozenset({Access.READ, Access.WORK}),
-    "reader": frozenset({Access.READ}),
-}
 
 
 def required_access(method: str, uri_template: str) -> Access:
