@@ -25,10 +25,14 @@ def add_routes(
 ) -> None:
     """Serve each route of ``table`` by the resource its entry names in ``resources``, and the dashboard's files.
 
-    Raises KeyError for a resource ``resources`` lacks, and ValueError where a resource's responders
-    (``on_get``, ``on_post_url`` ...) are not exactly the methods the table gives its route: a method
-    served but not declared would be undocumented, one declared but not served a 405.
+    Raises KeyError for a resource ``resources`` lacks, and ValueError for a path the table gives twice
+    (Falcon would keep the last silently) or where a resource's responders (``on_get``, ``on_post_url``
+    ...) are not exactly the methods the table gives its route: a method served but not declared would
+    be undocumented, one declared but not served a 405.
     """
+    paths = [route.path for route in table]
+    if len(set(paths)) < len(paths):
+        raise ValueError(f"paths given twice: {sorted({path for path in paths if paths.count(path) > 1})}")
     for route in table:
         resource = resources[route.resource]
         served = {method for method in falcon.constants.COMBINED_METHODS if hasattr(resource, route.responder(method))}
