@@ -18,6 +18,7 @@ from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection, RequestLog, SecurityHeaders
 from heartbeat.api.params import UnicodeRequestLine, json_handler
+from heartbeat.api.resources import make_resources
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
@@ -84,8 +85,7 @@ def build_service(
         json_handler()
     )
     add_error_handlers(app)
-    add_routes(
-        app,
+    resources = make_resources(
         settings=settings,
         database=database,
         storage=storage,
@@ -97,6 +97,7 @@ def build_service(
         ingest=ingest,
         uploads=DirectUploads(settings, storage, ingest, clock=clock),
     )
+    add_routes(app, resources)
     return Service(app, queue, registry, metrics, waiting)
 
 

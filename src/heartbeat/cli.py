@@ -13,6 +13,7 @@ from typing import Any
 
 from heartbeat.config import OPTIONS, Option, SettingError, Settings
 from heartbeat.logs import configure_logging
+from heartbeat.roles import Role
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -113,7 +114,7 @@ def _token_parser(commands: Any) -> None:
     token = commands.add_parser("token", help="create, list and revoke API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="make a token and print it, once")
-    create.add_argument("--role", required=True, choices=("admin", "uploader", "worker", "reader"))
+    create.add_argument("--role", required=True, choices=[str(role) for role in Role])
     create.add_argument("--software", help="a worker token's one software (default: all)")
     create.add_argument("--name", help="a note saying who or what holds the token")
     create.add_argument(

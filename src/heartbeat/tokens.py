@@ -19,8 +19,8 @@ from heartbeat.db.database import database_proxy, placeholder, quoted
 from heartbeat.db.models import ApiToken
 from heartbeat.errors import InvalidInput, NotFound
 from heartbeat.registry import NAME_PATTERN
+from heartbeat.roles import Role
 
-ROLES = ("admin", "uploader", "worker", "reader")
 TOKEN_PREFIX = "hb_"
 MIN_SECRET_LENGTH = 32
 
@@ -29,12 +29,12 @@ MIN_SECRET_LENGTH = 32
 class Principal:
     """Who a request acts for: a role, and for a worker token the one software it may work on."""
 
-    role: str
+    role: Role
     software: str | None = None
     token_id: str | None = None
 
 
-OPEN_ACCESS = Principal("admin")
+OPEN_ACCESS = Principal(Role.ADMIN)
 
 
 def _sha256(secret: str) -> str:
@@ -58,9 +58,9 @@ def create_token(
     ``secret`` imports a token made elsewhere (a deployment's ``.env``); creating the same one
     again changes nothing.
     """
-    if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
-    if software is not None and role != "worker":
+    if role not in set(Role):
+        raise InvalidInput(f"role must be one of {', '.join(Role)}")
+    if software is not None and role != Role.WORKER:
         raise InvalidInput("only a worker token is scoped to a software")
     if software is not None and not NAME_PATTERN.fullmatch(software):
         raise InvalidInput(f"software name must match {NAME_PATTERN.pattern}")
@@ -103,7 +103,7 @@ def authenticate(secret: str) -> Principal | None:
     row = database_proxy.execute_sql(sql, (digest[:16],)).fetchone()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return Principal(row[1], row[2], digest[:16])
+    return Principal(Role(row[1]), row[2], digest[:16])
 
 
 def tokens_exist() -> bool:

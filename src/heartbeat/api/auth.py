@@ -1,9 +1,5 @@
-"""Who may call what: the contract's roles, checked once per request before the resource runs.
-
-- ``admin``: everything.
-- ``uploader``: upload, and read.
-- ``worker``: read, and the job routes of the software it is scoped to (or of all).
-- ``reader``: GET only.
+"""Who may call what, checked once per request before the resource runs: the access the route table
+gives the request's method and route, against what the caller's role allows (``heartbeat.roles``).
 
 Health, the dashboard page and the signed URLs the server hands out need no token. With no
 token in the database, a server on a loopback address serves loopback clients openly; any other
@@ -12,56 +8,17 @@ request, and every request once a token exists, needs ``Authorization: Bearer <t
 
 from __future__ import annotations
 
-import enum
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 import falcon
 
 from heartbeat import tokens
+from heartbeat.api.routes import ROUTES
+from heartbeat.api.routes.table import Route
 from heartbeat.errors import Forbidden, Unauthorized
-
-
-class Access(enum.Enum):
-    PUBLIC = "public"
-    READ = "read"
-    UPLOAD = "upload"
-    WORK = "work"
-    ADMIN = "admin"
-
-
-PUBLIC_ROUTES = frozenset({"/", "/v1/health", "/v1/blobs/{key:path}"})
-UPLOAD_ROUTES = frozenset({"/v1/images", "/v1/uploads", "/v1/uploads/{upload_id}/complete"})
-WORK_ROUTES = frozenset(
-    {
-        "/v1/software/{name}/claim",
-        "/v1/software/{name}/results",
-        "/v1/software/{name}/jobs/{image_id}/extend",
-        "/v1/software/{name}/jobs/{image_id}/result",
-        "/v1/software/{name}/jobs/{image_id}/fail",
-        "/v1/software/{name}/jobs/{image_id}/release",
-    }
-)
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-ALLOWED: dict[str, frozenset[Access]] = {
-    "admin": frozenset(Access),
-    "uploader": frozenset({Access.READ, Access.UPLOAD}),
-    "worker": frozenset({Access.READ, Access.WORK}),
-    "reader": frozenset({Access.READ}),
-}
-
-
-def required_access(method: str, uri_template: str) -> Access:
-    if uri_template in PUBLIC_ROUTES:
-        return Access.PUBLIC
-    if method in READ_METHODS:
-        return Access.READ
-    if uri_template in UPLOAD_ROUTES:
-        return Access.UPLOAD
-    if uri_template in WORK_ROUTES:
-        return Access.WORK
-    return Access.ADMIN
+from heartbeat.roles import ALLOWED, Access
 
 
 def allows(principal: tokens.Principal, access: Access, software: str | None) -> bool:
@@ -82,17 +39,26 @@ def is_loopback(host: str | None) -> bool:
 
 
 class Authorization:
-    """Falcon middleware: find the request's principal and refuse what its role does not allow."""
+    """Falcon middleware: find the request's principal and refuse what its role does not allow.
 
-    def __init__(self, *, serving_on_loopback: bool):
+    ``table``: the routes the app serves (a route missing from it needs admin).
+    """
+
+    def __init__(self, table: Sequence[Route] = ROUTES, *, serving_on_loopback: bool):
+        self._routes = {route.path: route for route in table}
         self._serving_on_loopback = serving_on_loopback
+
+    def required_access(self, method: str, uri_template: str) -> Access:
+        """What a ``method`` request needs on the route ``uri_template`` (Falcon's template, as the table spells it)."""
+        route = self._routes.get(uri_template)
+        return Access.ADMIN if route is None else route.access(method)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         if resource is None:
             return
-        access = required_access(req.method, req.uri_template or "")
+        access = self.required_access(req.method, req.uri_template or "")
         if access is Access.PUBLIC:
             return
         principal = self._principal(req)

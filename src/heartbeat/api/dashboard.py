@@ -15,6 +15,6 @@ class DashboardPage:
         resp.data = (DASHBOARD_DIR / "index.html").read_bytes()
 
 
-def add_dashboard(app: falcon.App) -> None:
-    app.add_route("/", DashboardPage())
+def add_dashboard_files(app: falcon.App) -> None:
+    """The page's script and style (the page itself is a route of the table)."""
     app.add_static_route("/dashboard", str(DASHBOARD_DIR))

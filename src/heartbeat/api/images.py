@@ -12,6 +12,7 @@ import falcon.media.multipart
 from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.params import base_url, check, page_limit, query, read_body
+from heartbeat.api.routes.images import IMAGE
 from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import Image
@@ -134,7 +135,7 @@ def answer_ingested(req: falcon.Request, resp: falcon.Response, result: Ingested
     (metrics.uploads if result.created else metrics.duplicates).inc()
     resp.media = describe_image(result.image) | {"duplicate": not result.created}
     resp.status = falcon.HTTP_201 if result.created else falcon.HTTP_200
-    resp.location = f"{req.prefix}/v1/images/{result.image.id}"
+    resp.location = req.prefix + IMAGE.format(image_id=result.image.id)
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import falcon
 
 from heartbeat.api import schemas
 from heartbeat.api.params import cursor, page_limit, query, read_body
+from heartbeat.api.routes.software import SOFTWARE
 from heartbeat.db.models import Software
 from heartbeat.extra_rows import read_rows
 from heartbeat.paging import NAME_ORDER, ROW_ORDER, page_of
@@ -41,7 +42,7 @@ class SoftwareCollection:
         )
         resp.media = self._registry.describe(software)
         resp.status = falcon.HTTP_201
-        resp.location = f"{req.prefix}/v1/software/{software.name}"
+        resp.location = req.prefix + SOFTWARE.format(name=software.name)
 
 
 class SoftwareItem:

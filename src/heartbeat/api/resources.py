@@ -1,0 +1,63 @@
+"""The resources of the route table, each made once from the app's collaborators, by the name the table uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import peewee
+
+from heartbeat.api.blobs import SignedBlob
+from heartbeat.api.dashboard import DashboardPage
+from heartbeat.api.health import Health
+from heartbeat.api.images import ImageCollection, ImageItem, UrlSigner
+from heartbeat.api.jobs import BatchResults, Claim, JobCollection, JobItem
+from heartbeat.api.openapi import OpenApi
+from heartbeat.api.routes import ROUTES
+from heartbeat.api.routes.table import Route
+from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
+from heartbeat.api.uploads import UploadCollection, UploadItem
+from heartbeat.catalog import Catalog
+from heartbeat.config import Settings
+from heartbeat.ingest import Ingest
+from heartbeat.metrics import Metrics, MetricsPage
+from heartbeat.queue import JobQueue
+from heartbeat.queue.waiting import WaitingClaims
+from heartbeat.registry import Registry
+from heartbeat.storage import Storage
+from heartbeat.uploads import DirectUploads
+
+
+def make_resources(
+    *,
+    settings: Settings,
+    database: peewee.Database,
+    storage: Storage,
+    registry: Registry,
+    queue: JobQueue,
+    waiting: WaitingClaims,
+    metrics: Metrics,
+    catalog: Catalog,
+    ingest: Ingest,
+    uploads: DirectUploads,
+    table: Sequence[Route] = ROUTES,
+) -> dict[str, object]:
+    """The resources ``add_routes`` serves ``table`` with; ``openapi`` documents ``table``."""
+    signer = UrlSigner(storage, settings)
+    return {
+        "dashboard_page": DashboardPage(),
+        "openapi": OpenApi(table),
+        "metrics_page": MetricsPage(metrics),
+        "health": Health(database, storage),
+        "image_collection": ImageCollection(ingest, catalog, registry, queue, signer, metrics),
+        "image_item": ImageItem(catalog, registry, queue, signer),
+        "signed_blob": SignedBlob(storage, ingest),
+        "upload_collection": UploadCollection(uploads, settings),
+        "upload_item": UploadItem(uploads, metrics),
+        "software_collection": SoftwareCollection(registry),
+        "software_item": SoftwareItem(registry, queue),
+        "claim": Claim(registry, queue, waiting, storage, settings, metrics),
+        "batch_results": BatchResults(registry, queue, metrics),
+        "job_collection": JobCollection(registry),
+        "job_item": JobItem(registry, queue, metrics),
+        "extra_table": ExtraTable(registry),
+    }
