@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import falcon.testing
-import peewee
 import pymysql
 import pytest
 import requests
@@ -39,7 +38,7 @@ from moto.server import ThreadedMotoServer
 
 from heartbeat.app import create_app
 from heartbeat.config import OPTIONS, DbAuth, Settings
-from heartbeat.db.database import connect, database_proxy, is_mysql
+from heartbeat.db.database import Database, connect
 from heartbeat.db.models import create_base_tables, forget_models
 from heartbeat.storage import Storage, open_storage
 from heartbeat.storage.s3 import parse_endpoint
@@ -221,31 +220,26 @@ def session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def connected(db_auth: DbAuth | None, session_data_dir: Path) -> peewee.Database:
+def connected(db_auth: DbAuth | None, session_data_dir: Path) -> Database:
     return connect(data_dir=session_data_dir, db_auth=db_auth)
 
 
-def reset_database() -> None:
+def reset_database(database: Database) -> None:
     """Every table dropped and the base tables made anew."""
-    database = database_proxy
-    database.connect(reuse_if_open=True)
-    tables = database.get_tables()
-    if is_mysql(database):
-        database.execute_sql("SET FOREIGN_KEY_CHECKS = 0")
-    quote = "`" if is_mysql(database) else '"'
-    for table in tables:
-        database.execute_sql(f"DROP TABLE IF EXISTS {quote}{table}{quote}")
-    forget_models()
-    create_base_tables()
-    database.close()
+    with database.connection():
+        if database.features.mysql:
+            database.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for table in database.tables():
+            database.execute(f"DROP TABLE IF EXISTS {database.quote(table)}")
+        forget_models()
+        create_base_tables(database)
 
 
 @pytest.fixture
-def database(connected: peewee.Database) -> Iterator[peewee.Database]:
-    reset_database()
+def database(connected: Database) -> Iterator[Database]:
+    reset_database(connected)
     yield connected
-    if not connected.is_closed():
-        connected.close()
+    connected.close()
 
 
 class FakeClock:
@@ -277,7 +271,7 @@ def storage(settings: Settings, clock: FakeClock) -> Any:
 
 
 @pytest.fixture
-def app(settings: Settings, database: peewee.Database, storage: Any, clock: FakeClock) -> falcon.App:
+def app(settings: Settings, database: Database, storage: Any, clock: FakeClock) -> falcon.App:
     return create_app(settings, database=database, storage=storage, clock=clock)
 
 
@@ -311,7 +305,7 @@ class LiveServer:
 
 @pytest.fixture
 def start_server(
-    database: peewee.Database, db_auth_file: Path | None, storage_flags: list[str], tmp_path: Path
+    database: Database, db_auth_file: Path | None, storage_flags: list[str], tmp_path: Path
 ) -> Iterator[Callable[..., LiveServer]]:
     """Start servers on the test database (tables already reset) and this pass's storage (on the S3
     pass, one bucket for all the servers of a test); all are stopped afterwards."""

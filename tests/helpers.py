@@ -13,9 +13,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import falcon.testing
+import peewee
 import PIL.Image
 import requests
 
+from heartbeat.db.database import Database, Features
 from heartbeat.storage import Storage
 
 # Falcon's test client answers as this host: the URLs the API signs itself name it.
@@ -137,3 +139,9 @@ def put_url(client: falcon.testing.TestClient, url: str, data: bytes) -> int:
 def stored_keys(storage: Storage, prefix: str = "") -> list[str]:
     """Every object key in the store (pictures under images/, thumbnails under thumbnails/, ...), sorted."""
     return sorted(stored.key for stored in storage.list_objects(prefix))
+
+
+def unreachable_database() -> Database:
+    """A MariaDB that does not answer: nothing listens on its port."""
+    engine = peewee.MySQLDatabase("x", host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
+    return Database(engine, Features(mysql=True, skip_locked=True, max_result_bytes=None, collation=None))

@@ -19,10 +19,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from conftest import FakeClock
-from heartbeat import catalog
 from heartbeat.app import create_app
 from heartbeat.config import Settings
 from heartbeat.errors import BackendUnavailable
+from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, open_storage
 from heartbeat.thumbnails import thumbnail_key
 from helpers import claim, free_port, heartbeat, register, stored_keys, upload
@@ -179,19 +179,19 @@ def test_a_store_failing_during_a_delete_leaves_only_bytes_that_check_fix_remove
 def test_a_database_failing_during_a_delete_answers_503_and_changes_nothing(client, storage, monkeypatch):
     image_id = image_with_a_result(client)
     kept = stored_keys(storage)
-    real = catalog.delete_image_rows
+    real = JobQueue.delete_image_rows
 
-    def rows_deleted_then_connection_lost(image: str) -> None:
-        real(image)  # the jobs and extra-table rows are gone inside the transaction ...
+    def rows_deleted_then_connection_lost(queue: JobQueue, image: str) -> None:
+        real(queue, image)  # the jobs and extra-table rows are gone inside the transaction ...
         raise peewee.OperationalError(2013, "Lost connection to server during query")  # ... which never commits
 
-    monkeypatch.setattr(catalog, "delete_image_rows", rows_deleted_then_connection_lost)
+    monkeypatch.setattr(JobQueue, "delete_image_rows", rows_deleted_then_connection_lost)
     result = client.simulate_delete(f"/v1/images/{image_id}")
     assert result.status_code == 503, result.text
     assert_every_row_kept(client, image_id)
     assert stored_keys(storage) == kept
 
-    monkeypatch.setattr(catalog, "delete_image_rows", real)
+    monkeypatch.setattr(JobQueue, "delete_image_rows", real)
     assert client.simulate_delete(f"/v1/images/{image_id}").status_code == 204
     assert_every_row_gone(client, image_id)
     assert stored_keys(storage) == []

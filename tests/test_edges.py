@@ -8,7 +8,6 @@ import json
 import time
 
 import falcon.testing
-import peewee
 import pytest
 import requests
 
@@ -16,7 +15,7 @@ from conftest import BACKEND
 from heartbeat.app import create_app
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
-from helpers import claim, distinct_images, free_port, register, upload
+from helpers import claim, distinct_images, register, unreachable_database, upload
 
 FD = "/v1/software/face_detection"
 
@@ -138,7 +137,7 @@ def test_long_text_values_and_error_texts_are_stored_whole(client):
 def test_a_result_larger_than_the_database_takes_is_413_and_changes_nothing(client, database):
     if BACKEND != "mysql":
         pytest.skip("SQLite has no statement size limit; MySQL/MariaDB's max_allowed_packet is the point here")
-    (packet,) = database.execute_sql("SELECT @@max_allowed_packet").fetchone()
+    (packet,) = database.execute("SELECT @@max_allowed_packet").fetchone()
     register(client, "face_detection")
     image_id = upload(client).json["id"]
     [job] = claim(client)
@@ -167,7 +166,7 @@ def test_a_retry_after_beyond_an_hour_is_honoured(client, clock):
 
 
 def test_health_reports_a_database_that_does_not_answer_with_the_storage_state(settings, storage, clock):
-    unreachable = peewee.MySQLDatabase("x", host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
+    unreachable = unreachable_database()
     app = create_app(settings, database=unreachable, storage=storage, clock=clock)
     result = falcon.testing.TestClient(app).simulate_get("/v1/health")
     assert result.status_code == 503
@@ -176,8 +175,8 @@ def test_health_reports_a_database_that_does_not_answer_with_the_storage_state(s
 
 
 def test_a_lease_that_runs_out_on_the_last_attempt_is_failed_without_another_claim(database, clock):
-    registry = Registry(clock, default_lease_seconds=60, default_max_attempts=1)
-    queue = JobQueue(clock)
+    queue = JobQueue(database, clock)
+    registry = Registry(database, queue, clock, default_lease_seconds=60, default_max_attempts=1)
     software = registry.register("face_detection", lease_seconds=10)
     from heartbeat.db.models import Image
 
@@ -192,9 +191,7 @@ def test_a_lease_that_runs_out_on_the_last_attempt_is_failed_without_another_cla
         height=1,
         storage_key="k",
     )
-    from heartbeat.queue import backfill_jobs
-
-    backfill_jobs(software, clock())
+    queue.backfill_jobs(software)
     [held] = queue.claim(software, max_jobs=1).jobs
     assert queue.expire_leases(software) == 0  # the lease still runs
     clock.advance(11)

@@ -15,7 +15,7 @@ import pymysql
 import pytest
 
 from conftest import BACKEND
-from heartbeat.db.database import database_proxy, transaction
+from heartbeat.db.models import database_proxy
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from helpers import register, upload
@@ -43,7 +43,6 @@ def test_two_transactions_that_deadlock_both_commit_the_loser_running_again(data
     both_hold_their_first_row = threading.Barrier(2)
     attempts: Counter[str] = Counter()
 
-    @transaction
     def bump(name: str, first: int, second: int) -> None:
         attempts[name] += 1
         Pair.update(hits=Pair.hits + 1).where(Pair.id == first).execute()
@@ -52,9 +51,9 @@ def test_two_transactions_that_deadlock_both_commit_the_loser_running_again(data
         Pair.update(hits=Pair.hits + 1).where(Pair.id == second).execute()
 
     def run(name: str, first: int, second: int) -> None:
-        database.connect(reuse_if_open=True)
+        database.connect()
         try:
-            bump(name, first, second)
+            database.transaction(bump, name, first, second)
         finally:
             database.close()
 
@@ -69,9 +68,10 @@ def test_two_transactions_that_deadlock_both_commit_the_loser_running_again(data
 def test_a_claim_whose_connection_was_killed_runs_again_on_a_new_connection(client, database, db_auth):
     register(client, "survivor")
     image = upload(client).json
-    database.connect(reuse_if_open=True)
-    software = Registry(time.time, default_lease_seconds=60, default_max_attempts=3).get("survivor")
-    (victim,) = database.execute_sql("SELECT CONNECTION_ID()").fetchone()
+    database.connect()
+    queue = JobQueue(database, time.time)
+    software = Registry(database, queue, time.time, default_lease_seconds=60, default_max_attempts=3).get("survivor")
+    (victim,) = database.execute("SELECT CONNECTION_ID()").fetchone()
     with pymysql.connect(host=db_auth.host, port=db_auth.port, user=db_auth.user, password=db_auth.password) as admin:
         with admin.cursor() as cursor:
             cursor.execute(f"KILL {int(victim)}")
@@ -84,9 +84,9 @@ def test_a_claim_whose_connection_was_killed_runs_again_on_a_new_connection(clie
             assert time.monotonic() < deadline, "the killed connection did not go away"
             time.sleep(0.05)
 
-    [job] = JobQueue(time.time).claim(software, max_jobs=1).jobs
+    [job] = queue.claim(software, max_jobs=1).jobs
     assert job.image_id == image["id"]
-    (now_using,) = database.execute_sql("SELECT CONNECTION_ID()").fetchone()
+    (now_using,) = database.execute("SELECT CONNECTION_ID()").fetchone()
     assert now_using != victim
     database.close()
     assert client.simulate_get(f"/v1/software/survivor/jobs/{image['id']}").json["status"] == "claimed"

@@ -23,7 +23,7 @@ from heartbeat.api.routes.table import Operation, Reply, Route
 from heartbeat.cli import main
 from heartbeat.errors import InvalidInput
 from heartbeat.roles import Access, Role
-from helpers import upload
+from helpers import unreachable_database, upload
 
 
 class Echo:
@@ -43,8 +43,8 @@ DOCUMENT = next(route for route in ROUTES if route.resource == "openapi")
 
 def scratch_app(table: list[Route], resources: dict[str, object], database: Any) -> falcon.testing.TestClient:
     """An app built on ``table`` alone, as ``create_app`` builds one on the real table."""
-    app = falcon.App(middleware=[DatabaseConnection(database), Authorization(table, serving_on_loopback=False)])
-    add_error_handlers(app)
+    app = falcon.App(middleware=[DatabaseConnection(database), Authorization(database, table, serving_on_loopback=False)])
+    add_error_handlers(app, database)
     add_routes(app, resources, table)
     return falcon.testing.TestClient(app)
 
@@ -65,7 +65,7 @@ def test_a_route_added_to_the_table_is_served_guarded_and_documented(database, c
     assert ("POST", "/v1/software/{name}/echo") in served
     assert client.simulate_post("/v1/software/face_detection/echo", headers=worker).json == {"name": "face_detection"}
 
-    assert Authorization(table, serving_on_loopback=False).required_access("POST", SCRATCH.path) is Access.WORK
+    assert Authorization(database, table, serving_on_loopback=False).required_access("POST", SCRATCH.path) is Access.WORK
     assert client.simulate_post("/v1/software/face_detection/echo").status_code == 401
     assert client.simulate_post("/v1/software/face_detection/echo", headers=reader).status_code == 403
     assert client.simulate_post("/v1/software/ocr/echo", headers=worker).status_code == 403  # scoped to another
@@ -82,8 +82,8 @@ def test_adding_a_route_to_the_real_table_changes_nothing_of_the_others():
     grown = openapi_document([*ROUTES, SCRATCH])
     assert set(grown["paths"]) == set(real["paths"]) | {SCRATCH.path}
     assert {path: grown["paths"][path] for path in real["paths"]} == real["paths"]
-    before = Authorization(ROUTES, serving_on_loopback=False)
-    after = Authorization([*ROUTES, SCRATCH], serving_on_loopback=False)
+    before = Authorization(unreachable_database(), ROUTES, serving_on_loopback=False)
+    after = Authorization(unreachable_database(), [*ROUTES, SCRATCH], serving_on_loopback=False)
     for route in ROUTES:
         for method in (*route.operations, "HEAD", "OPTIONS", "DELETE"):
             assert after.required_access(method, route.path) is before.required_access(method, route.path)
@@ -133,7 +133,8 @@ def test_a_table_naming_a_resource_nobody_made_is_refused_at_once():
     ],
 )
 def test_a_method_the_table_does_not_declare_needs_what_the_routes_methods_of_its_kind_need(method, path, access):
-    assert Authorization(serving_on_loopback=False).required_access(method, path) is access
+    # The role a route needs is read off the table alone: no database is asked.
+    assert Authorization(unreachable_database(), serving_on_loopback=False).required_access(method, path) is access
 
 
 def test_a_method_a_route_does_not_serve_answers_405_only_to_whom_its_writes_are_allowed(client, clock):

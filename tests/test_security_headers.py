@@ -11,11 +11,10 @@ from typing import Any
 
 import falcon
 import falcon.testing
-import peewee
 import pytest
 
 from heartbeat.app import create_app
-from helpers import fetch_url, free_port, image_bytes, upload
+from helpers import fetch_url, image_bytes, unreachable_database, upload
 
 Request = Callable[[falcon.testing.TestClient, str], falcon.testing.Result]
 
@@ -84,7 +83,7 @@ def test_a_signed_download_and_a_refused_one_carry_them_too(client, image_id):
 
 
 def test_an_unreachable_database_answer_carries_them_too(settings, storage, clock):
-    unreachable = peewee.MySQLDatabase("x", host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
+    unreachable = unreachable_database()
     client = falcon.testing.TestClient(create_app(settings, database=unreachable, storage=storage, clock=clock))
     for result in (client.simulate_get("/v1/health"), client.simulate_get("/v1/images")):
         assert result.status_code == 503

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
-import peewee
 
 from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
@@ -22,6 +21,7 @@ from heartbeat.api.resources import make_resources
 from heartbeat.api.routes import add_routes
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
+from heartbeat.db.database import Database
 from heartbeat.ingest import Ingest, new_image_id
 from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
@@ -36,7 +36,8 @@ from heartbeat.uploads import DirectUploads
 class Service:
     """The app, and what of it lives beyond a request."""
 
-    app: falcon.App
+    app: falcon.App[falcon.Request, falcon.Response]
+    database: Database
     queue: JobQueue
     registry: Registry
     metrics: Metrics
@@ -44,7 +45,7 @@ class Service:
 
     def lease_reaper(self, interval_seconds: float) -> LeaseReaper:
         """A reaper (not started) that fails the jobs whose last lease ran out, every ``interval_seconds``."""
-        return LeaseReaper(self.queue, self.registry, self.metrics, interval_seconds=interval_seconds)
+        return LeaseReaper(self.database, self.queue, self.registry, self.metrics, interval_seconds=interval_seconds)
 
     def close(self) -> None:
         """The server is stopping: waiting claims answer now, and no new claim waits."""
@@ -54,7 +55,7 @@ class Service:
 def build_service(
     settings: Settings,
     *,
-    database: peewee.Database,
+    database: Database,
     storage: Storage,
     clock: Callable[[], float] = time.time,
     new_id: Callable[[], str] = new_image_id,
@@ -64,27 +65,31 @@ def build_service(
 
     ``metrics_dir``: prometheus-client's multiprocess folder, when several processes serve.
     """
+    queue = JobQueue(database, clock)
     registry = Registry(
-        clock, default_lease_seconds=settings.default_lease_seconds, default_max_attempts=settings.default_max_attempts
+        database,
+        queue,
+        clock,
+        default_lease_seconds=settings.default_lease_seconds,
+        default_max_attempts=settings.default_max_attempts,
     )
-    queue = JobQueue(clock)
-    waiting = WaitingClaims(queue, max_waiting=settings.waiting_claims_limit)
-    ingest = Ingest(settings, storage, queue.signal, clock=clock, new_id=new_id)
+    waiting = WaitingClaims(database, queue, max_waiting=settings.waiting_claims_limit)
+    ingest = Ingest(settings, storage, database, queue, clock=clock, new_id=new_id)
     metrics = Metrics(metrics_dir)
-    metrics.watch_jobs(registry)
+    metrics.watch_jobs(registry, queue)
     middleware: list[Any] = [
         SecurityHeaders(),
         RequestLog(metrics),
         UnicodeRequestLine(),
         DatabaseConnection(database),
-        Authorization(serving_on_loopback=is_loopback(settings.host)),
+        Authorization(database, serving_on_loopback=is_loopback(settings.host)),
     ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.media_handlers[falcon.MEDIA_JSON] = app.resp_options.media_handlers[falcon.MEDIA_JSON] = (
         json_handler()
     )
-    add_error_handlers(app)
+    add_error_handlers(app, database)
     resources = make_resources(
         settings=settings,
         database=database,
@@ -93,21 +98,21 @@ def build_service(
         queue=queue,
         waiting=waiting,
         metrics=metrics,
-        catalog=Catalog(storage, registry),
+        catalog=Catalog(database, storage, registry, queue),
         ingest=ingest,
         uploads=DirectUploads(settings, storage, ingest, clock=clock),
     )
     add_routes(app, resources)
-    return Service(app, queue, registry, metrics, waiting)
+    return Service(app, database, queue, registry, metrics, waiting)
 
 
 def create_app(
     settings: Settings,
     *,
-    database: peewee.Database,
+    database: Database,
     storage: Storage,
     clock: Callable[[], float] = time.time,
     new_id: Callable[[], str] = new_image_id,
-) -> falcon.App:
+) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app alone (no reaper: tests move the clock and expire leases by hand)."""
     return build_service(settings, database=database, storage=storage, clock=clock, new_id=new_id).app

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from heartbeat.db.database import database_proxy, placeholder, quoted
-from heartbeat.db.models import Image, job_model
-from heartbeat.errors import BackendUnavailable, InvalidInput, NotFound
+from heartbeat.db.database import Database, transactional
+from heartbeat.db.models import Image, JobStatus
+from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.paging import UPLOAD_ORDER, after, page_of
-from heartbeat.queue import delete_image_rows, reprioritize
-from heartbeat.registry import STATUSES, Registry
+from heartbeat.queue import JobQueue
+from heartbeat.registry import Registry
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import thumbnail_key
 
@@ -20,9 +20,14 @@ log = logging.getLogger(__name__)
 class Catalog:
     """Images as the API shows them; deleting one removes every trace of it."""
 
-    def __init__(self, storage: Storage, registry: Registry):
+    def __init__(self, database: Database, storage: Storage, registry: Registry, queue: JobQueue):
+        self._database = database
         self._storage = storage
         self._registry = registry
+        self._queue = queue
+        self._by_id_sql = (
+            f"SELECT {', '.join(IMAGE_COLUMNS)} FROM {database.quote(Image._meta.table_name)} WHERE id IN "
+        )
 
     def get(self, image_id: str) -> Image:
         image = Image.get_or_none(Image.id == image_id)
@@ -33,16 +38,14 @@ class Catalog:
     def page(
         self, *, origin: str | None, status: str | None, cursor: str | None, limit: int, newest_first: bool = False
     ) -> tuple[list[Image], str | None]:
-        """Images oldest (or newest) first; ``status`` is ``<software>:<status>``."""
+        """Images oldest (or newest) first; ``status`` is ``<software>:<status>`` (checked by the caller)."""
         query = Image.select()
         if origin is not None:
             query = query.where(Image.origin == origin)
         if status is not None:
             software_name, _, job_status = status.partition(":")
-            if job_status not in STATUSES:
-                raise InvalidInput(f"status must be <software>:<{'|'.join(STATUSES)}>")
-            job = job_model(self._registry.get(software_name).name)
-            query = query.join(job, on=(job.image_id == Image.id)).where(job.status == job_status)
+            software = self._registry.get(software_name)
+            query = query.where(Image.id.in_(self._queue.with_status(software, JobStatus(job_status))))
         position = UPLOAD_ORDER.parse(cursor)
         order = (Image.uploaded_date, Image.id)
         if position is not None:
@@ -53,11 +56,14 @@ class Catalog:
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""
-        with database_proxy.atomic():
-            self.get(image_id)  # 404 for an unknown image
-            Image.update(priority=priority).where(Image.id == image_id).execute()
-            reprioritize(image_id, priority)
+        self._set_priority(image_id, priority)
         return self.get(image_id)
+
+    @transactional
+    def _set_priority(self, image_id: str, priority: int) -> None:
+        self.get(image_id)  # 404 for an unknown image
+        Image.update(priority=priority).where(Image.id == image_id).execute()
+        self._queue.reprioritize(image_id, priority)
 
     def delete(self, image_id: str) -> None:
         """The row, its jobs and extra-table rows in one transaction, then its bytes.
@@ -66,10 +72,7 @@ class Catalog:
         that fails after it cannot undo it: the bytes it kept are objects without a row, which
         ``heartbeat check --fix`` removes, and the delete succeeds, with a warning in the log.
         """
-        with database_proxy.atomic():
-            image = self.get(image_id)
-            delete_image_rows(image_id)
-            image.delete_instance()
+        image = self._delete_rows(image_id)
         keys = [image.storage_key, thumbnail_key(image.id)]
         for done, key in enumerate(keys):
             try:
@@ -84,25 +87,26 @@ class Catalog:
                 )
                 return
 
+    @transactional
+    def _delete_rows(self, image_id: str) -> Image:
+        image = self.get(image_id)
+        self._queue.delete_image_rows(image_id)
+        image.delete_instance()
+        return image
+
+    def by_id(self, image_ids: list[str]) -> dict[str, Image]:
+        """The images with these IDs (a claim reads them for every job it hands out: one short statement)."""
+        if not image_ids:
+            return {}
+        images = {}
+        for row in self._database.execute(self._by_id_sql + self._database.params(len(image_ids)), image_ids):
+            fields = dict(zip(IMAGE_COLUMNS, row, strict=True))
+            fields["other_data"] = Image.other_data.python_value(fields["other_data"])
+            images[fields["id"]] = Image(**fields)
+        return images
+
 
 IMAGE_COLUMNS = tuple(field.column_name for field in Image._meta.sorted_fields)
-
-
-def images_by_id(image_ids: list[str]) -> dict[str, Image]:
-    """The images with these IDs (a claim reads them for every job it hands out: one short statement)."""
-    if not image_ids:
-        return {}
-    p = placeholder()
-    sql = (
-        f"SELECT {', '.join(IMAGE_COLUMNS)} FROM {quoted(Image._meta.table_name)}"
-        f" WHERE id IN ({', '.join(p for _ in image_ids)})"
-    )
-    images = {}
-    for row in database_proxy.execute_sql(sql, image_ids).fetchall():
-        fields = dict(zip(IMAGE_COLUMNS, row, strict=True))
-        fields["other_data"] = Image.other_data.python_value(fields["other_data"])
-        images[fields["id"]] = Image(**fields)
-    return images
 
 
 def describe_image(image: Image, jobs: dict[str, str] | None = None) -> dict[str, Any]:

@@ -9,13 +9,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heartbeat.config import OPTIONS, Option, SettingError, Settings
+from heartbeat.image_types import IMAGE_SUFFIXES
 from heartbeat.logs import configure_logging
 from heartbeat.roles import Role
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+if TYPE_CHECKING:
+    from heartbeat.db.database import Database
+
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
@@ -135,15 +138,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**{option.field: getattr(args, option.field, None) for option in OPTIONS})
 
 
-def _connect(settings: Settings) -> None:
+def _connect(settings: Settings) -> Database:
     from heartbeat.db.database import connect
 
-    connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
+    return connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
 
 
 def serve(args: argparse.Namespace) -> int:
     from heartbeat.api.auth import is_loopback
-    from heartbeat.db.database import close_all, connect
     from heartbeat.server import serve as serve_forever
     from heartbeat.storage import open_storage
     from heartbeat.tokens import tokens_exist
@@ -152,12 +154,12 @@ def serve(args: argparse.Namespace) -> int:
     settings.check_serving()
     configure_logging(settings.log_format)
     # Checked here, once, before the port is taken; each server process connects again on its own.
-    database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
+    database = _connect(settings)
     try:
-        with database.connection_context():
-            open_server = not tokens_exist()
+        with database.connection():
+            open_server = not tokens_exist(database)
     finally:
-        close_all(database)
+        database.close_all()
     if open_server and not is_loopback(settings.host):
         print(
             f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves only "
@@ -172,23 +174,25 @@ def serve(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     from heartbeat.check import run_check
-    from heartbeat.db.database import database_proxy
     from heartbeat.storage import open_storage
 
     settings = settings_from_args(args)
-    _connect(settings)
-    with database_proxy.connection_context():
+    with _connect(settings).connection():
         grace = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
         return run_check(open_storage(settings), fix=args.fix, out=sys.stdout, **grace)
 
 
 def software(args: argparse.Namespace) -> int:
     from heartbeat.errors import HeartbeatError
+    from heartbeat.queue import JobQueue
     from heartbeat.registry import Registry
 
     settings = settings_from_args(args)
-    _connect(settings)
+    database = _connect(settings)
+    queue = JobQueue(database, time.time)
     registry = Registry(
+        database,
+        queue,
         time.time,
         default_lease_seconds=settings.default_lease_seconds,
         default_max_attempts=settings.default_max_attempts,
@@ -208,7 +212,7 @@ def software(args: argparse.Namespace) -> int:
         print(f"registered {item.name} (lease {item.lease_seconds}s, {item.max_attempts} attempts)")
         return 0
     for item in registry.all():
-        counts = registry.counts(item)
+        counts = queue.counts(item)
         print(f"{item.name}\t" + "\t".join(f"{status}={count}" for status, count in counts.items()))
     return 0
 

@@ -20,24 +20,16 @@ import PIL.Image
 
 from heartbeat import jsontext, urlfetch
 from heartbeat.config import Settings
-from heartbeat.db.database import transaction
+from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image
 from heartbeat.errors import Busy, InvalidInput, TooLarge, UnsupportedImage
-from heartbeat.queue import WorkSignal, create_jobs
+from heartbeat.image_types import IMAGE_TYPES
+from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
 
 log = logging.getLogger(__name__)
 
-# Pillow format name -> (content type, file extension)
-IMAGE_FORMATS = {
-    "JPEG": ("image/jpeg", ".jpg"),
-    "PNG": ("image/png", ".png"),
-    "GIF": ("image/gif", ".gif"),
-    "WEBP": ("image/webp", ".webp"),
-    "BMP": ("image/bmp", ".bmp"),
-    "TIFF": ("image/tiff", ".tiff"),
-}
 CHUNK_BYTES = 256 * 1024
 MAX_ORIGIN_CHARS = 255
 MAX_PRIORITY = 1_000_000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; higher is claimed first
@@ -73,14 +65,16 @@ class Ingest:
         self,
         settings: Settings,
         storage: Storage,
-        signal: WorkSignal,
+        database: Database,
+        queue: JobQueue,
         *,
         clock: Callable[[], float],
         new_id: Callable[[], str] = new_image_id,
     ):
         self._settings = settings
         self._storage = storage
-        self._signal = signal
+        self._database = database
+        self._queue = queue
         self._clock = clock
         self._new_id = new_id
         self._spool_dir = settings.data_dir / "tmp"
@@ -175,7 +169,7 @@ class Ingest:
         }
         claimable: list[str] = []
         try:
-            image, claimable = _insert_image(row)
+            image, claimable = self._insert_image(row)
         except peewee.IntegrityError:
             existing = Image.get_or_none(Image.sha256 == checked.sha256)
             if existing is None or existing.id != image_id:
@@ -193,7 +187,7 @@ class Ingest:
             self._discard(image_id, key)
             raise
         if claimable:
-            self._signal.notify(*claimable)
+            self._queue.signal.notify(*claimable)
         return Ingested(image, created=True)
 
     def _discard(self, image_id: str, key: str) -> None:
@@ -212,12 +206,11 @@ class Ingest:
         finally:
             thumbnail.unlink(missing_ok=True)
 
-
-@transaction
-def _insert_image(row: dict[str, Any]) -> tuple[Image, list[str]]:
-    """The image's row and a job for every software, together; and the software it gave claimable work."""
-    image = Image.create(**row)
-    return image, create_jobs(image)
+    @transactional
+    def _insert_image(self, row: dict[str, Any]) -> tuple[Image, list[str]]:
+        """The image's row and a job for every software, together; and the software it gave claimable work."""
+        image = Image.create(**row)
+        return image, self._queue.create_jobs(image)
 
 
 def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
@@ -252,7 +245,7 @@ def check_image(path: Path, max_pixels: int) -> CheckedImage:
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
             with PIL.Image.open(path) as picture:
                 fmt, (width, height) = picture.format, picture.size
-                if fmt not in IMAGE_FORMATS:
+                if fmt not in IMAGE_TYPES:
                     raise UnsupportedImage()
                 if width * height > max_pixels:
                     raise TooLarge(f"the image has {width * height} pixels, more than {max_pixels}")
@@ -261,7 +254,7 @@ def check_image(path: Path, max_pixels: int) -> CheckedImage:
         raise TooLarge(f"the image has more than {max_pixels} pixels") from None
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UnsupportedImage() from None
-    content_type, extension = IMAGE_FORMATS[fmt]
+    content_type, extension = IMAGE_TYPES[fmt].content_type, IMAGE_TYPES[fmt].extension
     return CheckedImage(digest.hexdigest(), size, content_type, extension, width, height)
 
 

@@ -22,20 +22,22 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 
 
 class JobGauges(Collector):
     """``heartbeat_jobs{software, status}``: one GROUP BY per software, when Prometheus asks."""
 
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, queue: JobQueue):
         self._registry = registry
+        self._queue = queue
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("heartbeat_jobs", "Jobs per software and status", labels=["software", "status"])
         paused = GaugeMetricFamily("heartbeat_software_paused", "1 while a software is paused", labels=["software"])
         for software in self._registry.all():  # on the scrape request's own connection
-            for status, count in self._registry.counts(software).items():
+            for status, count in self._queue.counts(software).items():
                 gauge.add_metric([software.name, status], count)
             paused.add_metric([software.name], 1 if software.paused else 0)
         yield gauge
@@ -81,8 +83,8 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25),
         )
 
-    def watch_jobs(self, registry: Registry) -> None:
-        self._gauges.append(JobGauges(registry))
+    def watch_jobs(self, registry: Registry, queue: JobQueue) -> None:
+        self._gauges.append(JobGauges(registry, queue))
         self.registry.register(self._gauges[-1])
 
     def exposition(self) -> bytes:

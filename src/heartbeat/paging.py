@@ -109,7 +109,8 @@ def page_of(
 def after(columns: tuple[peewee.Field, ...], key: tuple[Any, ...], *, descending: bool = False) -> peewee.Expression:
     """The rows past ``key`` in the order of ``columns`` (the sort key, ascending unless ``descending``)."""
     first, *rest = columns
-    past = first < key[0] if descending else first > key[0]
+    past: peewee.Expression = first < key[0] if descending else first > key[0]
     if not rest:
         return past
-    return past | ((first == key[0]) & after(tuple(rest), key[1:], descending=descending))
+    tie: peewee.Expression = first == key[0]
+    return past | (tie & after(tuple(rest), key[1:], descending=descending))

@@ -15,7 +15,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 
-from heartbeat.db.database import database_proxy, placeholder, quoted
+from heartbeat.db.database import Database
 from heartbeat.db.models import ApiToken
 from heartbeat.errors import InvalidInput, NotFound
 from heartbeat.registry import NAME_PATTERN
@@ -93,20 +93,20 @@ def revoke_token(token: str, *, clock: Callable[[], float]) -> ApiToken:
 
 
 # Every request runs one of these two: short statements, not model queries.
-def authenticate(secret: str) -> Principal | None:
+def authenticate(database: Database, secret: str) -> Principal | None:
     """The principal of a live token, or None for an unknown or revoked one."""
     digest = _sha256(secret)
     sql = (
-        f"SELECT secret_sha256, role, software FROM {quoted(ApiToken._meta.table_name)}"
-        f" WHERE id = {placeholder()} AND revoked_at IS NULL"
+        f"SELECT secret_sha256, role, software FROM {database.quote(ApiToken._meta.table_name)}"
+        f" WHERE id = {database.param} AND revoked_at IS NULL"
     )
-    row = database_proxy.execute_sql(sql, (digest[:16],)).fetchone()
+    row = database.execute(sql, (digest[:16],)).fetchone()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
     return Principal(Role(row[1]), row[2], digest[:16])
 
 
-def tokens_exist() -> bool:
+def tokens_exist(database: Database) -> bool:
     """Whether any live token exists: from then on every request needs one."""
-    sql = f"SELECT 1 FROM {quoted(ApiToken._meta.table_name)} WHERE revoked_at IS NULL LIMIT 1"
-    return database_proxy.execute_sql(sql).fetchone() is not None
+    sql = f"SELECT 1 FROM {database.quote(ApiToken._meta.table_name)} WHERE revoked_at IS NULL LIMIT 1"
+    return database.execute(sql).fetchone() is not None

@@ -15,7 +15,7 @@ from heartbeat.storage import open_storage
 
 
 @functools.cache
-def app_from_settings(settings: Settings) -> falcon.App:
+def app_from_settings(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
     """The served app (made once): the configured database and storage, and the lease reaper running."""
     database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=settings.threads)
     service = build_service(settings, database=database, storage=open_storage(settings))
@@ -23,7 +23,7 @@ def app_from_settings(settings: Settings) -> falcon.App:
     return service.app
 
 
-def __getattr__(name: str) -> falcon.App:
+def __getattr__(name: str) -> falcon.App[falcon.Request, falcon.Response]:
     # Built on first use, so that importing this module reads nothing.
     if name == "app":
         return app_from_settings(Settings.from_env())

@@ -156,17 +156,17 @@ def naive_2019(auth: DbAuth, software: str, *, threads: int, seconds: float) -> 
 
 def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, calls: int = 2000) -> float:
     """CPU seconds per call of what pipelines add to each submit of a software without dependencies:
-    :func:`heartbeat.pipeline.downstream_closure`, one short SELECT of every software's ``after`` (a claim of
+    :func:`heartbeat.queue.pipeline.downstream_closure`, one short SELECT of every software's ``after`` (a claim of
     such a software runs no pipeline statement at all). Run here, in this process, on the same MariaDB."""
     from heartbeat.db.database import connect
     from heartbeat.db.models import Software
-    from heartbeat.pipeline import downstream_closure
+    from heartbeat.queue.pipeline import downstream_closure
 
     database = connect(data_dir=workdir, db_auth=server.auth)
-    with database.connection_context():
+    with database.connection():
         row = Software.get(Software.name == software)
-        downstream_closure(row)  # warm
+        downstream_closure(database, row)  # warm
         started = time.process_time()
         for _ in range(calls):
-            downstream_closure(row)
+            downstream_closure(database, row)
         return (time.process_time() - started) / calls

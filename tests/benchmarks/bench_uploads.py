@@ -19,9 +19,9 @@ import urllib3
 from harness import Api, LoadResult, Server, run_load
 
 from heartbeat.config import Settings
-from heartbeat.db.database import connect, database_proxy
+from heartbeat.db.database import connect
 from heartbeat.ingest import Ingest
-from heartbeat.queue import WorkSignal
+from heartbeat.queue import JobQueue
 from heartbeat.storage import open_storage
 
 
@@ -50,7 +50,7 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
     """Images per second through ``Ingest`` in this process, on the server's database and software."""
     settings = Settings(data_dir=workdir, db_auth=server.auth, storage=f"local:{workdir / 'images'}")
     database = connect(data_dir=workdir, db_auth=server.auth)
-    ingest = Ingest(settings, open_storage(settings), WorkSignal(), clock=time.time)
+    ingest = Ingest(settings, open_storage(settings), database, JobQueue(database, time.time), clock=time.time)
     taken = itertools.count()
     lock = threading.Lock()
 
@@ -59,7 +59,7 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
             index = next(taken)
         if index >= len(images):
             return None
-        with database_proxy.connection_context(), ingest.receive(io.BytesIO(images[index])) as path:
+        with database.connection(), ingest.receive(io.BytesIO(images[index])) as path:
             if not ingest.store(path, filename=f"bench-{index}.jpg", origin="bench", other_data=None).created:
                 raise RuntimeError("an in-process upload was taken for a duplicate")
         return 1
@@ -67,4 +67,4 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
     try:
         return run_load(threads, lambda: None, store, seconds=None, warmup_seconds=0)
     finally:
-        database.close_all()  # type: ignore[attr-defined]
+        database.close_all()

@@ -17,6 +17,7 @@ import falcon
 from heartbeat import tokens
 from heartbeat.api.routes import ROUTES
 from heartbeat.api.routes.table import Route
+from heartbeat.db.database import Database
 from heartbeat.errors import Forbidden, Unauthorized
 from heartbeat.roles import ALLOWED, Access
 
@@ -44,7 +45,8 @@ class Authorization:
     ``table``: the routes the app serves (a route missing from it needs admin).
     """
 
-    def __init__(self, table: Sequence[Route] = ROUTES, *, serving_on_loopback: bool):
+    def __init__(self, database: Database, table: Sequence[Route] = ROUTES, *, serving_on_loopback: bool):
+        self._database = database
         self._routes = {route.path: route for route in table}
         self._serving_on_loopback = serving_on_loopback
 
@@ -70,13 +72,13 @@ class Authorization:
     def _principal(self, req: falcon.Request) -> tokens.Principal:
         header = req.get_header("Authorization")
         if header is None:
-            if self._serving_on_loopback and is_loopback(req.remote_addr) and not tokens.tokens_exist():
+            if self._serving_on_loopback and is_loopback(req.remote_addr) and not tokens.tokens_exist(self._database):
                 return tokens.OPEN_ACCESS
             raise Unauthorized()
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("send the token as `Authorization: Bearer <token>`")
-        principal = tokens.authenticate(secret.strip())
+        principal = tokens.authenticate(self._database, secret.strip())
         if principal is None:
             raise Unauthorized("unknown or revoked token")
         return principal

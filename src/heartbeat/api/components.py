@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from heartbeat.api import schemas
 from heartbeat.api.schemas import Schema
+from heartbeat.db.models import JobStatus
 from heartbeat.paging import DEFAULT_LIMIT, CursorGrammar
-from heartbeat.registry import STATUSES
 
 NUMBER_OR_NULL: Schema = {"type": ["number", "null"]}
 STRING_OR_NULL: Schema = {"type": ["string", "null"]}
-STATUS: Schema = {"enum": list(STATUSES)}
+STATUS: Schema = {"enum": [str(status) for status in JobStatus]}
 
 
 def ref(name: str) -> Schema:
@@ -43,7 +43,7 @@ COMPONENTS: dict[str, Schema] = {
             "priority": schemas.PRIORITY,
         }
     ),
-    "Counts": obj({status: {"type": "integer", "minimum": 0} for status in STATUSES}),
+    "Counts": obj({str(status): {"type": "integer", "minimum": 0} for status in JobStatus}),
     "Software": obj(
         {
             "name": schemas.NAME,
@@ -57,8 +57,7 @@ COMPONENTS: dict[str, Schema] = {
             "throughput": obj(
                 {
                     "window_seconds": {"type": "integer", "minimum": 1},
-                    "done": {"type": "integer", "minimum": 0},
-                    "failed": {"type": "integer", "minimum": 0},
+                    **{str(status): {"type": "integer", "minimum": 0} for status in (JobStatus.DONE, JobStatus.FAILED)},
                 }
             ),
         }

@@ -15,6 +15,6 @@ class DashboardPage:
         resp.data = (DASHBOARD_DIR / "index.html").read_bytes()
 
 
-def add_dashboard_files(app: falcon.App) -> None:
+def add_dashboard_files(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     """The page's script and style (the page itself is a route of the table)."""
     app.add_static_route("/dashboard", str(DASHBOARD_DIR))

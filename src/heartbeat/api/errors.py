@@ -9,7 +9,7 @@ import falcon
 import peewee
 
 from heartbeat import errors, jsontext
-from heartbeat.db.database import close_for_good, database_proxy
+from heartbeat.db.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,13 @@ def _domain_error(req: falcon.Request, resp: falcon.Response, error: errors.Hear
     raise falcon.HTTPError(falcon.code_to_http_status(status), description=error.description)
 
 
-def _database_down(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
-    log.warning("database unavailable: %s: %s", type(error).__name__, error)
-    close_for_good(database_proxy.obj)  # the next request of this thread starts on a new connection
-    raise falcon.HTTPServiceUnavailable(description="the database is unreachable", retry_after=5)
+def _database_down(database: Database) -> Any:
+    def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+        log.warning("database unavailable: %s: %s", type(error).__name__, error)
+        database.close_for_good()  # the next request of this thread starts on a new connection
+        raise falcon.HTTPServiceUnavailable(description="the database is unreachable", retry_after=5)
+
+    return handle
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
@@ -68,12 +71,12 @@ def _default_description(req: falcon.Request, status: int) -> str:
         return f"no such route: {req.path}"
     if status == 405:
         return f"{req.path} does not take {req.method}"
-    return falcon.code_to_http_status(status).partition(" ")[2]
+    return str(falcon.code_to_http_status(status)).partition(" ")[2]
 
 
-def add_error_handlers(app: falcon.App) -> None:
+def add_error_handlers(app: falcon.App[falcon.Request, falcon.Response], database: Database) -> None:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(errors.HeartbeatError, _domain_error)
-    app.add_error_handler(peewee.OperationalError, _database_down)
-    app.add_error_handler(peewee.InterfaceError, _database_down)
+    app.add_error_handler(peewee.OperationalError, _database_down(database))
+    app.add_error_handler(peewee.InterfaceError, _database_down(database))
     app.set_error_serializer(_serialize)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 import peewee
 
+from heartbeat.db.database import Database
 from heartbeat.errors import HeartbeatError
 from heartbeat.storage import Storage
 
@@ -12,14 +13,14 @@ from heartbeat.storage import Storage
 class Health:
     uses_database = False  # the middleware does not connect first: an outage is reported here
 
-    def __init__(self, database: peewee.Database, storage: Storage):
+    def __init__(self, database: Database, storage: Storage):
         self._database = database
         self._storage = storage
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks = {"database": "ok", "storage": "ok"}
         try:
-            self._database.execute_sql("SELECT 1").fetchone()
+            self._database.execute("SELECT 1").fetchone()
         except peewee.PeeweeException as error:
             checks["database"] = f"unreachable: {type(error).__name__}"
         try:

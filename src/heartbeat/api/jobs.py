@@ -11,13 +11,13 @@ from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.errors import status_of
 from heartbeat.api.params import base_url, check, check_storable, cursor, page_limit, query, read_body
-from heartbeat.catalog import describe_image, images_by_id
+from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
-from heartbeat.db.models import Software, job_model
+from heartbeat.db.models import JobStatus, Software
 from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
-from heartbeat.paging import UPLOAD_ORDER, after, page_of
-from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, describe_job
+from heartbeat.paging import UPLOAD_ORDER
+from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
@@ -34,6 +34,7 @@ class Claim:
         self,
         registry: Registry,
         queue: JobQueue,
+        catalog: Catalog,
         waiting: WaitingClaims,
         storage: Storage,
         settings: Settings,
@@ -42,6 +43,7 @@ class Claim:
         self._metrics = metrics
         self._registry = registry
         self._queue = queue
+        self._catalog = catalog
         self._waiting = waiting
         self._storage = storage
         self._settings = settings
@@ -91,7 +93,7 @@ class Claim:
 
     def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
         image_ids = [job.image_id for job in claimed]
-        images = images_by_id(image_ids)
+        images = self._catalog.by_id(image_ids)
         upstream = self._queue.upstream_results(software, image_ids) if software.after else {}
         described = []
         for job in claimed:
@@ -119,21 +121,19 @@ class Claim:
 
 
 class JobCollection:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, queue: JobQueue):
         self._registry = registry
+        self._queue = queue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        job = job_model(self._registry.get(name).name)
-        limit = page_limit(req)
-        order = (job.uploaded_date, job.image_id)
-        selected = job.select().order_by(*order).limit(limit + 1)
+        software = self._registry.get(name)
         status = query(req, "status", schemas.JOB_STATUS)
-        if status is not None:
-            selected = selected.where(job.status == status)
-        position = cursor(req, UPLOAD_ORDER)
-        if position is not None:
-            selected = selected.where(after(order, position))
-        rows, next_cursor = page_of(list(selected), limit, lambda row: (row.uploaded_date, row.image_id), UPLOAD_ORDER)
+        rows, next_cursor = self._queue.page(
+            software,
+            status=None if status is None else JobStatus(status),
+            position=cursor(req, UPLOAD_ORDER),
+            limit=page_limit(req),
+        )
         resp.media = {"jobs": [describe_job(row) for row in rows], "next_cursor": next_cursor}
 
 
@@ -193,7 +193,7 @@ class BatchResults:
         for index, result in enumerate(media["results"]):
             given = result.get("image_id") if isinstance(result, dict) else None
             echoed = given if isinstance(given, str) and jsontext.is_unicode(given) else None
-            verdicts.append({"image_id": echoed, "status": "done"})
+            verdicts.append({"image_id": echoed, "status": Verdict.DONE})
             try:
                 check_storable(result, jsontext.MAX_JSON_DEPTH - 2)  # the item sits two levels down the body
                 check(result, schemas.BATCH_RESULT)
@@ -208,12 +208,12 @@ class BatchResults:
         for (index, _item), refusal in zip(prepared, refusals, strict=True):
             if refusal is not None:
                 _judge(verdicts[index], refusal)
-        self._metrics.submits.labels(name).inc(sum(1 for verdict in verdicts if verdict["status"] == "done"))
+        self._metrics.submits.labels(name).inc(sum(1 for verdict in verdicts if verdict["status"] == Verdict.DONE))
         resp.media = {"results": verdicts}
 
 
 def _judge(verdict: dict[str, Any], error: HeartbeatError) -> None:
     if status_of(error) >= 500:
         raise error
-    verdict["status"] = "stale" if isinstance(error, StaleToken) else "invalid"
+    verdict["status"] = Verdict.STALE if isinstance(error, StaleToken) else Verdict.INVALID
     verdict["description"] = error.description

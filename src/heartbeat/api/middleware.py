@@ -10,9 +10,8 @@ import time
 from typing import Any
 
 import falcon
-import peewee
 
-from heartbeat.db.database import close_for_good
+from heartbeat.db.database import Database
 from heartbeat.metrics import Metrics
 
 access_log = logging.getLogger("heartbeat.access")
@@ -57,7 +56,7 @@ class DatabaseConnection:
 
     IDLE_SECONDS = 30.0
 
-    def __init__(self, database: peewee.Database):
+    def __init__(self, database: Database):
         self._database = database
         self._last_used = threading.local()
 
@@ -67,8 +66,8 @@ class DatabaseConnection:
             return
         idle_seconds = time.monotonic() - getattr(self._last_used, "at", 0.0)
         if idle_seconds > self.IDLE_SECONDS and not self._database.is_closed():
-            close_for_good(self._database)
-        self._database.connect(reuse_if_open=True)
+            self._database.close_for_good()
+        self._database.connect()
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         self._last_used.at = time.monotonic()

@@ -13,12 +13,13 @@ from urllib.parse import unquote_to_bytes
 
 import falcon
 import falcon.media
-import jsonschema
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.errors import InvalidInput, NotFound, NotJson, TooLarge
 from heartbeat.paging import DEFAULT_LIMIT, CursorGrammar
+from heartbeat.validation import check as check
+from heartbeat.validation import integral
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
@@ -60,19 +61,6 @@ def base_url(req: falcon.Request, public_url: str | None) -> str:
     return public_url.rstrip("/") if public_url else req.prefix
 
 
-_validators: dict[int, Any] = {}
-
-
-def _validator(schema: dict[str, Any]) -> Any:
-    """One compiled validator per schema object (the schemas are module constants)."""
-    validator = _validators.get(id(schema))
-    if validator is None:
-        validator_class = jsonschema.validators.validator_for(schema)
-        validator_class.check_schema(schema)
-        validator = _validators[id(schema)] = validator_class(schema)
-    return validator
-
-
 def json_handler() -> falcon.media.JSONHandler:
     """Falcon's JSON handler over strict JSON both ways (see :mod:`heartbeat.jsontext`): 400 for a
     body that is not JSON syntax, and answers that cannot be anything but strict JSON. What parses
@@ -101,7 +89,8 @@ def read_body(
     frame = media | {judged_apart: []} if judged_apart and isinstance(media, dict) and judged_apart in media else media
     check_storable(frame)
     check(media, schema)
-    return integral(media, schema)
+    checked: dict[str, Any] = integral(media, schema)
+    return checked
 
 
 def check_storable(value: Any, max_depth: int = jsontext.MAX_JSON_DEPTH) -> None:
@@ -111,54 +100,6 @@ def check_storable(value: Any, max_depth: int = jsontext.MAX_JSON_DEPTH) -> None
         jsontext.check_value(value, max_depth)
     except ValueError as error:
         raise InvalidInput(f"the body is not storable JSON: {error}") from None
-
-
-def check(value: Any, schema: dict[str, Any], *, where: str = "") -> None:
-    """:class:`InvalidInput` (400) naming the first place where ``value`` does not match ``schema``."""
-    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
-    if error is not None:
-        where = "/".join([where, *(str(part) for part in error.absolute_path)]).strip("/")
-        raise InvalidInput(f"{where}: {error.message}" if where else error.message)
-
-
-def integral(value: Any, schema: dict[str, Any]) -> Any:
-    """``value`` (valid against ``schema``) with each float that ``schema`` types as an integer made
-    an int, so that ``96673.0`` is used as ``96673`` everywhere (MySQL refuses ``LIMIT 2.0``).
-
-    Follows ``properties``, ``additionalProperties`` and ``items``, the keywords our schemas nest with.
-    """
-    if not _mentions_integer(schema):
-        return value
-    if isinstance(value, float) and value.is_integer() and "integer" in _types(schema):
-        return int(value)
-    if isinstance(value, dict):
-        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        return {
-            key: integral(item, properties.get(key, extra if isinstance(extra, dict) else {}))
-            for key, item in value.items()
-        }
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [integral(item, schema["items"]) for item in value]
-    return value
-
-
-def _types(schema: dict[str, Any]) -> list[str]:
-    kinds = schema.get("type", [])
-    return [kinds] if isinstance(kinds, str) else kinds
-
-
-_mentions: dict[int, bool] = {}
-
-
-def _mentions_integer(schema: Any) -> bool:
-    """Whether ``schema`` or any schema inside it types something as an integer (cached per schema)."""
-    if not isinstance(schema, dict):
-        return False
-    found = _mentions.get(id(schema))
-    if found is None:
-        nested = [*schema.get("properties", {}).values(), schema.get("additionalProperties"), schema.get("items")]
-        found = _mentions[id(schema)] = "integer" in _types(schema) or any(_mentions_integer(s) for s in nested)
-    return found
 
 
 class UnicodeRequestLine:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import peewee
-
 from heartbeat.api.blobs import SignedBlob
 from heartbeat.api.dashboard import DashboardPage
 from heartbeat.api.health import Health
@@ -18,6 +16,7 @@ from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
 from heartbeat.api.uploads import UploadCollection, UploadItem
 from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
+from heartbeat.db.database import Database
 from heartbeat.ingest import Ingest
 from heartbeat.metrics import Metrics, MetricsPage
 from heartbeat.queue import JobQueue
@@ -30,7 +29,7 @@ from heartbeat.uploads import DirectUploads
 def make_resources(
     *,
     settings: Settings,
-    database: peewee.Database,
+    database: Database,
     storage: Storage,
     registry: Registry,
     queue: JobQueue,
@@ -55,9 +54,9 @@ def make_resources(
         "upload_item": UploadItem(uploads, metrics),
         "software_collection": SoftwareCollection(registry),
         "software_item": SoftwareItem(registry, queue),
-        "claim": Claim(registry, queue, waiting, storage, settings, metrics),
+        "claim": Claim(registry, queue, catalog, waiting, storage, settings, metrics),
         "batch_results": BatchResults(registry, queue, metrics),
-        "job_collection": JobCollection(registry),
+        "job_collection": JobCollection(registry, queue),
         "job_item": JobItem(registry, queue, metrics),
         "extra_table": ExtraTable(registry),
     }

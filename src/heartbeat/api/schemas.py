@@ -8,20 +8,17 @@ and the document says so in words.
 
 from __future__ import annotations
 
-from typing import Any
-
+from heartbeat.db.models import JobStatus
 from heartbeat.ingest import MAX_PRIORITY
 from heartbeat.paging import MAX_LIMIT
-from heartbeat.registry import MAX_ATTEMPTS, MAX_LEASE_SECONDS, MAX_ORIGINS, NAME_PATTERN, RESERVED_COLUMNS, STATUSES
-
-Schema = dict[str, Any]
+from heartbeat.queue import REQUEUABLE
+from heartbeat.registry import LEASE_SECONDS as LEASE_SECONDS
+from heartbeat.registry import NAME as NAME
+from heartbeat.registry import NAME_PATTERN, SOFTWARE_FIELDS
+from heartbeat.registry import Schema as Schema
 
 IMAGE_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
 TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
-LEASE_SECONDS: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LEASE_SECONDS}
-NAME: Schema = {"type": "string", "pattern": NAME_PATTERN.pattern}
-COLUMN_NAME: Schema = NAME | {"not": {"enum": sorted(RESERVED_COLUMNS)}}
-ORIGIN: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
 PRIORITY: Schema = {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}
 ROWS: Schema = {
     "type": "object",
@@ -63,32 +60,7 @@ UPLOAD_COMPLETE = _object(
     }
 )
 
-SOFTWARE = _object(
-    {
-        "name": NAME,
-        "lease_seconds": LEASE_SECONDS,
-        "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
-        "tables": {
-            "type": "object",
-            "propertyNames": NAME,
-            "additionalProperties": {
-                "type": "object",
-                "minProperties": 1,
-                "propertyNames": COLUMN_NAME,
-                "additionalProperties": {"enum": ["text", "int", "float", "bool", "json", "time"]},
-            },
-        },
-        "after": {"type": "array", "items": NAME, "uniqueItems": True, "maxItems": 100},
-        "origins": {
-            "type": ["array", "null"],
-            "items": ORIGIN,
-            "uniqueItems": True,
-            "minItems": 1,
-            "maxItems": MAX_ORIGINS,
-        },
-    },
-    ("name",),
-)
+SOFTWARE = SOFTWARE_FIELDS
 
 CLAIM = _object(
     {
@@ -123,7 +95,7 @@ RELEASE = _object({"token": TOKEN}, ("token",))
 
 REQUEUE = _object(
     {
-        "status": {"enum": ["failed", "done"]},
+        "status": {"enum": [str(status) for status in REQUEUABLE]},
         "image_ids": {"type": "array", "items": IMAGE_ID, "maxItems": 10000},
     },
     ("status",),
@@ -132,8 +104,8 @@ REQUEUE = _object(
 # The multipart upload's text fields (a file is a part of its own). An empty field, as HTML forms send
 # them, counts as absent; ``other_data`` is a JSON object, sent as a part of type application/json
 # (or as text).
+# MAX_PRIORITY is a power of ten (a test holds it to that): the pattern spells out -MAX_PRIORITY..MAX_PRIORITY.
 _PRIORITY_DIGITS = len(str(MAX_PRIORITY)) - 1
-assert MAX_PRIORITY == 10**_PRIORITY_DIGITS, "FORM_PRIORITY's pattern spells out -MAX_PRIORITY..MAX_PRIORITY"
 FORM_PRIORITY: Schema = {
     "type": "string",
     "pattern": rf"^(-?({MAX_PRIORITY}|[0-9]{{1,{_PRIORITY_DIGITS}}}))?$",
@@ -151,10 +123,10 @@ UPLOAD_FORM_FIELDS = _object(
 # Query parameters.
 LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
 TEXT: Schema = {"type": "string"}
-JOB_STATUS: Schema = {"enum": list(STATUSES)}
+JOB_STATUS: Schema = {"enum": [str(status) for status in JobStatus]}
 IMAGE_STATUS: Schema = {
     "type": "string",
-    "pattern": f"^{NAME_PATTERN.pattern.strip('^$')}:({'|'.join(STATUSES)})$",
+    "pattern": f"^{NAME_PATTERN.pattern.strip('^$')}:({'|'.join(JobStatus)})$",
     "description": "`<software>:<status>`: only images whose job of that software has that status (404 for "
     "a software that is not registered)",
 }

@@ -1,7 +1,6 @@
 // Heartbeat's dashboard: plain JavaScript over the public API, no build step.
 "use strict";
 
-const STATUSES = ["pending", "claimed", "done", "failed", "skipped"];
 const REFRESH_MS = 3000;
 const FAILED_SHOWN = 20; // per software on the overview; the software's page lists up to 200
 const view = document.getElementById("view");
@@ -58,9 +57,10 @@ function el(tag, attributes = {}, ...children) {
 function when(seconds) { return seconds ? new Date(seconds * 1000).toLocaleString() : "–"; }
 
 function progressBar(counts) {
-  const total = STATUSES.reduce((sum, status) => sum + (counts[status] || 0), 0);
+  // The statuses are the server's, in its order: the keys of a software's counts.
+  const total = Object.values(counts).reduce((sum, count) => sum + count, 0);
   const bar = el("div", { class: "bar", "data-testid": "progress", "data-total": total });
-  for (const status of STATUSES) {
+  for (const status of Object.keys(counts)) {
     const count = counts[status] || 0;
     if (!count) continue;
     const segment = el("span", { class: status, title: `${status}: ${count}`, "data-status": status, "data-count": count });
@@ -114,7 +114,7 @@ function softwareCard(item) {
     el("h3", {}, el("a", { href: `#/software/${item.name}` }, item.name),
       item.paused ? el("span", { class: "badge failed", "data-testid": "paused" }, "paused") : ""),
     progressBar(counts),
-    el("div", { class: "counts" }, STATUSES.filter((status) => status in counts).map((status) =>
+    el("div", { class: "counts" }, Object.keys(counts).map((status) =>
       el("span", {}, el("span", { class: `dot ${status}` }), ` ${status} `, el("b", { "data-testid": `count-${status}` }, counts[status])))),
     el("p", { class: "muted", "data-testid": "throughput" }, throughput(item)),
     el("div", { class: "actions" },

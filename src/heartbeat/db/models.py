@@ -9,11 +9,15 @@ from __future__ import annotations
 import enum
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from heartbeat.db.database import database_proxy
+if TYPE_CHECKING:
+    from heartbeat.db.database import Database
+
+# The models' database: bound once by :func:`heartbeat.db.database.connect` (see :func:`bind_models`).
+database_proxy = peewee.DatabaseProxy()
 
 
 class JsonTextField(peewee.TextField):
@@ -87,6 +91,16 @@ class ApiToken(BaseModel):
         table_name = "api_tokens"
 
 
+class JobStatus(enum.StrEnum):
+    """A job's status, as the API shows it and the job tables keep it."""
+
+    PENDING = "pending"  # waiting to be claimed (or for its upstream jobs, or for a retry's backoff)
+    CLAIMED = "claimed"  # leased to a worker until ``lease_expires_at``
+    DONE = "done"  # its result is stored
+    FAILED = "failed"  # out of attempts, or failed for good by its worker
+    SKIPPED = "skipped"  # never to run: an origin its software does not take, or an upstream job that did not finish
+
+
 class Stage(enum.IntEnum):
     """Where a job stands in its queue; the claim reads only ``READY`` jobs."""
 
@@ -126,7 +140,10 @@ class Job(BaseModel):
     uploaded_date = peewee.DoubleField()
     sort_priority = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     status = peewee.CharField(
-        max_length=16, default="pending", index=True, constraints=[peewee.SQL("DEFAULT 'pending'")]
+        max_length=16,
+        default=JobStatus.PENDING.value,
+        index=True,
+        constraints=[peewee.SQL(f"DEFAULT '{JobStatus.PENDING.value}'")],
     )
     stage = peewee.SmallIntegerField(default=Stage.READY, constraints=[peewee.SQL("DEFAULT 0")])
     available_at = peewee.DoubleField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
@@ -220,16 +237,10 @@ def forget_models() -> None:
         _models.clear()
 
 
-def set_table_settings(settings: list[str]) -> None:
-    """Options every CREATE TABLE carries from now on, for the models there are and those built later."""
-
-    def apply(model: type[peewee.Model]) -> None:
-        model._meta.table_settings = list(settings)
-        for subclass in model.__subclasses__():
-            apply(subclass)
-
-    apply(BaseModel)
+def bind_models(database: Database) -> None:
+    """Run every model's queries on ``database`` from now on."""
+    database_proxy.initialize(database.engine)
 
 
-def create_base_tables() -> None:
-    database_proxy.create_tables([Image, Software, ApiToken, Upload], safe=True)
+def create_base_tables(database: Database) -> None:
+    database.create_tables([Image, Software, ApiToken, Upload])

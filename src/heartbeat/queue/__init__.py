@@ -1,30 +1,34 @@
-"""The queue: every job statement, and the only place with dialect-specific SQL.
+"""The queue: every statement on the job tables, and the only place with dialect-specific SQL.
 
-``claims.py`` is the worker protocol (claim, extend, submit, fail, release, requeue), ``rows.py``
-makes and removes job rows at upload, registration and deletion, ``signal.py`` wakes waiting claims.
+``claims.py`` is the worker protocol's state changes (claim, extend, fail, release, requeue, leases
+that ran out), ``results.py`` stores results, ``reads.py`` reads jobs and counts them, ``rows.py``
+makes and removes job rows at registration, upload and deletion, ``pipeline.py`` settles and reopens
+the jobs of software built on other software, ``statements.py`` holds the hot statements' SQL,
+``signal.py`` wakes waiting claims and ``waiting.py`` bounds them; ``reaper.py`` fails jobs whose
+last lease ran out.
 """
 
-from heartbeat.queue.claims import (
-    LEASE_EXPIRED,
-    ClaimedJob,
-    ClaimOutcome,
-    JobQueue,
-    PreparedResult,
-    describe_job,
-)
-from heartbeat.queue.rows import backfill_jobs, create_jobs, delete_image_rows, reprioritize
+from heartbeat.queue.claims import REQUEUABLE, ClaimedJob, ClaimOutcome, Claims
+from heartbeat.queue.core import LEASE_EXPIRED
+from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS, Reads, describe_job
+from heartbeat.queue.results import PreparedResult, Results, Verdict
+from heartbeat.queue.rows import Rows
 from heartbeat.queue.signal import WorkSignal
+
+
+class JobQueue(Claims, Results, Reads, Rows):
+    """The job queue over the per-software job tables: ``JobQueue(database, clock)``."""
+
 
 __all__ = [
     "LEASE_EXPIRED",
+    "REQUEUABLE",
+    "THROUGHPUT_WINDOW_SECONDS",
     "ClaimOutcome",
     "ClaimedJob",
     "JobQueue",
     "PreparedResult",
+    "Verdict",
     "WorkSignal",
-    "backfill_jobs",
-    "create_jobs",
-    "delete_image_rows",
     "describe_job",
-    "reprioritize",
 ]

@@ -8,9 +8,9 @@ import threading
 
 import peewee
 
-from heartbeat.db.database import database_proxy
+from heartbeat.db.database import Database
 from heartbeat.metrics import Metrics
-from heartbeat.queue.claims import JobQueue
+from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,10 @@ class LeaseReaper:
     run their own, and the conditional UPDATE lets them all run without harm.
     """
 
-    def __init__(self, queue: JobQueue, registry: Registry, metrics: Metrics, *, interval_seconds: float):
+    def __init__(
+        self, database: Database, queue: JobQueue, registry: Registry, metrics: Metrics, *, interval_seconds: float
+    ):
+        self._database = database
         self._queue = queue
         self._registry = registry
         self._metrics = metrics
@@ -34,7 +37,7 @@ class LeaseReaper:
     def run_once(self) -> int:
         """One round over every software; returns how many jobs it failed."""
         total = 0
-        with database_proxy.connection_context():
+        with self._database.connection():
             for software in self._registry.all():
                 expired = self._queue.expire_leases(software)
                 self._metrics.lease_expiries.labels(software.name).inc(expired)

@@ -1,4 +1,5 @@
-"""Job rows made and removed outside the worker protocol: at upload, at registration, at deletion.
+"""Job rows made and removed outside the worker protocol: a software's table at registration, a job
+per image at upload and at registration (backfill), and an image's rows at deletion.
 
 On MySQL an upload reads the registry with a shared lock here (``LOCK IN SHARE MODE``), so that an
 upload and a registration cannot miss each other; SQLite's ``BEGIN IMMEDIATE`` already excludes
@@ -11,75 +12,85 @@ from typing import Any
 
 import peewee
 
-from heartbeat.db.database import database_proxy, is_mysql, transaction
-from heartbeat.db.models import Image, Software, Stage, extra_table_model, job_model
-from heartbeat.pipeline import SKIPPED, dependency_order, settle, skip_reason
+from heartbeat.db.database import transactional
+from heartbeat.db.models import Image, JobStatus, Software, Stage, extra_table_model, job_model
+from heartbeat.pipeline import dependency_order, skip_reason
+from heartbeat.queue.core import QueueCore
+from heartbeat.queue.pipeline import settle
 
 
-def create_jobs(image: Image) -> list[str]:
-    """Give a new image a job in every software's table; call inside its transaction. Returns the
-    names of the software whose job can be claimed at once (to wake their waiting claims).
+class Rows(QueueCore):
+    def create_job_table(self, software_name: str) -> None:
+        """The job table of a software about to be registered (nothing if it exists)."""
+        self._database.create_tables([job_model(software_name)])
 
-    Pending (waiting, for software with upstream software), or skipped for an origin the software
-    does not take. On MySQL the registry is read with a shared lock, so a software being registered
-    waits for this upload to commit and then backfills it; it can never miss the image.
-    """
-    query = Software.select()
-    if is_mysql(database_proxy):
-        query = query.for_update("LOCK IN SHARE MODE")  # type: ignore[arg-type]
-    registered = {software.name: software for software in query}
-    skipped: set[str] = set()
-    claimable = []
-    for name in dependency_order({name: software.after for name, software in registered.items()}):
-        software = registered[name]
-        row: dict[str, Any] = {
-            "image_id": image.id,
-            "uploaded_date": image.uploaded_date,
-            "sort_priority": -image.priority,
-            "stage": Stage.WAITING if software.after else Stage.READY,
-        }
-        reason = skip_reason(software, image.origin, skipped)
-        if reason is not None:
-            skipped.add(name)
-            row |= {"status": SKIPPED, "stage": Stage.FINISHED, "error": reason, "finished_at": image.uploaded_date}
-        elif row["stage"] == Stage.READY:
-            claimable.append(name)
-        job_model(name).insert(**row).execute()
-    return claimable
+    def create_jobs(self, image: Image) -> list[str]:
+        """Give a new image a job in every software's table; call inside its transaction. Returns the
+        names of the software whose job can be claimed at once (to wake their waiting claims).
 
+        Pending (waiting, for software with upstream software), or skipped for an origin the software
+        does not take. On MySQL the registry is read with a shared lock, so a software being registered
+        waits for this upload to commit and then backfills it; it can never miss the image.
+        """
+        query = Software.select()
+        if self._database.features.mysql:
+            query = query.for_update(self._database.features.share_lock.strip())  # type: ignore[arg-type]
+        registered = {software.name: software for software in query}
+        skipped: set[str] = set()
+        claimable = []
+        for name in dependency_order({name: software.after for name, software in registered.items()}):
+            software = registered[name]
+            row: dict[str, Any] = {
+                "image_id": image.id,
+                "uploaded_date": image.uploaded_date,
+                "sort_priority": -image.priority,
+                "stage": Stage.WAITING if software.after else Stage.READY,
+            }
+            reason = skip_reason(software, image.origin, skipped)
+            if reason is not None:
+                skipped.add(name)
+                row |= {
+                    "status": JobStatus.SKIPPED,
+                    "stage": Stage.FINISHED,
+                    "error": reason,
+                    "finished_at": image.uploaded_date,
+                }
+            elif row["stage"] == Stage.READY:
+                claimable.append(name)
+            job_model(name).insert(**row).execute()
+        return claimable
 
-@transaction
-def backfill_jobs(software: Software, now: float) -> int:
-    """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
-    job = job_model(software.name)
-    stage = Stage.WAITING if software.after else Stage.READY
-    missing = (
-        Image.select(Image.id, Image.uploaded_date, Image.priority * -1, peewee.Value(int(stage)))
-        .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
-        .where(job.image_id.is_null())
-    )
-    count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
-    if software.origins is not None:
-        elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
-        skip = {"status": SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
-        error = f"origin is not one of {software.name}'s origins"
-        job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
-    settle(software, now)
-    return count or 0
-
-
-def delete_image_rows(image_id: str) -> None:
-    """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
-    for software in Software.select():
+    @transactional
+    def backfill_jobs(self, software: Software) -> int:
+        """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
+        now = self._clock()
         job = job_model(software.name)
-        job.delete().where(job.image_id == image_id).execute()
-        for table, columns in software.tables.items():
-            extra = extra_table_model(software.id, table, columns)
-            extra.delete().where(extra.image_id == image_id).execute()
+        stage = Stage.WAITING if software.after else Stage.READY
+        missing = (
+            Image.select(Image.id, Image.uploaded_date, Image.priority * -1, peewee.Value(int(stage)))
+            .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
+            .where(job.image_id.is_null())
+        )
+        count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
+        if software.origins is not None:
+            elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
+            skip = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
+            error = f"origin is not one of {software.name}'s origins"
+            job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
+        settle(software, now)
+        return count or 0
 
+    def delete_image_rows(self, image_id: str) -> None:
+        """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
+        for software in Software.select():
+            job = job_model(software.name)
+            job.delete().where(job.image_id == image_id).execute()
+            for table, columns in software.tables.items():
+                extra = extra_table_model(software.id, table, columns)
+                extra.delete().where(extra.image_id == image_id).execute()
 
-def reprioritize(image_id: str, priority: int) -> None:
-    """Carry an image's new priority into its job in every software's table; call in its transaction."""
-    for software in Software.select(Software.name):
-        job = job_model(software.name)
-        job.update(sort_priority=-priority).where(job.image_id == image_id).execute()
+    def reprioritize(self, image_id: str, priority: int) -> None:
+        """Carry an image's new priority into its job in every software's table; call in its transaction."""
+        for software in Software.select(Software.name):
+            job = job_model(software.name)
+            job.update(sort_priority=-priority).where(job.image_id == image_id).execute()

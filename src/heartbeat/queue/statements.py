@@ -12,10 +12,8 @@ import dataclasses
 import json
 from typing import Any
 
-import peewee
-
-from heartbeat.db.database import database_proxy, placeholder, quoted
-from heartbeat.db.models import Job, Stage, job_model, job_table_name
+from heartbeat.db.database import Database
+from heartbeat.db.models import Job, JobStatus, Stage, job_model, job_table_name
 
 JOB_COLUMNS = ("image_id", "status", "info", "attempts", "claimed_at", "lease_expires_at", "finished_at", "error")
 
@@ -36,23 +34,24 @@ def to_json(value: Any) -> str | None:
 
 
 class JobTable:
-    """SQL for one software's job table; ``skip_locked`` where the server has ``SKIP LOCKED``."""
+    """SQL for one software's job table, as ``database`` takes it (``SKIP LOCKED`` where it has it)."""
 
-    def __init__(self, software_name: str, database: peewee.Database, *, skip_locked: bool):
+    def __init__(self, software_name: str, database: Database):
         self.name = software_name
-        p = placeholder(database)
-        table = quoted(job_table_name(software_name), database)
-        software = quoted("software", database)
+        self._database = database
+        p = database.param
+        table = database.quote(job_table_name(software_name))
+        software = database.quote("software")
         # Not a subquery of the candidate query: its locking read would lock the software row too.
         self._paused = f"SELECT paused FROM {software} WHERE id = {p}"
         self.candidates_sql = (
             f"SELECT image_id, status, token, attempts FROM {table}"
             f" WHERE stage = {int(Stage.READY)} AND available_at <= {p}"
             f" ORDER BY sort_priority, uploaded_date, image_id LIMIT {p}"
-            + (" FOR UPDATE SKIP LOCKED" if skip_locked else "")
+            + (" FOR UPDATE SKIP LOCKED" if database.features.skip_locked else "")
         )
         self._taking = (
-            f"UPDATE {table} SET status = 'claimed', attempts = attempts + 1, claimed_at = {p},"
+            f"UPDATE {table} SET status = '{JobStatus.CLAIMED.value}', attempts = attempts + 1, claimed_at = {p},"
             f" lease_expires_at = {p}, available_at = {p}, error = NULL"
         )
         self._still_claimable = f"stage = {int(Stage.READY)} AND available_at <= {p}"
@@ -60,33 +59,32 @@ class JobTable:
         unchanged = f"image_id = {p} AND status = {p} AND {self._still_claimable}"
         self._take_free = f"{self._taking}, token = {p} WHERE {unchanged} AND token IS NULL"
         self._take_expired = f"{self._taking}, token = {p} WHERE {unchanged} AND token = {p}"
-        self._read = f"SELECT {', '.join(JOB_COLUMNS)}, token FROM {table} WHERE image_id = {p}"
+        self._read = f"SELECT {', '.join(JOB_COLUMNS)}, token FROM {table} WHERE image_id"
         self._holding = f"SELECT image_id FROM {table} WHERE token IN "
-        self._states = f"SELECT image_id, status, token, error FROM {table} WHERE image_id IN "
         self._table = table
         self._p = p
 
     def candidates(self, software_id: int, now: float, limit: int) -> list[Candidate]:
         """Claimable jobs of an unpaused software, highest priority then earliest upload first."""
-        paused = database_proxy.execute_sql(self._paused, (software_id,)).fetchone()
+        paused = self._database.execute(self._paused, (software_id,)).fetchone()
         if paused is None or paused[0]:
             return []
-        cursor = database_proxy.execute_sql(self.candidates_sql, (now, limit))
+        cursor = self._database.execute(self.candidates_sql, (now, limit))
         return [Candidate(*row) for row in cursor.fetchall()]
 
     def has_claimable(self, software_id: int, now: float) -> bool:
         """Whether an unpaused software has a job a claim would take now: two reads along indexes."""
-        paused = database_proxy.execute_sql(self._paused, (software_id,)).fetchone()
+        paused = self._database.execute(self._paused, (software_id,)).fetchone()
         if paused is None or paused[0]:
             return False
-        return database_proxy.execute_sql(self._any_claimable, (now,)).fetchone() is not None
+        return self._database.execute(self._any_claimable, (now,)).fetchone() is not None
 
     def take(self, row: Candidate, token: str, now: float, lease_expires_at: float) -> bool:
         """Lease one job, if it is still as ``row`` saw it (nobody took it meanwhile)."""
         params = [now, lease_expires_at, lease_expires_at, token, row.image_id, row.status, now]
         if row.token is None:
-            return database_proxy.execute_sql(self._take_free, params).rowcount == 1
-        return database_proxy.execute_sql(self._take_expired, [*params, row.token]).rowcount == 1
+            return bool(self._database.execute(self._take_free, params).rowcount == 1)
+        return bool(self._database.execute(self._take_expired, [*params, row.token]).rowcount == 1)
 
     def take_locked(self, rows: list[Candidate], tokens: list[str], now: float, lease_expires_at: float) -> int:
         """Lease every job of ``rows`` in one statement; only for rows this transaction holds locked."""
@@ -101,17 +99,12 @@ class JobTable:
         for row, token in zip(rows, tokens, strict=True):
             params += [row.image_id, token]
         params += [row.image_id for row in rows] + [now]
-        return int(database_proxy.execute_sql(sql, params).rowcount)
+        return int(self._database.execute(sql, params).rowcount)
 
     def holding(self, tokens: list[str]) -> set[str]:
         """The images whose jobs these tokens hold."""
-        sql = self._holding + f"({', '.join(self._p for _ in tokens)})"
-        return {row[0] for row in database_proxy.execute_sql(sql, tokens).fetchall()}
-
-    def states(self, image_ids: list[str]) -> dict[str, tuple[str, str | None, str | None]]:
-        """(status, token, error) of each of these jobs that exists."""
-        sql = self._states + f"({', '.join(self._p for _ in image_ids)})"
-        return {row[0]: row[1:] for row in database_proxy.execute_sql(sql, image_ids).fetchall()}
+        sql = self._holding + self._database.params(len(tokens))
+        return {row[0] for row in self._database.execute(sql, tokens).fetchall()}
 
     def store_results(self, results: list[tuple[str, str, Any]], now: float, *, late_error: str | None = None) -> int:
         """Mark jobs done in one statement, each only if its token holds it: ``(image_id, token, info)``.
@@ -121,9 +114,13 @@ class JobTable:
         """
         p = self._p
         cases = " ".join(f"WHEN {p} THEN {p}" for _ in results)
-        held = "status = 'failed' AND error = " + p if late_error else "status = 'claimed'"
+        held = (
+            f"status = '{JobStatus.FAILED.value}' AND error = {p}"
+            if late_error
+            else f"status = '{JobStatus.CLAIMED.value}'"
+        )
         sql = (
-            f"UPDATE {self._table} SET status = 'done', stage = {int(Stage.FINISHED)}, error = NULL,"
+            f"UPDATE {self._table} SET status = '{JobStatus.DONE.value}', stage = {int(Stage.FINISHED)}, error = NULL,"
             f" finished_at = {p}, info = CASE image_id {cases} END"
             f" WHERE image_id IN ({', '.join(p for _ in results)}) AND token = CASE image_id {cases} END AND {held}"
         )
@@ -135,13 +132,20 @@ class JobTable:
             params += [image_id, token]
         if late_error:
             params.append(late_error)
-        return int(database_proxy.execute_sql(sql, params).rowcount)
+        return int(self._database.execute(sql, params).rowcount)
 
     def read(self, image_id: str) -> Job | None:
         """The job row (with its token, for the caller to compare; never shown)."""
-        row = database_proxy.execute_sql(self._read, (image_id,)).fetchone()
-        if row is None:
-            return None
-        fields = dict(zip((*JOB_COLUMNS, "token"), row, strict=True))
-        fields["info"] = None if fields["info"] is None else json.loads(fields["info"])
-        return job_model(self.name)(**fields)
+        return self.read_locked([image_id], lock="").get(image_id)
+
+    def read_locked(self, image_ids: list[str], *, lock: str) -> dict[str, Job]:
+        """These jobs' rows (those that exist), read with ``lock`` (a :class:`~heartbeat.db.database.Features`
+        lock suffix): the rows a transaction is about to change, held until it ends."""
+        sql = f"{self._read} IN {self._database.params(len(image_ids))}{lock}"
+        model = job_model(self.name)
+        jobs = {}
+        for row in self._database.execute(sql, image_ids).fetchall():
+            fields = dict(zip((*JOB_COLUMNS, "token"), row, strict=True))
+            fields["info"] = None if fields["info"] is None else json.loads(fields["info"])
+            jobs[fields["image_id"]] = model(**fields)
+        return jobs

@@ -33,9 +33,9 @@ from collections import Counter
 
 import peewee
 
-from heartbeat.db.database import database_proxy
+from heartbeat.db.database import Database
 from heartbeat.db.models import Software
-from heartbeat.queue.claims import JobQueue
+from heartbeat.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class _Look:
 class WaitingClaims:
     """The waiting claims of one process for every software (see the module's docstring)."""
 
-    def __init__(self, queue: JobQueue, *, max_waiting: int, poll_seconds: float = POLL_SECONDS):
+    def __init__(self, database: Database, queue: JobQueue, *, max_waiting: int, poll_seconds: float = POLL_SECONDS):
+        self._database = database
         self.max_waiting = max_waiting
         self._queue = queue
         self._signal = queue.signal
@@ -139,7 +140,7 @@ class WaitingClaims:
                     self._looks.clear()
                     return
             try:
-                with database_proxy.connection_context():
+                with self._database.connection():
                     for software in watched:
                         self._look(software)
             except peewee.PeeweeException as error:  # the database is away: the claims wait on

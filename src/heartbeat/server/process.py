@@ -64,7 +64,7 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
     ready (a single process: connections are refused, not kept waiting, while it starts).
     """
     from heartbeat.app import build_service
-    from heartbeat.db.database import close_all, connect
+    from heartbeat.db.database import connect
     from heartbeat.storage import open_storage
 
     stop = threading.Event()
@@ -92,7 +92,7 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         finally:
             if reaper is not None:
                 reaper.stop()
-            close_all(database)
+            database.close_all()
     return 0
 
 

@@ -102,7 +102,7 @@ class _GuardedStream:
 
     def read(self, size: int = -1) -> bytes:
         with _store_errors("read an object"):
-            return self._response.read(size)
+            return bytes(self._response.read(size))
 
 
 def _is_missing(error: S3Error) -> bool:

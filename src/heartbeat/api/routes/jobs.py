@@ -6,6 +6,7 @@ from heartbeat.api import schemas
 from heartbeat.api.components import RETRY_AFTER, STRING_OR_NULL, obj, page, paging, query, ref
 from heartbeat.api.routes.table import Operation, Reply, Route, json_body
 from heartbeat.paging import UPLOAD_ORDER
+from heartbeat.queue import Verdict
 from heartbeat.roles import Access
 
 CLAIMED = Reply(
@@ -22,7 +23,7 @@ JUDGED = obj(
             "items": obj(
                 {
                     "image_id": STRING_OR_NULL,
-                    "status": {"enum": ["done", "stale", "invalid"]},
+                    "status": {"enum": [str(verdict) for verdict in Verdict]},
                     "description": {"type": "string"},
                 },
                 ("image_id", "status"),

@@ -1,0 +1,86 @@
+"""Reading jobs: one job, a page of a software's jobs, an image's statuses, counts per status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import peewee
+
+from heartbeat.db.models import Job, JobStatus, Software, job_model
+from heartbeat.paging import UPLOAD_ORDER, after, page_of
+from heartbeat.queue.core import QueueCore
+
+THROUGHPUT_WINDOW_SECONDS = 300
+
+
+class Reads(QueueCore):
+    def page(
+        self, software: Software, *, status: JobStatus | None, position: tuple[Any, ...] | None, limit: int
+    ) -> tuple[list[Job], str | None]:
+        """Up to ``limit`` jobs in upload order, past ``position`` (a parsed ``UPLOAD_ORDER`` cursor),
+        with ``status`` if given; and the next page's cursor, or None."""
+        job = job_model(software.name)
+        order = (job.uploaded_date, job.image_id)
+        selected = job.select().order_by(*order).limit(limit + 1)
+        if status is not None:
+            selected = selected.where(job.status == status)
+        if position is not None:
+            selected = selected.where(after(order, position))
+        return page_of(list(selected), limit, lambda row: (row.uploaded_date, row.image_id), UPLOAD_ORDER)
+
+    def with_status(self, software: Software, status: JobStatus) -> peewee.Select:
+        """A subquery of the IDs of the images whose job for ``software`` has ``status``."""
+        job = job_model(software.name)
+        return job.select(job.image_id).where(job.status == status)
+
+    def statuses(self, image_id: str, software: Iterable[Software]) -> dict[str, str]:
+        """Each software's status for one image."""
+        result = {}
+        for item in software:
+            job = job_model(item.name)
+            row = job.select(job.status).where(job.image_id == image_id).first()
+            if row is not None:
+                result[item.name] = row.status
+        return result
+
+    def upstream_results(self, software: Software, image_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """For each image, the ``info`` of every upstream software's job: ``{image_id: {software: info}}``."""
+        results: dict[str, dict[str, Any]] = {image_id: {} for image_id in image_ids}
+        for upstream in software.after:
+            up = job_model(upstream)
+            for row in up.select(up.image_id, up.info).where(up.image_id.in_(image_ids)):
+                results[row.image_id][upstream] = row.info
+        return results
+
+    def counts(self, software: Software) -> dict[str, int]:
+        """Jobs per status: ``{status: count}`` for every :class:`JobStatus`."""
+        return {str(status): 0 for status in JobStatus} | _count_by_status(job_model(software.name))
+
+    def finished_recently(self, software: Software, window_seconds: int = THROUGHPUT_WINDOW_SECONDS) -> dict[str, int]:
+        """Jobs done and failed in the last ``window_seconds`` (read along the ``finished_at`` index)."""
+        job = job_model(software.name)
+        finished = _count_by_status(job, job.finished_at >= self._clock() - window_seconds)
+        return {str(status): finished.get(status, 0) for status in (JobStatus.DONE, JobStatus.FAILED)}
+
+
+def _count_by_status(job: type[Job], where: peewee.Expression | None = None) -> dict[str, int]:
+    query = job.select(job.status, peewee.fn.COUNT(job.image_id)).group_by(job.status)
+    if where is not None:
+        query = query.where(where)
+    rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]  # stubs: rows are models
+    return dict(rows)
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    """A job row as the API shows it (never its token)."""
+    return {
+        "image_id": job.image_id,
+        "status": job.status,
+        "info": job.info,
+        "attempts": job.attempts,
+        "claimed_at": job.claimed_at,
+        "lease_expires_at": job.lease_expires_at if job.status == JobStatus.CLAIMED else None,
+        "finished_at": job.finished_at,
+        "error": job.error,
+    }
