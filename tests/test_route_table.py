@@ -43,7 +43,9 @@ DOCUMENT = next(route for route in ROUTES if route.resource == "openapi")
 
 def scratch_app(table: list[Route], resources: dict[str, object], database: Any) -> falcon.testing.TestClient:
     """An app built on ``table`` alone, as ``create_app`` builds one on the real table."""
-    app = falcon.App(middleware=[DatabaseConnection(database), Authorization(database, table, serving_on_loopback=False)])
+    app = falcon.App(
+        middleware=[DatabaseConnection(database), Authorization(database, table, serving_on_loopback=False)]
+    )
     add_error_handlers(app, database)
     add_routes(app, resources, table)
     return falcon.testing.TestClient(app)
@@ -65,7 +67,9 @@ def test_a_route_added_to_the_table_is_served_guarded_and_documented(database, c
     assert ("POST", "/v1/software/{name}/echo") in served
     assert client.simulate_post("/v1/software/face_detection/echo", headers=worker).json == {"name": "face_detection"}
 
-    assert Authorization(database, table, serving_on_loopback=False).required_access("POST", SCRATCH.path) is Access.WORK
+    assert (
+        Authorization(database, table, serving_on_loopback=False).required_access("POST", SCRATCH.path) is Access.WORK
+    )
     assert client.simulate_post("/v1/software/face_detection/echo").status_code == 401
     assert client.simulate_post("/v1/software/face_detection/echo", headers=reader).status_code == 403
     assert client.simulate_post("/v1/software/ocr/echo", headers=worker).status_code == 403  # scoped to another

@@ -25,7 +25,9 @@ def test_the_form_priority_pattern_takes_exactly_the_priorities_from_minus_to_pl
 
 @pytest.mark.parametrize("name", sorted(IMAGE_TYPES))
 def test_every_image_type_is_a_pillow_format_with_its_suffixes_and_content_type(name):
-    pillow_suffixes = {suffix for suffix, format_name in PIL.Image.registered_extensions().items() if format_name == name}
+    pillow_suffixes = {
+        suffix for suffix, format_name in PIL.Image.registered_extensions().items() if format_name == name
+    }
     assert set(IMAGE_TYPES[name].suffixes) <= pillow_suffixes
     assert PIL.Image.MIME.get(name, IMAGE_TYPES[name].content_type) == IMAGE_TYPES[name].content_type
 

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import jsonschema
 
