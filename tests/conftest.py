@@ -83,7 +83,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if STORAGE == "s3":
         skips["local_storage"] = (
             "about the local storage backend alone (its own HMAC-signed URLs and files); "
-            "the S3 pass covers the same promises in tests/test_s3_storage.py"
+            "the S3 pass covers the same promises in tests/integration/test_s3_storage.py"
         )
         skips["fuzz"] = "a fuzzer of the API's input: it runs in the SQLite and MariaDB passes, the store plays no part"
     if BACKEND != "mysql" or STORAGE == "s3":

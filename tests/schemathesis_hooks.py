@@ -1,4 +1,4 @@
-"""Schemathesis hooks for tests/test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/integration/test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
 
 A claim may wait up to 20 s for work, and the fuzzer pauses software now and then: cap the wait at
 half a second so that the run stays short. Only the waiting is shortened; the value is still valid.

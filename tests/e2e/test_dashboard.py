@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from helpers import image_bytes
 
 CHROMIUM = os.environ.get("HEARTBEAT_TEST_CHROMIUM", "/usr/bin/chromium")
-OUTPUT = Path(os.environ.get("HEARTBEAT_TEST_OUTPUT", Path(__file__).resolve().parent.parent / "test-output"))
+OUTPUT = Path(os.environ.get("HEARTBEAT_TEST_OUTPUT", Path(__file__).resolve().parents[2] / "test-output"))
 # Chromium as root, headless, with nothing reaching out to the network on its own.
 CHROMIUM_ARGS = [
     "--no-sandbox",

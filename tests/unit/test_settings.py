@@ -11,7 +11,7 @@ from heartbeat.cli import build_parser, settings_from_args
 from heartbeat.config import OPTIONS, DbAuth, SettingError, Settings, UrlAllowList
 from helpers import heartbeat
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 INLINE_DB_AUTH = {"host": "mariadb", "port": 3306, "user": "hb", "password": "pw", "database": "heartbeat"}
 
 # One good value per variable, and what Settings makes of it.

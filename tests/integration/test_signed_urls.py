@@ -1,6 +1,6 @@
 """The API's own signed URLs for local storage: valid ones serve, forged or expired ones do not.
 
-About the local backend alone: an S3 store signs and checks its own URLs (tests/test_s3_storage.py).
+About the local backend alone: an S3 store signs and checks its own URLs (tests/integration/test_s3_storage.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from heartbeat.config import OPTIONS, Settings
 from heartbeat.storage.s3 import parse_endpoint
 from heartbeat.tokens import MIN_SECRET_LENGTH
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_SAMPLE = ROOT / ".env.sample"
 VARIABLE = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")

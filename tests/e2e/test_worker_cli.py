@@ -18,7 +18,7 @@ import pytest
 from heartbeat.worker import Client
 from helpers import distinct_images
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 TIMEOUT = 60
 
 
