@@ -8,7 +8,7 @@ from typing import Any
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image, JobStatus
 from heartbeat.errors import BackendUnavailable, NotFound
-from heartbeat.paging import UPLOAD_ORDER, after, page_of
+from heartbeat.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
@@ -46,13 +46,8 @@ class Catalog:
             software_name, _, job_status = status.partition(":")
             software = self._registry.get(software_name)
             query = query.where(Image.id.in_(self._queue.with_status(software, JobStatus(job_status))))
-        position = UPLOAD_ORDER.parse(cursor)
         order = (Image.uploaded_date, Image.id)
-        if position is not None:
-            query = query.where(after(order, position, descending=newest_first))
-        sort = [column.desc() for column in order] if newest_first else list(order)
-        images = list(query.order_by(*sort).limit(limit + 1))
-        return page_of(images, limit, lambda image: (image.uploaded_date, image.id), UPLOAD_ORDER)
+        return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first)
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import peewee
-
 from heartbeat.db.models import Software, column_attribute, extra_table_model
 from heartbeat.errors import NotFound, Refused
+from heartbeat.paging import ROW_ORDER, keyset_page
 
 MAX_ROWS_PER_SUBMIT = 10_000
 
@@ -71,23 +70,20 @@ def _map_row(table: str, columns: dict[str, str], index: int, row: Any) -> dict[
 
 
 def read_rows(
-    software: Software, table: str, *, image_id: str | None, after_id: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """Rows of one extra table in insertion order, each with its ``id`` and ``image_id``."""
+    software: Software, table: str, *, image_id: str | None, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of one extra table's rows in insertion order, each with its ``id`` and ``image_id``,
+    past ``cursor`` (a ``ROW_ORDER`` cursor); and the next page's cursor, or None."""
     columns = software.tables.get(table)
     if columns is None:
         raise NotFound(f"{software.name} has no table {table!r}")
     model = extra_table_model(software.id, table, columns)
-    query = model.select().order_by(model.id).limit(limit)
-    condition: peewee.Expression | None = None
+    query = model.select()
     if image_id is not None:
-        condition = model.image_id == image_id
-    if after_id is not None:
-        after = model.id > after_id
-        condition = after if condition is None else condition & after
-    if condition is not None:
-        query = query.where(condition)
-    return [
+        query = query.where(model.image_id == image_id)
+    rows, next_cursor = keyset_page(query, (model.id,), ROW_ORDER, cursor, limit)
+    described = [
         {"id": row.id, "image_id": row.image_id} | {c: getattr(row, column_attribute(c)) for c in columns}
-        for row in query
+        for row in rows
     ]
+    return described, next_cursor

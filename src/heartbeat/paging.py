@@ -32,6 +32,7 @@ MAX_LIMIT = 1000
 LARGEST_DOUBLE = sys.float_info.max
 
 Row = TypeVar("Row")
+M = TypeVar("M", bound=peewee.Model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,27 @@ ROW_ORDER = CursorGrammar(
     write=lambda key: str(key[0]),
     read=lambda cursor: (int(cursor),),
 )
+
+
+def keyset_page(
+    query: peewee.ModelSelect[M],
+    order: tuple[peewee.Field, ...],
+    grammar: CursorGrammar,
+    cursor: str | None,
+    limit: int,
+    *,
+    descending: bool = False,
+) -> tuple[list[M], str | None]:
+    """One page of ``query`` in the order of the ``order`` columns (a unique sort key): the rows past
+    ``cursor`` (written in ``grammar``; :class:`InvalidInput` when it is not), at most ``limit`` of
+    them, and the cursor of the next page, or None on the last one. One statement, along the index
+    the order names."""
+    position = grammar.parse(cursor)
+    if position is not None:
+        query = query.where(after(order, position, descending=descending))
+    query = query.order_by(*(column.desc() if descending else column for column in order)).limit(limit + 1)
+    rows = list(query)
+    return page_of(rows, limit, lambda row: tuple(getattr(row, column.name) for column in order), grammar)
 
 
 def page_of(

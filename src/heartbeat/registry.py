@@ -11,6 +11,7 @@ import peewee
 from heartbeat.db.database import Database
 from heartbeat.db.models import COLUMN_FIELDS, Software, extra_table_model
 from heartbeat.errors import Conflict, NotFound
+from heartbeat.paging import NAME_ORDER, keyset_page
 from heartbeat.pipeline import check_dependencies
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS
 from heartbeat.validation import check
@@ -148,12 +149,10 @@ class Registry:
     def all(self) -> list[Software]:
         return list(Software.select().order_by(Software.name))
 
-    def page(self, after_name: str | None, limit: int) -> list[Software]:
-        """Up to ``limit`` software by name, those after ``after_name``."""
-        query = Software.select().order_by(Software.name).limit(limit)
-        if after_name is not None:
-            query = query.where(Software.name > after_name)
-        return list(query)
+    def page(self, cursor: str | None, limit: int) -> tuple[list[Software], str | None]:
+        """Up to ``limit`` software by name, past ``cursor`` (a ``NAME_ORDER`` cursor); and the next
+        page's cursor, or None."""
+        return keyset_page(Software.select(), (Software.name,), NAME_ORDER, cursor, limit)
 
     def describe(self, software: Software) -> dict[str, Any]:
         """The software as the API shows it."""

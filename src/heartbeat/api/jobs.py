@@ -10,13 +10,12 @@ import falcon
 from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.errors import status_of
-from heartbeat.api.params import base_url, check, check_storable, cursor, page_limit, query, read_body
+from heartbeat.api.params import base_url, check, check_storable, page_limit, query, read_body
 from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import JobStatus, Software
 from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
-from heartbeat.paging import UPLOAD_ORDER
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.registry import Registry
@@ -131,7 +130,7 @@ class JobCollection:
         rows, next_cursor = self._queue.page(
             software,
             status=None if status is None else JobStatus(status),
-            position=cursor(req, UPLOAD_ORDER),
+            cursor=req.get_param("cursor"),
             limit=page_limit(req),
         )
         resp.media = {"jobs": [describe_job(row) for row in rows], "next_cursor": next_cursor}

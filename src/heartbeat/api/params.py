@@ -17,7 +17,7 @@ import falcon.media
 from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.errors import InvalidInput, NotFound, NotJson, TooLarge
-from heartbeat.paging import DEFAULT_LIMIT, CursorGrammar
+from heartbeat.paging import DEFAULT_LIMIT
 from heartbeat.validation import check as check
 from heartbeat.validation import integral
 
@@ -41,11 +41,6 @@ def query_integer(req: falcon.Request, name: str, schema: dict[str, Any]) -> int
         raise InvalidInput(f"{name}: {text!r} is not an integer")
     check(int(number), schema, where=name)
     return int(number)
-
-
-def cursor(req: falcon.Request, grammar: CursorGrammar) -> Any:
-    """The sort key named by the ``cursor`` parameter (None without one); 400 for a cursor not of ours."""
-    return grammar.parse(req.get_param("cursor"))
 
 
 def query(req: falcon.Request, name: str, schema: dict[str, Any]) -> str | None:

@@ -5,17 +5,11 @@ from __future__ import annotations
 import falcon
 
 from heartbeat.api import schemas
-from heartbeat.api.params import cursor, page_limit, query, read_body
+from heartbeat.api.params import page_limit, query, read_body
 from heartbeat.api.routes.software import SOFTWARE
-from heartbeat.db.models import Software
 from heartbeat.extra_rows import read_rows
-from heartbeat.paging import NAME_ORDER, ROW_ORDER, page_of
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
-
-
-def _name_key(software: Software) -> tuple[str]:
-    return (software.name,)
 
 
 class SoftwareCollection:
@@ -23,11 +17,7 @@ class SoftwareCollection:
         self._registry = registry
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = page_limit(req)
-        after = cursor(req, NAME_ORDER)
-        listed, next_cursor = page_of(
-            self._registry.page(after[0] if after else None, limit + 1), limit, _name_key, NAME_ORDER
-        )
+        listed, next_cursor = self._registry.page(req.get_param("cursor"), page_limit(req))
         resp.media = {"software": [self._registry.describe(item) for item in listed], "next_cursor": next_cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -73,14 +63,11 @@ class ExtraTable:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, table: str) -> None:
         software = self._registry.get(name)
-        limit = page_limit(req)
-        after = cursor(req, ROW_ORDER)
-        rows = read_rows(
+        shown, next_cursor = read_rows(
             software,
             table,
             image_id=query(req, "image_id", schemas.TEXT),
-            after_id=after[0] if after else None,
-            limit=limit + 1,
+            cursor=req.get_param("cursor"),
+            limit=page_limit(req),
         )
-        shown, next_cursor = page_of(rows, limit, lambda row: (row["id"],), ROW_ORDER)
         resp.media = {"rows": shown, "next_cursor": next_cursor}

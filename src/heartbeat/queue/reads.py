@@ -8,7 +8,7 @@ from typing import Any
 import peewee
 
 from heartbeat.db.models import Job, JobStatus, Software, job_model
-from heartbeat.paging import UPLOAD_ORDER, after, page_of
+from heartbeat.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.queue.core import QueueCore
 
 THROUGHPUT_WINDOW_SECONDS = 300
@@ -16,18 +16,15 @@ THROUGHPUT_WINDOW_SECONDS = 300
 
 class Reads(QueueCore):
     def page(
-        self, software: Software, *, status: JobStatus | None, position: tuple[Any, ...] | None, limit: int
+        self, software: Software, *, status: JobStatus | None, cursor: str | None, limit: int
     ) -> tuple[list[Job], str | None]:
-        """Up to ``limit`` jobs in upload order, past ``position`` (a parsed ``UPLOAD_ORDER`` cursor),
-        with ``status`` if given; and the next page's cursor, or None."""
+        """Up to ``limit`` jobs in upload order, past ``cursor`` (an ``UPLOAD_ORDER`` cursor), with
+        ``status`` if given; and the next page's cursor, or None."""
         job = job_model(software.name)
-        order = (job.uploaded_date, job.image_id)
-        selected = job.select().order_by(*order).limit(limit + 1)
+        selected = job.select()
         if status is not None:
             selected = selected.where(job.status == status)
-        if position is not None:
-            selected = selected.where(after(order, position))
-        return page_of(list(selected), limit, lambda row: (row.uploaded_date, row.image_id), UPLOAD_ORDER)
+        return keyset_page(selected, (job.uploaded_date, job.image_id), UPLOAD_ORDER, cursor, limit)
 
     def with_status(self, software: Software, status: JobStatus) -> peewee.Select:
         """A subquery of the IDs of the images whose job for ``software`` has ``status``."""
