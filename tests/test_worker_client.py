@@ -182,6 +182,17 @@ def test_every_software_and_job_route_answers_with_typed_values(client):
     assert client.health().ok is True
 
 
+def test_software_list_gives_every_software_following_the_pages(client):
+    names = [f"software_{number:03d}" for number in range(101)]  # one more than the server's default page
+    for name in names:
+        client.register(name)
+    first = client.software_page(limit=60)
+    assert [software.name for software in first] == names[:60] and first.next_cursor is not None
+    last = client.software_page(limit=60, cursor=first.next_cursor)
+    assert [software.name for software in last] == names[60:] and last.next_cursor is None
+    assert [software.name for software in client.software_list()] == names
+
+
 def test_pipelines_priorities_and_filters_through_the_sdk(client):
     client.register("faces")
     encoding = client.register("encoding", after=["faces"])

@@ -275,8 +275,13 @@ class Client:
     # --- software ---------------------------------------------------------------------------
 
     def software_list(self) -> list[Software]:
-        """Every registered software, with its job counts."""
-        return [Software.from_json(item) for item in self._json("GET", "/v1/software")["software"]]
+        """Every registered software, with its job counts, by name: page after page of :meth:`software_page`."""
+        return list(self.iterate(self.software_page))
+
+    def software_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Software]:
+        """One page of the registered software, by name, with their job counts."""
+        body = self._json("GET", "/v1/software", params=_params(limit=limit, cursor=cursor))
+        return Page([Software.from_json(item) for item in body["software"]], body.get("next_cursor"))
 
     def software(self, name: str) -> Software:
         """One software, with its job counts."""
