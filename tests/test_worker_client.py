@@ -3,8 +3,11 @@ exception tree; retries on connection errors and 503s only."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,8 +15,9 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import PIL.Image
 import pytest
 import requests
 
@@ -70,7 +74,7 @@ BLOCKER = textwrap.dedent(
 )
 
 
-def test_the_sdk_imports_with_requests_and_the_standard_library_only():
+def test_the_sdk_imports_without_the_servers_dependencies():
     done = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "loaded: []"
@@ -191,6 +195,94 @@ def test_software_list_gives_every_software_following_the_pages(client):
     last = client.software_page(limit=60, cursor=first.next_cursor)
     assert [software.name for software in last] == names[60:] and last.next_cursor is None
     assert [software.name for software in client.software_list()] == names
+
+
+class RecordingFile(io.BufferedReader):
+    """A file that records the size of every read asked of it."""
+
+    def __init__(self, path: os.PathLike[str]):
+        super().__init__(io.FileIO(path, "rb"))
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def noise_png(side: int = 256) -> bytes:
+    """A PNG that compresses badly: about 3 bytes a pixel."""
+    out = io.BytesIO()
+    PIL.Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_an_upload_streams_the_file_a_chunk_at_a_time(client, tmp_path):
+    photo = noise_png()
+    path = tmp_path / "noise.png"
+    path.write_bytes(b"skipped" + photo)
+    with RecordingFile(path) as file:
+        file.seek(len(b"skipped"))  # a file object is sent from where it stands
+        uploaded = client.upload(file, origin="cam")
+    assert (uploaded.filename, uploaded.size, uploaded.origin) == ("noise.png", len(photo), "cam")
+    assert uploaded.sha256 == hashlib.sha256(photo).hexdigest()
+    assert client.download(uploaded.id) == photo
+    assert len(file.sizes) > 4
+    assert all(size is not None and 0 < size <= len(photo) // 4 for size in file.sizes), file.sizes
+
+
+class UploadAnswers(http.server.BaseHTTPRequestHandler):
+    """Reads each upload's body whole into ``bodies`` and answers the next status of ``script``."""
+
+    script: ClassVar[list[int]] = []
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.script[len(self.bodies) - 1]
+        image = {"id": "i", "filename": "f", "uploaded_date": 1.0, "origin": None, "other_data": None}
+        body = json.dumps(image | {"sha256": "s", "size": 1}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def opened_pipe(data: bytes) -> io.BufferedReader:
+    """A file object that cannot seek, holding ``data``."""
+    read_end, write_end = os.pipe()
+    threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)), daemon=True).start()
+    return os.fdopen(read_end, "rb")
+
+
+@pytest.mark.parametrize("source", ["path", "file", "pipe", "bytes"])
+def test_an_upload_answered_503_is_sent_again_whole(source, tmp_path):
+    photo = noise_png(64)
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo)
+    handler: Any = type("Answers", (UploadAnswers,), {"script": [503, 503, 201], "bodies": []})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        sources = {
+            "path": lambda: path,
+            "file": lambda: path.open("rb"),
+            "pipe": lambda: opened_pipe(photo),
+            "bytes": lambda: photo,
+        }
+        sent = sources[source]()
+        with Client(f"http://127.0.0.1:{httpd.server_address[1]}", retries=2, backoff_seconds=0.01) as client:
+            assert client.upload(sent, priority=3).id == "i"
+        if isinstance(sent, io.IOBase):
+            sent.close()
+        httpd.shutdown()
+    first, second, third = handler.bodies
+    assert first == second == third
+    assert photo in first and b'name="priority"\r\n\r\n3\r\n' in first
+    named = "photo.png" if source in ("path", "file") else "upload"  # bytes and a pipe have no name
+    assert f'filename="{named}"'.encode() in first
 
 
 def test_pipelines_priorities_and_filters_through_the_sdk(client):

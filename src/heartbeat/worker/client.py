@@ -6,6 +6,8 @@ Connection errors and 503 answers are retried with a bounded exponential backoff
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +33,7 @@ from heartbeat.worker.models import (
     SignedUrl,
     Software,
 )
+from heartbeat.worker.upload import UploadBody
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 10
@@ -200,24 +203,32 @@ class Client:
         other_data: dict[str, Any] | None = None,
         priority: int | None = None,
     ) -> Image:
-        """Upload bytes, a file object or the file at a path. ``duplicate`` is set when the bytes were stored before."""
+        """Upload bytes, a file object (from where it stands) or the file at a path; ``duplicate`` is
+        set when the bytes were stored before.
+
+        The file is streamed, a chunk at a time, and read again from where it stood if the request is
+        retried. A file object that cannot seek (a pipe) is read whole first, so that a retry can send it again.
+        """
         form = _params(
             origin=origin,
             other_data=json.dumps(other_data) if other_data is not None else None,
             priority=str(priority) if priority is not None else None,
         )
-        if isinstance(file, str | os.PathLike):
-            path = Path(file)
-            with path.open("rb") as opened:
-                data = opened.read()
-            filename = filename or path.name
-        elif isinstance(file, bytes):
-            data = file
-        else:
-            data = file.read()
-            filename = filename or os.path.basename(getattr(file, "name", "") or "")
-        files = {"file": (filename or "upload", data, "application/octet-stream")}
-        return Image.from_json(self._json("POST", "/v1/images", files=files, data=form))
+        with contextlib.ExitStack() as opened:
+            if isinstance(file, str | os.PathLike):
+                path = Path(file)
+                stream: IO[bytes] = opened.enter_context(path.open("rb"))
+                filename = filename or path.name
+            elif isinstance(file, bytes):
+                stream = io.BytesIO(file)
+            else:
+                seekable = getattr(file, "seekable", None)
+                stream = file if seekable is not None and seekable() else io.BytesIO(file.read())
+                name = getattr(file, "name", None)  # a file opened on a descriptor is named by its number
+                filename = filename or (os.path.basename(name) if isinstance(name, str | os.PathLike) else None)
+            body = UploadBody(form, filename or "upload", stream)
+            answer = self._json("POST", "/v1/images", data=body, headers={"Content-Type": body.content_type})
+        return Image.from_json(answer)
 
     def upload_url(
         self,
