@@ -452,8 +452,6 @@ def test_connection_errors_are_retried_then_raised_as_server_unavailable():
 
 def test_the_storage_url_is_fetched_without_the_api_token(scripted):
     url, answers = scripted
-    from heartbeat.worker.download import fetch
-
     answers.script = [200]
     seen_headers: list[str] = []
     original = answers.do_GET
@@ -463,37 +461,74 @@ def test_the_storage_url_is_fetched_without_the_api_token(scripted):
         original(self)
 
     answers.do_GET = recording  # type: ignore[method-assign]
-    Client(url, "secret-token").software("x")
-    fetch(f"{url}/blob")
+    with Client(url, "secret-token") as client:
+        client.software("x")
+        client.fetch(f"{url}/blob")
     assert seen_headers == ["Bearer secret-token", ""]
 
 
 def test_a_download_follows_redirects_and_retries_503s_but_never_a_4xx(scripted):
     url, answers = scripted
-    from heartbeat.worker.download import fetch
-
+    client = Client(url, backoff_seconds=0.01)
     answers.script = [503, 307, 200]
-    assert fetch(f"{url}/blob?signature=s") == SOFTWARE_ANSWER
+    assert client.fetch(f"{url}/blob?signature=s") == SOFTWARE_ANSWER
     assert answers.seen == ["/blob?signature=s", "/blob?signature=s", "/redirected"]
 
     answers.script, answers.seen[:] = [404], []
     with pytest.raises(NotFound):
-        fetch(f"{url}/blob")
+        client.fetch(f"{url}/blob")
     assert answers.seen == ["/blob"]
+
+
+def test_a_download_is_retried_and_timed_out_as_its_client_says():
+    """The storage pools are the client's: its retries and its timeout, not a module's own."""
+    seen: list[bytes] = []
+    held: list[socket.socket] = []  # answered never, closed only when the test ends
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def never_answer() -> None:
+            while True:
+                try:
+                    connection, _address = listener.accept()
+                except OSError:
+                    return
+                held.append(connection)
+                seen.append(connection.recv(65536).split(b" ")[0])
+
+        threading.Thread(target=never_answer, daemon=True).start()
+        started = time.monotonic()
+        client = Client(url, timeout_seconds=0.2, retries=1, backoff_seconds=0.01)
+        with client, pytest.raises(ServerUnavailable):
+            client.fetch(f"{url}/blob")
+        assert seen == [b"GET"] * 2  # the first try and one retry
+        assert time.monotonic() - started < 10  # each try waited 0.2 s, not a default of its own
+    for connection in held:
+        connection.close()
+
+
+def test_closing_the_client_closes_its_storage_connections(scripted):
+    url, answers = scripted
+    closed = threading.Event()
+    answers.protocol_version = "HTTP/1.1"  # keep-alive: the connection stays open until the client closes it
+    answers.finish = lambda self: (http.server.BaseHTTPRequestHandler.finish(self), closed.set())  # type: ignore[method-assign]
+    answers.script = [200]
+    with Client(url) as client:
+        assert client.fetch(f"{url}/blob") == SOFTWARE_ANSWER
+        assert client.fetch(f"{url}/blob") == SOFTWARE_ANSWER
+        assert not closed.is_set()
+    assert closed.wait(10)
+    assert answers.seen == ["/blob", "/blob"]
 
 
 def test_a_download_goes_through_the_proxy_the_environment_names(scripted, monkeypatch):
     url, answers = scripted
-    from heartbeat.worker import download
-
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", url)
     answers.script = [200]
-    try:
-        assert download.fetch("http://storage.invalid/blob?signature=s") == SOFTWARE_ANSWER
-    finally:
-        download._downloads.clear()  # the proxy is remembered per storage host
+    with Client("http://api.invalid") as client:
+        assert client.fetch("http://storage.invalid/blob?signature=s") == SOFTWARE_ANSWER
     assert answers.seen == ["http://storage.invalid/blob?signature=s"]  # a proxy is sent the whole URL
 
 

@@ -16,10 +16,12 @@ from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from heartbeat import __version__
+from heartbeat.worker.download import Downloads
 from heartbeat.worker.exceptions import HeartbeatError, ServerUnavailable, error_from_answer
 from heartbeat.worker.models import (
     Claim,
@@ -113,9 +115,11 @@ def _params(**values: Any) -> dict[str, Any]:
 class Client:
     """The Heartbeat API at ``api_url``, with an optional bearer ``token``.
 
-    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top).
-    A connection error or a 503 is retried ``retries`` times with an exponential backoff (see
-    :func:`retrying_session`) before :class:`ServerUnavailable` is raised; a 4xx never is.
+    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top),
+    and each read of a download. A connection error or a 503 is retried ``retries`` times with an
+    exponential backoff (see :func:`retry_policy`) before :class:`ServerUnavailable` is raised; a 4xx
+    never is. Downloads from presigned URLs go through pools of the client's own, retried alike.
+    :meth:`close` (or leaving a ``with`` block) closes every connection.
     """
 
     def __init__(
@@ -134,9 +138,15 @@ class Client:
         _settle_environment(self._session, self.api_url)
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
+        self._downloads = Downloads(
+            retry_policy(retries, backoff_seconds, max_backoff_seconds),
+            urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds),
+        )
 
     def close(self) -> None:
+        """Close the connections to the API and to the storage hosts."""
         self._session.close()
+        self._downloads.close()
 
     def __enter__(self) -> Client:
         return self
@@ -271,9 +281,14 @@ class Client:
 
     def download(self, image_id: str) -> bytes:
         """The image's bytes, fetched from its presigned URL (which is sent no token)."""
-        from heartbeat.worker.download import fetch
+        return self.fetch(self.image_url(image_id).url)
 
-        return fetch(self.image_url(image_id).url, timeout_seconds=self.timeout_seconds)
+    def fetch(self, url: str) -> bytes:
+        """The bytes at a presigned URL (a claimed job's ``url``, or :meth:`image_url`'s), sent no token.
+
+        Connection errors and 503s are retried as the API's are, and redirects followed.
+        """
+        return self._downloads.fetch(url)
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority (admin): its pending jobs are claimed in the new order."""
