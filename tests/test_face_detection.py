@@ -13,8 +13,8 @@ import PIL.Image
 import pytest
 import skimage.data
 
+from heartbeat.examples import face_colours, face_detection
 from heartbeat.worker import Client
-from heartbeat.workers import face_colours, face_detection
 
 PHOTOS = Path(skimage.data.__file__).parent
 ASTRONAUT_FACE = {"x": 175, "y": 65, "w": 90, "h": 100}  # Eileen Collins' face in astronaut.png
@@ -86,7 +86,7 @@ def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_
     astronaut = client.upload(photo("astronaut.png")).id
     brick = client.upload(photo("brick.png")).id
 
-    done = run_worker(server.url, "heartbeat.workers.face_detection:detect", "face_detection", "--concurrency", "2")
+    done = run_worker(server.url, "heartbeat.examples.face_detection:detect", "face_detection", "--concurrency", "2")
 
     assert done.returncode == 0, done.stderr
     found = client.job("face_detection", astronaut)
@@ -100,7 +100,7 @@ def test_the_face_colours_worker_registers_itself_and_fills_its_extra_table(star
     client = Client(server.url)
     astronaut = client.upload(photo("astronaut.png")).id
 
-    done = run_worker(server.url, "heartbeat.workers.face_colours:describe", "face_colours", "--register")
+    done = run_worker(server.url, "heartbeat.examples.face_colours:describe", "face_colours", "--register")
 
     assert done.returncode == 0, done.stderr
     assert client.software("face_colours").tables == face_colours.SOFTWARE["tables"]

@@ -1,7 +1,7 @@
 """The faces' average colours, kept in an extra table ``faces`` of the software ``face_colours``:
 one row per face, with its box and the mean red, green and blue of the pixels inside it.
 
-    heartbeat worker run heartbeat.workers.face_colours:describe --software face_colours --register
+    heartbeat worker run heartbeat.examples.face_colours:describe --software face_colours --register
 
 ``info`` says how many faces there are; the rows go to the extra table in the same transaction.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from heartbeat.workers.face_detection import find_faces, load_rgb
+from heartbeat.examples.face_detection import find_faces, load_rgb
 
 SOFTWARE: dict[str, Any] = {
     "name": "face_colours",

@@ -2,7 +2,7 @@
 model download; OpenCV 5's wheel no longer carries its cascades).
 
     heartbeat software add face_detection
-    heartbeat worker run heartbeat.workers.face_detection:detect --software face_detection
+    heartbeat worker run heartbeat.examples.face_detection:detect --software face_detection
 
 ``info`` is a list of boxes ``{"x", "y", "w", "h"}`` in the image's pixels (the cascade gives no score).
 """
