@@ -188,7 +188,7 @@ def test_the_worker_image_installs_the_faces_extra_and_runs_face_detection():
         "heartbeat",
         "worker",
         "run",
-        "heartbeat.workers.face_detection:detect",
+        "heartbeat.examples.face_detection:detect",
         "--software",
         "face_detection",
     ]

@@ -13,8 +13,8 @@ import PIL.Image
 import pytest
 import skimage.data
 
+from heartbeat.examples import face_colours, face_detection
 from heartbeat.worker import Client
-from heartbeat.workers import face_colours, face_detection
 
 PHOTOS = Path(skimage.data.__file__).parent
 ASTRONAUT_FACE = {"x": 175, "y": 65, "w": 90, "h": 100}  # Eileen Collins' face in astronaut.png
@@ -79,16 +79,22 @@ def run_worker(server_url: str, target: str, software: str, *flags: str) -> subp
     )
 
 
-def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_server):
+# The examples' old package (one letter from the SDK's) still works for one release, saying so.
+DEPRECATED = "heartbeat.workers is renamed heartbeat.examples"
+
+
+@pytest.mark.parametrize("package", ["heartbeat.examples", "heartbeat.workers"])
+def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_server, package):
     server = start_server()
     client = Client(server.url)
     client.register(**face_detection.SOFTWARE)
     astronaut = client.upload(photo("astronaut.png")).id
     brick = client.upload(photo("brick.png")).id
 
-    done = run_worker(server.url, "heartbeat.workers.face_detection:detect", "face_detection", "--concurrency", "2")
+    done = run_worker(server.url, f"{package}.face_detection:detect", "face_detection", "--concurrency", "2")
 
     assert done.returncode == 0, done.stderr
+    assert (DEPRECATED in done.stderr) == (package == "heartbeat.workers"), done.stderr
     found = client.job("face_detection", astronaut)
     assert found.status == "done"
     assert max(overlap(box, ASTRONAUT_FACE) for box in found.info) > 0.5
@@ -100,7 +106,7 @@ def test_the_face_colours_worker_registers_itself_and_fills_its_extra_table(star
     client = Client(server.url)
     astronaut = client.upload(photo("astronaut.png")).id
 
-    done = run_worker(server.url, "heartbeat.workers.face_colours:describe", "face_colours", "--register")
+    done = run_worker(server.url, "heartbeat.examples.face_colours:describe", "face_colours", "--register")
 
     assert done.returncode == 0, done.stderr
     assert client.software("face_colours").tables == face_colours.SOFTWARE["tables"]
@@ -109,3 +115,12 @@ def test_the_face_colours_worker_registers_itself_and_fills_its_extra_table(star
     assert job.status == "done" and job.info == {"faces": len(rows)}
     assert max(overlap(row, ASTRONAUT_FACE) for row in rows) > 0.5
     assert all(row["image_id"] == astronaut for row in rows)
+
+
+def test_the_old_package_name_is_the_same_modules_with_a_deprecation_warning(monkeypatch):
+    for name in [name for name in sys.modules if name == "heartbeat.workers" or name.startswith("heartbeat.workers.")]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh, so that the warning is raised again
+    with pytest.warns(DeprecationWarning, match=DEPRECATED):
+        from heartbeat.workers import face_colours as old_colours
+        from heartbeat.workers import face_detection as old_detection
+    assert old_detection is face_detection and old_colours is face_colours

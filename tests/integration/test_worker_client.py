@@ -3,8 +3,11 @@ exception tree; retries on connection errors and 503s only."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,8 +15,9 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import PIL.Image
 import pytest
 import requests
 
@@ -70,7 +74,7 @@ BLOCKER = textwrap.dedent(
 )
 
 
-def test_the_sdk_imports_with_requests_and_the_standard_library_only():
+def test_the_sdk_imports_without_the_servers_dependencies():
     done = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "loaded: []"
@@ -180,6 +184,105 @@ def test_every_software_and_job_route_answers_with_typed_values(client):
     assert client.job("faces", third.image_id).status == "pending"
     assert client.software("faces").counts == {"pending": 2, "claimed": 0, "done": 2, "failed": 0, "skipped": 0}
     assert client.health().ok is True
+
+
+def test_software_list_gives_every_software_following_the_pages(client):
+    names = [f"software_{number:03d}" for number in range(101)]  # one more than the server's default page
+    for name in names:
+        client.register(name)
+    first = client.software_page(limit=60)
+    assert [software.name for software in first] == names[:60] and first.next_cursor is not None
+    last = client.software_page(limit=60, cursor=first.next_cursor)
+    assert [software.name for software in last] == names[60:] and last.next_cursor is None
+    assert [software.name for software in client.software_list()] == names
+
+
+class RecordingFile(io.BufferedReader):
+    """A file that records the size of every read asked of it."""
+
+    def __init__(self, path: os.PathLike[str]):
+        super().__init__(io.FileIO(path, "rb"))
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def noise_png(side: int = 256) -> bytes:
+    """A PNG that compresses badly: about 3 bytes a pixel."""
+    out = io.BytesIO()
+    PIL.Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_an_upload_streams_the_file_a_chunk_at_a_time(client, tmp_path):
+    photo = noise_png()
+    path = tmp_path / "noise.png"
+    path.write_bytes(b"skipped" + photo)
+    with RecordingFile(path) as file:
+        file.seek(len(b"skipped"))  # a file object is sent from where it stands
+        uploaded = client.upload(file, origin="cam")
+    assert (uploaded.filename, uploaded.size, uploaded.origin) == ("noise.png", len(photo), "cam")
+    assert uploaded.sha256 == hashlib.sha256(photo).hexdigest()
+    assert client.download(uploaded.id) == photo
+    assert len(file.sizes) > 4
+    assert all(size is not None and 0 < size <= len(photo) // 4 for size in file.sizes), file.sizes
+
+
+class UploadAnswers(http.server.BaseHTTPRequestHandler):
+    """Reads each upload's body whole into ``bodies`` and answers the next status of ``script``."""
+
+    script: ClassVar[list[int]] = []
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.script[len(self.bodies) - 1]
+        image = {"id": "i", "filename": "f", "uploaded_date": 1.0, "origin": None, "other_data": None}
+        body = json.dumps(image | {"sha256": "s", "size": 1}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def opened_pipe(data: bytes) -> io.BufferedReader:
+    """A file object that cannot seek, holding ``data``."""
+    read_end, write_end = os.pipe()
+    threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)), daemon=True).start()
+    return os.fdopen(read_end, "rb")
+
+
+@pytest.mark.parametrize("source", ["path", "file", "pipe", "bytes"])
+def test_an_upload_answered_503_is_sent_again_whole(source, tmp_path):
+    photo = noise_png(64)
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo)
+    handler: Any = type("Answers", (UploadAnswers,), {"script": [503, 503, 201], "bodies": []})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        sources = {
+            "path": lambda: path,
+            "file": lambda: path.open("rb"),
+            "pipe": lambda: opened_pipe(photo),
+            "bytes": lambda: photo,
+        }
+        sent = sources[source]()
+        with Client(f"http://127.0.0.1:{httpd.server_address[1]}", retries=2, backoff_seconds=0.01) as client:
+            assert client.upload(sent, priority=3).id == "i"
+        if isinstance(sent, io.IOBase):
+            sent.close()
+        httpd.shutdown()
+    first, second, third = handler.bodies
+    assert first == second == third
+    assert photo in first and b'name="priority"\r\n\r\n3\r\n' in first
+    named = "photo.png" if source in ("path", "file") else "upload"  # bytes and a pipe have no name
+    assert f'filename="{named}"'.encode() in first
 
 
 def test_pipelines_priorities_and_filters_through_the_sdk(client):
@@ -349,8 +452,6 @@ def test_connection_errors_are_retried_then_raised_as_server_unavailable():
 
 def test_the_storage_url_is_fetched_without_the_api_token(scripted):
     url, answers = scripted
-    from heartbeat.worker.download import fetch
-
     answers.script = [200]
     seen_headers: list[str] = []
     original = answers.do_GET
@@ -360,37 +461,74 @@ def test_the_storage_url_is_fetched_without_the_api_token(scripted):
         original(self)
 
     answers.do_GET = recording  # type: ignore[method-assign]
-    Client(url, "secret-token").software("x")
-    fetch(f"{url}/blob")
+    with Client(url, "secret-token") as client:
+        client.software("x")
+        client.fetch(f"{url}/blob")
     assert seen_headers == ["Bearer secret-token", ""]
 
 
 def test_a_download_follows_redirects_and_retries_503s_but_never_a_4xx(scripted):
     url, answers = scripted
-    from heartbeat.worker.download import fetch
-
+    client = Client(url, backoff_seconds=0.01)
     answers.script = [503, 307, 200]
-    assert fetch(f"{url}/blob?signature=s") == SOFTWARE_ANSWER
+    assert client.fetch(f"{url}/blob?signature=s") == SOFTWARE_ANSWER
     assert answers.seen == ["/blob?signature=s", "/blob?signature=s", "/redirected"]
 
     answers.script, answers.seen[:] = [404], []
     with pytest.raises(NotFound):
-        fetch(f"{url}/blob")
+        client.fetch(f"{url}/blob")
     assert answers.seen == ["/blob"]
+
+
+def test_a_download_is_retried_and_timed_out_as_its_client_says():
+    """The storage pools are the client's: its retries and its timeout, not a module's own."""
+    seen: list[bytes] = []
+    held: list[socket.socket] = []  # answered never, closed only when the test ends
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+        def never_answer() -> None:
+            while True:
+                try:
+                    connection, _address = listener.accept()
+                except OSError:
+                    return
+                held.append(connection)
+                seen.append(connection.recv(65536).split(b" ")[0])
+
+        threading.Thread(target=never_answer, daemon=True).start()
+        started = time.monotonic()
+        client = Client(url, timeout_seconds=0.2, retries=1, backoff_seconds=0.01)
+        with client, pytest.raises(ServerUnavailable):
+            client.fetch(f"{url}/blob")
+        assert seen == [b"GET"] * 2  # the first try and one retry
+        assert time.monotonic() - started < 10  # each try waited 0.2 s, not a default of its own
+    for connection in held:
+        connection.close()
+
+
+def test_closing_the_client_closes_its_storage_connections(scripted):
+    url, answers = scripted
+    closed = threading.Event()
+    answers.protocol_version = "HTTP/1.1"  # keep-alive: the connection stays open until the client closes it
+    answers.finish = lambda self: (http.server.BaseHTTPRequestHandler.finish(self), closed.set())  # type: ignore[method-assign]
+    answers.script = [200]
+    with Client(url) as client:
+        assert client.fetch(f"{url}/blob") == SOFTWARE_ANSWER
+        assert client.fetch(f"{url}/blob") == SOFTWARE_ANSWER
+        assert not closed.is_set()
+    assert closed.wait(10)
+    assert answers.seen == ["/blob", "/blob"]
 
 
 def test_a_download_goes_through_the_proxy_the_environment_names(scripted, monkeypatch):
     url, answers = scripted
-    from heartbeat.worker import download
-
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", url)
     answers.script = [200]
-    try:
-        assert download.fetch("http://storage.invalid/blob?signature=s") == SOFTWARE_ANSWER
-    finally:
-        download._downloads.clear()  # the proxy is remembered per storage host
+    with Client("http://api.invalid") as client:
+        assert client.fetch("http://storage.invalid/blob?signature=s") == SOFTWARE_ANSWER
     assert answers.seen == ["http://storage.invalid/blob?signature=s"]  # a proxy is sent the whole URL
 
 

@@ -1,5 +1,6 @@
 """The worker SDK: a :class:`Client` for the Heartbeat API and a :class:`Worker` that runs a handler
-on a software's jobs. It needs only ``requests``: a worker machine never configures a server.
+on a software's jobs. It needs only ``requests`` (and requests-toolbelt, which streams uploads): a worker
+machine never configures a server.
 
     from heartbeat.worker import Client, Worker
 

@@ -6,6 +6,8 @@ Connection errors and 503 answers are retried with a bounded exponential backoff
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -14,10 +16,12 @@ from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from heartbeat import __version__
+from heartbeat.worker.download import Downloads
 from heartbeat.worker.exceptions import HeartbeatError, ServerUnavailable, error_from_answer
 from heartbeat.worker.models import (
     Claim,
@@ -31,6 +35,7 @@ from heartbeat.worker.models import (
     SignedUrl,
     Software,
 )
+from heartbeat.worker.upload import UploadBody
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 10
@@ -110,9 +115,11 @@ def _params(**values: Any) -> dict[str, Any]:
 class Client:
     """The Heartbeat API at ``api_url``, with an optional bearer ``token``.
 
-    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top).
-    A connection error or a 503 is retried ``retries`` times with an exponential backoff (see
-    :func:`retrying_session`) before :class:`ServerUnavailable` is raised; a 4xx never is.
+    ``timeout_seconds`` bounds each answer (a long-polling claim gets its ``wait_seconds`` on top),
+    and each read of a download. A connection error or a 503 is retried ``retries`` times with an
+    exponential backoff (see :func:`retry_policy`) before :class:`ServerUnavailable` is raised; a 4xx
+    never is. Downloads from presigned URLs go through pools of the client's own, retried alike.
+    :meth:`close` (or leaving a ``with`` block) closes every connection.
     """
 
     def __init__(
@@ -131,9 +138,15 @@ class Client:
         _settle_environment(self._session, self.api_url)
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
+        self._downloads = Downloads(
+            retry_policy(retries, backoff_seconds, max_backoff_seconds),
+            urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=timeout_seconds),
+        )
 
     def close(self) -> None:
+        """Close the connections to the API and to the storage hosts."""
         self._session.close()
+        self._downloads.close()
 
     def __enter__(self) -> Client:
         return self
@@ -200,24 +213,32 @@ class Client:
         other_data: dict[str, Any] | None = None,
         priority: int | None = None,
     ) -> Image:
-        """Upload bytes, a file object or the file at a path. ``duplicate`` is set when the bytes were stored before."""
+        """Upload bytes, a file object (from where it stands) or the file at a path; ``duplicate`` is
+        set when the bytes were stored before.
+
+        The file is streamed, a chunk at a time, and read again from where it stood if the request is
+        retried. A file object that cannot seek (a pipe) is read whole first, so that a retry can send it again.
+        """
         form = _params(
             origin=origin,
             other_data=json.dumps(other_data) if other_data is not None else None,
             priority=str(priority) if priority is not None else None,
         )
-        if isinstance(file, str | os.PathLike):
-            path = Path(file)
-            with path.open("rb") as opened:
-                data = opened.read()
-            filename = filename or path.name
-        elif isinstance(file, bytes):
-            data = file
-        else:
-            data = file.read()
-            filename = filename or os.path.basename(getattr(file, "name", "") or "")
-        files = {"file": (filename or "upload", data, "application/octet-stream")}
-        return Image.from_json(self._json("POST", "/v1/images", files=files, data=form))
+        with contextlib.ExitStack() as opened:
+            if isinstance(file, str | os.PathLike):
+                path = Path(file)
+                stream: IO[bytes] = opened.enter_context(path.open("rb"))
+                filename = filename or path.name
+            elif isinstance(file, bytes):
+                stream = io.BytesIO(file)
+            else:
+                seekable = getattr(file, "seekable", None)
+                stream = file if seekable is not None and seekable() else io.BytesIO(file.read())
+                name = getattr(file, "name", None)  # a file opened on a descriptor is named by its number
+                filename = filename or (os.path.basename(name) if isinstance(name, str | os.PathLike) else None)
+            body = UploadBody(form, filename or "upload", stream)
+            answer = self._json("POST", "/v1/images", data=body, headers={"Content-Type": body.content_type})
+        return Image.from_json(answer)
 
     def upload_url(
         self,
@@ -260,9 +281,14 @@ class Client:
 
     def download(self, image_id: str) -> bytes:
         """The image's bytes, fetched from its presigned URL (which is sent no token)."""
-        from heartbeat.worker.download import fetch
+        return self.fetch(self.image_url(image_id).url)
 
-        return fetch(self.image_url(image_id).url, timeout_seconds=self.timeout_seconds)
+    def fetch(self, url: str) -> bytes:
+        """The bytes at a presigned URL (a claimed job's ``url``, or :meth:`image_url`'s), sent no token.
+
+        Connection errors and 503s are retried as the API's are, and redirects followed.
+        """
+        return self._downloads.fetch(url)
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority (admin): its pending jobs are claimed in the new order."""
@@ -275,8 +301,13 @@ class Client:
     # --- software ---------------------------------------------------------------------------
 
     def software_list(self) -> list[Software]:
-        """Every registered software, with its job counts."""
-        return [Software.from_json(item) for item in self._json("GET", "/v1/software")["software"]]
+        """Every registered software, with its job counts, by name: page after page of :meth:`software_page`."""
+        return list(self.iterate(self.software_page))
+
+    def software_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Software]:
+        """One page of the registered software, by name, with their job counts."""
+        body = self._json("GET", "/v1/software", params=_params(limit=limit, cursor=cursor))
+        return Page([Software.from_json(item) for item in body["software"]], body.get("next_cursor"))
 
     def software(self, name: str) -> Software:
         """One software, with its job counts."""

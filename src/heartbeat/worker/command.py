@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 from heartbeat.worker.client import Client
@@ -16,13 +17,21 @@ log = logging.getLogger("heartbeat.worker")
 
 
 def load_attribute(target: str) -> Any:
-    """``package.module:name`` imported; the current directory is searched first, as ``python -m`` does."""
+    """``package.module:name`` imported; the current directory is searched first, as ``python -m`` does.
+
+    A DeprecationWarning raised by the import is logged: Python hides those outside ``__main__``, and
+    the person who typed the name is the one who must change it.
+    """
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ValueError(f"expected module:function, got {target!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    value: Any = importlib.import_module(module_name)
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always", DeprecationWarning)
+        value: Any = importlib.import_module(module_name)
+    for warning in raised:
+        log.warning("%s: %s", warning.category.__name__, warning.message)
     for part in attribute.split("."):
         value = getattr(value, part)
     return value

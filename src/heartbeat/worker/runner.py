@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heartbeat.worker.client import Client
-from heartbeat.worker.download import verified_bytes
+from heartbeat.worker.download import check_content
 from heartbeat.worker.exceptions import HeartbeatError, InvalidRequest, ServerError, ServerUnavailable
 from heartbeat.worker.leases import Lease, LeaseKeeper
 from heartbeat.worker.models import ClaimedJob, Image, Result
@@ -239,7 +239,7 @@ class Worker:
     def _process(self, lease: Lease) -> Ready | None:
         job = lease.job
         try:
-            data = verified_bytes(job)
+            data = check_content(self.client.fetch(job.url), job.image)
         except HeartbeatError as error:
             self._fail(lease, f"could not fetch the image: {error}")
             return None

@@ -1,40 +1,7 @@
-"""The faces' average colours, kept in an extra table ``faces`` of the software ``face_colours``:
-one row per face, with its box and the mean red, green and blue of the pixels inside it.
+"""Deprecated name of :mod:`heartbeat.examples.face_colours` (see :mod:`heartbeat.workers`): the same module."""
 
-    heartbeat worker run heartbeat.workers.face_colours:describe --software face_colours --register
+import sys
 
-``info`` says how many faces there are; the rows go to the extra table in the same transaction.
-"""
+from heartbeat.examples import face_colours
 
-from __future__ import annotations
-
-from typing import Any
-
-from heartbeat.workers.face_detection import find_faces, load_rgb
-
-SOFTWARE: dict[str, Any] = {
-    "name": "face_colours",
-    "lease_seconds": 60,
-    "tables": {
-        "faces": {
-            "x": "int",
-            "y": "int",
-            "w": "int",
-            "h": "int",
-            "mean_r": "float",
-            "mean_g": "float",
-            "mean_b": "float",
-        }
-    },
-}
-
-
-def describe(image_bytes: bytes, image: Any) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
-    """The handler: ``({"faces": n}, {"faces": [row, ...]})``."""
-    rgb = load_rgb(image_bytes)
-    rows = []
-    for box in find_faces(rgb):
-        crop = rgb[box["y"] : box["y"] + box["h"], box["x"] : box["x"] + box["w"]]
-        red, green, blue = (round(float(value), 2) for value in crop.reshape(-1, 3).mean(axis=0))
-        rows.append(box | {"mean_r": red, "mean_g": green, "mean_b": blue})
-    return {"faces": len(rows)}, {"faces": rows}
+sys.modules[__name__] = face_colours
