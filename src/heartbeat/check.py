@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from heartbeat.db.models import Image, Upload
+from heartbeat.db.models import Image, Software, Upload
+from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.thumbnails import thumbnail_key
 from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS, discard_upload
@@ -62,13 +63,16 @@ def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Find
 
 def run_check(
     storage: Storage,
+    queue: JobQueue,
     *,
     fix: bool,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     out: TextIO,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Print what is wrong (and with ``fix``, remove orphans and stale uploads); 1 if problems remain."""
+    """Print what is wrong (and with ``fix``, remove orphans and stale uploads, and set job counts that
+    differ from a recount to it); 1 if problems remain."""
+    miscounted = _check_counts(queue, fix=fix, out=out)
     findings = find_problems(storage, now=clock(), grace_seconds=grace_seconds)
     print(f"checked {findings.images} images and {findings.objects} objects", file=out)
     done = " (removed)" if fix else ""
@@ -97,5 +101,23 @@ def run_check(
     )
     if findings.rows_without_objects:
         print("rows without objects are not removed: restore their bytes, or DELETE /v1/images/{id}", file=out)
-    unresolved = len(findings.rows_without_objects) + (0 if fix else fixable)
+    unresolved = len(findings.rows_without_objects) + (0 if fix else fixable + miscounted)
     return 1 if unresolved else 0
+
+
+def _check_counts(queue: JobQueue, *, fix: bool, out: TextIO) -> int:
+    """Compare every software's maintained job counts with a recount; returns how many differ."""
+    miscounted = 0
+    for software in Software.select().order_by(Software.name):
+        differences = queue.count_differences(software)
+        if not differences:
+            continue
+        miscounted += 1
+        if fix:
+            queue.repair_counts(software)
+        told = ", ".join(f"{status} {kept} (recount {actual})" for status, (kept, actual) in differences.items())
+        print(
+            f"job counts of {software.name} differ from a recount: {told}" + (" (set to the recount)" if fix else ""),
+            file=out,
+        )
+    return miscounted

@@ -18,6 +18,7 @@ from heartbeat.roles import Role
 
 if TYPE_CHECKING:
     from heartbeat.db.database import Database
+    from heartbeat.queue import JobQueue
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -144,6 +145,15 @@ def _connect(settings: Settings) -> Database:
     return connect(data_dir=settings.data_dir, db_auth=settings.db_auth)
 
 
+def _open_queue(settings: Settings, database: Database) -> JobQueue:
+    """The job queue over ``database``, its tables brought up to this release (call with a connection)."""
+    from heartbeat.queue import JobQueue
+
+    queue = JobQueue(database, time.time)
+    queue.upgrade()
+    return queue
+
+
 def serve(args: argparse.Namespace) -> int:
     from heartbeat.api.auth import is_loopback
     from heartbeat.server import serve as serve_forever
@@ -157,6 +167,7 @@ def serve(args: argparse.Namespace) -> int:
     database = _connect(settings)
     try:
         with database.connection():
+            _open_queue(settings, database)
             open_server = not tokens_exist(database)
     finally:
         database.close_all()
@@ -177,19 +188,20 @@ def check(args: argparse.Namespace) -> int:
     from heartbeat.storage import open_storage
 
     settings = settings_from_args(args)
-    with _connect(settings).connection():
+    database = _connect(settings)
+    with database.connection():
         grace = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
-        return run_check(open_storage(settings), fix=args.fix, out=sys.stdout, **grace)
+        queue = _open_queue(settings, database)
+        return run_check(open_storage(settings), queue, fix=args.fix, out=sys.stdout, **grace)
 
 
 def software(args: argparse.Namespace) -> int:
     from heartbeat.errors import HeartbeatError
-    from heartbeat.queue import JobQueue
     from heartbeat.registry import Registry
 
     settings = settings_from_args(args)
     database = _connect(settings)
-    queue = JobQueue(database, time.time)
+    queue = _open_queue(settings, database)
     registry = Registry(
         database,
         queue,

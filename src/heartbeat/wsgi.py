@@ -19,6 +19,8 @@ def app_from_settings(settings: Settings) -> falcon.App[falcon.Request, falcon.R
     """The served app (made once): the configured database and storage, and the lease reaper running."""
     database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=settings.threads)
     service = build_service(settings, database=database, storage=open_storage(settings))
+    with database.connection():
+        service.queue.upgrade()
     service.lease_reaper(REAP_LEASES_EVERY_SECONDS).start()
     return service.app
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from conftest import FakeClock
-from heartbeat.db.models import Image, Upload
+from heartbeat.db.models import Image, JobCount, Upload, job_model
 from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS
-from helpers import distinct_images, heartbeat, stored_keys, upload
+from helpers import distinct_images, heartbeat, register, stored_keys, upload
 
 
 @pytest.fixture
@@ -84,3 +84,45 @@ def test_young_objects_without_rows_are_left_alone_they_may_be_uploads_in_flight
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 objects without rows are younger than 600 s and left alone" in done.stdout
     assert stored_keys(storage) == ["images/zz/just-arrived.png"]
+
+
+def test_check_reports_job_counts_that_differ_from_a_recount_and_fix_sets_them(client, check_flags):
+    register(client, "detect")
+    for data in distinct_images(3):
+        assert upload(client, data).status_code == 201
+    drifted = (JobCount.software == "detect") & (JobCount.status == "done") & (JobCount.slot == 3)
+    JobCount.update(count=JobCount.count + 2).where(drifted).execute()
+
+    found = heartbeat("check", *check_flags, "--grace-seconds", "0")
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "job counts of detect differ from a recount: done 2 (recount 0)" in found.stdout.splitlines()
+    assert client.simulate_get("/v1/software/detect").json["counts"]["done"] == 2, "check alone changes nothing"
+
+    fixed = heartbeat("check", *check_flags, "--grace-seconds", "0", "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "job counts of detect differ from a recount: done 2 (recount 0) (set to the recount)" in fixed.stdout
+    assert client.simulate_get("/v1/software/detect").json["counts"] == {
+        "pending": 3,
+        "claimed": 0,
+        "done": 0,
+        "failed": 0,
+        "skipped": 0,
+    }
+    assert heartbeat("check", *check_flags, "--grace-seconds", "0").returncode == 0
+
+
+def test_a_database_from_before_the_counters_gets_them_and_its_indexes_on_start(client, db_flags, database):
+    register(client, "detect")
+    for data in distinct_images(2):
+        assert upload(client, data).status_code == 201
+    JobCount.delete().execute()  # as an older release left it: no counters, no listing index
+    table = job_model("detect")._meta.table_name
+    [listing] = [index.name for index in database.engine.get_indexes(table) if "status" in index.columns]
+    database.execute(
+        f"DROP INDEX {database.quote(listing)}" + (f" ON {database.quote(table)}" if database.features.mysql else "")
+    )
+
+    listed = heartbeat("software", "list", *db_flags)
+    assert listed.returncode == 0, listed.stderr
+    assert "detect\tpending=2\tclaimed=0\tdone=0\tfailed=0\tskipped=0" in listed.stdout
+    assert listing in [index.name for index in database.engine.get_indexes(table)]

@@ -102,6 +102,19 @@ class Database:
             model._meta.table_settings = self.features.table_settings
         self.engine.create_tables(list(models), safe=True)
 
+    def add_missing_indexes(self, model: type[peewee.Model]) -> list[str]:
+        """Create the model's indexes that its existing table lacks (a table made by an older release);
+        returns their names. (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is.)"""
+        existing = {index.name for index in self.engine.get_indexes(model._meta.table_name)}
+        schema: Any = model._schema  # type: ignore[attr-defined]  # peewee's schema manager, untyped
+        added = []
+        for index in model._meta.fields_to_index():
+            name = getattr(index, "_name", None)
+            if isinstance(index, peewee.ModelIndex) and name not in existing:
+                self.engine.execute(schema._create_index(index, safe=False))
+                added.append(str(name))
+        return added
+
     def tables(self) -> list[str]:
         return list(self.engine.get_tables())
 

@@ -44,7 +44,7 @@ class Image(BaseModel):
     id = peewee.CharField(max_length=32, primary_key=True)
     filename = peewee.CharField(max_length=255)
     uploaded_date = peewee.DoubleField(index=True)
-    origin = peewee.CharField(max_length=255, null=True, index=True)
+    origin = peewee.CharField(max_length=255, null=True)
     other_data = JsonTextField(null=True)
     sha256 = peewee.CharField(max_length=64, unique=True)
     size = peewee.BigIntegerField()
@@ -56,7 +56,8 @@ class Image(BaseModel):
 
     class Meta:
         table_name = "images"
-        indexes = ((("uploaded_date", "id"), False),)
+        # Listings read in upload order along an index, all images or those of one origin.
+        indexes = ((("uploaded_date", "id"), False), (("origin", "uploaded_date", "id"), False))
 
 
 class Software(BaseModel):
@@ -109,6 +110,21 @@ class Stage(enum.IntEnum):
     FINISHED = 2  # done, failed or skipped
 
 
+class JobCount(BaseModel):
+    """Maintained job counts: how many jobs of a software have a status, kept in ``COUNT_SLOTS``
+    rows per (software, status) that transactions pick among at random, and summed on read, so that
+    concurrent claims seldom wait on the same row (the counters are changed by ``queue/counts.py``)."""
+
+    software = peewee.CharField(max_length=48)
+    status = peewee.CharField(max_length=16)
+    slot = peewee.SmallIntegerField()
+    count = peewee.BigIntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+
+    class Meta:
+        table_name = "job_counts"
+        primary_key = peewee.CompositeKey("software", "status", "slot")
+
+
 class Upload(BaseModel):
     """A direct upload handed out by ``POST /v1/uploads``: its bytes wait under ``uploads/<id>``
     until ``POST /v1/uploads/<id>/complete`` checks them and turns them into an image."""
@@ -142,7 +158,6 @@ class Job(BaseModel):
     status = peewee.CharField(
         max_length=16,
         default=JobStatus.PENDING.value,
-        index=True,
         constraints=[peewee.SQL(f"DEFAULT '{JobStatus.PENDING.value}'")],
     )
     stage = peewee.SmallIntegerField(default=Stage.READY, constraints=[peewee.SQL("DEFAULT 0")])
@@ -193,7 +208,9 @@ def job_model(software_name: str) -> type[Job]:
                 "table_name": table_name,
                 "indexes": (
                     (("stage", "sort_priority", "uploaded_date", "image_id"), False),
-                    (("finished_at",), False),  # the dashboard's throughput: jobs finished lately
+                    # Listings of one status (jobs, images by a software's status), in upload order.
+                    (("status", "uploaded_date", "image_id"), False),
+                    (("status", "finished_at"), False),  # the throughput: jobs done or failed lately
                 ),
             },
         )
@@ -243,4 +260,8 @@ def bind_models(database: Database) -> None:
 
 
 def create_base_tables(database: Database) -> None:
-    database.create_tables([Image, Software, ApiToken, Upload])
+    """The tables every database has, with every index of this release."""
+    models: list[type[peewee.Model]] = [Image, Software, ApiToken, Upload, JobCount]
+    database.create_tables(models)
+    for model in models:
+        database.add_missing_indexes(model)

@@ -17,8 +17,8 @@ import peewee
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Job, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput
-from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, new_token
-from heartbeat.queue.pipeline import reopen_downstream, settle, settle_downstream
+from heartbeat.queue.core import LEASE_EXPIRED, new_token
+from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Candidate
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ClaimOutcome:
     expired_leases: int = 0  # leases found run out: their jobs handed out again, or failed on the last attempt
 
 
-class Claims(QueueCore):
+class Claims(Pipelines):
     """The worker protocol over the per-software job tables."""
 
     def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
@@ -92,6 +92,8 @@ class Claims(QueueCore):
         for row, token in taken:
             outcome.jobs.append(ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at))
             outcome.expired_leases += row.status == JobStatus.CLAIMED
+        pending = sum(1 for row, _token in taken if row.status == JobStatus.PENDING)
+        self._count(software.name, {JobStatus.PENDING: -pending, JobStatus.CLAIMED: pending})
         return len(candidates), outcome
 
     def has_claimable(self, software: Software) -> bool:
@@ -118,10 +120,11 @@ class Claims(QueueCore):
             "error": LEASE_EXPIRED,
             "finished_at": self._clock(),
         }
-        expired = job.update(**changes).where(self._unchanged(software, row)).execute()
+        expired = int(job.update(**changes).where(self._unchanged(software, row)).execute())
         if expired:
-            settle_downstream(self._database, software, self._clock(), [row.image_id])
-        return int(expired)
+            self._count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
+            self._settle_downstream(software, self._clock(), [row.image_id])
+        return expired
 
     def expire_leases(self, software: Software) -> int:
         """Jobs whose lease ran out on their last attempt become ``failed`` now (not at the next claim
@@ -142,9 +145,10 @@ class Claims(QueueCore):
         if not image_ids:
             return 0
         changes = {"status": JobStatus.FAILED, "stage": Stage.FINISHED, "error": LEASE_EXPIRED, "finished_at": now}
-        expired = job.update(**changes).where(ran_out & job.image_id.in_(image_ids)).execute()
-        settle_downstream(self._database, software, now, image_ids)
-        return int(expired)
+        expired = int(job.update(**changes).where(ran_out & job.image_id.in_(image_ids)).execute())
+        self._count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
+        self._settle_downstream(software, now, image_ids)
+        return expired
 
     @transactional
     def extend(self, software: Software, image_id: str, token: str, lease_seconds: int | None = None) -> float:
@@ -178,15 +182,21 @@ class Claims(QueueCore):
         if current is None:
             self._raise_missing_or_stale(software, image_id)
         now = self._clock()
+        changes: dict[str, object]
         if retry and current.attempts < software.max_attempts:
             # The worker's own retry_after (up to a day, as the schema allows) is taken as it is.
             backoff = retry_after if retry_after is not None else min(2**current.attempts, MAX_BACKOFF_SECONDS)
-            changes = {"status": JobStatus.PENDING, "available_at": now + backoff}
+            status, changes = JobStatus.PENDING, {"available_at": now + backoff}
         else:
-            changes = {"status": JobStatus.FAILED, "stage": Stage.FINISHED, "finished_at": now}
-        job.update(token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
-        if changes["status"] == JobStatus.FAILED:
-            settle_downstream(self._database, software, now, [image_id])
+            status, changes = JobStatus.FAILED, {"stage": Stage.FINISHED, "finished_at": now}
+        if (
+            job.update(status=status, token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
+            != 1
+        ):
+            self._raise_missing_or_stale(software, image_id)  # someone else changed it since we read it
+        self._count(software.name, {JobStatus.CLAIMED: -1, status: 1})
+        if status == JobStatus.FAILED:
+            self._settle_downstream(software, now, [image_id])
         return job.get(job.image_id == image_id)
 
     def release(self, software: Software, image_id: str, token: str) -> Job:
@@ -211,6 +221,7 @@ class Claims(QueueCore):
         )
         if updated != 1:
             self._raise_missing_or_stale(software, image_id)
+        self._count(software.name, {JobStatus.CLAIMED: -1, JobStatus.PENDING: 1})
         return job.get(job.image_id == image_id)
 
     def requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
@@ -234,7 +245,7 @@ class Claims(QueueCore):
                 for table, columns in software.tables.items():
                     extra = extra_table_model(software.id, table, columns)
                     extra.delete().where(extra.image_id.in_(chunk)).execute()
-        count = (
+        count = int(
             job.update(
                 status=JobStatus.PENDING,
                 stage=Stage.WAITING if software.after else Stage.READY,
@@ -251,7 +262,8 @@ class Claims(QueueCore):
             .execute()
         )
         if count:
+            self._count(software.name, {JobStatus(status): -count, JobStatus.PENDING: count})
             now = self._clock()
-            settle(software, now, image_ids)
-            reopen_downstream(self._database, software, now, image_ids)
-        return int(count)
+            self._settle(software, now, image_ids)
+            self._reopen_downstream(software, now, image_ids)
+        return count

@@ -3,17 +3,31 @@ software's prepared statements."""
 
 from __future__ import annotations
 
+import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from heartbeat.db.database import Database
-from heartbeat.db.models import Job, Software, job_model
+from heartbeat.db.models import Job, JobCount, JobStatus, Software, job_model
 from heartbeat.errors import NotFound, StaleToken
 from heartbeat.queue.signal import WorkSignal
 from heartbeat.queue.statements import JobTable
 
 LEASE_EXPIRED = "lease expired"  # the error of a job whose last lease ran out
+# Rows per (software, counted status) in ``job_counts``: a transaction adjusts one, picked at random,
+# so that concurrent submits of one software seldom wait on each other's counter row.
+COUNT_SLOTS = 16
+# Pending and claimed jobs are counted together, as open: a claim (pending -> claimed), a release and
+# a lease taken over change no counter, and the hottest path pays nothing. How many of them are
+# claimed is counted on read along the status index: at most as many as there are leases out.
+OPEN = "open"
+COUNTED = (OPEN, JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.SKIPPED.value)
+
+
+def counted_as(status: JobStatus) -> str:
+    """The counter a job of ``status`` is counted in."""
+    return OPEN if status in (JobStatus.PENDING, JobStatus.CLAIMED) else status.value
 
 
 def new_token() -> str:
@@ -27,12 +41,34 @@ class QueueCore:
         self._clock = clock
         self.signal = signal or WorkSignal()
         self._tables: dict[str, JobTable] = {}
+        self._count_sql: dict[int, str] = {}  # by how many statuses a change touches
 
     def _table(self, software: Software) -> JobTable:
         table = self._tables.get(software.name)
         if table is None:
             table = self._tables[software.name] = JobTable(software.name, self._database)
         return table
+
+    def _count(self, software_name: str, changes: Mapping[JobStatus, int]) -> None:
+        """Adjust the software's maintained counts by ``changes`` (``{status: +n or -n}``, the row counts
+        of the statement that just changed those jobs); call in that statement's transaction."""
+        by_counter: dict[str, int] = {}
+        for status, delta in changes.items():
+            by_counter[counted_as(status)] = by_counter.get(counted_as(status), 0) + delta
+        changed = [(counter, delta) for counter, delta in by_counter.items() if delta]
+        if not changed:
+            return
+        sql = self._count_sql.get(len(changed))
+        if sql is None:
+            p = self._database.param
+            sql = self._count_sql[len(changed)] = (
+                f"UPDATE {self._database.quote(JobCount._meta.table_name)} SET count = count + CASE status"
+                f" {' '.join(f'WHEN {p} THEN {p}' for _ in changed)} END"
+                f" WHERE software = {p} AND slot = {p} AND status IN {self._database.params(len(changed))}"
+            )
+        params: list[object] = [value for counter, delta in changed for value in (counter, delta)]
+        params += [software_name, random.randrange(COUNT_SLOTS), *(counter for counter, _delta in changed)]
+        self._database.execute(sql, params)
 
     def get(self, software: Software, image_id: str) -> Job:
         """One job; :class:`NotFound` (404) if the software has none for that image."""

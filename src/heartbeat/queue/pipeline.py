@@ -13,88 +13,90 @@ from __future__ import annotations
 
 import json
 
-from heartbeat.db.database import Database
 from heartbeat.db.models import JobStatus, Software, Stage, job_model
 from heartbeat.pipeline import UPSTREAM_PREFIX, dependency_order
+from heartbeat.queue.core import QueueCore
 
 
-def downstream_closure(database: Database, software: Software) -> list[Software]:
-    """Every software that builds on ``software``, directly or not, upstream first.
+class Pipelines(QueueCore):
+    def _downstream_closure(self, software: Software) -> list[Software]:
+        """Every software that builds on ``software``, directly or not, upstream first.
 
-    Derived from every software's ``after``, read afresh (one short statement, not a model query):
-    a downstream software registered while this request ran must not miss the job it just finished.
-    """
-    sql = f"SELECT name, after FROM {database.quote('software')}"
-    after = {name: json.loads(upstream or "[]") for name, upstream in database.execute(sql).fetchall()}
-    reached: set[str] = set()
-    frontier = [software.name]
-    while frontier:
-        upstream = frontier.pop()
-        for name, names in after.items():
-            if upstream in names and name not in reached:
-                reached.add(name)
-                frontier.append(name)
-    if not reached:
-        return []
-    registered = {item.name: item for item in Software.select().where(Software.name.in_(reached))}
-    graph = {name: [up for up in after[name] if up in reached] for name in reached}
-    return [registered[name] for name in dependency_order(graph)]
+        Derived from every software's ``after``, read afresh (one short statement, not a model query):
+        a downstream software registered while this request ran must not miss the job it just finished.
+        """
+        sql = f"SELECT name, after FROM {self._database.quote('software')}"
+        after = {name: json.loads(upstream or "[]") for name, upstream in self._database.execute(sql).fetchall()}
+        reached: set[str] = set()
+        frontier = [software.name]
+        while frontier:
+            upstream = frontier.pop()
+            for name, names in after.items():
+                if upstream in names and name not in reached:
+                    reached.add(name)
+                    frontier.append(name)
+        if not reached:
+            return []
+        registered = {item.name: item for item in Software.select().where(Software.name.in_(reached))}
+        graph = {name: [up for up in after[name] if up in reached] for name in reached}
+        return [registered[name] for name in dependency_order(graph)]
 
-
-def settle(software: Software, now: float, image_ids: list[str] | None = None) -> int:
-    """Waiting jobs whose upstream jobs are all done become claimable; those with one failed or
-    skipped are skipped. ``image_ids`` None: every image. Returns how many jobs changed."""
-    if not software.after:
-        return 0
-    job = job_model(software.name)
-    waiting = job.stage == Stage.WAITING
-    if image_ids is not None:
-        waiting &= job.image_id.in_(image_ids)
-    changed = 0
-    for upstream in software.after:
-        up = job_model(upstream)
-        for status in (JobStatus.FAILED, JobStatus.SKIPPED):
-            ended = up.select(up.image_id).where(up.status == status)
+    def _settle(self, software: Software, now: float, image_ids: list[str] | None = None) -> int:
+        """Waiting jobs whose upstream jobs are all done become claimable; those with one failed or
+        skipped are skipped. ``image_ids`` None: every image. Returns how many jobs changed."""
+        if not software.after:
+            return 0
+        job = job_model(software.name)
+        waiting = job.stage == Stage.WAITING  # a waiting job is pending
+        if image_ids is not None:
+            waiting &= job.image_id.in_(image_ids)
+        changed = 0
+        for upstream in software.after:
+            up = job_model(upstream)
+            for status in (JobStatus.FAILED, JobStatus.SKIPPED):
+                ended = up.select(up.image_id).where(up.status == status)
+                if image_ids is not None:
+                    ended = ended.where(up.image_id.in_(image_ids))
+                changes = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
+                error = f"{UPSTREAM_PREFIX}{upstream} {status}"
+                skipped = int(job.update(error=error, **changes).where(waiting & job.image_id.in_(ended)).execute())
+                self._count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
+                changed += skipped
+        ready = waiting
+        for upstream in software.after:
+            up = job_model(upstream)
+            done = up.select(up.image_id).where(up.status == JobStatus.DONE)
             if image_ids is not None:
-                ended = ended.where(up.image_id.in_(image_ids))
-            changes = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
-            error = f"{UPSTREAM_PREFIX}{upstream} {status}"
-            changed += job.update(error=error, **changes).where(waiting & job.image_id.in_(ended)).execute()
-    ready = waiting
-    for upstream in software.after:
-        up = job_model(upstream)
-        done = up.select(up.image_id).where(up.status == JobStatus.DONE)
-        if image_ids is not None:
-            done = done.where(up.image_id.in_(image_ids))
-        ready &= job.image_id.in_(done)
-    changed += job.update(stage=Stage.READY, available_at=now).where(ready).execute()
-    return int(changed)
+                done = done.where(up.image_id.in_(image_ids))
+            ready &= job.image_id.in_(done)
+        changed += job.update(stage=Stage.READY, available_at=now).where(ready).execute()  # still pending
+        return int(changed)
 
+    def _settle_downstream(self, software: Software, now: float, image_ids: list[str]) -> int:
+        """After jobs of ``software`` ended (done, failed or skipped): settle everything built on them."""
+        return sum(self._settle(item, now, image_ids) for item in self._downstream_closure(software))
 
-def settle_downstream(database: Database, software: Software, now: float, image_ids: list[str]) -> int:
-    """After jobs of ``software`` ended (done, failed or skipped): settle everything built on them."""
-    return sum(settle(item, now, image_ids) for item in downstream_closure(database, software))
-
-
-def reopen_downstream(database: Database, software: Software, now: float, image_ids: list[str] | None) -> int:
-    """After jobs of ``software`` went back to pending, or turned done after failing: jobs built on
-    them that were skipped for it, or were ready but not yet claimed, wait again, and are settled."""
-    changed = 0
-    for item in downstream_closure(database, software):
-        job = job_model(item.name)
-        skipped = (job.status == JobStatus.SKIPPED) & job.error.startswith(UPSTREAM_PREFIX)
-        unclaimed = (job.status == JobStatus.PENDING) & (job.stage == Stage.READY)
-        if image_ids is not None:
-            skipped &= job.image_id.in_(image_ids)
-            unclaimed &= job.image_id.in_(image_ids)
-        reopened = {
-            "status": JobStatus.PENDING,
-            "stage": Stage.WAITING,
-            "error": None,
-            "finished_at": None,
-            "attempts": 0,
-        }
-        changed += job.update(**reopened).where(skipped).execute()
-        changed += job.update(stage=Stage.WAITING).where(unclaimed).execute()
-        settle(item, now, image_ids)
-    return changed
+    def _reopen_downstream(self, software: Software, now: float, image_ids: list[str] | None) -> int:
+        """After jobs of ``software`` went back to pending, or turned done after failing: jobs built on
+        them that were skipped for it, or were ready but not yet claimed, wait again, and are settled."""
+        changed = 0
+        for item in self._downstream_closure(software):
+            job = job_model(item.name)
+            skipped = (job.status == JobStatus.SKIPPED) & job.error.startswith(UPSTREAM_PREFIX)
+            unclaimed = (job.status == JobStatus.PENDING) & (job.stage == Stage.READY)
+            if image_ids is not None:
+                skipped &= job.image_id.in_(image_ids)
+                unclaimed &= job.image_id.in_(image_ids)
+            reopened = {
+                "status": JobStatus.PENDING,
+                "stage": Stage.WAITING,
+                "error": None,
+                "finished_at": None,
+                "attempts": 0,
+            }
+            count = int(job.update(**reopened).where(skipped).execute())
+            self._count(item.name, {JobStatus.SKIPPED: -count, JobStatus.PENDING: count})
+            changed += count
+            changed += job.update(stage=Stage.WAITING).where(unclaimed).execute()
+            self._settle(item, now, image_ids)
+        return changed

@@ -7,7 +7,7 @@ from typing import Any
 
 import peewee
 
-from heartbeat.db.models import Job, JobStatus, Software, job_model
+from heartbeat.db.models import Image, Job, JobStatus, Software, job_model
 from heartbeat.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.queue.core import QueueCore
 
@@ -26,10 +26,15 @@ class Reads(QueueCore):
             selected = selected.where(job.status == status)
         return keyset_page(selected, (job.uploaded_date, job.image_id), UPLOAD_ORDER, cursor, limit)
 
-    def with_status(self, software: Software, status: JobStatus) -> peewee.Select:
-        """A subquery of the IDs of the images whose job for ``software`` has ``status``."""
+    def images_with_status(
+        self, software: Software, status: JobStatus
+    ) -> tuple[peewee.ModelSelect[Image], tuple[peewee.Field, peewee.Field]]:
+        """The images whose job for ``software`` has ``status``, and the upload order to read them in,
+        as the job table's ``(uploaded_date, image_id)``: its index ``(status, uploaded_date, image_id)``
+        then gives a page in order whatever the number of jobs with other statuses."""
         job = job_model(software.name)
-        return job.select(job.image_id).where(job.status == status)
+        query = Image.select().join(job, on=(job.image_id == Image.id)).where(job.status == status)
+        return query, (job.uploaded_date, job.image_id)
 
     def statuses(self, image_id: str, software: Iterable[Software]) -> dict[str, str]:
         """Each software's status for one image."""
@@ -50,18 +55,15 @@ class Reads(QueueCore):
                 results[row.image_id][upstream] = row.info
         return results
 
-    def counts(self, software: Software) -> dict[str, int]:
-        """Jobs per status: ``{status: count}`` for every :class:`JobStatus`."""
-        return {str(status): 0 for status in JobStatus} | _count_by_status(job_model(software.name))
-
     def finished_recently(self, software: Software, window_seconds: int = THROUGHPUT_WINDOW_SECONDS) -> dict[str, int]:
-        """Jobs done and failed in the last ``window_seconds`` (read along the ``finished_at`` index)."""
+        """Jobs done and failed in the last ``window_seconds`` (two ranges of the ``(status, finished_at)`` index)."""
         job = job_model(software.name)
-        finished = _count_by_status(job, job.finished_at >= self._clock() - window_seconds)
-        return {str(status): finished.get(status, 0) for status in (JobStatus.DONE, JobStatus.FAILED)}
+        counted = (JobStatus.DONE, JobStatus.FAILED)
+        finished = count_by_status(job, job.status.in_(counted) & (job.finished_at >= self._clock() - window_seconds))
+        return {str(status): finished.get(status, 0) for status in counted}
 
 
-def _count_by_status(job: type[Job], where: peewee.Expression | None = None) -> dict[str, int]:
+def count_by_status(job: type[Job], where: peewee.Expression | None = None) -> dict[str, int]:
     query = job.select(job.status, peewee.fn.COUNT(job.image_id)).group_by(job.status)
     if where is not None:
         query = query.where(where)

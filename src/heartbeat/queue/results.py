@@ -19,8 +19,8 @@ from heartbeat.db.database import transactional
 from heartbeat.db.models import Job, JobStatus, Software
 from heartbeat.errors import HeartbeatError, NotFound, StaleToken, TooLarge
 from heartbeat.extra_rows import prepare_rows
-from heartbeat.queue.core import LEASE_EXPIRED, QueueCore
-from heartbeat.queue.pipeline import reopen_downstream, settle_downstream
+from heartbeat.queue.core import LEASE_EXPIRED
+from heartbeat.queue.pipeline import Pipelines
 
 
 class Verdict(enum.StrEnum):
@@ -41,7 +41,7 @@ class PreparedResult:
     rows: list[tuple[Any, list[dict[str, Any]]]]
 
 
-class Results(QueueCore):
+class Results(Pipelines):
     def prepare_result(self, software: Software, image_id: str, token: str, info: Any, rows: Any) -> PreparedResult:
         """A result checked before any database work: its size (:class:`TooLarge`, 413, past what the
         server takes in one statement), and its rows against the extra tables (:class:`InvalidInput`)."""
@@ -102,13 +102,15 @@ class Results(QueueCore):
             items = [(result.image_id, result.token, result.info) for result in group.values()]
             if items and table.store_results(items, now, late_error=late_error) != len(items):
                 raise RuntimeError("a job changed while this transaction held its row locked")
+            was = JobStatus.FAILED if late_error else JobStatus.CLAIMED
+            self._count(software.name, {was: -len(items), JobStatus.DONE: len(items)})
         for result in [*on_time.values(), *late.values()]:
             for model, model_rows in result.rows:
                 for chunk in peewee.chunked([{**row, "image_id": result.image_id} for row in model_rows], 500):
                     model.insert_many(chunk).execute()
-        changed = settle_downstream(self._database, software, now, list(on_time)) if on_time else 0
+        changed = self._settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
-        changed += reopen_downstream(self._database, software, now, list(late)) if late else 0
+        changed += self._reopen_downstream(software, now, list(late)) if late else 0
         if changed:
             self.signal.notify()
         return outcomes

@@ -15,14 +15,23 @@ import peewee
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.pipeline import dependency_order, skip_reason
-from heartbeat.queue.core import QueueCore
-from heartbeat.queue.pipeline import settle
+from heartbeat.queue.counts import Counts
+from heartbeat.queue.pipeline import Pipelines
 
 
-class Rows(QueueCore):
+class Rows(Pipelines, Counts):
     def create_job_table(self, software_name: str) -> None:
-        """The job table of a software about to be registered (nothing if it exists)."""
+        """The job table of a software about to be registered, and its counters (nothing that exists)."""
         self._database.create_tables([job_model(software_name)])
+        self.create_counters(software_name)
+
+    def upgrade(self) -> None:
+        """Bring the job tables of a database made by an older release up to this one: every index
+        of the job model, and maintained counts (from a recount) for software that have none. Run at
+        start; it changes nothing on an up-to-date database."""
+        for software in Software.select(Software.name):
+            self._database.add_missing_indexes(job_model(software.name))
+        self.add_missing_counters()
 
     def create_jobs(self, image: Image) -> list[str]:
         """Give a new image a job in every software's table; call inside its transaction. Returns the
@@ -58,6 +67,9 @@ class Rows(QueueCore):
             elif row["stage"] == Stage.READY:
                 claimable.append(name)
             job_model(name).insert(**row).execute()
+            # One statement per software, on its counter rows' primary key: a statement naming several
+            # software would scan, and so lock, the other software's counter rows too (InnoDB).
+            self._count(name, {JobStatus(row.get("status", JobStatus.PENDING)): 1})
         return claimable
 
     @transactional
@@ -71,20 +83,27 @@ class Rows(QueueCore):
             .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
             .where(job.image_id.is_null())
         )
-        count = job.insert_from(missing, [job.image_id, job.uploaded_date, job.sort_priority, job.stage]).execute()
+        columns = [job.image_id, job.uploaded_date, job.sort_priority, job.stage]
+        count = int(job.insert_from(missing, columns).as_rowcount().execute())
+        self._count(software.name, {JobStatus.PENDING: count})
         if software.origins is not None:
             elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
             skip = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
             error = f"origin is not one of {software.name}'s origins"
-            job.update(error=error, **skip).where(job.image_id.in_(elsewhere)).execute()
-        settle(software, now)
-        return count or 0
+            pending = (job.status == JobStatus.PENDING) & job.image_id.in_(elsewhere)
+            skipped = int(job.update(error=error, **skip).where(pending).execute())
+            self._count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
+        self._settle(software, now)
+        return count
 
     def delete_image_rows(self, image_id: str) -> None:
         """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
         for software in Software.select():
             job = job_model(software.name)
-            job.delete().where(job.image_id == image_id).execute()
+            query = job.select(job.status).where(job.image_id == image_id)
+            row = (query.for_update() if self._database.features.mysql else query).first()
+            if row is not None and job.delete().where(job.image_id == image_id).execute():
+                self._count(software.name, {JobStatus(row.status): -1})
             for table, columns in software.tables.items():
                 extra = extra_table_model(software.id, table, columns)
                 extra.delete().where(extra.image_id == image_id).execute()
