@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import peewee
+
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image, JobStatus
 from heartbeat.errors import BackendUnavailable, NotFound
@@ -40,14 +42,14 @@ class Catalog:
     ) -> tuple[list[Image], str | None]:
         """Images oldest (or newest) first; ``status`` is ``<software>:<status>`` (checked by the caller)."""
         query = Image.select()
-        if origin is not None:
-            query = query.where(Image.origin == origin)
+        order: tuple[peewee.Field, peewee.Field] = (Image.uploaded_date, Image.id)
         if status is not None:
             software_name, _, job_status = status.partition(":")
             software = self._registry.get(software_name)
-            query = query.where(Image.id.in_(self._queue.with_status(software, JobStatus(job_status))))
-        order = (Image.uploaded_date, Image.id)
-        return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first)
+            query, order = self._queue.images_with_status(software, JobStatus(job_status))
+        if origin is not None:
+            query = query.where(Image.origin == origin)
+        return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first, key=_upload_position)
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""
@@ -99,6 +101,10 @@ class Catalog:
             fields["other_data"] = Image.other_data.python_value(fields["other_data"])
             images[fields["id"]] = Image(**fields)
         return images
+
+
+def _upload_position(image: Image) -> tuple[float, str]:
+    return image.uploaded_date, image.id
 
 
 IMAGE_COLUMNS = tuple(field.column_name for field in Image._meta.sorted_fields)

@@ -105,17 +105,20 @@ def keyset_page(
     limit: int,
     *,
     descending: bool = False,
+    key: Callable[[M], tuple[Any, ...]] | None = None,
 ) -> tuple[list[M], str | None]:
     """One page of ``query`` in the order of the ``order`` columns (a unique sort key): the rows past
     ``cursor`` (written in ``grammar``; :class:`InvalidInput` when it is not), at most ``limit`` of
     them, and the cursor of the next page, or None on the last one. One statement, along the index
-    the order names."""
+    the order names. ``key``: a row's sort key, when its attributes are not named as the ``order``
+    columns (those of a joined table)."""
     position = grammar.parse(cursor)
     if position is not None:
         query = query.where(after(order, position, descending=descending))
     query = query.order_by(*(column.desc() if descending else column for column in order)).limit(limit + 1)
     rows = list(query)
-    return page_of(rows, limit, lambda row: tuple(getattr(row, column.name) for column in order), grammar)
+    key = key or (lambda row: tuple(getattr(row, column.name) for column in order))
+    return page_of(rows, limit, key, grammar)
 
 
 def page_of(
