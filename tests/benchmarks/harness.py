@@ -134,7 +134,7 @@ def memory_kib(pid: int) -> dict[str, int]:
 class Server:
     """``heartbeat serve`` as its own process on MariaDB, with local storage under ``workdir``."""
 
-    def __init__(self, auth: DbAuth, workdir: Path, port: int, *extra_args: str):
+    def __init__(self, auth: DbAuth, workdir: Path, port: int, *extra_args: str, env: dict[str, str] | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         auth_file = workdir / "db_auth.json"
         auth_file.write_text(json.dumps(dataclasses.asdict(auth)))
@@ -149,7 +149,9 @@ class Server:
         ]
         # The log goes to a file: a pipe nobody reads fills up and blocks the server mid-request.
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=None if env is None else os.environ | env
+            )
         self._await_health()
 
     @property

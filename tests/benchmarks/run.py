@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import bench_claims
+import bench_counts
 import bench_drain
 import bench_fleet
 import bench_latency
@@ -44,7 +45,7 @@ CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
-BENCHMARKS = ["uploads", "claims", "memory", "latency", "fleet", "drain"]
+BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "fleet", "drain"]
 FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
 PROCESSES_IMAGES = 100_000
 DRAIN_AUTH = dataclasses.replace(MARIADB, database="heartbeat_bench_drain")
@@ -147,6 +148,16 @@ def latency(workdir: Path, large: int, claims: int) -> Figure:
     return Figure(name, large_latencies.p(0.99) / small_latencies.p(0.99), "<= 1.5")
 
 
+def counts(workdir: Path, large: int, reads: int, seconds: float) -> list[Figure]:
+    """Reads of every software's counts at 10,000 and at ``large`` images; what keeping them costs a claim."""
+    ports = (free_port(), free_port())
+    figures = bench_counts.reads_side_by_side(workdir / "reads", ports, small=10_000, large=large, reads=reads)
+    figures.append(
+        bench_counts.counters_cost(workdir / "cost", ports, images=CLAIM_IMAGES, clients=CLIENTS, seconds=seconds)
+    )
+    return figures
+
+
 def fleet(workdir: Path, uploads: int, seconds: float) -> list[Figure]:
     fresh_database(FLEET_DATABASE)
     try:
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=600, help="images uploaded by each upload side (default 600)")
     parser.add_argument("--mixed-requests", type=int, default=12_000, help="requests of the memory run (12,000)")
     parser.add_argument("--large", type=int, default=1_000_000, help="images of the big latency table (1,000,000)")
+    parser.add_argument("--counts-reads", type=int, default=30, help="timed reads of each counts route (default 30)")
     parser.add_argument("--latency-claims", type=int, default=1000, help="timed claims on each table (default 1000)")
     parser.add_argument("--profile", type=float, default=0, metavar="SECONDS", help="py-spy the API under load")
     parser.add_argument("--drain-jobs", type=int, default=3000, help="jobs drained by each side (default 3000)")
@@ -231,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         drop_database(MARIADB)  # the shared server keeps none of it
         if "latency" in args.only:
             figures.append(latency(workdir / "latency", args.large, args.latency_claims))
+        if "counts" in args.only:
+            figures.extend(counts(workdir / "counts", args.large, args.counts_reads, args.seconds))
         if "fleet" in args.only:
             figures.extend(fleet(workdir / "fleet", args.uploads, args.seconds))
         if "drain" in args.only:
