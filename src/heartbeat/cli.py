@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     software_commands = software.add_subparsers(dest="software_command", required=True)
     add = software_commands.add_parser("add", help="register a software")
     add.add_argument("name")
+    add.add_argument("--version", help="the software's model (default 1)")
     add.add_argument("--lease-seconds", type=int)
     add.add_argument("--max-attempts", type=int)
     add.add_argument("--after", action="append", metavar="SOFTWARE", help="an upstream software (repeatable)")
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--origin", action="append", dest="origins", metavar="ORIGIN", help="only this origin (repeatable)"
     )
     _database_flags(add)
+    change = software_commands.add_parser("set", help="change a software's version, lease, attempts or pause")
+    change.add_argument("name")
+    change.add_argument("--version", help="a new model: its done jobs of other versions are reopened")
+    change.add_argument("--no-recompute", dest="recompute", action="store_false", help="with --version: reopen nothing")
+    change.add_argument("--lease-seconds", type=int)
+    change.add_argument("--max-attempts", type=int)
+    change.add_argument("--paused", choices=["true", "false"], help="pause (true) or resume (false) its claims")
+    _database_flags(change)
     listing = software_commands.add_parser("list", help="list software with their job counts")
     _database_flags(listing)
 
@@ -217,11 +226,33 @@ def software(args: argparse.Namespace) -> int:
                 max_attempts=args.max_attempts,
                 after=args.after,
                 origins=args.origins,
+                **({"version": args.version} if args.version is not None else {}),
             )
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
             return 1
         print(f"registered {item.name} (lease {item.lease_seconds}s, {item.max_attempts} attempts)")
+        return 0
+    if args.software_command == "set":
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("version", args.version),
+                ("lease_seconds", args.lease_seconds),
+                ("max_attempts", args.max_attempts),
+                ("paused", None if args.paused is None else args.paused == "true"),
+            )
+            if value is not None
+        }
+        if args.version is not None and not args.recompute:
+            changes["recompute"] = False
+        try:
+            item = registry.change(args.name, changes)
+        except HeartbeatError as error:
+            print(f"error: {error.description}", file=sys.stderr)
+            return 1
+        counts = queue.counts(item)
+        print(f"{item.name}: version {item.version}, {counts['pending']} pending, {counts['outdated']} outdated")
         return 0
     for item in registry.all():
         counts = queue.counts(item)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from heartbeat.db.database import Database
-from heartbeat.db.models import COLUMN_FIELDS, Software, extra_table_model
+from heartbeat.db.models import COLUMN_FIELDS, DEFAULT_VERSION, Software, extra_table_model
 from heartbeat.errors import Conflict, NotFound
 from heartbeat.paging import NAME_ORDER, keyset_page
 from heartbeat.pipeline import check_dependencies
@@ -29,6 +29,8 @@ MAX_UPSTREAM = 100
 Schema = dict[str, Any]
 NAME: Schema = {"type": "string", "pattern": NAME_PATTERN.pattern}
 LEASE_SECONDS: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LEASE_SECONDS}
+MAX_ATTEMPTS_FIELD: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS}
+VERSION: Schema = {"type": "string", "minLength": 1, "maxLength": 64, "description": "the software's current model"}
 ORIGIN: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
 # What a software is registered with: the one statement of these rules, checked by :meth:`Registry.register`
 # (for the API and the CLI alike) and shown as the request body in the OpenAPI document.
@@ -36,8 +38,9 @@ SOFTWARE_FIELDS: Schema = {
     "type": "object",
     "properties": {
         "name": NAME,
+        "version": VERSION,
         "lease_seconds": LEASE_SECONDS,
-        "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+        "max_attempts": MAX_ATTEMPTS_FIELD,
         "tables": {
             "type": "object",
             "propertyNames": NAME,
@@ -58,6 +61,21 @@ SOFTWARE_FIELDS: Schema = {
         },
     },
     "required": ["name"],
+    "additionalProperties": False,
+}
+# What may change once a software is registered (``PATCH /v1/software/{name}``).
+SOFTWARE_CHANGES: Schema = {
+    "type": "object",
+    "properties": {
+        "version": VERSION,
+        "lease_seconds": LEASE_SECONDS,
+        "max_attempts": MAX_ATTEMPTS_FIELD,
+        "paused": {"type": "boolean"},
+        "recompute": {
+            "type": "boolean",
+            "description": "with a new version: reopen the done jobs of other versions (default true)",
+        },
+    },
     "additionalProperties": False,
 }
 
@@ -90,6 +108,7 @@ class Registry:
         tables: dict[str, dict[str, str]] | None = None,
         after: list[str] | None = None,
         origins: list[str] | None = None,
+        version: str = DEFAULT_VERSION,
     ) -> Software:
         """Create the software's tables, record it, and give every existing image a job.
 
@@ -98,6 +117,7 @@ class Registry:
         """
         tables, after = tables or {}, after or []
         fields: dict[str, Any] = {"name": name, "tables": tables, "after": after, "origins": origins}
+        fields["version"] = version
         limits = {"lease_seconds": lease_seconds, "max_attempts": max_attempts}
         check(fields | {key: value for key, value in limits.items() if value is not None}, SOFTWARE_FIELDS)
         lease_seconds = self._default_lease_seconds if lease_seconds is None else lease_seconds
@@ -105,7 +125,7 @@ class Registry:
         if Software.get_or_none(Software.name == name) is not None:
             raise Conflict(f"software {name!r} is already registered")
         check_dependencies(name, after, self.all())  # before any table is made: a refusal changes nothing
-        self._queue.create_job_table(name)
+        self._queue.create_job_table(name, version)
         try:
             # No cycle can come of a race: every name in ``after`` was registered before this one.
             software = Software.create(
@@ -115,6 +135,7 @@ class Registry:
                 tables=tables,
                 after=after,
                 origins=origins,
+                version=version,
                 created_at=self._clock(),
             )
         except peewee.IntegrityError:
@@ -125,8 +146,8 @@ class Registry:
 
     def get(self, name: str) -> Software:
         """The software named ``name``, from this process's memory after the first read: what a
-        registration sets never changes. ``paused`` does: read it with :meth:`fresh` (the claim reads
-        it from the database itself)."""
+        registration sets never changes. What :meth:`change` changes (version, lease, attempts,
+        paused) may differ from the database: read it with :meth:`fresh` (the queue reads it itself)."""
         software = self._known.get(name)
         if software is None:
             software = self._known[name] = self.fresh(name)
@@ -142,9 +163,23 @@ class Registry:
 
     def set_paused(self, name: str, paused: bool) -> Software:
         """Pause or resume a software: a paused software's claims find no jobs."""
+        return self.change(name, {"paused": paused})
+
+    def change(self, name: str, changes: dict[str, Any]) -> Software:
+        """Change a software's ``version``, ``lease_seconds``, ``max_attempts`` or ``paused``
+        (:data:`SOFTWARE_CHANGES`; :class:`InvalidInput`, 400, otherwise). A new version reopens the
+        done jobs whose result came from another version, unless ``"recompute": false``."""
+        check(changes, SOFTWARE_CHANGES)
         software = self.get(name)
-        Software.update(paused=paused).where(Software.id == software.id).execute()
-        return self.fresh(name)
+        settings = {key: value for key, value in changes.items() if key != "recompute"}
+        if settings:
+            Software.update(**settings).where(Software.id == software.id).execute()
+        changed = self.fresh(name)
+        if "version" in settings:
+            self._queue.create_counters(name, changed.version)
+            if changes.get("recompute", True):
+                self._queue.reopen_outdated(changed)
+        return changed
 
     def all(self) -> list[Software]:
         return list(Software.select().order_by(Software.name))
@@ -158,6 +193,7 @@ class Registry:
         """The software as the API shows it."""
         return {
             "name": software.name,
+            "version": software.version,
             "lease_seconds": software.lease_seconds,
             "max_attempts": software.max_attempts,
             "tables": software.tables,

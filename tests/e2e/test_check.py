@@ -107,6 +107,7 @@ def test_check_reports_job_counts_that_differ_from_a_recount_and_fix_sets_them(c
         "done": 0,
         "failed": 0,
         "skipped": 0,
+        "outdated": 0,
     }
     assert heartbeat("check", *check_flags, "--grace-seconds", "0").returncode == 0
 
@@ -124,5 +125,5 @@ def test_a_database_from_before_the_counters_gets_them_and_its_indexes_on_start(
 
     listed = heartbeat("software", "list", *db_flags)
     assert listed.returncode == 0, listed.stderr
-    assert "detect\tpending=2\tclaimed=0\tdone=0\tfailed=0\tskipped=0" in listed.stdout
+    assert "detect\tpending=2\tclaimed=0\tdone=0\tfailed=0\tskipped=0\toutdated=0" in listed.stdout
     assert listing in [index.name for index in database.engine.get_indexes(table)]

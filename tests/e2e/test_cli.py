@@ -48,7 +48,9 @@ def test_software_add_registers_it_and_software_list_shows_its_job_counts(client
     upload(client, image_bytes())  # an image already there: the new software gets a pending job for it
     added = heartbeat("software", "add", "ocr", "--lease-seconds", "30", "--max-attempts", "2", *db_flags)
     assert added.returncode == 0, added.stderr
-    assert listed_software(db_flags) == {"ocr": {"pending": 1, "claimed": 0, "done": 0, "failed": 0, "skipped": 0}}
+    assert listed_software(db_flags) == {
+        "ocr": {"pending": 1, "claimed": 0, "done": 0, "failed": 0, "skipped": 0, "outdated": 0}
+    }
     software = client.simulate_get("/v1/software/ocr").json
     assert (software["lease_seconds"], software["max_attempts"]) == (30, 2)
 
@@ -153,3 +155,20 @@ def test_upload_to_a_server_that_is_not_there_fails_and_names_every_file(tmp_pat
     done = heartbeat("upload", str(tmp_path / "pictures"), "--api", f"http://127.0.0.1:{free_port()}")
     assert done.returncode != 0
     assert all(str(picture) in done.stderr for picture in pictures)
+
+
+def test_software_set_changes_the_version_and_reopens_or_keeps_the_done_jobs(client, db_flags):
+    assert heartbeat("software", "add", "ocr", "--version", "a", *db_flags).returncode == 0
+    upload(client)
+    [job] = client.simulate_post("/v1/software/ocr/claim", json={}).json["jobs"]
+    body = {"token": job["token"], "info": {}}
+    assert client.simulate_put(f"/v1/software/ocr/jobs/{job['image_id']}/result", json=body).status_code == 200
+
+    kept = heartbeat("software", "set", "ocr", "--version", "b", "--no-recompute", *db_flags)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip() == "ocr: version b, 0 pending, 1 outdated"
+    reopened = heartbeat("software", "set", "ocr", "--version", "c", *db_flags)
+    assert reopened.stdout.strip() == "ocr: version c, 1 pending, 0 outdated"
+    assert listed_software(db_flags)["ocr"]["pending"] == 1
+    refused = heartbeat("software", "set", "ocr", "--lease-seconds", "0", *db_flags)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: lease_seconds"), refused.stderr

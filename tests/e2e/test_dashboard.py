@@ -170,6 +170,10 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     expect(card.get_by_test_id("paused")).to_have_count(0)
     assert api("GET", "/v1/software/face_detection")["paused"] is False
 
+    api("PATCH", "/v1/software/face_detection", json={"version": "2", "recompute": False})
+    expect(card.get_by_test_id("version")).to_have_text("version 2, 1 done with an older version", timeout=10_000)
+    assert card.get_by_test_id("progress").locator("[data-status=outdated]").count() == 0
+
     save_screenshot(page, "dashboard.png")
 
 

@@ -42,6 +42,7 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("GET", "/v1/software"): READ,
     ("POST", "/v1/software"): ADMIN,
     ("GET", "/v1/software/{name}"): READ,
+    ("PATCH", "/v1/software/{name}"): ADMIN,
     ("POST", "/v1/software/{name}/requeue"): ADMIN,
     ("POST", "/v1/software/{name}/pause"): ADMIN,
     ("POST", "/v1/software/{name}/resume"): ADMIN,

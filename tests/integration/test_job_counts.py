@@ -99,7 +99,7 @@ def test_reading_counts_does_not_count_rows(client, queue, database):
     JobCount.update(count=JobCount.count + 5).where(
         (JobCount.software == "detect") & (JobCount.status == "failed") & (JobCount.slot == 0)
     ).execute()
-    assert counts(client, "detect") == {"pending": 3, "claimed": 0, "done": 0, "failed": 5, "skipped": 0}
+    assert counts(client, "detect") == {"pending": 3, "claimed": 0, "done": 0, "failed": 5, "skipped": 0, "outdated": 0}
     software = Software.get(Software.name == "detect")
     assert queue.count_differences(software) == {"failed": (5, 0)}
     assert queue.repair_counts(software)["pending"] == 3
@@ -114,7 +114,7 @@ def test_a_database_without_counters_gets_them_from_a_recount_at_upgrade(client,
         upload(client, data)
     JobCount.delete().execute()  # as a database made before the counters existed
     queue.upgrade()
-    assert counts(client, "detect") == {"pending": 4, "claimed": 0, "done": 0, "failed": 0, "skipped": 0}
+    assert counts(client, "detect") == {"pending": 4, "claimed": 0, "done": 0, "failed": 0, "skipped": 0, "outdated": 0}
     assert counts(client, "cam_only")["skipped"] == 4
     queue.upgrade()  # again: nothing changes
     assert counts(client, "detect")["pending"] == 4

@@ -403,7 +403,14 @@ def test_the_software_counts_follow_the_jobs(client, three_images):
         job_path(jobs[1]["image_id"], "fail"), json={"token": jobs[1]["token"], "error": "e", "retry": False}
     )
     claim(client)
-    assert client.simulate_get(FD).json["counts"] == {"pending": 0, "claimed": 1, "done": 1, "failed": 1, "skipped": 0}
+    assert client.simulate_get(FD).json["counts"] == {
+        "pending": 0,
+        "claimed": 1,
+        "done": 1,
+        "failed": 1,
+        "skipped": 0,
+        "outdated": 0,
+    }
 
 
 def test_a_body_that_is_not_json_is_refused_with_a_clear_error(client, three_images):

@@ -136,7 +136,7 @@ def test_a_software_registered_later_settles_each_image_by_its_upstream_state(cl
 
     described = register(client, "face_encoding", after=["face_detection"])
     assert described["after"] == ["face_detection"]
-    assert described["counts"] == {"pending": 2, "claimed": 0, "done": 0, "failed": 0, "skipped": 1}
+    assert described["counts"] == {"pending": 2, "claimed": 0, "done": 0, "failed": 0, "skipped": 1, "outdated": 0}
     assert [job["image_id"] for job in claim(client, "face_encoding", max=10)] == [done]
     assert job_of(client, "face_encoding", failed)["status"] == "skipped"
     assert job_of(client, "face_encoding", waiting)["status"] == "pending"

@@ -17,7 +17,7 @@ def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
         "paused": False,
         "after": [],
         "origins": None,
-        "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0, "skipped": 0},
+        "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0, "skipped": 0, "outdated": 0},
         "throughput": {"window_seconds": 300, "done": 0, "failed": 0},
     }
     assert client.simulate_get("/v1/software").json == {"software": [created], "next_cursor": None}
@@ -57,7 +57,14 @@ def test_defaults_apply_when_lease_and_attempts_are_not_given(client, settings):
 def test_registering_backfills_a_pending_job_for_every_existing_image(client):
     for data in distinct_images(3):
         upload(client, data)
-    assert register(client, "ocr")["counts"] == {"pending": 3, "claimed": 0, "done": 0, "failed": 0, "skipped": 0}
+    assert register(client, "ocr")["counts"] == {
+        "pending": 3,
+        "claimed": 0,
+        "done": 0,
+        "failed": 0,
+        "skipped": 0,
+        "outdated": 0,
+    }
 
 
 def test_registering_the_same_name_twice_answers_409(client):

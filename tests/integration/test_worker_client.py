@@ -182,7 +182,14 @@ def test_every_software_and_job_route_answers_with_typed_values(client):
     assert [job.image_id for job in client.iterate(client.jobs, "faces", limit=3)] == ids
     assert client.requeue("faces", "failed") == 1
     assert client.job("faces", third.image_id).status == "pending"
-    assert client.software("faces").counts == {"pending": 2, "claimed": 0, "done": 2, "failed": 0, "skipped": 0}
+    assert client.software("faces").counts == {
+        "pending": 2,
+        "claimed": 0,
+        "done": 2,
+        "failed": 0,
+        "skipped": 0,
+        "outdated": 0,
+    }
     assert client.health().ok is True
 
 
@@ -560,3 +567,16 @@ def test_the_token_is_sent_even_where_netrc_names_the_api_host(scripted, monkeyp
     answers.do_GET = recording  # type: ignore[method-assign]
     Client(url, "secret-token").software("x")
     assert sent == ["Bearer secret-token"]
+
+
+def test_versions_through_the_sdk(client):
+    client.register("versioned", version="a")
+    image = client.upload(image_bytes((9, 8, 7)))
+    [job] = client.claim("versioned")
+    assert job.version == "a"
+    assert client.submit("versioned", job.image_id, job.token, {"n": 1}).version == "a"
+    changed = client.update("versioned", version="b", recompute=False)
+    assert (changed.version, changed.counts["outdated"]) == ("b", 1)
+    assert [item.image_id for item in client.jobs("versioned", version="a")] == [image.id]
+    reopened = client.update("versioned", version="c", lease_seconds=30)
+    assert (reopened.counts["pending"], reopened.lease_seconds) == (1, 30)

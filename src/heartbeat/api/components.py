@@ -43,10 +43,14 @@ COMPONENTS: dict[str, Schema] = {
             "priority": schemas.PRIORITY,
         }
     ),
-    "Counts": obj({str(status): {"type": "integer", "minimum": 0} for status in JobStatus}),
+    "Counts": obj(
+        {str(status): {"type": "integer", "minimum": 0} for status in JobStatus}
+        | {"outdated": {"type": "integer", "minimum": 0, "description": "done, with a result of another version"}}
+    ),
     "Software": obj(
         {
             "name": schemas.NAME,
+            "version": schemas.VERSION,
             "lease_seconds": {"type": "integer"},
             "max_attempts": {"type": "integer"},
             "tables": {"type": "object", "additionalProperties": {"type": "object"}},
@@ -72,6 +76,7 @@ COMPONENTS: dict[str, Schema] = {
             "lease_expires_at": NUMBER_OR_NULL,
             "finished_at": NUMBER_OR_NULL,
             "error": STRING_OR_NULL,
+            "version": STRING_OR_NULL | {"description": "the software's version its result came from"},
         }
     ),
     "ClaimedJob": obj(
@@ -80,6 +85,7 @@ COMPONENTS: dict[str, Schema] = {
             "token": {"type": "string"},
             "attempt": {"type": "integer", "minimum": 1},
             "lease_expires_at": {"type": "number"},
+            "version": schemas.VERSION,
             "url": {"type": "string"},
             "url_expires_at": {"type": "number"},
             "image": ref("Image"),
@@ -88,7 +94,7 @@ COMPONENTS: dict[str, Schema] = {
                 "description": "for a software with `after`: each upstream software's `info` for this image",
             },
         },
-        ("image_id", "token", "attempt", "lease_expires_at", "url", "url_expires_at", "image"),
+        ("image_id", "token", "attempt", "lease_expires_at", "version", "url", "url_expires_at", "image"),
     ),
     "SignedUrl": obj({"url": {"type": "string"}, "expires_at": {"type": "number"}}),
     "Upload": obj(

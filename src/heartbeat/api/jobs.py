@@ -110,6 +110,7 @@ class Claim:
                     "token": job.token,
                     "attempt": job.attempt,
                     "lease_expires_at": job.lease_expires_at,
+                    "version": job.version,
                     "url": signed.url,
                     "url_expires_at": signed.expires_at,
                     "image": describe_image(image),
@@ -130,6 +131,7 @@ class JobCollection:
         rows, next_cursor = self._queue.page(
             software,
             status=None if status is None else JobStatus(status),
+            version=query(req, "version", schemas.VERSION),
             cursor=req.get_param("cursor"),
             limit=page_limit(req),
         )

@@ -14,7 +14,8 @@ from heartbeat.paging import MAX_LIMIT
 from heartbeat.queue import REQUEUABLE
 from heartbeat.registry import LEASE_SECONDS as LEASE_SECONDS
 from heartbeat.registry import NAME as NAME
-from heartbeat.registry import NAME_PATTERN, SOFTWARE_FIELDS
+from heartbeat.registry import NAME_PATTERN, SOFTWARE_CHANGES, SOFTWARE_FIELDS
+from heartbeat.registry import VERSION as VERSION
 from heartbeat.registry import Schema as Schema
 
 IMAGE_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
@@ -61,6 +62,7 @@ UPLOAD_COMPLETE = _object(
 )
 
 SOFTWARE = SOFTWARE_FIELDS
+SOFTWARE_PATCH = SOFTWARE_CHANGES
 
 CLAIM = _object(
     {

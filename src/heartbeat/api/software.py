@@ -29,6 +29,7 @@ class SoftwareCollection:
             tables=media.get("tables"),
             after=media.get("after"),
             origins=media.get("origins"),
+            **({"version": media["version"]} if "version" in media else {}),
         )
         resp.media = self._registry.describe(software)
         resp.status = falcon.HTTP_201
@@ -42,6 +43,11 @@ class SoftwareItem:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self._registry.describe(self._registry.fresh(name))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        media = read_body(req, schemas.SOFTWARE_PATCH)
+        resp.media = self._registry.describe(self._registry.change(name, media))
+        self._queue.signal.notify(name)  # resumed, or jobs reopened: waiting claims look again at once
 
     def on_post_pause(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self._registry.describe(self._registry.set_paused(name, True))

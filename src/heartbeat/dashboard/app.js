@@ -56,8 +56,10 @@ function el(tag, attributes = {}, ...children) {
 
 function when(seconds) { return seconds ? new Date(seconds * 1000).toLocaleString() : "–"; }
 
-function progressBar(counts) {
-  // The statuses are the server's, in its order: the keys of a software's counts.
+function progressBar(all) {
+  // The statuses are the server's, in its order: the keys of a software's counts ("outdated" is a
+  // share of done, shown beside the bar, not in it).
+  const { outdated, ...counts } = all;
   const total = Object.values(counts).reduce((sum, count) => sum + count, 0);
   const bar = el("div", { class: "bar", "data-testid": "progress", "data-total": total });
   for (const status of Object.keys(counts)) {
@@ -114,8 +116,10 @@ function softwareCard(item) {
     el("h3", {}, el("a", { href: `#/software/${item.name}` }, item.name),
       item.paused ? el("span", { class: "badge failed", "data-testid": "paused" }, "paused") : ""),
     progressBar(counts),
-    el("div", { class: "counts" }, Object.keys(counts).map((status) =>
+    el("div", { class: "counts" }, Object.keys(counts).filter((status) => status !== "outdated").map((status) =>
       el("span", {}, el("span", { class: `dot ${status}` }), ` ${status} `, el("b", { "data-testid": `count-${status}` }, counts[status])))),
+    el("p", { class: "muted", "data-testid": "version" }, `version ${item.version}`,
+      counts.outdated ? `, ${counts.outdated} done with an older version` : ""),
     el("p", { class: "muted", "data-testid": "throughput" }, throughput(item)),
     el("div", { class: "actions" },
       item.paused

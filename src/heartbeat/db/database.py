@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import peewee
+import playhouse.migrate
 from playhouse.pool import PooledMySQLDatabase
 
 from heartbeat.config import DbAuth
@@ -101,6 +102,17 @@ class Database:
         for model in models:
             model._meta.table_settings = self.features.table_settings
         self.engine.create_tables(list(models), safe=True)
+
+    def add_missing_columns(self, model: type[peewee.Model]) -> list[str]:
+        """Add the model's columns that its existing table lacks (a table made by an older release;
+        each such column is nullable or has a default); returns their names."""
+        table = model._meta.table_name
+        existing = {column.name for column in self.engine.get_columns(table)}
+        missing = [field for field in model._meta.sorted_fields if field.column_name not in existing]
+        if missing:
+            migrator = playhouse.migrate.SchemaMigrator.from_database(self.engine)
+            playhouse.migrate.migrate(*(migrator.add_column(table, field.column_name, field) for field in missing))
+        return [field.column_name for field in missing]
 
     def add_missing_indexes(self, model: type[peewee.Model]) -> list[str]:
         """Create the model's indexes that its existing table lacks (a table made by an older release);

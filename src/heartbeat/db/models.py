@@ -60,6 +60,9 @@ class Image(BaseModel):
         indexes = ((("uploaded_date", "id"), False), (("origin", "uploaded_date", "id"), False))
 
 
+DEFAULT_VERSION = "1"
+
+
 class Software(BaseModel):
     """The registry: one row per kind of processing."""
 
@@ -72,6 +75,8 @@ class Software(BaseModel):
     paused = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT 0")])
     after = JsonTextField(default=list)  # upstream software: a job waits until theirs are done
     origins = JsonTextField(null=True)  # only images of these origins get a job; None: every image
+    # The model whose results are current; a new one reopens the done jobs of the others.
+    version = peewee.CharField(max_length=64, default=DEFAULT_VERSION, constraints=[peewee.SQL("DEFAULT '1'")])
 
     class Meta:
         table_name = "software"
@@ -116,7 +121,7 @@ class JobCount(BaseModel):
     concurrent claims seldom wait on the same row (the counters are changed by ``queue/counts.py``)."""
 
     software = peewee.CharField(max_length=48)
-    status = peewee.CharField(max_length=16)
+    status = peewee.CharField(max_length=80)  # a counter: "open", "failed", "skipped", "done@<version>"
     slot = peewee.SmallIntegerField()
     count = peewee.BigIntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
 
@@ -169,6 +174,8 @@ class Job(BaseModel):
     info = JsonTextField(null=True)
     error = peewee.TextField(null=True)
     finished_at = peewee.DoubleField(null=True)
+    version = peewee.CharField(max_length=64, null=True)  # the software's version its result came from
+    claimed_version = peewee.CharField(max_length=64, null=True)  # the software's version when last claimed
 
 
 COLUMN_FIELDS: dict[str, type[peewee.Field]] = {
@@ -264,4 +271,5 @@ def create_base_tables(database: Database) -> None:
     models: list[type[peewee.Model]] = [Image, Software, ApiToken, Upload, JobCount]
     database.create_tables(models)
     for model in models:
+        database.add_missing_columns(model)
         database.add_missing_indexes(model)

@@ -17,7 +17,8 @@ import peewee
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Job, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput
-from heartbeat.queue.core import LEASE_EXPIRED, new_token
+from heartbeat.queue.core import LEASE_EXPIRED, counted_as, new_token
+from heartbeat.queue.counts import Counts
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Candidate
 
@@ -33,6 +34,7 @@ class ClaimedJob:
     token: str
     attempt: int
     lease_expires_at: float
+    version: str  # the software's version when claimed: the result of this lease is recorded under it
 
 
 @dataclasses.dataclass
@@ -41,12 +43,12 @@ class ClaimOutcome:
     expired_leases: int = 0  # leases found run out: their jobs handed out again, or failed on the last attempt
 
 
-class Claims(Pipelines):
+class Claims(Pipelines, Counts):
     """The worker protocol over the per-software job tables."""
 
     def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
-        """Lease up to ``max_jobs`` claimable jobs, earliest upload first."""
-        lease_seconds = lease_seconds or software.lease_seconds
+        """Lease up to ``max_jobs`` claimable jobs, earliest upload first (none while it is paused);
+        ``lease_seconds`` None: the software's own, as it is now."""
         outcome = ClaimOutcome()
         for _round in range(3):
             wanted = max_jobs - len(outcome.jobs)
@@ -58,26 +60,30 @@ class Claims(Pipelines):
         return outcome
 
     @transactional
-    def _claim_round(self, software: Software, wanted: int, lease_seconds: int) -> tuple[int, ClaimOutcome]:
+    def _claim_round(self, software: Software, wanted: int, lease_seconds: int | None) -> tuple[int, ClaimOutcome]:
         """Read up to ``wanted`` candidates and lease them: (found, outcome)."""
         outcome = ClaimOutcome()
         table = self._table(software)
         now = self._clock()
-        candidates = table.candidates(software.id, now, wanted)
+        settings = table.settings(software.id)  # not a subquery of the candidates: it would lock the row
+        if settings is None or settings.paused:
+            return 0, outcome
+        candidates = table.candidates(now, wanted)
         takeable = []
         for row in candidates:
-            if row.status == JobStatus.CLAIMED and row.attempts >= software.max_attempts:
+            if row.status == JobStatus.CLAIMED and row.attempts >= settings.max_attempts:
                 outcome.expired_leases += self._fail_expired(software, row)
             else:
                 takeable.append(row)
         if not takeable:
             return len(candidates), outcome
-        lease_expires_at = now + lease_seconds
+        lease_expires_at = now + (lease_seconds or settings.lease_seconds)
+        version = settings.version
         tokens = [new_token() for _ in takeable]
         if self._database.features.claims_hold_locks:
             # Nobody else can have changed them since we read them: one statement leases them all.
             taken = list(zip(takeable, tokens, strict=True))
-            if table.take_locked(takeable, tokens, now, lease_expires_at) != len(takeable):
+            if table.take_locked(takeable, tokens, now, lease_expires_at, version) != len(takeable):
                 held = table.holding(tokens)  # should not happen; if it does, hand out only what we hold
                 log.warning(
                     "%s: %d of %d candidates were not leased", software.name, len(takeable) - len(held), len(takeable)
@@ -87,10 +93,10 @@ class Claims(Pipelines):
             taken = [
                 (row, token)
                 for row, token in zip(takeable, tokens, strict=True)
-                if table.take(row, token, now, lease_expires_at)
+                if table.take(row, token, now, lease_expires_at, version)
             ]
         for row, token in taken:
-            outcome.jobs.append(ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at))
+            outcome.jobs.append(ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at, version))
             outcome.expired_leases += row.status == JobStatus.CLAIMED
         pending = sum(1 for row, _token in taken if row.status == JobStatus.PENDING)
         self._count(software.name, {JobStatus.PENDING: -pending, JobStatus.CLAIMED: pending})
@@ -154,7 +160,7 @@ class Claims(Pipelines):
     def extend(self, software: Software, image_id: str, token: str, lease_seconds: int | None = None) -> float:
         """Push the lease's expiry to ``lease_seconds`` from now."""
         job = job_model(software.name)
-        lease_expires_at = self._clock() + (lease_seconds or software.lease_seconds)
+        lease_expires_at = self._clock() + (lease_seconds or self._current(software).lease_seconds)
         updated = (
             job.update(lease_expires_at=lease_expires_at, available_at=lease_expires_at)
             .where((job.image_id == image_id) & (job.token == token) & (job.status == JobStatus.CLAIMED))
@@ -183,7 +189,7 @@ class Claims(Pipelines):
             self._raise_missing_or_stale(software, image_id)
         now = self._clock()
         changes: dict[str, object]
-        if retry and current.attempts < software.max_attempts:
+        if retry and current.attempts < self._current(software).max_attempts:
             # The worker's own retry_after (up to a day, as the schema allows) is taken as it is.
             backoff = retry_after if retry_after is not None else min(2**current.attempts, MAX_BACKOFF_SECONDS)
             status, changes = JobStatus.PENDING, {"available_at": now + backoff}
@@ -224,6 +230,38 @@ class Claims(Pipelines):
         self._count(software.name, {JobStatus.CLAIMED: -1, JobStatus.PENDING: 1})
         return job.get(job.image_id == image_id)
 
+    def reopen_outdated(self, software: Software) -> int:
+        """Done jobs whose result came from another version than ``software.version`` back to pending,
+        in one statement; each keeps its result (``info``, ``version``, extra-table rows) until the new
+        one commits and replaces it. Returns how many."""
+        count = self._reopen_outdated(software)
+        if count:
+            self.signal.notify(software.name)
+        return count
+
+    @transactional
+    def _reopen_outdated(self, software: Software) -> int:
+        job = job_model(software.name)
+        outdated = (job.status == JobStatus.DONE) & (job.version != software.version)
+        reopened = {
+            "status": JobStatus.PENDING,
+            "stage": Stage.WAITING if software.after else Stage.READY,
+            "attempts": 0,
+            "token": None,
+            "available_at": 0,
+            "claimed_at": None,
+            "lease_expires_at": None,
+            "error": None,
+        }
+        count = int(job.update(**reopened).where(outdated).execute())
+        if count:
+            # Done jobs are counted per version: a recount (one statement, as the UPDATE was) sets them.
+            self.repair_counts(software)
+            now = self._clock()
+            self._settle(software, now)
+            self._reopen_downstream(software, now, None)
+        return count
+
     def requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
         """Failed or done jobs back to pending, attempts from zero; done jobs lose their rows."""
         if status not in REQUEUABLE:
@@ -239,6 +277,12 @@ class Claims(Pipelines):
         selected = job.status == status
         if image_ids is not None:
             selected &= job.image_id.in_(image_ids)
+        was: dict[JobStatus | str, int] = {}
+        by_version = job.select(job.version, peewee.fn.COUNT(job.image_id)).where(selected).group_by(job.version)
+        rows: list[tuple[str | None, int]] = list(by_version.tuples())  # type: ignore[arg-type]  # stubs: models
+        for version, count in rows:
+            counter = counted_as(JobStatus(status), version)
+            was[counter] = was.get(counter, 0) - count
         if status == JobStatus.DONE:
             ids = [row.image_id for row in job.select(job.image_id).where(selected)]
             for chunk in peewee.chunked(ids, 500):
@@ -257,12 +301,13 @@ class Claims(Pipelines):
                 finished_at=None,
                 info=None,
                 error=None,
+                version=None,
             )
             .where(selected)
             .execute()
         )
         if count:
-            self._count(software.name, {JobStatus(status): -count, JobStatus.PENDING: count})
+            self._count(software.name, was | {JobStatus.PENDING: count})
             now = self._clock()
             self._settle(software, now, image_ids)
             self._reopen_downstream(software, now, image_ids)

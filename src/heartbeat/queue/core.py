@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
 from heartbeat.db.database import Database
 from heartbeat.db.models import Job, JobCount, JobStatus, Software, job_model
 from heartbeat.errors import NotFound, StaleToken
 from heartbeat.queue.signal import WorkSignal
-from heartbeat.queue.statements import JobTable
+from heartbeat.queue.statements import JobTable, Settings
 
 LEASE_EXPIRED = "lease expired"  # the error of a job whose last lease ran out
 # Rows per (software, counted status) in ``job_counts``: a transaction adjusts one, picked at random,
@@ -21,12 +21,20 @@ COUNT_SLOTS = 16
 # Pending and claimed jobs are counted together, as open: a claim (pending -> claimed), a release and
 # a lease taken over change no counter, and the hottest path pays nothing. How many of them are
 # claimed is counted on read along the status index: at most as many as there are leases out.
+# Done jobs are counted per version of their result ("done@<version>"), so that how many are
+# outdated (of another version than the software's) is read off the counters too.
 OPEN = "open"
-COUNTED = (OPEN, JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.SKIPPED.value)
+COUNTED = (OPEN, JobStatus.FAILED.value, JobStatus.SKIPPED.value)
+DONE_AT = "done@"
 
 
-def counted_as(status: JobStatus) -> str:
-    """The counter a job of ``status`` is counted in."""
+def counted_as(status: JobStatus | str, version: str | None = None) -> str:
+    """The counter a job of ``status`` (with a result of ``version``, when done) is counted in; a
+    text is a counter's name already."""
+    if not isinstance(status, JobStatus):
+        return status
+    if status == JobStatus.DONE:
+        return f"{DONE_AT}{version}"
     return OPEN if status in (JobStatus.PENDING, JobStatus.CLAIMED) else status.value
 
 
@@ -49,9 +57,10 @@ class QueueCore:
             table = self._tables[software.name] = JobTable(software.name, self._database)
         return table
 
-    def _count(self, software_name: str, changes: Mapping[JobStatus, int]) -> None:
-        """Adjust the software's maintained counts by ``changes`` (``{status: +n or -n}``, the row counts
-        of the statement that just changed those jobs); call in that statement's transaction."""
+    def _count(self, software_name: str, changes: Mapping[JobStatus | str, int]) -> None:
+        """Adjust the software's maintained counts by ``changes`` (``{status or counter: +n or -n}``, the
+        row counts of the statement that just changed those jobs; done jobs by their counter,
+        :func:`counted_as`); call in that statement's transaction."""
         by_counter: dict[str, int] = {}
         for status, delta in changes.items():
             by_counter[counted_as(status)] = by_counter.get(counted_as(status), 0) + delta
@@ -68,7 +77,26 @@ class QueueCore:
             )
         params: list[object] = [value for counter, delta in changed for value in (counter, delta)]
         params += [software_name, random.randrange(COUNT_SLOTS), *(counter for counter, _delta in changed)]
-        self._database.execute(sql, params)
+        if self._database.execute(sql, params).rowcount < len(changed):
+            # A counter this software never had (the first result of a version): made, then counted.
+            self._create_counters(software_name, [counter for counter, _delta in changed])
+            self._database.execute(sql, params)
+
+    def _create_counters(self, software_name: str, counters: Sequence[str]) -> None:
+        """Zeroed rows for these counters of a software (those that exist are kept)."""
+        rows = [
+            {"software": software_name, "status": counter, "slot": slot, "count": 0}
+            for counter in counters
+            for slot in range(COUNT_SLOTS)
+        ]
+        JobCount.insert_many(rows).on_conflict_ignore().execute()
+
+    def _current(self, software: Software) -> Settings:
+        """The software's changeable settings as they are now (another process may have changed them)."""
+        settings = self._table(software).settings(software.id)
+        if settings is None:
+            raise NotFound(f"no software named {software.name!r}")
+        return settings
 
     def get(self, software: Software, image_id: str) -> Job:
         """One job; :class:`NotFound` (404) if the software has none for that image."""

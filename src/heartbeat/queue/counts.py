@@ -12,24 +12,22 @@ at start.
 
 from __future__ import annotations
 
+import peewee
+
 from heartbeat.db.database import transactional
 from heartbeat.db.models import JobCount, JobStatus, Software, job_model, job_table_name
-from heartbeat.queue.core import COUNT_SLOTS, COUNTED, OPEN, QueueCore, counted_as
-from heartbeat.queue.reads import count_by_status
+from heartbeat.queue.core import COUNTED, DONE_AT, OPEN, QueueCore, counted_as
 
 
 class Counts(QueueCore):
-    def create_counters(self, software_name: str) -> None:
-        """Zeroed counter rows for a software about to be registered (those that exist are kept)."""
-        rows = [
-            {"software": software_name, "status": counter, "slot": slot, "count": 0}
-            for counter in COUNTED
-            for slot in range(COUNT_SLOTS)
-        ]
-        JobCount.insert_many(rows).on_conflict_ignore().execute()
+    def create_counters(self, software_name: str, version: str) -> None:
+        """Zeroed counter rows for a software about to be registered, or to get a new ``version``
+        (those that exist are kept)."""
+        self._create_counters(software_name, [*COUNTED, counted_as(JobStatus.DONE, version)])
 
     def counts(self, software: Software) -> dict[str, int]:
-        """Jobs per status, ``{status: count}`` for every :class:`JobStatus`: the maintained counts, and
+        """Jobs per status, ``{status: count}`` for every :class:`JobStatus`, and ``outdated`` (done
+        jobs whose result came from another version than the software's): the maintained counts, and
         the claimed jobs counted along the status index, in one statement (one consistent read)."""
         p, quote = self._database.param, self._database.quote
         sql = (
@@ -40,12 +38,26 @@ class Counts(QueueCore):
         # The counters are never named "claimed": that row is the index count.
         summed = {counter: int(total or 0) for counter, total in self._database.execute(sql, params).fetchall()}
         claimed = summed.pop(JobStatus.CLAIMED.value)
-        counts = {str(status): summed.get(counted_as(status), 0) for status in JobStatus}
-        return counts | {JobStatus.PENDING.value: summed.get(OPEN, 0) - claimed, JobStatus.CLAIMED.value: claimed}
+        return _as_counts(summed, claimed, software.version)
 
     def recount(self, software: Software) -> dict[str, int]:
-        """Jobs per status, counted row by row (its cost grows with the jobs: for checks, not requests)."""
-        return {str(status): 0 for status in JobStatus} | count_by_status(job_model(software.name))
+        """:meth:`counts`, counted row by row (its cost grows with the jobs: for checks, not requests)."""
+        by_counter = self._recount_counters(software)
+        return _as_counts(by_counter, self._claimed(software), software.version)
+
+    def _recount_counters(self, software: Software) -> dict[str, int]:
+        job = job_model(software.name)
+        query = job.select(job.status, job.version, peewee.fn.COUNT(job.image_id)).group_by(job.status, job.version)
+        by_counter: dict[str, int] = {}
+        rows: list[tuple[str, str | None, int]] = list(query.tuples())  # type: ignore[arg-type]  # stubs: models
+        for status, version, count in rows:
+            counter = counted_as(JobStatus(status), version)
+            by_counter[counter] = by_counter.get(counter, 0) + count
+        return by_counter
+
+    def _claimed(self, software: Software) -> int:
+        job = job_model(software.name)
+        return int(job.select().where(job.status == JobStatus.CLAIMED).count())
 
     def count_differences(self, software: Software) -> dict[str, tuple[int, int]]:
         """``{status: (maintained, recounted)}`` where the two differ (nothing when the counts are right).
@@ -66,18 +78,16 @@ class Counts(QueueCore):
 
     @transactional
     def repair_counts(self, software: Software) -> dict[str, int]:
-        """Set the software's counts to a recount; returns it."""
-        self.create_counters(software.name)
+        """Set the software's counters to a recount; returns the recounted counts."""
+        self.create_counters(software.name, software.version)
         self._lock_counters(software)
-        recounted = self.recount(software)
+        by_counter = self._recount_counters(software)
+        self._create_counters(software.name, list(by_counter))
         JobCount.update(count=0).where(JobCount.software == software.name).execute()
-        totals: dict[str, int] = {}
-        for status, count in recounted.items():
-            totals[counted_as(JobStatus(status))] = totals.get(counted_as(JobStatus(status)), 0) + count
-        for counter, count in totals.items():
+        for counter, count in by_counter.items():
             where = (JobCount.software == software.name) & (JobCount.status == counter) & (JobCount.slot == 0)
             JobCount.update(count=count).where(where).execute()
-        return recounted
+        return _as_counts(by_counter, self._claimed(software), software.version)
 
     def add_missing_counters(self) -> list[str]:
         """Counters, from a recount, for every registered software that has none (a database made
@@ -94,3 +104,14 @@ class Counts(QueueCore):
         query = JobCount.select(JobCount.slot).where(JobCount.software == software.name)
         if self._database.features.mysql:
             list(query.for_update())
+
+
+def _as_counts(by_counter: dict[str, int], claimed: int, version: str) -> dict[str, int]:
+    """Counts per status and ``outdated`` from the counters' totals (``{counter: count}``)."""
+    done = {counter: count for counter, count in by_counter.items() if counter.startswith(DONE_AT)}
+    counts = {str(status): by_counter.get(counted_as(status), 0) for status in JobStatus}
+    counts[JobStatus.PENDING.value] = by_counter.get(OPEN, 0) - claimed
+    counts[JobStatus.CLAIMED.value] = claimed
+    counts[JobStatus.DONE.value] = sum(done.values())
+    counts["outdated"] = sum(count for counter, count in done.items() if counter != counted_as(JobStatus.DONE, version))
+    return counts

@@ -16,14 +16,22 @@ THROUGHPUT_WINDOW_SECONDS = 300
 
 class Reads(QueueCore):
     def page(
-        self, software: Software, *, status: JobStatus | None, cursor: str | None, limit: int
+        self,
+        software: Software,
+        *,
+        status: JobStatus | None,
+        cursor: str | None,
+        limit: int,
+        version: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """Up to ``limit`` jobs in upload order, past ``cursor`` (an ``UPLOAD_ORDER`` cursor), with
-        ``status`` if given; and the next page's cursor, or None."""
+        ``status`` and a result of ``version`` if given; and the next page's cursor, or None."""
         job = job_model(software.name)
         selected = job.select()
         if status is not None:
             selected = selected.where(job.status == status)
+        if version is not None:
+            selected = selected.where(job.version == version)
         return keyset_page(selected, (job.uploaded_date, job.image_id), UPLOAD_ORDER, cursor, limit)
 
     def images_with_status(
@@ -82,4 +90,5 @@ def describe_job(job: Job) -> dict[str, Any]:
         "lease_expires_at": job.lease_expires_at if job.status == JobStatus.CLAIMED else None,
         "finished_at": job.finished_at,
         "error": job.error,
+        "version": job.version,
     }

@@ -16,10 +16,10 @@ from typing import Any
 import peewee
 
 from heartbeat.db.database import transactional
-from heartbeat.db.models import Job, JobStatus, Software
+from heartbeat.db.models import Job, JobStatus, Software, extra_table_model
 from heartbeat.errors import HeartbeatError, NotFound, StaleToken, TooLarge
 from heartbeat.extra_rows import prepare_rows
-from heartbeat.queue.core import LEASE_EXPIRED
+from heartbeat.queue.core import LEASE_EXPIRED, counted_as
 from heartbeat.queue.pipeline import Pipelines
 
 
@@ -102,9 +102,14 @@ class Results(Pipelines):
             items = [(result.image_id, result.token, result.info) for result in group.values()]
             if items and table.store_results(items, now, late_error=late_error) != len(items):
                 raise RuntimeError("a job changed while this transaction held its row locked")
-            was = JobStatus.FAILED if late_error else JobStatus.CLAIMED
-            self._count(software.name, {was: -len(items), JobStatus.DONE: len(items)})
+            changes: dict[JobStatus | str, int] = {JobStatus.FAILED if late_error else JobStatus.CLAIMED: -len(items)}
+            for result in group.values():
+                done = counted_as(JobStatus.DONE, held[result.image_id].claimed_version)
+                changes[done] = changes.get(done, 0) + 1
+            self._count(software.name, changes)
         for result in [*on_time.values(), *late.values()]:
+            if held[result.image_id].version is not None:
+                self._delete_rows(software, result.image_id)  # a reopened job's last result: replaced now
             for model, model_rows in result.rows:
                 for chunk in peewee.chunked([{**row, "image_id": result.image_id} for row in model_rows], 500):
                     model.insert_many(chunk).execute()
@@ -118,5 +123,14 @@ class Results(Pipelines):
     @staticmethod
     def _stored(job: Job, result: PreparedResult, now: float) -> Job:
         """The job as the UPDATE that stores ``result`` leaves it."""
-        fields = {field: getattr(job, field) for field in ("image_id", "attempts", "claimed_at", "lease_expires_at")}
-        return type(job)(**fields, status=JobStatus.DONE, info=result.info, error=None, finished_at=now)
+        kept = ("image_id", "attempts", "claimed_at", "lease_expires_at", "claimed_version")
+        fields = {field: getattr(job, field) for field in kept}
+        stored = {"status": JobStatus.DONE, "info": result.info, "error": None, "finished_at": now}
+        return type(job)(**fields, **stored, version=job.claimed_version)
+
+    @staticmethod
+    def _delete_rows(software: Software, image_id: str) -> None:
+        """The image's rows in the software's extra tables."""
+        for table, columns in software.tables.items():
+            extra = extra_table_model(software.id, table, columns)
+            extra.delete().where(extra.image_id == image_id).execute()

@@ -15,22 +15,29 @@ import peewee
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.pipeline import dependency_order, skip_reason
+from heartbeat.queue.core import counted_as
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.pipeline import Pipelines
 
 
 class Rows(Pipelines, Counts):
-    def create_job_table(self, software_name: str) -> None:
+    def create_job_table(self, software_name: str, version: str) -> None:
         """The job table of a software about to be registered, and its counters (nothing that exists)."""
         self._database.create_tables([job_model(software_name)])
-        self.create_counters(software_name)
+        self.create_counters(software_name, version)
 
     def upgrade(self) -> None:
         """Bring the job tables of a database made by an older release up to this one: every index
         of the job model, and maintained counts (from a recount) for software that have none. Run at
         start; it changes nothing on an up-to-date database."""
-        for software in Software.select(Software.name):
-            self._database.add_missing_indexes(job_model(software.name))
+        for software in Software.select():
+            job = job_model(software.name)
+            self._database.add_missing_columns(job)
+            self._database.add_missing_indexes(job)
+            # Results stored before versions existed came from the software's first (and only) version.
+            unversioned = (job.status == JobStatus.DONE) & job.version.is_null()
+            if job.update(version=software.version).where(unversioned).execute():
+                self.repair_counts(software)
         self.add_missing_counters()
 
     def create_jobs(self, image: Image) -> list[str]:
@@ -100,10 +107,10 @@ class Rows(Pipelines, Counts):
         """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
         for software in Software.select():
             job = job_model(software.name)
-            query = job.select(job.status).where(job.image_id == image_id)
+            query = job.select(job.status, job.version).where(job.image_id == image_id)
             row = (query.for_update() if self._database.features.mysql else query).first()
             if row is not None and job.delete().where(job.image_id == image_id).execute():
-                self._count(software.name, {JobStatus(row.status): -1})
+                self._count(software.name, {counted_as(JobStatus(row.status), row.version): -1})
             for table, columns in software.tables.items():
                 extra = extra_table_model(software.id, table, columns)
                 extra.delete().where(extra.image_id == image_id).execute()

@@ -15,7 +15,29 @@ from typing import Any
 from heartbeat.db.database import Database
 from heartbeat.db.models import Job, JobStatus, Stage, job_model, job_table_name
 
-JOB_COLUMNS = ("image_id", "status", "info", "attempts", "claimed_at", "lease_expires_at", "finished_at", "error")
+JOB_COLUMNS = (
+    "image_id",
+    "status",
+    "info",
+    "attempts",
+    "claimed_at",
+    "lease_expires_at",
+    "finished_at",
+    "error",
+    "version",
+    "claimed_version",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a claim reads of its software each time: what ``PATCH /v1/software/{name}`` may change
+    (other processes of the API change it too)."""
+
+    paused: bool
+    version: str
+    lease_seconds: int
+    max_attempts: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +65,7 @@ class JobTable:
         table = database.quote(job_table_name(software_name))
         software = database.quote("software")
         # Not a subquery of the candidate query: its locking read would lock the software row too.
-        self._paused = f"SELECT paused FROM {software} WHERE id = {p}"
+        self._settings = f"SELECT paused, version, lease_seconds, max_attempts FROM {software} WHERE id = {p}"
         self.candidates_sql = (
             f"SELECT image_id, status, token, attempts FROM {table}"
             f" WHERE stage = {int(Stage.READY)} AND available_at <= {p}"
@@ -52,7 +74,7 @@ class JobTable:
         )
         self._taking = (
             f"UPDATE {table} SET status = '{JobStatus.CLAIMED.value}', attempts = attempts + 1, claimed_at = {p},"
-            f" lease_expires_at = {p}, available_at = {p}, error = NULL"
+            f" lease_expires_at = {p}, available_at = {p}, claimed_version = {p}, error = NULL"
         )
         self._still_claimable = f"stage = {int(Stage.READY)} AND available_at <= {p}"
         self._any_claimable = f"SELECT 1 FROM {table} WHERE {self._still_claimable} LIMIT 1"
@@ -64,29 +86,33 @@ class JobTable:
         self._table = table
         self._p = p
 
-    def candidates(self, software_id: int, now: float, limit: int) -> list[Candidate]:
-        """Claimable jobs of an unpaused software, highest priority then earliest upload first."""
-        paused = self._database.execute(self._paused, (software_id,)).fetchone()
-        if paused is None or paused[0]:
-            return []
+    def settings(self, software_id: int) -> Settings | None:
+        """The software's settings as they are now (None: it is gone)."""
+        row = self._database.execute(self._settings, (software_id,)).fetchone()
+        return None if row is None else Settings(bool(row[0]), *row[1:])
+
+    def candidates(self, now: float, limit: int) -> list[Candidate]:
+        """Claimable jobs, highest priority then earliest upload first (the caller checks ``paused``)."""
         cursor = self._database.execute(self.candidates_sql, (now, limit))
         return [Candidate(*row) for row in cursor.fetchall()]
 
     def has_claimable(self, software_id: int, now: float) -> bool:
         """Whether an unpaused software has a job a claim would take now: two reads along indexes."""
-        paused = self._database.execute(self._paused, (software_id,)).fetchone()
-        if paused is None or paused[0]:
+        settings = self.settings(software_id)
+        if settings is None or settings.paused:
             return False
         return self._database.execute(self._any_claimable, (now,)).fetchone() is not None
 
-    def take(self, row: Candidate, token: str, now: float, lease_expires_at: float) -> bool:
-        """Lease one job, if it is still as ``row`` saw it (nobody took it meanwhile)."""
-        params = [now, lease_expires_at, lease_expires_at, token, row.image_id, row.status, now]
+    def take(self, row: Candidate, token: str, now: float, lease_expires_at: float, version: str) -> bool:
+        """Lease one job under ``version``, if it is still as ``row`` saw it (nobody took it meanwhile)."""
+        params = [now, lease_expires_at, lease_expires_at, version, token, row.image_id, row.status, now]
         if row.token is None:
             return bool(self._database.execute(self._take_free, params).rowcount == 1)
         return bool(self._database.execute(self._take_expired, [*params, row.token]).rowcount == 1)
 
-    def take_locked(self, rows: list[Candidate], tokens: list[str], now: float, lease_expires_at: float) -> int:
+    def take_locked(
+        self, rows: list[Candidate], tokens: list[str], now: float, lease_expires_at: float, version: str
+    ) -> int:
         """Lease every job of ``rows`` in one statement; only for rows this transaction holds locked."""
         p = self._p
         cases = " ".join(f"WHEN {p} THEN {p}" for _ in rows)
@@ -95,7 +121,7 @@ class JobTable:
             + f", token = CASE image_id {cases} END"
             + f" WHERE image_id IN ({', '.join(p for _ in rows)}) AND {self._still_claimable}"
         )
-        params: list[Any] = [now, lease_expires_at, lease_expires_at]
+        params: list[Any] = [now, lease_expires_at, lease_expires_at, version]
         for row, token in zip(rows, tokens, strict=True):
             params += [row.image_id, token]
         params += [row.image_id for row in rows] + [now]
@@ -121,7 +147,7 @@ class JobTable:
         )
         sql = (
             f"UPDATE {self._table} SET status = '{JobStatus.DONE.value}', stage = {int(Stage.FINISHED)}, error = NULL,"
-            f" finished_at = {p}, info = CASE image_id {cases} END"
+            f" finished_at = {p}, version = claimed_version, info = CASE image_id {cases} END"
             f" WHERE image_id IN ({', '.join(p for _ in results)}) AND token = CASE image_id {cases} END AND {held}"
         )
         params: list[Any] = [now]

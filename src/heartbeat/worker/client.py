@@ -322,8 +322,9 @@ class Client:
         tables: dict[str, dict[str, str]] | None = None,
         after: Sequence[str] | None = None,
         origins: Sequence[str] | None = None,
+        version: str | None = None,
     ) -> Software:
-        """Register a software (admin); every stored image gets a job.
+        """Register a software (admin); every stored image gets a job. ``version``: its model (``"1"``).
 
         ``after``: upstream software whose jobs must be done first; ``origins``: only these origins.
         """
@@ -333,8 +334,26 @@ class Client:
             tables=tables,
             after=list(after) if after is not None else None,
             origins=list(origins) if origins is not None else None,
+            version=version,
         )
         return Software.from_json(self._json("POST", "/v1/software", json=body))
+
+    def update(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        recompute: bool = True,
+        lease_seconds: int | None = None,
+        max_attempts: int | None = None,
+        paused: bool | None = None,
+    ) -> Software:
+        """Change a software's settings (admin). A new ``version`` reopens the done jobs whose result came
+        from another version, unless ``recompute`` is False; each keeps its last result until the new one."""
+        body = _params(version=version, lease_seconds=lease_seconds, max_attempts=max_attempts, paused=paused)
+        if version is not None and not recompute:
+            body["recompute"] = False
+        return Software.from_json(self._json("PATCH", _path("software", name), json=body))
 
     def pause(self, name: str) -> Software:
         """Pause a software (admin): its claims find no jobs until it is resumed."""
@@ -421,10 +440,16 @@ class Client:
         return Job.from_json(self._json("POST", path, json={"token": token}, job_route=True))
 
     def jobs(
-        self, name: str, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        version: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[Job]:
-        """One page of the software's job rows, optionally of one ``status``."""
-        params = _params(status=status, limit=limit, cursor=cursor)
+        """One page of the software's job rows, optionally of one ``status`` and result ``version``."""
+        params = _params(status=status, version=version, limit=limit, cursor=cursor)
         body = self._json("GET", _path("software", name, "jobs"), params=params)
         return Page([Job.from_json(item) for item in body["jobs"]], body.get("next_cursor"))
 

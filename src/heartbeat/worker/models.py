@@ -65,6 +65,7 @@ class Software(_FromJson):
     after: list[str] = dataclasses.field(default_factory=list)  # upstream software
     origins: list[str] | None = None  # only images of these origins get a job
     throughput: dict[str, int] | None = None  # jobs done and failed in the last window_seconds
+    version: str = "1"  # the current model; counts["outdated"]: done jobs with a result of another
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ClaimedJob:
     url: str
     url_expires_at: float
     image: Image  # with ``upstream`` filled in for a software with ``after``
+    version: str = "1"  # the software's version when claimed: the result is recorded under it
 
     @property
     def upstream(self) -> dict[str, Any] | None:
@@ -112,6 +114,7 @@ class Job(_FromJson):
     lease_expires_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    version: str | None = None  # the software's version its result came from (None before the first)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,7 +70,11 @@ ROUTES = [
                 "the software's jobs, in upload order",
                 Reply(200, page("jobs", ref("Job"), UPLOAD_ORDER)),
                 errors=(400, 404),
-                parameters=(*paging(UPLOAD_ORDER), query("status", schemas.JOB_STATUS, "only jobs with this status")),
+                parameters=(
+                    *paging(UPLOAD_ORDER),
+                    query("status", schemas.JOB_STATUS, "only jobs with this status"),
+                    query("version", schemas.VERSION, "only jobs whose result came from this version"),
+                ),
             )
         },
     ),

@@ -34,7 +34,17 @@ ROUTES = [
     Route(
         SOFTWARE,
         "software_item",
-        {"GET": Operation(Access.READ, "one software", Reply(200, ref("Software")), errors=(404,))},
+        {
+            "GET": Operation(Access.READ, "one software", Reply(200, ref("Software")), errors=(404,)),
+            "PATCH": Operation(
+                Access.ADMIN,
+                "change its version (a new one reopens the done jobs of other versions unless "
+                "`recompute` is false), lease_seconds, max_attempts or paused",
+                Reply(200, ref("Software")),
+                errors=(400, 404),
+                body=json_body(schemas.SOFTWARE_PATCH),
+            ),
+        },
     ),
     Route(
         "/v1/software/{name}/requeue",
