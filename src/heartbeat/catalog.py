@@ -11,6 +11,7 @@ from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image, JobStatus
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.paging import UPLOAD_ORDER, keyset_page
+from heartbeat.query.resolve import Resolved
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import Storage
@@ -38,9 +39,17 @@ class Catalog:
         return image
 
     def page(
-        self, *, origin: str | None, status: str | None, cursor: str | None, limit: int, newest_first: bool = False
+        self,
+        *,
+        origin: str | None,
+        status: str | None,
+        cursor: str | None,
+        limit: int,
+        newest_first: bool = False,
+        where: Resolved | None = None,
     ) -> tuple[list[Image], str | None]:
-        """Images oldest (or newest) first; ``status`` is ``<software>:<status>`` (checked by the caller)."""
+        """Images oldest (or newest) first; ``status`` is ``<software>:<status>`` (checked by the
+        caller), ``where`` a resolved query (:meth:`Registry.where`)."""
         query = Image.select()
         order: tuple[peewee.Field, peewee.Field] = (Image.uploaded_date, Image.id)
         if status is not None:
@@ -49,6 +58,8 @@ class Catalog:
             query, order = self._queue.images_with_status(software, JobStatus(job_status))
         if origin is not None:
             query = query.where(Image.origin == origin)
+        if where is not None:
+            query = query.where(self._queue.where(where))
         return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first, key=_upload_position)
 
     def set_priority(self, image_id: str, priority: int) -> Image:

@@ -13,6 +13,8 @@ from heartbeat.db.models import COLUMN_FIELDS, DEFAULT_VERSION, Software, extra_
 from heartbeat.errors import Conflict, NotFound
 from heartbeat.paging import NAME_ORDER, keyset_page
 from heartbeat.pipeline import check_dependencies
+from heartbeat.query import parse, resolve
+from heartbeat.query.resolve import Resolved
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS
 from heartbeat.validation import check
 
@@ -180,6 +182,13 @@ class Registry:
             if changes.get("recompute", True):
                 self._queue.reopen_outdated(changed)
         return changed
+
+    def where(self, expression: str | None) -> Resolved | None:
+        """A ``where`` expression parsed and checked against the software registered now (None for
+        None); :class:`InvalidInput` (400) with the column of its first fault."""
+        if expression is None:
+            return None
+        return resolve(parse(expression), {software.name: software for software in self.all()})
 
     def all(self) -> list[Software]:
         return list(Software.select().order_by(Software.name))

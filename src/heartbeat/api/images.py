@@ -44,6 +44,7 @@ class ImageCollection:
         images, cursor = self._catalog.page(
             origin=query(req, "origin", schemas.TEXT),
             status=query(req, "status", schemas.IMAGE_STATUS),
+            where=self._registry.where(query(req, "where", schemas.WHERE)),
             cursor=req.get_param("cursor"),
             limit=page_limit(req),
             newest_first=newest_first,

@@ -133,5 +133,13 @@ IMAGE_STATUS: Schema = {
     "a software that is not registered)",
 }
 ORDER: Schema = {"enum": ["oldest", "newest"]}
+WHERE: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4000,
+    "description": "an expression over the images' fields and what the software found (the contract's "
+    "\"Queries\"), e.g. `face_detection.status = 'done' and face_detection.faces.count(w >= 100) >= 2`; "
+    "a bad one answers 400 with the column of the fault",
+}
 INCLUDES = ("jobs", "thumbnail")
 INCLUDE: Schema = {"type": "string", "pattern": f"^({'|'.join(INCLUDES)})(,({'|'.join(INCLUDES)}))*$"}

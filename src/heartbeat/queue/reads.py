@@ -9,7 +9,9 @@ import peewee
 
 from heartbeat.db.models import Image, Job, JobStatus, Software, job_model
 from heartbeat.paging import UPLOAD_ORDER, keyset_page
+from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import QueueCore
+from heartbeat.queue.where import compile_where
 
 THROUGHPUT_WINDOW_SECONDS = 300
 
@@ -43,6 +45,10 @@ class Reads(QueueCore):
         job = job_model(software.name)
         query = Image.select().join(job, on=(job.image_id == Image.id)).where(job.status == status)
         return query, (job.uploaded_date, job.image_id)
+
+    def where(self, term: Resolved) -> peewee.Expression:
+        """A resolved query (``heartbeat.query``) as a condition on images (``queue/where.py``)."""
+        return compile_where(self._database, term)
 
     def statuses(self, image_id: str, software: Iterable[Software]) -> dict[str, str]:
         """Each software's status for one image."""

@@ -53,6 +53,7 @@ ROUTES = [
                     *paging(UPLOAD_ORDER),
                     query("origin", schemas.TEXT, "only images of this origin"),
                     query("status", schemas.IMAGE_STATUS, schemas.IMAGE_STATUS["description"]),
+                    query("where", schemas.WHERE, schemas.WHERE["description"]),
                     query("order", schemas.ORDER, "oldest first (default) or newest first"),
                     query(
                         "include",

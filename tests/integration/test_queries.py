@@ -1,0 +1,255 @@
+"""``where``: images by what the software found. Property-based: random images, results and
+extra-table rows, random expressions; the API must return exactly the images a plain Python
+evaluation of the same expression selects, on SQLite and on MariaDB."""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import image_bytes, multipart, register
+
+OPERATORS = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+TEXTS = ["a", "b", "Z", "é", "a'b"]
+ORIGINS = [None, *TEXTS]
+COLUMNS = {"a": "int", "b": "float", "t": "text", "f": "bool"}
+ABSENT = object()
+
+
+@dataclasses.dataclass
+class Picture:
+    origin: str | None
+    priority: int
+    width: int
+    status: str  # of the "sw" job: pending, done or failed
+    info: Any
+    rows: list[dict[str, Any]]
+    id: str = ""
+
+    @property
+    def version(self) -> str | None:
+        return "1" if self.status == "done" else None
+
+
+scalars = st.one_of(
+    st.integers(-3, 3), st.sampled_from([0.5, -1.5, 2.25]), st.sampled_from(TEXTS), st.booleans(), st.none()
+)
+infos = st.one_of(
+    st.none(),
+    st.lists(scalars, max_size=2),
+    st.fixed_dictionaries({}, optional={"k": scalars, "n": st.fixed_dictionaries({}, optional={"m": scalars})}),
+)
+rows = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "a": st.integers(-3, 3) | st.none(),
+            "b": st.sampled_from([0.5, 1.0, -2.0]) | st.none(),
+            "t": st.sampled_from(TEXTS) | st.none(),
+            "f": st.booleans() | st.none(),
+        },
+    ),
+    max_size=3,
+)
+pictures = st.lists(
+    st.builds(
+        Picture,
+        origin=st.sampled_from(ORIGINS),
+        priority=st.integers(-2, 2),
+        width=st.integers(1, 4),
+        status=st.sampled_from(["pending", "done", "failed"]),
+        info=infos,
+        rows=rows,
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def literal(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+def term(kind: str) -> st.SearchStrategy[tuple[str, Any]]:
+    """A term as text, and a function of a Picture that says whether it holds."""
+    ops = st.sampled_from(list(OPERATORS))
+    if kind == "image":
+        text_field = st.tuples(st.just("origin"), ops, st.sampled_from([*TEXTS, None]))
+        number_field = st.tuples(st.sampled_from(["priority", "width"]), ops, st.integers(-2, 4))
+        return (
+            st.one_of(text_field, number_field)
+            .filter(_sensible)
+            .map(lambda t: (f"{t[0]} {t[1]} {literal(t[2])}", lambda p: _holds(getattr(p, t[0]), t[1], t[2])))
+        )
+    if kind == "job":
+        return (
+            st.tuples(st.sampled_from(["status", "version"]), ops, st.sampled_from(["done", "pending", "1", None]))
+            .filter(_sensible)
+            .map(lambda t: (f"sw.{t[0]} {t[1]} {literal(t[2])}", lambda p: _holds(getattr(p, t[0]), t[1], t[2])))
+        )
+    if kind == "info":
+        return (
+            st.tuples(st.sampled_from([("k",), ("n", "m")]), ops, scalars)
+            .filter(lambda t: _sensible(t))
+            .map(
+                lambda t: (
+                    f"sw.info.{'.'.join(t[0])} {t[1]} {literal(t[2])}",
+                    lambda p: _info_holds(p, t[0], t[1], t[2]),
+                )
+            )
+        )
+    row_terms = st.tuples(st.sampled_from(list(COLUMNS)), ops, scalars).filter(_column_sensible)
+    counted = st.tuples(st.lists(row_terms, max_size=2), ops, st.integers(0, 3))
+    return counted.map(
+        lambda t: (
+            "sw.rows.count"
+            + (f"({' and '.join(f'{c} {o} {literal(v)}' for c, o, v in t[0])})" if t[0] else "")
+            + f" {t[1]} {t[2]}",
+            lambda p: OPERATORS[t[1]](
+                sum(1 for row in _rows(p) if all(_holds(row.get(c), o, v) for c, o, v in t[0])), t[2]
+            ),
+        )
+    )
+
+
+def _sensible(t: tuple[Any, str, Any]) -> bool:
+    return not ((t[2] is None or isinstance(t[2], bool)) and t[1] not in ("=", "!="))
+
+
+def _column_sensible(t: tuple[str, str, Any]) -> bool:
+    column, _op, value = t
+    if not _sensible(t):
+        return False
+    kind = COLUMNS[column]
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return kind == "bool"
+    if isinstance(value, str):
+        return kind == "text"
+    return kind in ("int", "float")
+
+
+def _holds(value: Any, op: str, wanted: Any) -> bool:
+    if wanted is None:
+        return (value is None) == (op == "=")
+    return value is not None and OPERATORS[op](value, wanted)
+
+
+def _info_holds(picture: Picture, keys: tuple[str, ...], op: str, wanted: Any) -> bool:
+    value: Any = picture.info if picture.status == "done" else None
+    for key in keys:
+        value = value.get(key, ABSENT) if isinstance(value, dict) else ABSENT
+    if wanted is None:
+        return (value is ABSENT or value is None) == (op == "=")
+    if isinstance(wanted, bool):
+        return isinstance(value, bool) and OPERATORS[op](value, wanted)
+    if isinstance(wanted, str):
+        return isinstance(value, str) and OPERATORS[op](value, wanted)
+    return isinstance(value, int | float) and not isinstance(value, bool) and OPERATORS[op](value, wanted)
+
+
+def _rows(picture: Picture) -> list[dict[str, Any]]:
+    return picture.rows if picture.status == "done" else []
+
+
+terms = st.sampled_from(["image", "job", "info", "count"]).flatmap(term)
+expressions = st.recursive(
+    terms,
+    lambda inner: st.one_of(
+        inner.map(lambda t: (f"not ({t[0]})", lambda p, f=t[1]: not f(p))),
+        st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(
+            lambda t: (
+                f"({t[0][0]}) {t[1]} ({t[2][0]})",
+                (lambda p, a=t[0][1], b=t[2][1], o=t[1]: (a(p) and b(p)) if o == "and" else (a(p) or b(p))),
+            )
+        ),
+    ),
+    max_leaves=4,
+)
+
+
+def store(client, pictures_: list[Picture]) -> None:
+    for number, picture in enumerate(pictures_):
+        fields = {"priority": str(picture.priority)} | ({"origin": picture.origin} if picture.origin else {})
+        form = multipart(fields, image_bytes((number * 40 % 256, 9, 9), size=(picture.width, 3), fmt="PNG"))
+        answer = client.simulate_post("/v1/images", body=form["body"], headers=form["headers"])
+        assert answer.status_code == 201, answer.text
+        picture.id = answer.json["id"]
+    jobs = client.simulate_post("/v1/software/sw/claim", json={"max": 100}).json["jobs"]
+    by_image = {picture.id: picture for picture in pictures_}
+    for job in jobs:
+        picture = by_image[job["image_id"]]
+        base = f"/v1/software/sw/jobs/{job['image_id']}"
+        if picture.status == "done":
+            body = {"token": job["token"], "info": picture.info, "rows": {"rows": picture.rows}}
+            assert client.simulate_put(f"{base}/result", json=body).status_code == 200
+        elif picture.status == "failed":
+            body = {"token": job["token"], "error": "no", "retry": False}
+            assert client.simulate_post(f"{base}/fail", json=body).status_code == 200
+        else:
+            assert client.simulate_post(f"{base}/release", json={"token": job["token"]}).status_code == 200
+
+
+def selected(client, where: str) -> list[str]:
+    found, cursor = [], None
+    while True:
+        params = {"where": where, "limit": 2} | ({"cursor": cursor} if cursor else {})
+        answer = client.simulate_get("/v1/images", params=params)
+        assert answer.status_code == 200, (where, answer.text)
+        found += [image["id"] for image in answer.json["images"]]
+        cursor = answer.json["next_cursor"]
+        if cursor is None:
+            return found
+
+
+@pytest.mark.fuzz
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pictures_=pictures, queries=st.lists(expressions, min_size=1, max_size=5))
+def test_where_selects_exactly_what_python_selects(client, pictures_, queries):
+    if client.simulate_get("/v1/software/sw").status_code == 404:
+        register(client, "sw", tables={"rows": COLUMNS})
+    for image in client.simulate_get("/v1/images", params={"limit": 1000}).json["images"]:
+        assert client.simulate_delete(f"/v1/images/{image['id']}").status_code == 204
+    store(client, pictures_)
+    in_upload_order = sorted(pictures_, key=lambda picture: picture.id)  # one upload time: ID order
+    for text, holds in queries:
+        expected = [picture.id for picture in in_upload_order if holds(picture)]
+        assert selected(client, text) == expected, text
+
+
+@pytest.mark.parametrize(
+    ("where", "column"),
+    [
+        ("origin = ", 10),
+        ("origin == 'a'", 9),
+        ("nobody.status = 'done'", 1),
+        ("width = 'wide'", 1),
+        ("sw.rows.count(nope > 1) > 0", 15),
+        ("origin < null", 1),
+        ("sw.info.k = 1 and (width > 2", 29),
+    ],
+)
+def test_a_bad_expression_is_400_naming_the_column_of_the_fault(client, where, column):
+    register(client, "sw", tables={"rows": COLUMNS})
+    answer = client.simulate_get("/v1/images", params={"where": where})
+    assert answer.status_code == 400, answer.text
+    assert f"column {column}" in answer.json["description"], answer.json["description"]
