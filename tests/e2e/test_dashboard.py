@@ -170,6 +170,17 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     expect(card.get_by_test_id("paused")).to_have_count(0)
     assert api("GET", "/v1/software/face_detection")["paused"] is False
 
+    page.get_by_test_id("filter").fill("face_detection.status = 'done' and width >= 320")
+    page.get_by_test_id("filter").press("Enter")
+    expect(page.get_by_test_id("image-tile")).to_have_count(1)
+    expect(page.locator(f'[data-testid=image-tile][data-id="{seeded["with_faces"]}"]')).to_have_count(1)
+    page.get_by_test_id("filter").fill("face_detection.stat = 1")
+    page.get_by_test_id("filter").press("Enter")
+    expect(page.get_by_test_id("filter-error")).to_contain_text("column 1")
+    page.get_by_test_id("filter").fill("")
+    page.get_by_test_id("filter").press("Enter")
+    expect(page.get_by_test_id("image-tile")).to_have_count(6)
+
     api("PATCH", "/v1/software/face_detection", json={"version": "2", "recompute": False})
     expect(card.get_by_test_id("version")).to_have_text("version 2, 1 done with an older version", timeout=10_000)
     assert card.get_by_test_id("progress").locator("[data-status=outdated]").count() == 0

@@ -253,3 +253,18 @@ def test_a_bad_expression_is_400_naming_the_column_of_the_fault(client, where, c
     answer = client.simulate_get("/v1/images", params={"where": where})
     assert answer.status_code == 400, answer.text
     assert f"column {column}" in answer.json["description"], answer.json["description"]
+
+
+def test_requeue_takes_a_where_expression(client):
+    register(client, "sw", tables={"rows": COLUMNS})
+    for number, origin in enumerate(["a", "b", "a"]):
+        form = multipart({"origin": origin}, image_bytes((number * 50, 1, 1)))
+        assert client.simulate_post("/v1/images", body=form["body"], headers=form["headers"]).status_code == 201
+    for job in client.simulate_post("/v1/software/sw/claim", json={"max": 3}).json["jobs"]:
+        body = {"token": job["token"], "info": {"k": 1}}
+        assert client.simulate_put(f"/v1/software/sw/jobs/{job['image_id']}/result", json=body).status_code == 200
+    answer = client.simulate_post("/v1/software/sw/requeue", json={"status": "done", "where": "origin = 'a'"})
+    assert answer.json == {"requeued": 2}
+    assert client.simulate_get("/v1/software/sw").json["counts"]["done"] == 1
+    bad = client.simulate_post("/v1/software/sw/requeue", json={"status": "done", "where": "origin ="})
+    assert bad.status_code == 400 and "column" in bad.json["description"]

@@ -95,10 +95,20 @@ FAIL = _object(
 
 RELEASE = _object({"token": TOKEN}, ("token",))
 
+WHERE: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4000,
+    "description": "an expression over the images' fields and what the software found (the contract's "
+    "\"Queries\"), e.g. `face_detection.status = 'done' and face_detection.faces.count(w >= 100) >= 2`; "
+    "a bad one answers 400 with the column of the fault",
+}
+
 REQUEUE = _object(
     {
         "status": {"enum": [str(status) for status in REQUEUABLE]},
         "image_ids": {"type": "array", "items": IMAGE_ID, "maxItems": 10000},
+        "where": WHERE,
     },
     ("status",),
 )
@@ -133,13 +143,5 @@ IMAGE_STATUS: Schema = {
     "a software that is not registered)",
 }
 ORDER: Schema = {"enum": ["oldest", "newest"]}
-WHERE: Schema = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 4000,
-    "description": "an expression over the images' fields and what the software found (the contract's "
-    "\"Queries\"), e.g. `face_detection.status = 'done' and face_detection.faces.count(w >= 100) >= 2`; "
-    "a bad one answers 400 with the column of the fault",
-}
 INCLUDES = ("jobs", "thumbnail")
 INCLUDE: Schema = {"type": "string", "pattern": f"^({'|'.join(INCLUDES)})(,({'|'.join(INCLUDES)}))*$"}

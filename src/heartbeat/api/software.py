@@ -59,7 +59,8 @@ class SoftwareItem:
     def on_post_requeue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         software = self._registry.get(name)
         media = read_body(req, schemas.REQUEUE)
-        count = self._queue.requeue(software, media["status"], media.get("image_ids"))
+        where = self._registry.where(media.get("where"))
+        count = self._queue.requeue(software, media["status"], media.get("image_ids"), where)
         resp.media = {"requeued": count}
 
 

@@ -80,11 +80,31 @@ function throughput(item) {
 
 // --- the overview: software cards, newest images --------------------------------------------
 
+// The filter over the thumbnail grid takes the API's `where` expression; it is made once, so that
+// a refresh keeps what is typed in it.
+let imageFilter = "";
+const filterInput = el("input", { type: "search", "data-testid": "filter", "aria-label": "filter the images",
+  placeholder: "where: face_detection.status = 'done' and origin = 'cam_1'" });
+const filterError = el("p", { class: "error", "data-testid": "filter-error" });
+const filterForm = el("form", { class: "filter" }, filterInput, el("button", { type: "submit" }, "Filter"), filterError);
+filterForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  imageFilter = filterInput.value.trim();
+  route();
+});
+
 async function overview() {
+  const where = imageFilter ? `&where=${encodeURIComponent(imageFilter)}` : "";
+  let problem = "";
   const [{ software }, { images }] = await Promise.all([
     api("GET", "/v1/software"),
-    api("GET", "/v1/images?order=newest&limit=24&include=jobs,thumbnail"),
+    api("GET", `/v1/images?order=newest&limit=24&include=jobs,thumbnail${where}`).catch((error) => {
+      if (error instanceof Unauthorized) throw error;
+      problem = error.message; // a bad expression: 400 with the column of the fault
+      return { images: [] };
+    }),
   ]);
+  filterError.textContent = problem;
   const failing = software.filter((item) => item.counts.failed > 0);
   const failures = await Promise.all(failing.map((item) =>
     api("GET", `/v1/software/${item.name}/jobs?status=failed&limit=${FAILED_SHOWN}`).then(({ jobs }) => [item.name, jobs])));
@@ -92,7 +112,8 @@ async function overview() {
   const grid = el("div", { class: "grid", "data-testid": "images" }, images.map(imageTile));
   view.replaceChildren(
     el("h2", {}, "Software"), software.length ? cards : el("p", {}, "No software registered yet."),
-    el("h2", {}, "Newest images"), images.length ? grid : el("p", {}, "No images yet."),
+    el("h2", {}, imageFilter ? "Newest images matching the filter" : "Newest images"), filterForm,
+    images.length ? grid : el("p", {}, imageFilter ? "No image matches." : "No images yet."),
     el("h2", {}, "Failed jobs"), failures.length ? failedTable(failures) : el("p", {}, "No failed jobs."),
   );
 }
@@ -212,7 +233,7 @@ async function route() {
     else await overview();
     showLogin(false);
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
-    if (page !== "image") timer = setTimeout(route, REFRESH_MS);
+    if (page !== "image") timer = setTimeout(refresh, REFRESH_MS);
   } catch (error) {
     if (error instanceof Unauthorized) {
       showLogin(true);
@@ -223,6 +244,12 @@ async function route() {
       timer = setTimeout(route, REFRESH_MS);
     }
   }
+}
+
+// Not while someone types a filter: a new page would take the text box from under their fingers.
+function refresh() {
+  if (document.activeElement === filterInput) timer = setTimeout(refresh, REFRESH_MS);
+  else route();
 }
 
 window.addEventListener("hashchange", route);

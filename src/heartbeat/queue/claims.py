@@ -15,12 +15,14 @@ import logging
 import peewee
 
 from heartbeat.db.database import transactional
-from heartbeat.db.models import Job, JobStatus, Software, Stage, extra_table_model, job_model
+from heartbeat.db.models import Image, Job, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput
+from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import LEASE_EXPIRED, counted_as, new_token
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Candidate
+from heartbeat.queue.where import compile_where
 
 log = logging.getLogger(__name__)
 
@@ -262,21 +264,26 @@ class Claims(Pipelines, Counts):
             self._reopen_downstream(software, now, None)
         return count
 
-    def requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
-        """Failed or done jobs back to pending, attempts from zero; done jobs lose their rows."""
+    def requeue(
+        self, software: Software, status: str, image_ids: list[str] | None, where: Resolved | None = None
+    ) -> int:
+        """Failed or done jobs back to pending, attempts from zero; done jobs lose their rows. Only
+        those of ``image_ids``, and of the images a ``where`` query selects, when given."""
         if status not in REQUEUABLE:
             raise InvalidInput(f"status must be {' or '.join(repr(str(item)) for item in REQUEUABLE)}")
-        count = self._requeue(software, status, image_ids)
+        count = self._requeue(software, status, image_ids, where)
         if count:
             self.signal.notify()
         return count
 
     @transactional
-    def _requeue(self, software: Software, status: str, image_ids: list[str] | None) -> int:
+    def _requeue(self, software: Software, status: str, image_ids: list[str] | None, where: Resolved | None) -> int:
         job = job_model(software.name)
         selected = job.status == status
         if image_ids is not None:
             selected &= job.image_id.in_(image_ids)
+        if where is not None:
+            selected &= job.image_id.in_(Image.select(Image.id).where(compile_where(self._database, where)))
         was: dict[JobStatus | str, int] = {}
         by_version = job.select(job.version, peewee.fn.COUNT(job.image_id)).where(selected).group_by(job.version)
         rows: list[tuple[str | None, int]] = list(by_version.tuples())  # type: ignore[arg-type]  # stubs: models
