@@ -62,6 +62,13 @@ class Catalog:
             query = query.where(self._queue.where(where))
         return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first, key=_upload_position)
 
+    def count(self, *, where: Resolved | None = None) -> int:
+        """How many images there are (that ``where`` selects); its cost grows with them: for exports."""
+        query = Image.select()
+        if where is not None:
+            query = query.where(self._queue.where(where))
+        return int(query.count())
+
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""
         self._set_priority(image_id, priority)

@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _token_parser(commands)
 
+    export = commands.add_parser("export", help="every image a query selects, with the results, as jsonl, csv or coco")
+    export.add_argument("--format", choices=["jsonl", "csv", "coco"], default="jsonl")
+    export.add_argument("--where", help="a query expression (the API's where=)")
+    export.add_argument("--software", help="software to include, comma separated (default: every one)")
+    export.add_argument("--table", help="coco: SOFTWARE.TABLE, an extra table with x, y, w, h columns")
+    export.add_argument("--category", help="coco: the column naming each box's category")
+    export.add_argument("-o", "--output", type=Path, help="the file to write (default: standard output)")
+    _database_flags(export)
+
     upload = commands.add_parser("upload", help="upload image files and folders over HTTP")
     upload.add_argument("paths", nargs="+", type=Path)
     upload.add_argument("--origin")
@@ -260,6 +269,50 @@ def software(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from heartbeat.catalog import Catalog
+    from heartbeat.errors import HeartbeatError
+    from heartbeat.export import Exporter, ExportRequest
+    from heartbeat.registry import Registry
+    from heartbeat.storage import open_storage
+
+    settings = settings_from_args(args)
+    database = _connect(settings)
+    with database.connection():
+        queue = _open_queue(settings, database)
+        registry = Registry(
+            database,
+            queue,
+            time.time,
+            default_lease_seconds=settings.default_lease_seconds,
+            default_max_attempts=settings.default_max_attempts,
+        )
+        catalog = Catalog(database, open_storage(settings), registry, queue)
+        registered = registry.all()
+        try:
+            chosen = None
+            if args.software:
+                by_name = {item.name: item for item in registered}
+                chosen = [by_name[name] for name in args.software.split(",") if name in by_name]
+            request = ExportRequest(args.format, registry.where(args.where), chosen, args.table, args.category)
+            total = catalog.count(where=request.where) * (2 if args.format == "coco" else 1)
+            with tqdm(total=total, unit="image", file=sys.stderr) as bar:
+                chunks = Exporter(catalog, queue, registered, progress=bar.update).stream(request)
+                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+                try:
+                    for chunk in chunks:
+                        out.write(chunk)
+                finally:
+                    if args.output:
+                        out.close()
+        except HeartbeatError as error:
+            print(f"error: {error.description}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def token(args: argparse.Namespace) -> int:
     from heartbeat import tokens
     from heartbeat.errors import HeartbeatError
@@ -367,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": check,
         "software": software,
         "token": token,
+        "export": export,
         "upload": upload,
         "worker": worker,
     }

@@ -87,3 +87,16 @@ def read_rows(
         for row in rows
     ]
     return described, next_cursor
+
+
+def rows_of(software: Software, table: str, image_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of these images in one extra table, in insertion order: ``{image_id: [row, ...]}``,
+    each row with its ``id`` and its columns."""
+    columns = software.tables[table]
+    model = extra_table_model(software.id, table, columns)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in model.select().where(model.image_id.in_(image_ids)).order_by(model.id):
+        found.setdefault(row.image_id, []).append(
+            {"id": row.id} | {column: getattr(row, column_attribute(column)) for column in columns}
+        )
+    return found

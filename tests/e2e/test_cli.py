@@ -172,3 +172,18 @@ def test_software_set_changes_the_version_and_reopens_or_keeps_the_done_jobs(cli
     assert listed_software(db_flags)["ocr"]["pending"] == 1
     refused = heartbeat("software", "set", "ocr", "--lease-seconds", "0", *db_flags)
     assert refused.returncode == 1 and refused.stderr.startswith("error: lease_seconds"), refused.stderr
+
+
+def test_export_writes_the_selected_images_to_a_file_with_a_progress_bar(client, db_flags, tmp_path):
+    assert heartbeat("software", "add", "ocr", *db_flags).returncode == 0
+    for number in range(3):
+        upload(client, image_bytes((number * 60, 5, 5)), origin="north" if number else "south")
+    out = tmp_path / "export.jsonl"
+    done = heartbeat("export", "--format", "jsonl", "--where", "origin = 'north'", "-o", str(out), *db_flags)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["origin"] for line in lines] == ["north", "north"]
+    assert lines[0]["software"]["ocr"]["status"] == "pending"
+    assert "2/2" in done.stderr  # tqdm's count of images
+    refused = heartbeat("export", "--where", "origin =", *db_flags)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: where:"), refused.stderr

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from heartbeat.api.blobs import SignedBlob
 from heartbeat.api.dashboard import DashboardPage
+from heartbeat.api.exports import Export
 from heartbeat.api.health import Health
 from heartbeat.api.images import ImageCollection, ImageItem, UrlSigner
 from heartbeat.api.jobs import BatchResults, Claim, JobCollection, JobItem
@@ -59,4 +60,5 @@ def make_resources(
         "job_collection": JobCollection(registry, queue),
         "job_item": JobItem(registry, queue, metrics),
         "extra_table": ExtraTable(registry),
+        "export": Export(catalog, queue, registry),
     }

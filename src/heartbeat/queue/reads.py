@@ -50,6 +50,11 @@ class Reads(QueueCore):
         """A resolved query (``heartbeat.query``) as a condition on images (``queue/where.py``)."""
         return compile_where(self._database, term)
 
+    def jobs_of(self, software: Software, image_ids: list[str]) -> dict[str, Job]:
+        """The jobs of these images (those that exist): ``{image_id: job}``, one statement."""
+        job = job_model(software.name)
+        return {row.image_id: row for row in job.select().where(job.image_id.in_(image_ids))}
+
     def statuses(self, image_id: str, software: Iterable[Software]) -> dict[str, str]:
         """Each software's status for one image."""
         result = {}

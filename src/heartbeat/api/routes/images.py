@@ -6,6 +6,7 @@ from heartbeat.api import schemas
 from heartbeat.api.components import IMAGE_WITH_JOBS, UPLOADED, page, paging, query, ref
 from heartbeat.api.routes.table import Body, Operation, Reply, Route, json_body
 from heartbeat.api.schemas import Schema
+from heartbeat.export import FORMATS
 from heartbeat.paging import UPLOAD_ORDER
 from heartbeat.roles import Access
 from heartbeat.storage.local import SIGNED_ROUTE
@@ -39,7 +40,29 @@ SIGNED = (
     query("signature", {"type": "string"}, "from the signed URL"),
 )
 
+EXPORT_FORMATS: Schema = {"enum": list(FORMATS)}
+EXPORT_PARAMETERS = (
+    query("format", EXPORT_FORMATS, "`jsonl` (default), `csv` or `coco`"),
+    query("where", schemas.WHERE, schemas.WHERE["description"]),
+    query("software", schemas.TEXT, "software to include, comma separated (default: every one)"),
+    query("table", schemas.TEXT, "coco: `SOFTWARE.TABLE`, an extra table with x, y, w, h columns: the boxes"),
+    query("category", schemas.TEXT, "coco: the column of that table naming each box's category"),
+)
+
 ROUTES = [
+    Route(
+        "/v1/export",
+        "export",
+        {
+            "GET": Operation(
+                Access.READ,
+                "every image a query selects, with what each software found, streamed (no image bytes)",
+                tuple(Reply(200, media_type=media_type) for media_type in dict.fromkeys(FORMATS.values())),
+                errors=(400, 404),
+                parameters=EXPORT_PARAMETERS,
+            )
+        },
+    ),
     Route(
         "/v1/images",
         "image_collection",
