@@ -53,6 +53,8 @@ JOB_COLUMNS = {
     "info": f"IF({DONE}, JSON_OBJECT('faces', 0), NULL)",
     "error": "NULL",
     "finished_at": f"IF({DONE}, {UPLOADED} + 2, NULL)",
+    "version": f"IF({DONE}, '1', NULL)",
+    "claimed_version": f"IF({DONE}, '1', NULL)",
 }
 
 
@@ -120,3 +122,12 @@ def store_images(connection: pymysql.Connection, storage_root: Path, prefix: str
         for start in range(0, len(rows), 1000):
             cursor.executemany(insert, rows[start : start + 1000])
     return time.monotonic() - started
+
+
+def insert_rows(connection: pymysql.Connection, table: str, prefix: str, rows: int, per_image: int) -> float:
+    """``rows`` rows of an extra table with number columns ``w`` and ``h``, ``per_image`` for each of
+    the images ``1..rows / per_image``; ``w`` and ``h`` spread over 0..199."""
+    quoted = connection.escape(prefix)
+    image = f"CONCAT({quoted}, LPAD(CEIL(seq / {per_image}), 12, '0'))"
+    columns = {"image_id": image, "w": "seq * 37 % 200", "h": "seq * 53 % 200"}
+    return _insert(connection, table, columns, 1, rows)

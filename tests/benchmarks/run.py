@@ -24,6 +24,7 @@ import bench_drain
 import bench_fleet
 import bench_latency
 import bench_memory
+import bench_results
 import bench_uploads
 import profiling
 from bulk import insert_images, store_images
@@ -45,7 +46,7 @@ CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
-BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "fleet", "drain"]
+BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "results", "fleet", "drain"]
 FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
 PROCESSES_IMAGES = 100_000
 DRAIN_AUTH = dataclasses.replace(MARIADB, database="heartbeat_bench_drain")
@@ -245,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(latency(workdir / "latency", args.large, args.latency_claims))
         if "counts" in args.only:
             figures.extend(counts(workdir / "counts", args.large, args.counts_reads, args.seconds))
+        if "results" in args.only:
+            figures.append(bench_results.query_vs_sql(workdir / "query", free_port(), args.large))
+            figures.extend(
+                bench_results.export_memory(
+                    workdir / "export", (free_port(), free_port()), small=10_000, large=args.large
+                )
+            )
         if "fleet" in args.only:
             figures.extend(fleet(workdir / "fleet", args.uploads, args.seconds))
         if "drain" in args.only:

@@ -43,6 +43,7 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("POST", "/v1/software"): ADMIN,
     ("GET", "/v1/software/{name}"): READ,
     ("PATCH", "/v1/software/{name}"): ADMIN,
+    ("GET", "/v1/export"): READ,
     ("POST", "/v1/software/{name}/requeue"): ADMIN,
     ("POST", "/v1/software/{name}/pause"): ADMIN,
     ("POST", "/v1/software/{name}/resume"): ADMIN,

@@ -253,6 +253,9 @@ def judge(result: falcon.testing.Result | requests.Response, what: str) -> None:
     if status >= 400 and status != 405:
         body = strict_json(result.content)
         assert isinstance(body, dict) and body.get("title"), f"{what}: {status} {result.text[:500]}"
+    elif "ndjson" in (result.headers.get("content-type") or ""):  # JSON lines: each line strict
+        for line in result.content.splitlines():
+            strict_json(line)
     elif "json" in (result.headers.get("content-type") or ""):
         strict_json(result.content)
 

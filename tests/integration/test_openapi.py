@@ -68,6 +68,10 @@ REFUSED_BY_STATE = {
     ("POST", "/v1/uploads/{upload_id}/complete"): ["413", "415"],  # the uploaded bytes: too large, not an image
     ("POST", "/v1/software"): ["422"],  # `after` names an unregistered software, or would make a cycle
     ("PUT", "/v1/software/{name}/jobs/{image_id}/result"): ["422"],  # a row the software's tables do not take
+    # A where expression is a language (nested parentheses), which no JSON Schema pattern can state.
+    ("GET", "/v1/images"): ["400"],
+    ("GET", "/v1/export"): ["400"],  # and a coco export needs a table of boxes
+    ("POST", "/v1/software/{name}/requeue"): ["400"],
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]  # schemathesis's own, but 5xx, which is a bug
 
@@ -83,8 +87,7 @@ def schemathesis_config(path: Path) -> Path:
     for (method, route), statuses in REFUSED_BY_STATE.items():
         lines += [
             "[[operations]]",
-            f"include-path = {json.dumps(route)}",
-            f"include-method = {json.dumps(method)}",
+            f"include-name = {json.dumps(f'{method} {route}')}",
             f"checks.positive_data_acceptance.expected-statuses = {json.dumps(ACCEPTED + statuses)}",
             "",
         ]

@@ -17,6 +17,7 @@ def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
         "paused": False,
         "after": [],
         "origins": None,
+        "version": "1",
         "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0, "skipped": 0, "outdated": 0},
         "throughput": {"window_seconds": 300, "done": 0, "failed": 0},
     }

@@ -66,7 +66,13 @@ def _body(body: Body) -> dict[str, Any]:
 
 def _operation(operation: Operation) -> dict[str, Any]:
     public = operation.access is Access.PUBLIC
-    responses = {str(reply.status): _reply(reply, operation.summary) for reply in operation.replies}
+    responses: dict[str, Any] = {}
+    for reply in operation.replies:  # replies of one status in several media types: one response, each type
+        answer = _reply(reply, operation.summary)
+        earlier = responses.get(str(reply.status))
+        if earlier is not None and "content" in earlier:
+            answer["content"] = earlier["content"] | answer.get("content", {})
+        responses[str(reply.status)] = answer
     for status in sorted({*operation.errors, *(() if public else (401, 403))}):
         responses[str(status)] = _error(status)
     described: dict[str, Any] = {"summary": operation.summary, "responses": responses}

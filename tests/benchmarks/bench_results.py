@@ -1,0 +1,127 @@
+"""Results as data: a ``where`` query through HTTP over the same SQL run directly, on 1,000,000
+images with 3,000,000 extra-table rows; and exports, their rate and the API's peak memory, at
+10,000 and at 1,000,000 images."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import bulk
+import requests
+from harness import MARIADB, Api, Figure, Server, drop_database, fresh_database, memory_kib, mysql, percentile, say
+
+SOFTWARE = "faces"
+QUERY = f"{SOFTWARE}.status = 'done' and {SOFTWARE}.info.faces = 0 and {SOFTWARE}.boxes.count(w >= 100) >= 2"
+QUERIES = 60
+
+
+def build(name: str, workdir: Path, port: int, images: int, rows_per_image: int) -> Server:
+    """A database with ``images`` images, all done by ``faces`` but the last 1,000, with
+    ``rows_per_image`` rows each in its ``boxes`` table; and its server."""
+    auth = dataclasses.replace(MARIADB, database=name)
+    fresh_database(auth)
+    server = Server(auth, workdir, port)
+    api = Api(server)
+    body = {"name": SOFTWARE, "tables": {"boxes": {"w": "int", "h": "int"}}}
+    api.call("POST", "/v1/software", body, expect=201)
+    api.close()
+    started = time.monotonic()
+    with mysql(auth) as connection:
+        bulk.insert_images(connection, "q", 1, images)
+        bulk.insert_jobs(connection, SOFTWARE, "q", 1, images, done_through=images - 1000)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM software WHERE name = %s", (SOFTWARE,))
+            (software_id,) = cursor.fetchone()
+        if rows_per_image:
+            bulk.insert_rows(connection, f"ext_{software_id}_boxes", "q", images * rows_per_image, rows_per_image)
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE TABLE images, job_{SOFTWARE}, ext_{software_id}_boxes")
+    say(
+        f"results_setup_{images}",
+        f"{images} images, {images * rows_per_image} rows in {time.monotonic() - started:.0f} s",
+    )
+    return server
+
+
+def query_vs_sql(workdir: Path, port: int, images: int) -> Figure:
+    """p95 of ``GET /v1/images?where=QUERY`` over p95 of the statement it runs, run straight on MariaDB."""
+    name = "heartbeat_bench_query"
+    server = build(name, workdir, port, images, 3)
+    auth = dataclasses.replace(MARIADB, database=name)
+    try:
+        session = requests.Session()
+        http: list[float] = []
+        sql: list[float] = []
+        statement = sql_of(server)
+        with mysql(auth) as connection, connection.cursor() as cursor:
+            for _ in range(QUERIES):  # in turns: the same load on the machine for both
+                started = time.perf_counter()
+                answer = session.get(f"{server.url}/v1/images", params={"where": QUERY}, timeout=120)
+                http.append(time.perf_counter() - started)
+                answer.raise_for_status()
+                started = time.perf_counter()
+                cursor.execute(*statement)
+                cursor.fetchall()
+                sql.append(time.perf_counter() - started)
+        found = len(answer.json()["images"])
+    finally:
+        server.stop()
+        drop_database(auth)
+    p95_http, p95_sql = percentile(http, 0.95), percentile(sql, 0.95)
+    say("query_p95", f"{p95_http * 1000:.1f} ms through HTTP, {p95_sql * 1000:.1f} ms as SQL ({found} images a page)")
+    return Figure("query_p95_vs_sql", p95_http / p95_sql, "<= 1.5")
+
+
+def sql_of(server: Server) -> tuple[str, tuple[object, ...]]:
+    """The statement the API runs for the first page of QUERY, made by the API's own code."""
+    from heartbeat.db.database import connect
+    from heartbeat.db.models import Image
+    from heartbeat.queue import JobQueue
+    from heartbeat.registry import Registry
+
+    database = connect(data_dir=server.log_path.parent / "sql", db_auth=server.auth)
+    with database.connection():
+        queue = JobQueue(database, time.time)
+        registry = Registry(database, queue, time.time, default_lease_seconds=60, default_max_attempts=3)
+        resolved = registry.where(QUERY)
+        assert resolved is not None
+        where = queue.where(resolved)
+        query = Image.select().where(where).order_by(Image.uploaded_date, Image.id).limit(101)
+        sql, params = query.sql()
+    database.close_all()
+    return sql, tuple(params)
+
+
+def export_memory(workdir: Path, ports: tuple[int, int], *, small: int, large: int) -> list[Figure]:
+    """The API's peak RSS while exporting ``large`` images as jsonl over the same for ``small``, each
+    on a fresh server; and the large export's rate."""
+    peaks = []
+    rate = 0.0
+    for images, port in ((small, ports[0]), (large, ports[1])):
+        name = f"heartbeat_bench_export_{images}"
+        server = build(name, workdir / str(images), port, images, 1)
+        try:
+            started = time.monotonic()
+            lines = 0
+            with requests.get(
+                f"{server.url}/v1/export", params={"format": "jsonl"}, stream=True, timeout=600
+            ) as answer:
+                answer.raise_for_status()
+                for chunk in answer.iter_content(1 << 20):
+                    lines += chunk.count(b"\n")
+            seconds = time.monotonic() - started
+            peaks.append(memory_kib(server.pid)["VmHWM"] / 1024)
+            if lines != images:
+                raise RuntimeError(f"the export gave {lines} lines for {images} images")
+            rate = images / seconds
+            say(
+                f"export_{images}",
+                f"{images} images as jsonl in {seconds:.1f} s ({rate:.0f} images/s), API peak RSS {peaks[-1]:.0f} MiB",
+            )
+        finally:
+            server.stop()
+            drop_database(dataclasses.replace(MARIADB, database=name))
+    name = "export_rss_1m_vs_10k" if (small, large) == (10_000, 1_000_000) else f"export_rss_{large}_vs_{small}"
+    return [Figure(name, peaks[1] / peaks[0], "<= 1.2"), Figure("export_images_per_second", rate, "")]
