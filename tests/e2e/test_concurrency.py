@@ -482,6 +482,7 @@ def test_32_worker_threads_on_two_servers_claim_and_submit_in_batches_300_images
             "done": THREAD_IMAGES,
             "failed": 0,
             "skipped": 0,
+            "outdated": 0,
         }
     claimer = {image_id: index for index, report in enumerate(reports) for image_id, _token in report.claims}
     jobs = all_pages(f"{servers[1].url}/v1/software/{name}/jobs", "jobs")

@@ -277,6 +277,7 @@ def test_mariadb_stopped_and_started_under_load_gives_503_then_recovers_with_not
         "done": images,
         "failed": 0,
         "skipped": 0,
+        "outdated": 0,
     }
     assert any(entry[-1] == 503 for entry in log), "no worker request ever saw the outage"
     accepted = Counter(entry[1] for entry in log if entry[0] == "submit" and entry[3] == 200)
