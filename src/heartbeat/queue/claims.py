@@ -286,6 +286,9 @@ class Claims(Pipelines, Counts):
             selected &= job.image_id.in_(Image.select(Image.id).where(compile_where(self._database, where)))
         was: dict[JobStatus | str, int] = {}
         by_version = job.select(job.version, peewee.fn.COUNT(job.image_id)).where(selected).group_by(job.version)
+        if self._database.features.mysql:
+            # A locking read: it sees (and holds) what the UPDATE below will change, not the snapshot.
+            by_version = by_version.for_update()
         rows: list[tuple[str | None, int]] = list(by_version.tuples())  # type: ignore[arg-type]  # stubs: models
         for version, count in rows:
             counter = counted_as(JobStatus(status), version)
