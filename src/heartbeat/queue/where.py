@@ -82,12 +82,10 @@ class _Compiler:
         if isinstance(term, JobTerm):
             job = job_model(term.software.name)
             matching = _compare(getattr(job, term.field), term.op, term.value)
-            having: peewee.Expression = Image.id.in_(job.select(job.image_id).where(matching))
-            return having
+            return _exists(job, matching)
         if isinstance(term, InfoTerm):
             job = job_model(term.software.name)
-            found: peewee.Expression = Image.id.in_(job.select(job.image_id).where(self._info(job.info, term)))
-            return found
+            return _exists(job, self._info(job.info, term))
         if isinstance(term, CountTerm):
             extra = extra_table_model(term.software.id, term.table, term.software.tables[term.table])
             rows = extra.image_id == Image.id
@@ -151,3 +149,12 @@ def _compare(field: Any, op: str, value: Any) -> peewee.Expression:
     else:
         compared = field.is_null(False) & OPERATORS[op](field, value)
     return compared
+
+
+def _exists(job: Any, condition: peewee.Expression) -> peewee.Expression:
+    """The image's job holds ``condition``, as a count of its one job: MariaDB turns ``IN`` and
+    ``EXISTS`` into a semi-join that reads every job of a status first, while a count stays a lookup
+    by the job's primary key for each image the page reads, whatever the size of the tables."""
+    holding = job.select(peewee.fn.COUNT(peewee.SQL("*"))).where((job.image_id == Image.id) & condition)
+    found: peewee.Expression = holding > 0
+    return found
