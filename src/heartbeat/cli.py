@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
-DATABASE_SETTINGS = ("data_dir", "db_auth")
+DATABASE_SETTINGS = ("data_dir", "db_auth", "db_host", "db_port", "db_user", "db_password", "db_name")
 STORAGE_SETTINGS = ("storage", "secret_key", *(option.field for option in OPTIONS if option.field.startswith("s3_")))
 
 
