@@ -124,7 +124,8 @@ def _token_parser(commands: Any) -> None:
     create.add_argument(
         "--from-env",
         metavar="VAR",
-        help="import the token held in environment variable VAR instead of making one (idempotent)",
+        help="import the token held in environment variable VAR instead of making one (idempotent); "
+        "with --name, it replaces (revokes) the live tokens of that name",
     )
     _database_flags(create)
     listing = token_commands.add_parser("list", help="one token a line, its ID first; never the secret")
