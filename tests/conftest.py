@@ -24,7 +24,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,10 +311,21 @@ def start_server(
     pass, one bucket for all the servers of a test); all are stopped afterwards."""
     servers: list[LiveServer] = []
 
-    def start(*extra_args: str, data_dir: Path | None = None) -> LiveServer:
+    def start(*extra_args: str, data_dir: Path | None = None, wrapper: Sequence[str] = ()) -> LiveServer:
+        """``wrapper``: a command the server runs under (``unshare ...``), its own process then the Popen's."""
         port = free_port()
         data_dir = data_dir or tmp_path / f"server-{len(servers)}"
-        command = [sys.executable, "-m", "heartbeat", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        command = [
+            *wrapper,
+            sys.executable,
+            "-m",
+            "heartbeat",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ]
         if db_auth_file is not None:
             command += ["--db-auth", str(db_auth_file)]
         command += storage_flags

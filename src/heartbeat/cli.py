@@ -1,4 +1,4 @@
-"""``heartbeat serve | check | software | token | upload | worker``: the command line."""
+"""``heartbeat serve | check | software | token | s3 | upload | worker``: the command line."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
-DATABASE_SETTINGS = ("data_dir", "db_auth")
+DATABASE_SETTINGS = ("data_dir", "db_auth", "db_host", "db_port", "db_user", "db_password", "db_name")
 STORAGE_SETTINGS = ("storage", "secret_key", *(option.field for option in OPTIONS if option.field.startswith("s3_")))
 
 
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _token_parser(commands)
 
+<<<<<<< HEAD
     export = commands.add_parser("export", help="every image a query selects, with the results, as jsonl, csv or coco")
     export.add_argument("--format", choices=["jsonl", "csv", "coco"], default="jsonl")
     export.add_argument("--where", help="a query expression (the API's where=)")
@@ -107,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--category", help="coco: the column naming each box's category")
     export.add_argument("-o", "--output", type=Path, help="the file to write (default: standard output)")
     _database_flags(export)
+=======
+    s3 = commands.add_parser("s3", help="set up an S3 store for Heartbeat")
+    s3_commands = s3.add_subparsers(dest="s3_command", required=True)
+    provision = s3_commands.add_parser(
+        "provision",
+        help="with MinIO's root key: make the bucket of --storage, and the user of --s3-access-key and "
+        "--s3-secret-key, allowed that bucket alone (changes nothing the second time; sets the secret again)",
+    )
+    _setting_flags(provision, STORAGE_SETTINGS)
+    provision.add_argument("--root-access-key-from-env", metavar="VAR", required=True, help="MinIO's root user")
+    provision.add_argument("--root-secret-key-from-env", metavar="VAR", required=True, help="its password")
+>>>>>>> main
 
     upload = commands.add_parser("upload", help="upload image files and folders over HTTP")
     upload.add_argument("paths", nargs="+", type=Path)
@@ -142,7 +155,8 @@ def _token_parser(commands: Any) -> None:
     create.add_argument(
         "--from-env",
         metavar="VAR",
-        help="import the token held in environment variable VAR instead of making one (idempotent)",
+        help="import the token held in environment variable VAR instead of making one (idempotent); "
+        "with --name, it replaces (revokes) the live tokens of that name",
     )
     _database_flags(create)
     listing = token_commands.add_parser("list", help="one token a line, its ID first; never the secret")
@@ -346,6 +360,43 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def s3(args: argparse.Namespace) -> int:
+    from heartbeat.storage.provision import minio_clients, provision
+    from heartbeat.storage.s3 import parse_endpoint
+
+    settings = settings_from_args(args)
+    bucket = settings.storage.removeprefix("s3://").strip("/")
+    needed = {
+        "HEARTBEAT_STORAGE (--storage) as s3://BUCKET": settings.storage.startswith("s3://") and bucket,
+        "HEARTBEAT_S3_ENDPOINT (--s3-endpoint)": settings.s3_endpoint,
+        "HEARTBEAT_S3_ACCESS_KEY (--s3-access-key)": settings.s3_access_key,
+        "HEARTBEAT_S3_SECRET_KEY (--s3-secret-key)": settings.s3_secret_key,
+        args.root_access_key_from_env: os.environ.get(args.root_access_key_from_env),
+        args.root_secret_key_from_env: os.environ.get(args.root_secret_key_from_env),
+    }
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise SettingError(f"s3 provision needs {', '.join(missing)}")
+    endpoint, secure = parse_endpoint(settings.s3_endpoint or "", settings.s3_secure)
+    client, admin = minio_clients(
+        endpoint,
+        secure,
+        access_key=os.environ[args.root_access_key_from_env],
+        secret_key=os.environ[args.root_secret_key_from_env],
+        region=settings.s3_region,
+    )
+    provision(
+        client,
+        admin,
+        bucket=bucket,
+        user=settings.s3_access_key or "",
+        secret=settings.s3_secret_key or "",
+        region=settings.s3_region,
+    )
+    print(f"bucket {bucket} and its user {settings.s3_access_key} are ready", file=sys.stderr)
+    return 0
+
+
 def _upload_targets(paths: Sequence[Path]) -> list[Path]:
     targets = []
     for path in paths:
@@ -411,6 +462,8 @@ def worker(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     import peewee
+    import urllib3
+    from minio.error import MinioAdminException, MinioException
 
     from heartbeat.errors import HeartbeatError
 
@@ -420,7 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": check,
         "software": software,
         "token": token,
+<<<<<<< HEAD
         "export": export,
+=======
+        "s3": s3,
+>>>>>>> main
         "upload": upload,
         "worker": worker,
     }
@@ -431,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except HeartbeatError as error:  # an object store that does not answer, at startup
         print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    except (MinioException, MinioAdminException, urllib3.exceptions.HTTPError) as error:  # s3 provision's store
+        print(f"error: the S3 store refused or did not answer: {error}", file=sys.stderr)
         return 1
     except (peewee.OperationalError, peewee.InterfaceError) as error:  # the database does not answer
         print(f"error: the database is unreachable: {error}", file=sys.stderr)

@@ -61,6 +61,10 @@ class DbAuth:
         return cls(**data)
 
 
+# Settings field db_<name> -> the DbAuth key it sets.
+DB_AUTH_FIELDS = {"host": "host", "port": "port", "user": "user", "password": "password", "name": "database"}
+
+
 @dataclasses.dataclass(frozen=True)
 class UrlAllowList:
     """Networks and host names that an upload by URL may reach despite the guard."""
@@ -120,6 +124,19 @@ class Settings:
     s3_region: str = "us-east-1"  # known up front, so that presigning never asks the store
     s3_secure: bool | None = None  # None: the endpoint URL's scheme says, else HTTPS
     s3_public_endpoint: str | None = None  # the host presigned URLs are signed for
+    # The database settings one by one: each given one replaces that key of db_auth (or of DbAuth's
+    # defaults), so that a password is passed as it is, never spliced into JSON.
+    db_host: str | None = None
+    db_port: int | None = None
+    db_user: str | None = None
+    db_password: str | None = None
+    db_name: str | None = None
+
+    def __post_init__(self) -> None:
+        fields = {key: getattr(self, f"db_{name}") for name, key in DB_AUTH_FIELDS.items()}
+        given = {key: value for key, value in fields.items() if value is not None}
+        if given:  # frozen: set once here, so that every reader sees the merged credentials
+            object.__setattr__(self, "db_auth", dataclasses.replace(self.db_auth or DbAuth(), **given))
 
     @property
     def waiting_claims_limit(self) -> int:
@@ -228,6 +245,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "HEARTBEAT_PORT", "port (default 8080)", int),
     Option("data_dir", "HEARTBEAT_DATA_DIR", "SQLite and image files live here (default ./heartbeat-data)", Path),
     Option("db_auth", "HEARTBEAT_DB_AUTH", "MySQL/MariaDB credentials: a db_auth.json file, or its JSON", DbAuth.load),
+    Option("db_host", "HEARTBEAT_DB_HOST", "MySQL/MariaDB host, replacing db_auth's (any of these five: MySQL)"),
+    Option("db_port", "HEARTBEAT_DB_PORT", "MySQL/MariaDB port, replacing db_auth's (default 3306)", positive_int),
+    Option("db_user", "HEARTBEAT_DB_USER", "MySQL/MariaDB user, replacing db_auth's (default root)"),
+    Option("db_password", "HEARTBEAT_DB_PASSWORD", "MySQL/MariaDB password, replacing db_auth's, taken as it is"),
+    Option("db_name", "HEARTBEAT_DB_NAME", "MySQL/MariaDB database, replacing db_auth's (default heartbeat)"),
     Option("storage", "HEARTBEAT_STORAGE", "local:DIR (default DATA_DIR/images) or s3://BUCKET"),
     Option("public_url", "HEARTBEAT_PUBLIC_URL", "base URL workers reach this API by (local storage's URLs)"),
     Option("max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", int),

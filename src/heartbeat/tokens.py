@@ -56,7 +56,9 @@ def create_token(
     """Store a new token and return it with its secret (the only time the secret is seen).
 
     ``secret`` imports a token made elsewhere (a deployment's ``.env``); creating the same one
-    again changes nothing.
+    again changes nothing. Imported under a ``name`` that live tokens already have, it replaces
+    them: they are revoked in the same transaction (a rotated secret in ``.env`` ends the old one).
+    Raises InvalidInput for a bad role, software or a secret shorter than MIN_SECRET_LENGTH.
     """
     if role not in set(Role):
         raise InvalidInput(f"role must be one of {', '.join(Role)}")
@@ -66,6 +68,7 @@ def create_token(
         raise InvalidInput(f"software name must match {NAME_PATTERN.pattern}")
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         raise InvalidInput(f"a token must be at least {MIN_SECRET_LENGTH} characters long")
+    imported = secret is not None
     secret = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
     digest = _sha256(secret)
     existing = ApiToken.get_or_none(ApiToken.id == digest[:16])
@@ -73,9 +76,14 @@ def create_token(
         if (existing.role, existing.software) != (role, software):
             raise InvalidInput(f"that token exists already as {existing.id} with another role")
         return existing, secret
-    row = ApiToken.create(
-        id=digest[:16], secret_sha256=digest, role=role, software=software, name=name, created_at=clock()
-    )
+    with ApiToken._meta.database.atomic():
+        now = clock()
+        if name is not None and imported:
+            live_namesakes = (ApiToken.name == name) & ApiToken.revoked_at.is_null()
+            ApiToken.update(revoked_at=now).where(live_namesakes).execute()
+        row = ApiToken.create(
+            id=digest[:16], secret_sha256=digest, role=role, software=software, name=name, created_at=now
+        )
     return row, secret
 
 

@@ -156,17 +156,19 @@ def naive_2019(auth: DbAuth, software: str, *, threads: int, seconds: float) -> 
 
 def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, calls: int = 2000) -> float:
     """CPU seconds per call of what pipelines add to each submit of a software without dependencies:
-    :func:`heartbeat.queue.pipeline.downstream_closure`, one short SELECT of every software's ``after`` (a claim of
-    such a software runs no pipeline statement at all). Run here, in this process, on the same MariaDB."""
+    ``Pipelines._downstream_closure`` (``queue/pipeline.py``), one short SELECT of every software's
+    ``after`` (a claim of such a software runs no pipeline statement at all). Run here, in this
+    process, on the same MariaDB."""
     from heartbeat.db.database import connect
     from heartbeat.db.models import Software
-    from heartbeat.queue.pipeline import downstream_closure
+    from heartbeat.queue import JobQueue
 
     database = connect(data_dir=workdir, db_auth=server.auth)
+    downstream_closure = JobQueue(database, time.time)._downstream_closure  # what each submit runs
     with database.connection():
         row = Software.get(Software.name == software)
-        downstream_closure(database, row)  # warm
+        downstream_closure(row)  # warm
         started = time.process_time()
         for _ in range(calls):
-            downstream_closure(database, row)
+            downstream_closure(row)
         return (time.process_time() - started) / calls

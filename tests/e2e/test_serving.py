@@ -11,7 +11,9 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -156,10 +158,38 @@ def _worker(url: str, traffic: Traffic) -> None:
         traffic.answered.release()
 
 
-@pytest.mark.parametrize("processes", ["1", "2"])
-def test_sigterm_under_load_answers_every_request_or_never_starts_it(start_server, check_flags, tmp_path, processes):
+# As a container's exec-form CMD runs it: PID 1 of its own PID namespace, where the kernel drops every
+# signal the process has no handler for (SIGTERM included), and the stop comes from outside the namespace.
+# unshare waits for it, ignoring SIGTERM itself; --kill-child stops it should unshare be killed.
+AS_PID_1 = ("unshare", "--pid", "--fork", "--kill-child=SIGTERM")
+
+
+def pid_1_available() -> bool:
+    return (
+        shutil.which("unshare") is not None and subprocess.run([*AS_PID_1, "true"], capture_output=True).returncode == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("processes", "as_pid_1"),
+    [
+        ("1", False),
+        ("2", False),
+        pytest.param("1", True, id="1-as-pid-1"),
+        pytest.param("2", True, id="2-as-pid-1"),
+    ],
+)
+def test_sigterm_under_load_answers_every_request_or_never_starts_it(
+    start_server, check_flags, tmp_path, processes, as_pid_1
+):
+    if as_pid_1 and not pid_1_available():
+        pytest.skip("no PID namespace can be made here (unshare --pid needs root or user namespaces)")
     data_dir = tmp_path / "load"
-    server = start_server("--processes", processes, data_dir=data_dir)
+    server = start_server("--processes", processes, data_dir=data_dir, wrapper=AS_PID_1 if as_pid_1 else ())
+    target = server.process.pid
+    if as_pid_1:
+        [target] = children(server.process.pid)
+        assert Path(f"/proc/{target}/status").read_text().split("NSpid:")[1].split()[1] == "1"
     requests.post(
         f"{server.url}/v1/software", json={"name": "stop_test", "lease_seconds": 300}, timeout=HTTP_TIMEOUT
     ).raise_for_status()
@@ -174,8 +204,8 @@ def test_sigterm_under_load_answers_every_request_or_never_starts_it(start_serve
     for _ in range(30):  # the load is on: stop the server in the middle of it
         assert traffic.answered.acquire(timeout=HTTP_TIMEOUT)
     began = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
-    assert stopped_within(server, GRACE_SECONDS + 5) == 0
+    os.kill(target, signal.SIGTERM)
+    assert stopped_within(server, GRACE_SECONDS + 5) == 0  # unshare exits with the server's status
     assert time.monotonic() - began < GRACE_SECONDS
     for client in clients:
         client.join(timeout=HTTP_TIMEOUT)

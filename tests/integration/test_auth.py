@@ -206,6 +206,22 @@ def test_importing_the_same_token_twice_keeps_one_row_and_a_short_one_is_refused
         tokens.create_token("admin", clock=clock, secret="short")
 
 
+def test_importing_a_new_token_under_a_name_revokes_the_old_one_and_only_its_own(client, clock):
+    old, old_secret = tokens.create_token("admin", clock=clock, name="compose-admin", secret="a" * 40)
+    _, bystander = tokens.create_token("admin", clock=clock, name="someone-else", secret="b" * 40)
+    _, made_here = tokens.create_token("admin", clock=clock, name="compose-admin")  # made, not imported: added
+    assert client.simulate_get("/v1/images", headers=bearer(old_secret)).status_code == 200
+
+    new, new_secret = tokens.create_token("admin", clock=clock, name="compose-admin", secret="c" * 40)
+    assert client.simulate_get("/v1/images", headers=bearer(old_secret)).status_code == 401
+    assert client.simulate_get("/v1/images", headers=bearer(made_here)).status_code == 401
+    assert client.simulate_get("/v1/images", headers=bearer(new_secret)).status_code == 200
+    assert client.simulate_get("/v1/images", headers=bearer(bystander)).status_code == 200
+    again, _ = tokens.create_token("admin", clock=clock, name="compose-admin", secret="c" * 40)
+    assert again.id == new.id and again.revoked_at is None  # the same import again changes nothing
+    assert ApiToken.get_by_id(old.id).revoked_at is not None
+
+
 # --- real processes: the CLI and two servers -------------------------------------------------
 
 

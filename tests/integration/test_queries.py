@@ -222,7 +222,7 @@ def selected(client, where: str) -> list[str]:
 
 
 @pytest.mark.fuzz
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pictures_=pictures, queries=st.lists(expressions, min_size=1, max_size=5))
 def test_where_selects_exactly_what_python_selects(client, pictures_, queries):
     if client.simulate_get("/v1/software/sw").status_code == 404:

@@ -40,6 +40,12 @@ EXAMPLES = {
     "HEARTBEAT_MAX_WAITING_CLAIMS": ("3", 3),
     "HEARTBEAT_MAX_URL_FETCHES": ("2", 2),
     "HEARTBEAT_DB_AUTH": (json.dumps(INLINE_DB_AUTH), DbAuth(**INLINE_DB_AUTH)),
+    # The same values as INLINE_DB_AUTH's, so that together they make the same DbAuth.
+    "HEARTBEAT_DB_HOST": ("mariadb", "mariadb"),
+    "HEARTBEAT_DB_PORT": ("3306", 3306),
+    "HEARTBEAT_DB_USER": ("hb", "hb"),
+    "HEARTBEAT_DB_PASSWORD": ("pw", "pw"),
+    "HEARTBEAT_DB_NAME": ("heartbeat", "heartbeat"),
 }
 
 
@@ -70,10 +76,22 @@ def test_db_auth_is_a_file_or_its_json(tmp_path):
         Settings.from_env({"HEARTBEAT_DB_AUTH": '{"host": "x", "surprise": 1}'})
 
 
+def test_each_database_field_replaces_that_key_of_db_auth_whatever_its_characters(tmp_path):
+    password = "p\"a\\ss$HOME{}'word"
+    settings = Settings.from_env({"HEARTBEAT_DB_AUTH": json.dumps(INLINE_DB_AUTH), "HEARTBEAT_DB_PASSWORD": password})
+    assert settings.db_auth == DbAuth(**{**INLINE_DB_AUTH, "password": password})
+    alone = Settings.from_env({"HEARTBEAT_DB_HOST": "db.internal", "HEARTBEAT_DB_NAME": "images"})
+    assert alone.db_auth == DbAuth(host="db.internal", database="images")  # the rest: DbAuth's defaults
+    assert Settings.from_env({}).db_auth is None  # none given: SQLite
+    flags = build_parser().parse_args(["token", "list", "--db-user", "hb", "--db-port", "3307"])
+    assert settings_from_args(flags).db_auth == DbAuth(user="hb", port=3307)
+
+
 @pytest.mark.parametrize(
     ("variable", "text"),
     [
         ("HEARTBEAT_PORT", "eighty"),
+        ("HEARTBEAT_DB_PORT", "-1"),
         ("HEARTBEAT_S3_SECURE", "maybe"),
         ("HEARTBEAT_THREADS", "0"),
         ("HEARTBEAT_URL_DEADLINE_SECONDS", "0"),

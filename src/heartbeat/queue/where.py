@@ -126,7 +126,8 @@ class _Compiler:
         if isinstance(value, bool):
             kind = json_type.in_(types["true"] + types["false"] if self._mysql else ("true", "false"))
             literal = "true" if value else "false"
-            holds = (scalar == literal) if self._mysql else (json_type == literal)
+            # MariaDB's JSON_VALUE gives 1 and 0 for booleans, MySQL's true and false: the JSON text is the same.
+            holds = (fn.JSON_UNQUOTE(fn.JSON_EXTRACT(info, path)) == literal) if self._mysql else (json_type == literal)
             boolean: peewee.Expression = kind & (holds if term.op == "=" else ~holds)  # unknown: left out by IN
             return boolean
         if isinstance(value, str):
