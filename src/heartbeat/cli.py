@@ -99,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     _token_parser(commands)
 
-<<<<<<< HEAD
     export = commands.add_parser("export", help="every image a query selects, with the results, as jsonl, csv or coco")
     export.add_argument("--format", choices=["jsonl", "csv", "coco"], default="jsonl")
     export.add_argument("--where", help="a query expression (the API's where=)")
@@ -108,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--category", help="coco: the column naming each box's category")
     export.add_argument("-o", "--output", type=Path, help="the file to write (default: standard output)")
     _database_flags(export)
-=======
+
     s3 = commands.add_parser("s3", help="set up an S3 store for Heartbeat")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True)
     provision = s3_commands.add_parser(
@@ -119,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_flags(provision, STORAGE_SETTINGS)
     provision.add_argument("--root-access-key-from-env", metavar="VAR", required=True, help="MinIO's root user")
     provision.add_argument("--root-secret-key-from-env", metavar="VAR", required=True, help="its password")
->>>>>>> main
 
     upload = commands.add_parser("upload", help="upload image files and folders over HTTP")
     upload.add_argument("paths", nargs="+", type=Path)
@@ -473,11 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": check,
         "software": software,
         "token": token,
-<<<<<<< HEAD
         "export": export,
-=======
         "s3": s3,
->>>>>>> main
         "upload": upload,
         "worker": worker,
     }
