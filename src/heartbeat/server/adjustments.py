@@ -8,8 +8,8 @@ threads. What a slow or idle peer can hold, and what bounds it:
   before a thread sees the request.
 - an answer read slowly, or not at all: nothing. A body the app hands over whole (every JSON
   answer) or as a file (the blob route, through ``wsgi.file_wrapper``) is queued at once and
-  written by the I/O thread. Only a body iterated in pieces past ``outbuf_high_watermark``
-  (16 MiB) would make a thread wait for its reader; no route streams one.
+  written by the I/O thread. Only a body iterated in pieces (an export) waits for its reader, once
+  ``outbuf_high_watermark`` (:data:`STREAM_BUFFER_BYTES`) of it is unsent.
 - an idle keep-alive connection: a connection slot, no thread, until ``channel_timeout``.
 - connections: ``connection_limit`` of them; past it waitress stops accepting, and every new
   request waits in the listen backlog however idle the server is.
@@ -34,6 +34,8 @@ FORM_OVERHEAD_BYTES = 1024 * 1024
 # Descriptors besides the connections: per thread a database connection, the store's, spooled
 # uploads and a URL fetch's sockets; and the listening socket, logs, the SQLite file.
 SPARE_FILES = 64
+# How far a streamed answer (an export) may run ahead of its reader before its thread waits for it.
+STREAM_BUFFER_BYTES = 2 * 1024 * 1024
 SPARE_FILES_PER_THREAD = 8
 
 
@@ -48,6 +50,8 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
     - ``channel_timeout``: :data:`CHANNEL_TIMEOUT_SECONDS`, said explicitly (it is waitress's default).
     - ``max_request_body_size``: the upload limit plus :data:`FORM_OVERHEAD_BYTES`; a larger body
       is refused by waitress before it is read.
+    - ``outbuf_high_watermark``: :data:`STREAM_BUFFER_BYTES` (waitress's 16 MiB would let each
+      export hold that much in memory).
 
     It also raises this process's soft limit on open files, up to the hard limit, so that the
     connection limit can be reached; where the hard limit is lower, the connection limit is lowered
@@ -60,6 +64,7 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         "asyncore_use_poll": True,
         "channel_timeout": CHANNEL_TIMEOUT_SECONDS,
         "max_request_body_size": settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        "outbuf_high_watermark": STREAM_BUFFER_BYTES,
         "ident": "heartbeat",
     }
 
