@@ -1,25 +1,34 @@
-"""Uploads: 100 KB JPEGs over HTTP (multipart) against the same ingest done in this process.
+"""Uploads: 100 KB JPEGs over HTTP (multipart) against the same ingest done in this process, and that
+ingest's CPU against one full Pillow decode of the same pictures.
 
-Both sides use 8 threads in this process, distinct pictures (no upload is a duplicate), the same
+Both upload sides use 8 threads in this process, distinct pictures (no upload is a duplicate), the same
 database with the same registered software, and local storage. In-process is what the server does
 for an upload minus HTTP: spool the bytes to a file, then ``Ingest.store`` (check with Pillow, hash,
 thumbnail, move into storage, insert the row and its jobs), one pooled connection per upload as the
 API's middleware takes one per request.
+
+The decode side opens each picture the in-process side stored and decodes it whole at full size
+(``PIL.Image.open(...).load()``), on one thread, right after: what one look at every pixel costs.
+:func:`profile_ingest` runs the in-process ingest once more, on one thread under py-spy, and names
+where its time goes.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import os
 import threading
 import time
 from pathlib import Path
 
+import PIL.Image
+import profiling
 import urllib3
-from harness import Api, LoadResult, Server, run_load
+from harness import Api, LoadResult, Server, jpeg_variants, run_load
 
 from heartbeat.config import Settings
-from heartbeat.db.database import connect
+from heartbeat.db.database import Database, connect
 from heartbeat.ingest import Ingest
 from heartbeat.queue import JobQueue
 from heartbeat.storage import open_storage
@@ -46,11 +55,16 @@ def http_uploads(server: Server, images: list[bytes], *, threads: int) -> LoadRe
     return run_load(threads, lambda: Api(server), upload, seconds=None, warmup_seconds=0, server=server)
 
 
-def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, threads: int) -> LoadResult:
-    """Images per second through ``Ingest`` in this process, on the server's database and software."""
+def _ingest(server: Server, workdir: Path) -> tuple[Ingest, Database]:
+    """An :class:`Ingest` in this process on the server's database, storing under ``workdir``."""
     settings = Settings(data_dir=workdir, db_auth=server.auth, storage=f"local:{workdir / 'images'}")
     database = connect(data_dir=workdir, db_auth=server.auth)
-    ingest = Ingest(settings, open_storage(settings), database, JobQueue(database, time.time), clock=time.time)
+    return Ingest(settings, open_storage(settings), database, JobQueue(database, time.time), clock=time.time), database
+
+
+def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, threads: int) -> LoadResult:
+    """Images per second through ``Ingest`` in this process, on the server's database and software."""
+    ingest, database = _ingest(server, workdir)
     taken = itertools.count()
     lock = threading.Lock()
 
@@ -68,3 +82,35 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
         return run_load(threads, lambda: None, store, seconds=None, warmup_seconds=0)
     finally:
         database.close_all()
+
+
+def decode_cpu_seconds(images: list[bytes]) -> float:
+    """CPU seconds per picture of one full Pillow decode (open, then load at full size), on one thread."""
+    started = time.process_time()
+    for data in images:
+        with PIL.Image.open(io.BytesIO(data)) as picture:
+            picture.load()
+    return (time.process_time() - started) / len(images)
+
+
+def profile_ingest(server: Server, workdir: Path, seconds: float) -> list[str]:
+    """py-spy on this process while one thread ingests fresh pictures for ``seconds``, summarized as
+    :func:`profiling.summarize` does (every busy thread sampled: Pillow decodes without the GIL)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ingest, database = _ingest(server, workdir)
+    raw = workdir / "profile-ingest.txt"
+    recorder = profiling.start(os.getpid(), seconds, raw, gil=False)
+    pictures = jpeg_variants(1_000_000)
+    try:
+        with database.connection():
+            index = 0
+            while recorder.poll() is None:
+                with ingest.receive(io.BytesIO(next(pictures))) as path:
+                    ingest.store(path, filename=f"profiled-{index}.jpg", origin="bench", other_data=None)
+                index += 1
+    finally:
+        database.close_all()
+    _, errors = recorder.communicate()
+    if recorder.returncode != 0:
+        return [f"py-spy failed: {errors.decode(errors='replace').strip()}"]
+    return [f"{index} images in {seconds:.0f} s on one thread", *profiling.summarize(raw, top=8)]
