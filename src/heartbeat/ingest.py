@@ -1,4 +1,4 @@
-"""Images in: by upload or by URL. Limits, Pillow's verdict, sha256 dedupe, bytes before the row."""
+"""Images in: by upload or by URL. Limits, one whole decode by Pillow, sha256 dedupe, bytes before the row."""
 
 from __future__ import annotations
 
@@ -10,20 +10,18 @@ import os
 import secrets
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import IO, Any, BinaryIO
 
 import peewee
-import PIL.Image
 
 from heartbeat import jsontext, urlfetch
 from heartbeat.config import Settings
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image
-from heartbeat.errors import Busy, InvalidInput, TooLarge, UnsupportedImage
-from heartbeat.image_types import IMAGE_TYPES
+from heartbeat.errors import Busy, InvalidInput, TooLarge
+from heartbeat.pictures import Picture, read_picture
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
@@ -42,14 +40,11 @@ def new_image_id() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CheckedImage:
-    """What Pillow and the hash said about a spooled file."""
+    """What the hash and Pillow's decode said about a spooled file."""
 
     sha256: str
-    size: int
-    content_type: str
-    extension: str
-    width: int
-    height: int
+    size: int  # bytes
+    picture: Picture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,21 +145,24 @@ class Ingest:
         if existing is not None:
             return Ingested(existing, created=False)
         image_id = self._new_id()
-        key = f"images/{image_id[:2]}/{image_id}{checked.extension}"
-        self._store_thumbnail(path, image_id)
-        self._storage.put_file(key, path, checked.content_type)
+        picture = checked.picture
+        extension = picture.image_type.extension
+        key = f"images/{image_id[:2]}/{image_id}{extension}"
+        self._store_thumbnail(picture, path, image_id)
+        self._storage.put_file(key, path, picture.image_type.content_type)
         row = {
             "id": image_id,
-            "filename": _clean_filename(filename) or f"{image_id}{checked.extension}",
+            "filename": _clean_filename(filename) or f"{image_id}{extension}",
             "uploaded_date": self._clock(),
             "origin": origin,
             "other_data": other_data,
             "priority": priority,
             "sha256": checked.sha256,
             "size": checked.size,
-            "content_type": checked.content_type,
-            "width": checked.width,
-            "height": checked.height,
+            "content_type": picture.image_type.content_type,
+            "width": picture.width,
+            "height": picture.height,
+            "orientation": picture.orientation,
             "storage_key": key,
         }
         claimable: list[str] = []
@@ -194,11 +192,12 @@ class Ingest:
         self._storage.delete(key)
         self._storage.delete(thumbnail_key(image_id))
 
-    def _store_thumbnail(self, path: Path, image_id: str) -> None:
+    def _store_thumbnail(self, picture: Picture, path: Path, image_id: str) -> None:
+        """The thumbnail of ``picture`` (spooled at ``path``) into storage."""
         thumbnail = path.with_name(path.name + ".thumbnail.jpg")
         try:
-            write_thumbnail(path, thumbnail)
-        except (OSError, ValueError) as error:  # an image Pillow can check but not shrink: no thumbnail
+            write_thumbnail(picture.decoded, picture.orientation, thumbnail)
+        except (OSError, ValueError) as error:  # a picture Pillow decodes but cannot convert to RGB: no thumbnail
             log.warning("no thumbnail for %s: %s", image_id, error)
             return
         try:
@@ -234,28 +233,14 @@ def check_priority(priority: Any) -> None:
 
 
 def check_image(path: Path, max_pixels: int) -> CheckedImage:
-    """Hash the file and let Pillow say whether it is a supported image within the pixel limit."""
+    """Hash the file and decode it whole (:func:`heartbeat.pictures.read_picture`, which raises
+    :class:`UnsupportedImage` or :class:`TooLarge` for what is not a picture within the limit)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
         size = f.tell()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(path) as picture:
-                fmt, (width, height) = picture.format, picture.size
-                if fmt not in IMAGE_TYPES:
-                    raise UnsupportedImage()
-                if width * height > max_pixels:
-                    raise TooLarge(f"the image has {width * height} pixels, more than {max_pixels}")
-                picture.verify()
-    except PIL.Image.DecompressionBombError:
-        raise TooLarge(f"the image has more than {max_pixels} pixels") from None
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise UnsupportedImage() from None
-    content_type, extension = IMAGE_TYPES[fmt].content_type, IMAGE_TYPES[fmt].extension
-    return CheckedImage(digest.hexdigest(), size, content_type, extension, width, height)
+    return CheckedImage(digest.hexdigest(), size, read_picture(path, max_pixels))
 
 
 def _copy_capped(stream: BinaryIO, out: IO[bytes], max_bytes: int) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 from playhouse.pool import PooledMySQLDatabase
 
 from heartbeat.config import DbAuth
@@ -101,6 +102,18 @@ class Database:
         for model in models:
             model._meta.table_settings = self.features.table_settings
         self.engine.create_tables(list(models), safe=True)
+
+    def add_missing_columns(self, model: type[peewee.Model]) -> list[str]:
+        """Add the model's columns that its existing table lacks (a table made by an older release);
+        returns their names. A column added so must be nullable or have a default: existing rows get it."""
+        existing = {column.name for column in self.engine.get_columns(model._meta.table_name)}
+        migrator = SchemaMigrator.from_database(self.engine)
+        added = []
+        for field in model._meta.sorted_fields:
+            if field.column_name not in existing:
+                migrate(migrator.add_column(model._meta.table_name, field.column_name, field))
+                added.append(field.column_name)
+        return added
 
     def add_missing_indexes(self, model: type[peewee.Model]) -> list[str]:
         """Create the model's indexes that its existing table lacks (a table made by an older release);
