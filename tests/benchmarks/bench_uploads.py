@@ -7,10 +7,11 @@ for an upload minus HTTP: spool the bytes to a file, then ``Ingest.store`` (chec
 thumbnail, move into storage, insert the row and its jobs), one pooled connection per upload as the
 API's middleware takes one per request.
 
-The decode side opens each picture the in-process side stored and decodes it whole at full size
-(``PIL.Image.open(...).load()``), on one thread, right after: what one look at every pixel costs.
-:func:`profile_ingest` runs the in-process ingest once more, on one thread under py-spy, and names
-where its time goes.
+:func:`ingest_and_decode_cpu_seconds` sets the in-process ingest's CPU per picture beside the CPU of
+decoding the same picture whole at full size (``PIL.Image.open(...).load()``): what one look at every
+pixel costs, the least an ingest that checks every pixel could spend. Both on one thread (CPU time of
+this process, so neither counts MariaDB's side), in alternating turns. :func:`profile_ingest` runs
+the in-process ingest once more, on one thread under py-spy, and names where its time goes.
 """
 
 from __future__ import annotations
@@ -84,13 +85,31 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
         database.close_all()
 
 
-def decode_cpu_seconds(images: list[bytes]) -> float:
-    """CPU seconds per picture of one full Pillow decode (open, then load at full size), on one thread."""
-    started = time.process_time()
-    for data in images:
-        with PIL.Image.open(io.BytesIO(data)) as picture:
-            picture.load()
-    return (time.process_time() - started) / len(images)
+def ingest_and_decode_cpu_seconds(server: Server, workdir: Path, *, rounds: int, per_round: int) -> tuple[float, float]:
+    """CPU seconds per picture of the in-process ingest (spool, then ``Ingest.store``) and of one full
+    Pillow decode of the same pictures (open, then load at full size), each on one thread, in
+    ``rounds`` alternating turns of ``per_round`` fresh pictures, so that whatever else the machine
+    does meanwhile weighs on both alike."""
+    ingest, database = _ingest(server, workdir)
+    pictures = jpeg_variants(rounds * per_round)
+    ingest_seconds = decode_seconds = 0.0
+    try:
+        with database.connection():
+            for turn in range(rounds):
+                batch = [next(pictures) for _ in range(per_round)]
+                started = time.process_time()
+                for index, data in enumerate(batch):
+                    with ingest.receive(io.BytesIO(data)) as path:
+                        ingest.store(path, filename=f"cpu-{turn}-{index}.jpg", origin="bench", other_data=None)
+                ingest_seconds += time.process_time() - started
+                started = time.process_time()
+                for data in batch:
+                    with PIL.Image.open(io.BytesIO(data)) as picture:
+                        picture.load()
+                decode_seconds += time.process_time() - started
+    finally:
+        database.close_all()
+    return ingest_seconds / (rounds * per_round), decode_seconds / (rounds * per_round)
 
 
 def profile_ingest(server: Server, workdir: Path, seconds: float) -> list[str]:
