@@ -123,8 +123,11 @@ class Ingest:
 
     @contextlib.contextmanager
     def _spooled(self) -> Iterator[tuple[IO[bytes], Path]]:
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        try:
+            fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        except FileNotFoundError:  # made on first use, not before every upload (see LocalStorage.put_file)
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as spool:
