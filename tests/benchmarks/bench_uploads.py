@@ -8,8 +8,8 @@ thumbnail, move into storage, insert the row and its jobs), one pooled connectio
 API's middleware takes one per request.
 
 :func:`ingest_and_decode_cpu_seconds` sets the in-process ingest's CPU per picture beside the CPU of
-decoding the same picture whole at full size (``PIL.Image.open(...).load()``): what one look at every
-pixel costs, the least an ingest that checks every pixel could spend. Both on one thread (CPU time of
+decoding the file it stored whole at full size (``PIL.Image.open(path).load()``): what one look at
+every pixel costs, the least an ingest that checks every pixel could spend. Both on one thread (CPU time of
 this process, so neither counts MariaDB's side), in alternating turns. :func:`profile_ingest` runs
 the in-process ingest once more, on one thread under py-spy, and names where its time goes.
 """
@@ -87,7 +87,7 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
 
 def ingest_and_decode_cpu_seconds(server: Server, workdir: Path, *, rounds: int, per_round: int) -> tuple[float, float]:
     """CPU seconds per picture of the in-process ingest (spool, then ``Ingest.store``) and of one full
-    Pillow decode of the same pictures (open, then load at full size), each on one thread, in
+    Pillow decode of the files it stored (open, then load at full size), each on one thread, in
     ``rounds`` alternating turns of ``per_round`` fresh pictures, so that whatever else the machine
     does meanwhile weighs on both alike."""
     ingest, database = _ingest(server, workdir)
@@ -97,14 +97,16 @@ def ingest_and_decode_cpu_seconds(server: Server, workdir: Path, *, rounds: int,
         with database.connection():
             for turn in range(rounds):
                 batch = [next(pictures) for _ in range(per_round)]
+                stored = []
                 started = time.process_time()
                 for index, data in enumerate(batch):
                     with ingest.receive(io.BytesIO(data)) as path:
-                        ingest.store(path, filename=f"cpu-{turn}-{index}.jpg", origin="bench", other_data=None)
+                        image = ingest.store(path, filename=f"cpu-{turn}-{index}.jpg", origin="bench", other_data=None)
+                    stored.append(workdir / "images" / image.image.storage_key)
                 ingest_seconds += time.process_time() - started
                 started = time.process_time()
-                for data in batch:
-                    with PIL.Image.open(io.BytesIO(data)) as picture:
+                for path in stored:
+                    with PIL.Image.open(path) as picture:
                         picture.load()
                 decode_seconds += time.process_time() - started
     finally:

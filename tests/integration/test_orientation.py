@@ -18,7 +18,7 @@ from heartbeat.examples import face_colours, face_detection
 from heartbeat.orientations import fill_orientations
 from heartbeat.worker import Image as ImageRecord
 from heartbeat.worker import open_upright
-from helpers import as_stored_before_orientation, oriented, upload, upright_astronaut
+from helpers import as_stored_before_orientation, claim, oriented, register, upload, upright_astronaut
 
 ORIENTATIONS = range(1, 9)
 UPRIGHT = upright_astronaut()
@@ -48,12 +48,13 @@ def test_the_test_pictures_are_what_pillow_shows_upright(orientation, fmt):
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_a_photo_in_each_orientation_is_recorded_upright(client, orientation, fmt):
+    register(client, "upright")
     data = oriented(UPRIGHT, orientation, fmt)
     record = upload(client, data).json
     assert (record["width"], record["height"], record["orientation"]) == (512, 384, orientation)
     assert client.simulate_get(f"/v1/images/{record['id']}").json["orientation"] == orientation
-    image = ImageRecord.from_json(record)  # what a worker's handler is given
-    assert image.orientation == orientation
+    image = ImageRecord.from_json(claim(client, "upright", max=1)[0]["image"])  # what a worker's handler is given
+    assert (image.id, image.width, image.height, image.orientation) == (record["id"], 512, 384, orientation)
     assert open_upright(data, image).size == (image.width, image.height)
 
 
