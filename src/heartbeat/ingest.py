@@ -256,7 +256,8 @@ def check_image(path: Path, max_pixels: int) -> CheckedImage:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
         size = f.tell()
-    return CheckedImage(digest.hexdigest(), size, read_picture(path, max_pixels))
+        f.seek(0)
+        return CheckedImage(digest.hexdigest(), size, read_picture(f, max_pixels))
 
 
 def _copy_capped(stream: BinaryIO, out: IO[bytes], max_bytes: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from pathlib import Path
+from typing import BinaryIO
 
 import PIL.Image
 
@@ -33,8 +33,8 @@ class Picture:
     decoded: PIL.Image.Image  # the first frame's pixels as stored (not turned), at least thumbnail-sized
 
 
-def read_picture(path: Path, max_pixels: int) -> Picture:
-    """Decode the file at ``path`` whole.
+def read_picture(file: BinaryIO, max_pixels: int) -> Picture:
+    """Decode the file (open for reading, at its start) whole.
 
     Raises :class:`UnsupportedImage` when it is not one of ``IMAGE_TYPES`` or does not decode whole,
     and :class:`TooLarge` when it has more than ``max_pixels`` pixels (checked before decoding).
@@ -42,7 +42,7 @@ def read_picture(path: Path, max_pixels: int) -> Picture:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(path) as picture:
+            with PIL.Image.open(file) as picture:
                 image_type = IMAGE_TYPES.get(picture.format or "")
                 if image_type is None:
                     raise UnsupportedImage()
