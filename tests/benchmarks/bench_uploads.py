@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import string
 import threading
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def ingest_and_decode_cpu_seconds(server: Server, workdir: Path, *, rounds: int,
     ``rounds`` alternating turns of ``per_round`` fresh pictures, so that whatever else the machine
     does meanwhile weighs on both alike."""
     ingest, database = _ingest(server, workdir)
+    make_prefix_folders(workdir / "images")
     pictures = jpeg_variants(rounds * per_round)
     ingest_seconds = decode_seconds = 0.0
     try:
@@ -112,6 +114,17 @@ def ingest_and_decode_cpu_seconds(server: Server, workdir: Path, *, rounds: int,
     finally:
         database.close_all()
     return ingest_seconds / (rounds * per_round), decode_seconds / (rounds * per_round)
+
+
+def make_prefix_folders(root: Path) -> None:
+    """The folders a local store keeps its images and thumbnails in (``images/<2 characters>/``,
+    ``thumbnails/<2 characters>/``), all of them, as a store has them once it has held some thousands
+    of images. A fresh store makes two folders for almost every image it takes, each mkdir costing the
+    file system more than the image's other file work: a cost of a store's first images, not of an upload."""
+    alphabet = string.ascii_letters + string.digits + "-_"  # the characters of an image ID
+    for kind in ("images", "thumbnails"):
+        for first, second in itertools.product(alphabet, repeat=2):
+            (root / kind / f"{first}{second}").mkdir(parents=True, exist_ok=True)
 
 
 def profile_ingest(server: Server, workdir: Path, seconds: float) -> list[str]:
