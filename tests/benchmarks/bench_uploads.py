@@ -128,10 +128,12 @@ def make_prefix_folders(root: Path) -> None:
 
 
 def profile_ingest(server: Server, workdir: Path, seconds: float) -> list[str]:
-    """py-spy on this process while one thread ingests fresh pictures for ``seconds``, summarized as
-    :func:`profiling.summarize` does (every busy thread sampled: Pillow decodes without the GIL)."""
+    """py-spy on this process while one thread ingests fresh pictures for ``seconds`` (into a store with
+    its folders, as :func:`ingest_and_decode_cpu_seconds`), summarized as :func:`profiling.summarize`
+    does (every busy thread sampled: Pillow decodes without the GIL)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ingest, database = _ingest(server, workdir)
+    make_prefix_folders(workdir / "images")
     raw = workdir / "profile-ingest.txt"
     recorder = profiling.start(os.getpid(), seconds, raw, gil=False)
     pictures = jpeg_variants(1_000_000)

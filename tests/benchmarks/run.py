@@ -44,7 +44,7 @@ from harness import register as register_software
 CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
 PROFILE_INGEST_SECONDS = 5  # the in-process ingest on one thread under py-spy
-CPU_ROUNDS, CPU_ROUND_IMAGES = 6, 50  # the ingest's CPU beside a decode's: turns, pictures a turn
+CPU_ROUNDS, CPU_ROUND_IMAGES = 10, 50  # the ingest's CPU beside a decode's: turns, pictures a turn
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
 BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "fleet", "drain"]
