@@ -7,7 +7,7 @@ for an upload minus HTTP: spool the bytes to a file, then ``Ingest.store`` (chec
 thumbnail, move into storage, insert the row and its jobs), one pooled connection per upload as the
 API's middleware takes one per request.
 
-:func:`ingest_and_decode_cpu_seconds` sets the in-process ingest's CPU per picture beside the CPU of
+:func:`ingest_and_decode_cpu` sets the in-process ingest's CPU per picture beside the CPU of
 decoding the file it stored whole at full size (``PIL.Image.open(path).load()``): what one look at
 every pixel costs, the least an ingest that checks every pixel could spend. Both on one thread (CPU time of
 this process, so neither counts MariaDB's side), in alternating turns. :func:`profile_ingest` runs
@@ -16,9 +16,11 @@ the in-process ingest once more, on one thread under py-spy, and names where its
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import os
+import statistics
 import string
 import threading
 import time
@@ -86,34 +88,55 @@ def inprocess_uploads(server: Server, workdir: Path, images: list[bytes], *, thr
         database.close_all()
 
 
-def ingest_and_decode_cpu_seconds(server: Server, workdir: Path, *, rounds: int, per_round: int) -> tuple[float, float]:
+@dataclasses.dataclass(frozen=True)
+class IngestCpu:
+    """Turns of the in-process ingest and of a full decode of what it stored: CPU seconds per picture."""
+
+    turns: list[tuple[float, float]]  # (ingest, decode) of each turn
+
+    @property
+    def ingest_seconds(self) -> float:
+        return statistics.median(ingest for ingest, _ in self.turns)
+
+    @property
+    def decode_seconds(self) -> float:
+        return statistics.median(decode for _, decode in self.turns)
+
+    @property
+    def ratio(self) -> float:
+        """The median of the turns' ratios: a turn that other work on the machine slowed down (which
+        weighs more on the ingest's file and socket work than on a decode) counts for no more than one."""
+        return statistics.median(ingest / decode for ingest, decode in self.turns)
+
+
+def ingest_and_decode_cpu(server: Server, workdir: Path, *, turns: int, per_turn: int) -> IngestCpu:
     """CPU seconds per picture of the in-process ingest (spool, then ``Ingest.store``) and of one full
     Pillow decode of the files it stored (open, then load at full size), each on one thread, in
-    ``rounds`` alternating turns of ``per_round`` fresh pictures, so that whatever else the machine
-    does meanwhile weighs on both alike."""
+    ``turns`` alternating turns of ``per_turn`` fresh pictures, so that whatever else the machine does
+    meanwhile weighs on both alike."""
     ingest, database = _ingest(server, workdir)
     make_prefix_folders(workdir / "images")
-    pictures = jpeg_variants(rounds * per_round)
-    ingest_seconds = decode_seconds = 0.0
+    pictures = jpeg_variants(turns * per_turn)
+    measured = []
     try:
         with database.connection():
-            for turn in range(rounds):
-                batch = [next(pictures) for _ in range(per_round)]
+            for turn in range(turns):
+                batch = [next(pictures) for _ in range(per_turn)]
                 stored = []
                 started = time.process_time()
                 for index, data in enumerate(batch):
                     with ingest.receive(io.BytesIO(data)) as path:
                         image = ingest.store(path, filename=f"cpu-{turn}-{index}.jpg", origin="bench", other_data=None)
                     stored.append(workdir / "images" / image.image.storage_key)
-                ingest_seconds += time.process_time() - started
+                ingest_seconds = time.process_time() - started
                 started = time.process_time()
                 for path in stored:
                     with PIL.Image.open(path) as picture:
                         picture.load()
-                decode_seconds += time.process_time() - started
+                measured.append((ingest_seconds / per_turn, (time.process_time() - started) / per_turn))
     finally:
         database.close_all()
-    return ingest_seconds / (rounds * per_round), decode_seconds / (rounds * per_round)
+    return IngestCpu(measured)
 
 
 def make_prefix_folders(root: Path) -> None:
@@ -129,7 +152,7 @@ def make_prefix_folders(root: Path) -> None:
 
 def profile_ingest(server: Server, workdir: Path, seconds: float) -> list[str]:
     """py-spy on this process while one thread ingests fresh pictures for ``seconds`` (into a store with
-    its folders, as :func:`ingest_and_decode_cpu_seconds`), summarized as :func:`profiling.summarize`
+    its folders, as :func:`ingest_and_decode_cpu`), summarized as :func:`profiling.summarize`
     does (every busy thread sampled: Pillow decodes without the GIL)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ingest, database = _ingest(server, workdir)
