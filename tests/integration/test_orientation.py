@@ -70,13 +70,11 @@ def test_the_example_workers_find_the_face_where_it_is_on_the_upright_original(c
     assert all(abs(coloured[key] - upright_face[key]) <= TOLERANCE_PIXELS for key in "xywh"), coloured
 
 
-def test_without_a_record_the_pictures_own_exif_turns_it_upright():
+def test_without_a_record_or_its_orientation_the_pictures_own_exif_turns_it_upright():
+    older = {"id": "a", "filename": "a.jpg", "uploaded_date": 0, "origin": None, "other_data": None, "sha256": "0"}
+    older |= {"size": 1, "width": 384, "height": 512}  # a server from before orientation: as stored
     assert open_upright(oriented(UPRIGHT, 6)).size == (512, 384)
-    assert open_upright(oriented(UPRIGHT, 6), ImageRecord.from_json(RECORD_OF_AN_OLDER_SERVER)).size == (512, 384)
-
-
-RECORD_OF_AN_OLDER_SERVER = {"id": "a", "filename": "a.jpg", "uploaded_date": 0, "origin": None, "other_data": None}
-RECORD_OF_AN_OLDER_SERVER |= {"sha256": "0" * 64, "size": 1, "width": 384, "height": 512}
+    assert open_upright(oriented(UPRIGHT, 6), ImageRecord.from_json(older)).size == (512, 384)
 
 
 def test_images_stored_before_orientation_get_it_and_their_upright_size_from_the_migration(
