@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import http.server
 import io
 import os
+import pathlib
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +23,7 @@ import PIL.Image
 import requests
 
 from heartbeat.db.database import Database, Features
+from heartbeat.db.models import Image
 from heartbeat.storage import Storage
 
 # Falcon's test client answers as this host: the URLs the API signs itself name it.
@@ -31,6 +37,56 @@ def image_bytes(
     out = io.BytesIO()
     PIL.Image.new("RGB", size, color).save(out, fmt)
     return out.getvalue()
+
+
+# How a camera stores a picture it tags with each EXIF orientation: the upright picture turned by
+# this transpose (the EXIF specification's table, written out here rather than taken from the code
+# under test; 6, for one, is a camera turned a quarter clockwise, its pixels a quarter anticlockwise).
+STORED_TURNS = {
+    1: None,
+    2: PIL.Image.Transpose.FLIP_LEFT_RIGHT,
+    3: PIL.Image.Transpose.ROTATE_180,
+    4: PIL.Image.Transpose.FLIP_TOP_BOTTOM,
+    5: PIL.Image.Transpose.TRANSPOSE,
+    6: PIL.Image.Transpose.ROTATE_90,
+    7: PIL.Image.Transpose.TRANSVERSE,
+    8: PIL.Image.Transpose.ROTATE_270,
+}
+
+
+def oriented(upright: PIL.Image.Image, orientation: int, fmt: str = "JPEG") -> bytes:
+    """``upright`` as a camera stores it with EXIF ``orientation`` (1 to 8), saying so: a JPEG (quality
+    95), or a PNG (lossless: its pixels turned back are the upright ones exactly)."""
+    turn = STORED_TURNS[orientation]
+    stored = (upright if turn is None else upright.transpose(turn)).convert("RGB")
+    exif = PIL.Image.Exif()
+    exif[0x0112] = orientation
+    options: dict[str, Any] = {"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}
+    out = io.BytesIO()
+    stored.save(out, fmt, exif=exif.tobytes(), **options)
+    return out.getvalue()
+
+
+@functools.cache
+def upright_astronaut() -> PIL.Image.Image:
+    """Eileen Collins' portrait from scikit-image, cropped wider than high (512 x 384), so that a
+    picture stored sideways shows it; her face is near x 177, y 71, 85 pixels wide."""
+    import skimage.data
+
+    photo = pathlib.Path(skimage.data.__file__).parent / "astronaut.png"
+    with PIL.Image.open(photo) as picture:
+        return picture.convert("RGB").crop((0, 0, 512, 384))
+
+
+def as_stored_before_orientation(database: Database) -> None:
+    """The images table as the release before ``orientation`` left it: no such column (nor its index),
+    and ``width``/``height`` as the pixels are stored, not upright."""
+    for image in Image.select().where(Image.orientation.in_([5, 6, 7, 8])):  # one by one: MySQL's SET
+        Image.update(width=image.height, height=image.width).where(Image.id == image.id).execute()  # is in order
+    [index] = [index for index in Image._meta.fields_to_index() if "orientation" in index._name]
+    on_table = f" ON {database.quote('images')}" if database.features.mysql else ""
+    database.execute(f"DROP INDEX {database.quote(index._name)}{on_table}")
+    database.execute(f"ALTER TABLE {database.quote('images')} DROP COLUMN {database.quote('orientation')}")
 
 
 def distinct_images(count: int) -> list[bytes]:
@@ -134,6 +190,44 @@ def put_url(client: falcon.testing.TestClient, url: str, data: bytes) -> int:
         parts = urlsplit(url)
         return client.simulate_put(parts.path, query_string=parts.query, body=data).status_code
     return requests.put(url, data=data, timeout=30).status_code
+
+
+def direct_upload(client: falcon.testing.TestClient, data: bytes, **fields: Any) -> falcon.testing.Result:
+    """A direct upload of ``data``: ``POST /v1/uploads``, the PUT to its URL, then ``/complete``."""
+    started = client.simulate_post("/v1/uploads")
+    assert started.status_code == 201, started.text
+    assert put_url(client, started.json["url"], data) in (200, 204)
+    return client.simulate_post(f"/v1/uploads/{started.json['upload_id']}/complete", json=fields)
+
+
+@contextlib.contextmanager
+def serving(files: Mapping[str, bytes]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering ``files[path]`` (404 for any other path), for uploads by
+    URL; yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def stored_keys(storage: Storage, prefix: str = "") -> list[str]:

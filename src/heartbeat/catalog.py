@@ -141,6 +141,8 @@ def describe_image(image: Image, jobs: dict[str, str] | None = None) -> dict[str
         "content_type": image.content_type,
         "width": image.width,
         "height": image.height,
+        # None only until the migration at start has read the bytes of an image stored before the field
+        "orientation": image.orientation or 1,
         "priority": image.priority,
     }
     if jobs is not None:

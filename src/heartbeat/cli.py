@@ -186,6 +186,7 @@ def _open_queue(settings: Settings, database: Database) -> JobQueue:
 
 def serve(args: argparse.Namespace) -> int:
     from heartbeat.api.auth import is_loopback
+    from heartbeat.orientations import fill_orientations
     from heartbeat.server import serve as serve_forever
     from heartbeat.storage import open_storage
     from heartbeat.tokens import tokens_exist
@@ -193,23 +194,25 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.check_serving()
     configure_logging(settings.log_format)
-    # Checked here, once, before the port is taken; each server process connects again on its own.
+    # Checked and upgraded here, once, before the port is taken; each server process connects again on its own.
     database = _connect(settings)
     try:
         with database.connection():
             _open_queue(settings, database)
             open_server = not tokens_exist(database)
+        if open_server and not is_loopback(settings.host):
+            print(
+                f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves "
+                "only on a loopback address (127.0.0.1, ::1). Create one with `heartbeat token create --role "
+                "admin` (with the same --data-dir or --db-auth), then start again.",
+                file=sys.stderr,
+            )
+            return 2
+        storage = open_storage(settings)  # an unreachable store stops the start here, with one line
+        with database.connection():
+            fill_orientations(database, storage)
     finally:
         database.close_all()
-    if open_server and not is_loopback(settings.host):
-        print(
-            f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves only "
-            "on a loopback address (127.0.0.1, ::1). Create one with `heartbeat token create --role admin` "
-            "(with the same --data-dir or --db-auth), then start again.",
-            file=sys.stderr,
-        )
-        return 2
-    open_storage(settings)  # an unreachable store stops the start here, with one line
     return serve_forever(settings)
 
 

@@ -1,4 +1,4 @@
-"""Images in: by upload or by URL. Limits, Pillow's verdict, sha256 dedupe, bytes before the row."""
+"""Images in: by upload or by URL. Limits, one whole decode by Pillow, sha256 dedupe, bytes before the row."""
 
 from __future__ import annotations
 
@@ -10,20 +10,18 @@ import os
 import secrets
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import IO, Any, BinaryIO
 
 import peewee
-import PIL.Image
 
 from heartbeat import jsontext, urlfetch
 from heartbeat.config import Settings
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image
-from heartbeat.errors import Busy, InvalidInput, TooLarge, UnsupportedImage
-from heartbeat.image_types import IMAGE_TYPES
+from heartbeat.errors import Busy, InvalidInput, TooLarge
+from heartbeat.pictures import Picture, read_picture
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage
 from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
@@ -31,6 +29,7 @@ from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
+IMAGE_FIELDS = Image._meta.sorted_fields
 MAX_ORIGIN_CHARS = 255
 MAX_PRIORITY = 1_000_000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; higher is claimed first
 
@@ -42,14 +41,11 @@ def new_image_id() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CheckedImage:
-    """What Pillow and the hash said about a spooled file."""
+    """What the hash and Pillow's decode said about a spooled file."""
 
     sha256: str
-    size: int
-    content_type: str
-    extension: str
-    width: int
-    height: int
+    size: int  # bytes
+    picture: Picture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +75,12 @@ class Ingest:
         self._new_id = new_id
         self._spool_dir = settings.data_dir / "tmp"
         self._fetch_slots = threading.BoundedSemaphore(settings.url_fetches_limit)
+        # An upload's two statements on the images table as SQL text made once: peewee's query builder
+        # cost more CPU than the rest of the database work of an upload.
+        table, p = database.quote(Image._meta.table_name), database.param
+        columns = ", ".join(database.quote(field.column_name) for field in IMAGE_FIELDS)
+        self._find_sql = f"SELECT id FROM {table} WHERE sha256 = {p}"
+        self._insert_sql = f"INSERT INTO {table} ({columns}) VALUES {database.params(len(IMAGE_FIELDS))}"
 
     @contextlib.contextmanager
     def receive(self, stream: BinaryIO) -> Iterator[Path]:
@@ -121,8 +123,11 @@ class Ingest:
 
     @contextlib.contextmanager
     def _spooled(self) -> Iterator[tuple[IO[bytes], Path]]:
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        try:
+            fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
+        except FileNotFoundError:  # made on first use, not before every upload (see LocalStorage.put_file)
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._spool_dir, prefix="upload-")
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as spool:
@@ -146,32 +151,35 @@ class Ingest:
         """
         check_metadata(origin, other_data, priority)
         checked = check_image(path, self._settings.max_pixels)
-        existing = Image.get_or_none(Image.sha256 == checked.sha256)
+        existing = self._find(checked.sha256)
         if existing is not None:
             return Ingested(existing, created=False)
         image_id = self._new_id()
-        key = f"images/{image_id[:2]}/{image_id}{checked.extension}"
-        self._store_thumbnail(path, image_id)
-        self._storage.put_file(key, path, checked.content_type)
+        picture = checked.picture
+        extension = picture.image_type.extension
+        key = f"images/{image_id[:2]}/{image_id}{extension}"
+        self._store_thumbnail(picture, path, image_id)
+        self._storage.put_file(key, path, picture.image_type.content_type)
         row = {
             "id": image_id,
-            "filename": _clean_filename(filename) or f"{image_id}{checked.extension}",
+            "filename": _clean_filename(filename) or f"{image_id}{extension}",
             "uploaded_date": self._clock(),
             "origin": origin,
             "other_data": other_data,
             "priority": priority,
             "sha256": checked.sha256,
             "size": checked.size,
-            "content_type": checked.content_type,
-            "width": checked.width,
-            "height": checked.height,
+            "content_type": picture.image_type.content_type,
+            "width": picture.width,
+            "height": picture.height,
+            "orientation": picture.orientation,
             "storage_key": key,
         }
         claimable: list[str] = []
         try:
             image, claimable = self._insert_image(row)
         except peewee.IntegrityError:
-            existing = Image.get_or_none(Image.sha256 == checked.sha256)
+            existing = self._find(checked.sha256)
             if existing is None or existing.id != image_id:
                 # Someone stored the same bytes between our look and our insert: theirs stands.
                 self._discard(image_id, key)
@@ -190,15 +198,21 @@ class Ingest:
             self._queue.signal.notify(*claimable)
         return Ingested(image, created=True)
 
+    def _find(self, sha256: str) -> Image | None:
+        """The stored image with these bytes, if any."""
+        found = self._database.execute(self._find_sql, (sha256,)).fetchone()
+        return None if found is None else Image.get_or_none(Image.id == found[0])
+
     def _discard(self, image_id: str, key: str) -> None:
         self._storage.delete(key)
         self._storage.delete(thumbnail_key(image_id))
 
-    def _store_thumbnail(self, path: Path, image_id: str) -> None:
+    def _store_thumbnail(self, picture: Picture, path: Path, image_id: str) -> None:
+        """The thumbnail of ``picture`` (spooled at ``path``) into storage."""
         thumbnail = path.with_name(path.name + ".thumbnail.jpg")
         try:
-            write_thumbnail(path, thumbnail)
-        except (OSError, ValueError) as error:  # an image Pillow can check but not shrink: no thumbnail
+            write_thumbnail(picture.decoded, picture.orientation, thumbnail)
+        except (OSError, ValueError) as error:  # a picture Pillow decodes but cannot convert to RGB: no thumbnail
             log.warning("no thumbnail for %s: %s", image_id, error)
             return
         try:
@@ -209,7 +223,8 @@ class Ingest:
     @transactional
     def _insert_image(self, row: dict[str, Any]) -> tuple[Image, list[str]]:
         """The image's row and a job for every software, together; and the software it gave claimable work."""
-        image = Image.create(**row)
+        self._database.execute(self._insert_sql, [field.db_value(row[field.name]) for field in IMAGE_FIELDS])
+        image = Image(**row)
         return image, self._queue.create_jobs(image)
 
 
@@ -234,28 +249,15 @@ def check_priority(priority: Any) -> None:
 
 
 def check_image(path: Path, max_pixels: int) -> CheckedImage:
-    """Hash the file and let Pillow say whether it is a supported image within the pixel limit."""
+    """Hash the file and decode it whole (:func:`heartbeat.pictures.read_picture`, which raises
+    :class:`UnsupportedImage` or :class:`TooLarge` for what is not a picture within the limit)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
         size = f.tell()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(path) as picture:
-                fmt, (width, height) = picture.format, picture.size
-                if fmt not in IMAGE_TYPES:
-                    raise UnsupportedImage()
-                if width * height > max_pixels:
-                    raise TooLarge(f"the image has {width * height} pixels, more than {max_pixels}")
-                picture.verify()
-    except PIL.Image.DecompressionBombError:
-        raise TooLarge(f"the image has more than {max_pixels} pixels") from None
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise UnsupportedImage() from None
-    content_type, extension = IMAGE_TYPES[fmt].content_type, IMAGE_TYPES[fmt].extension
-    return CheckedImage(digest.hexdigest(), size, content_type, extension, width, height)
+        f.seek(0)
+        return CheckedImage(digest.hexdigest(), size, read_picture(f, max_pixels))
 
 
 def _copy_capped(stream: BinaryIO, out: IO[bytes], max_bytes: int) -> None:

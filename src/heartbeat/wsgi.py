@@ -10,6 +10,7 @@ import falcon
 from heartbeat.app import build_service
 from heartbeat.config import Settings
 from heartbeat.db.database import connect
+from heartbeat.orientations import fill_orientations
 from heartbeat.server import REAP_LEASES_EVERY_SECONDS
 from heartbeat.storage import open_storage
 
@@ -18,9 +19,11 @@ from heartbeat.storage import open_storage
 def app_from_settings(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
     """The served app (made once): the configured database and storage, and the lease reaper running."""
     database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=settings.threads)
-    service = build_service(settings, database=database, storage=open_storage(settings))
+    storage = open_storage(settings)
+    service = build_service(settings, database=database, storage=storage)
     with database.connection():
         service.queue.upgrade()
+        fill_orientations(database, storage)
     service.lease_reaper(REAP_LEASES_EVERY_SECONDS).start()
     return service.app
 

@@ -44,6 +44,8 @@ from harness import register as register_software
 
 CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
+PROFILE_INGEST_SECONDS = 5  # the in-process ingest on one thread under py-spy
+CPU_TURNS, CPU_TURN_IMAGES = 15, 40  # the ingest's CPU beside a decode's: turns, pictures a turn
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
 BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "results", "fleet", "drain"]
@@ -64,13 +66,25 @@ def machine() -> None:
     say("machine", f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, MariaDB {mariadb_version()}")
 
 
-def uploads(server: Server, workdir: Path, count: int) -> Figure:
+def uploads(server: Server, workdir: Path, count: int) -> list[Figure]:
     pictures = jpegs(2 * count)
     over_http = bench_uploads.http_uploads(server, pictures[:count], threads=UPLOAD_CLIENTS)
     say("upload_http", describe_load(over_http, "images"))
-    inprocess = bench_uploads.inprocess_uploads(server, workdir, pictures[count:], threads=UPLOAD_CLIENTS)
+    inprocess = bench_uploads.inprocess_uploads(server, workdir, pictures[count : 2 * count], threads=UPLOAD_CLIENTS)
     say("upload_inprocess", describe_load(inprocess, "images"))
-    return Figure("upload_http_vs_inprocess", over_http.per_second / inprocess.per_second, ">= 0.5")
+    cpu = bench_uploads.ingest_and_decode_cpu(server, workdir / "cpu", turns=CPU_TURNS, per_turn=CPU_TURN_IMAGES)
+    say(
+        "ingest_cpu",
+        f"{cpu.ingest_seconds * 1e3:.2f} ms per image in process, a full Pillow decode of the file it stored "
+        f"{cpu.decode_seconds * 1e3:.2f} ms (one thread; medians of {CPU_TURNS} turns of {CPU_TURN_IMAGES} each)",
+    )
+    profiled = bench_uploads.profile_ingest(server, workdir / "profiled", PROFILE_INGEST_SECONDS)
+    for line in profiled:
+        print(f"profile_ingest: {line}", flush=True)
+    return [
+        Figure("upload_http_vs_inprocess", over_http.per_second / inprocess.per_second, ">= 0.6"),
+        Figure("ingest_cpu_vs_decode", cpu.ratio, "<= 2.5"),
+    ]
 
 
 def claims(server: Server, seconds: float, profile_seconds: float, workdir: Path, measure: bool) -> list[Figure]:
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         with Server(MARIADB, workdir / "api", free_port()) as server:
             register_software(server, "uploads")  # before the others: each upload makes one job
             if "uploads" in args.only:
-                figures.append(uploads(server, workdir / "inprocess", args.uploads))
+                figures.extend(uploads(server, workdir / "inprocess", args.uploads))
             if {"claims", "memory"} & set(args.only):  # the memory run claims from these tables
                 figures.extend(claims(server, args.seconds, args.profile, workdir, "claims" in args.only))
         if "memory" in args.only:

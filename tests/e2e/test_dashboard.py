@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import PIL.Image
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from helpers import image_bytes
+from heartbeat.examples import face_detection
+from heartbeat.worker import Client
+from helpers import heartbeat, image_bytes, oriented, upright_astronaut
 
 CHROMIUM = os.environ.get("HEARTBEAT_TEST_CHROMIUM", "/usr/bin/chromium")
 OUTPUT = Path(os.environ.get("HEARTBEAT_TEST_OUTPUT", Path(__file__).resolve().parents[2] / "test-output"))
@@ -186,6 +191,49 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     assert card.get_by_test_id("progress").locator("[data-status=outdated]").count() == 0
 
     save_screenshot(page, "dashboard.png")
+
+
+def difference(shown: PIL.Image.Image, picture: PIL.Image.Image) -> float:
+    """Mean absolute difference of two pictures' pixels, at the size of the second."""
+    resized = shown.convert("RGB").resize(picture.size, PIL.Image.Resampling.BILINEAR)
+    return float(np.abs(np.asarray(resized, dtype="float64") - np.asarray(picture, dtype="float64")).mean())
+
+
+def test_faces_found_on_photos_of_every_orientation_are_drawn_on_the_face(start_server, page: Page):
+    server = start_server()
+    client = Client(server.url)
+    client.register(**face_detection.SOFTWARE)
+    upright = upright_astronaut()
+    ids = {}
+    for orientation in range(1, 9):
+        data = io.BytesIO(oriented(upright, orientation, "PNG"))
+        ids[orientation] = client.upload(data, filename=f"astronaut-{orientation}.png").id
+    target = "heartbeat.examples.face_detection:detect"
+    done = heartbeat("worker", "run", target, "--software", "face_detection", "--api", server.url, "--exit-when-idle")
+    assert done.returncode == 0, done.stderr
+    [face] = [box for box in face_detection.find_faces(np.asarray(upright)) if box["x"] > 100]  # where it is upright
+
+    for orientation, image_id in ids.items():
+        page.goto(f"{server.url}/#/image/{image_id}")
+        picture = page.get_by_test_id("picture")
+        expect(picture).to_have_attribute("alt", f"astronaut-{orientation}.png")
+        expect(picture).to_have_js_property("naturalWidth", 512)  # upright: the browser turned it
+        expect(picture).to_have_js_property("naturalHeight", 384)
+        row = page.locator("tr", has=page.locator("th", has_text="orientation"))
+        expect(row.locator("td")).to_have_text(str(orientation))
+        shown = PIL.Image.open(io.BytesIO(picture.screenshot()))
+        mirrored = upright.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
+        assert difference(shown, upright) < difference(shown, mirrored) / 2, "the browser shows it upright"
+        frame = picture.bounding_box()
+        assert frame is not None
+        scale = frame["width"] / 512
+        drawn = [box.bounding_box() for box in page.locator("[data-testid=box]").all()]
+        nearest = min((box for box in drawn if box), key=lambda box: abs(box["x"] - frame["x"] - face["x"] * scale))
+        assert nearest["x"] - frame["x"] == pytest.approx(face["x"] * scale, abs=4 * scale + 2), orientation
+        assert nearest["y"] - frame["y"] == pytest.approx(face["y"] * scale, abs=4 * scale + 2), orientation
+        assert nearest["width"] == pytest.approx(face["w"] * scale, abs=4 * scale + 4), orientation
+        assert nearest["height"] == pytest.approx(face["h"] * scale, abs=4 * scale + 4), orientation
+    save_screenshot(page, "image-page-orientation-8.png")
 
 
 def test_the_dashboard_refreshes_by_itself(start_server, page: Page):

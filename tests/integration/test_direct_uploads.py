@@ -12,7 +12,7 @@ import pytest
 
 from heartbeat.app import create_app
 from heartbeat.db.models import Image
-from helpers import distinct_images, fetch_url, image_bytes, put_url, register, stored_keys, upload
+from helpers import direct_upload, distinct_images, fetch_url, image_bytes, put_url, register, stored_keys, upload
 
 
 def start(client, **body) -> dict:
@@ -23,12 +23,6 @@ def start(client, **body) -> dict:
 
 def complete(client, upload_id: str, **body) -> falcon.testing.Result:
     return client.simulate_post(f"/v1/uploads/{upload_id}/complete", json=body)
-
-
-def direct_upload(client, data: bytes, **fields) -> falcon.testing.Result:
-    started = start(client)
-    assert put_url(client, started["url"], data) in (200, 204)
-    return complete(client, started["upload_id"], **fields)
 
 
 def test_a_direct_upload_becomes_an_image_like_any_upload(client, storage, settings, clock):

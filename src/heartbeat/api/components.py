@@ -38,8 +38,18 @@ COMPONENTS: dict[str, Schema] = {
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "size": {"type": "integer", "minimum": 0},
             "content_type": {"type": "string"},
-            "width": {"type": "integer", "minimum": 1},
-            "height": {"type": "integer", "minimum": 1},
+            "width": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "upright: after `orientation`, as every coordinate in a result",
+            },
+            "height": {"type": "integer", "minimum": 1, "description": "upright, as `width`"},
+            "orientation": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 8,
+                "description": "the EXIF orientation of the bytes (kept as uploaded), 1 when they have none",
+            },
             "priority": schemas.PRIORITY,
         }
     ),

@@ -194,6 +194,7 @@ async function imagePage(id) {
     api("GET", `/v1/images/${id}/url`),
     ...Object.keys(image.jobs).map((name) => api("GET", `/v1/software/${name}/jobs/${id}`).then((job) => [name, job])),
   ]);
+  // Boxes are in the upright picture (after its EXIF orientation), as the browser shows it and as width and height are.
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -207,7 +208,7 @@ async function imagePage(id) {
       svg.append(rect);
     }
   }
-  const meta = ["id", "filename", "origin", "uploaded_date", "content_type", "width", "height", "size", "sha256"].map((key) =>
+  const meta = ["id", "filename", "origin", "uploaded_date", "content_type", "width", "height", "orientation", "size", "sha256"].map((key) =>
     el("tr", {}, el("th", {}, key), el("td", {}, key === "uploaded_date" ? when(image[key]) : image[key] ?? "–")));
   const jobRows = results.map(([name, job]) => el("tr", { "data-testid": `result-${name}` },
     el("th", {}, name), el("td", {}, el("span", { class: `badge ${job.status}` }, job.status)),

@@ -49,15 +49,24 @@ class Image(BaseModel):
     sha256 = peewee.CharField(max_length=64, unique=True)
     size = peewee.BigIntegerField()
     content_type = peewee.CharField(max_length=64)
-    width = peewee.IntegerField()
+    width = peewee.IntegerField()  # upright: after ``orientation``
     height = peewee.IntegerField()
     storage_key = peewee.CharField(max_length=255)
     priority = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    # EXIF orientation, 1 to 8. NULL: not read yet, in a row stored before the column existed (or by a
+    # server of that release still running): the migration at start reads it, and the upright size,
+    # from the bytes (heartbeat/orientations.py). No default, so that such a row cannot pass for upright.
+    orientation = peewee.SmallIntegerField(null=True)
 
     class Meta:
         table_name = "images"
-        # Listings read in upload order along an index, all images or those of one origin.
-        indexes = ((("uploaded_date", "id"), False), (("origin", "uploaded_date", "id"), False))
+        # Listings read in upload order along an index, all images or those of one origin; the
+        # migration at start finds the rows it has to read along (orientation).
+        indexes = (
+            (("uploaded_date", "id"), False),
+            (("origin", "uploaded_date", "id"), False),
+            (("orientation",), False),
+        )
 
 
 DEFAULT_VERSION = "1"
@@ -267,8 +276,14 @@ def bind_models(database: Database) -> None:
 
 
 def create_base_tables(database: Database) -> None:
-    """The tables every database has, with every index of this release."""
+    """The tables every database has, with every column and index of this release."""
     models: list[type[peewee.Model]] = [Image, Software, ApiToken, Upload, JobCount]
+    existing = set(database.tables())
+    for model in models:
+        if model._meta.table_name in existing:
+            # Before CREATE TABLE IF NOT EXISTS, which makes the model's indexes too: SQLite would index
+            # a column it lacks as the text of its name.
+            database.add_missing_columns(model)
     database.create_tables(models)
     for model in models:
         database.add_missing_columns(model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from heartbeat.examples.face_detection import find_faces, load_rgb
+from heartbeat.worker import Image
 
 SOFTWARE: dict[str, Any] = {
     "name": "face_colours",
@@ -29,9 +30,9 @@ SOFTWARE: dict[str, Any] = {
 }
 
 
-def describe(image_bytes: bytes, image: Any) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
-    """The handler: ``({"faces": n}, {"faces": [row, ...]})``."""
-    rgb = load_rgb(image_bytes)
+def describe(image_bytes: bytes, image: Image | None) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
+    """The handler: ``({"faces": n}, {"faces": [row, ...]})``, boxes in the image's upright pixels."""
+    rgb = load_rgb(image_bytes, image)
     rows = []
     for box in find_faces(rgb):
         crop = rgb[box["y"] : box["y"] + box["h"], box["x"] : box["x"] + box["w"]]

@@ -4,18 +4,19 @@ model download; OpenCV 5's wheel no longer carries its cascades).
     heartbeat software add face_detection
     heartbeat worker run heartbeat.examples.face_detection:detect --software face_detection
 
-``info`` is a list of boxes ``{"x", "y", "w", "h"}`` in the image's pixels (the cascade gives no score).
+``info`` is a list of boxes ``{"x", "y", "w", "h"}`` in the image's upright pixels (after its EXIF
+orientation, as its width and height are); the cascade gives no score.
 """
 
 from __future__ import annotations
 
-import io
 import threading
 from typing import Any
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
+
+from heartbeat.worker import Image, open_upright
 
 SOFTWARE: dict[str, Any] = {"name": "face_detection", "lease_seconds": 60, "tables": {}}
 
@@ -39,10 +40,10 @@ def _cascade() -> Any:
     return _cascades.cascade
 
 
-def load_rgb(image_bytes: bytes) -> np.ndarray:
-    """The picture as an RGB array, turned upright as its EXIF orientation says."""
-    with PIL.Image.open(io.BytesIO(image_bytes)) as picture:
-        return np.asarray(PIL.ImageOps.exif_transpose(picture).convert("RGB"))
+def load_rgb(image_bytes: bytes, image: Image | None = None) -> np.ndarray:
+    """The picture as an RGB array, upright: in the frame of the image's width and height, where the
+    dashboard draws the boxes (``image``: the record a handler is given; None: by the bytes' EXIF)."""
+    return np.asarray(open_upright(image_bytes, image).convert("RGB"))
 
 
 def find_faces(rgb: np.ndarray) -> list[Box]:
@@ -76,6 +77,6 @@ def find_faces(rgb: np.ndarray) -> list[Box]:
     return sorted(boxes, key=lambda box: (box["x"], box["y"]))
 
 
-def detect(image_bytes: bytes, image: Any) -> list[Box]:
-    """The handler: the faces in one image, as ``info``."""
-    return find_faces(load_rgb(image_bytes))
+def detect(image_bytes: bytes, image: Image | None) -> list[Box]:
+    """The handler: the faces in one image, as ``info``, in its upright pixels."""
+    return find_faces(load_rgb(image_bytes, image))

@@ -8,8 +8,6 @@ other writers.
 
 from __future__ import annotations
 
-from typing import Any
-
 import peewee
 
 from heartbeat.db.database import transactional
@@ -48,36 +46,39 @@ class Rows(Pipelines, Counts):
         does not take. On MySQL the registry is read with a shared lock, so a software being registered
         waits for this upload to commit and then backfills it; it can never miss the image.
         """
-        query = Software.select()
-        if self._database.features.mysql:
-            query = query.for_update(self._database.features.share_lock.strip())  # type: ignore[arg-type]
-        registered = {software.name: software for software in query}
+        registered = self._registered_for_upload()
         skipped: set[str] = set()
         claimable = []
         for name in dependency_order({name: software.after for name, software in registered.items()}):
             software = registered[name]
-            row: dict[str, Any] = {
-                "image_id": image.id,
-                "uploaded_date": image.uploaded_date,
-                "sort_priority": -image.priority,
-                "stage": Stage.WAITING if software.after else Stage.READY,
-            }
             reason = skip_reason(software, image.origin, skipped)
-            if reason is not None:
+            if reason is None:
+                stage = Stage.WAITING if software.after else Stage.READY
+                self._table(software).insert_job(image, stage)
+                status = JobStatus.PENDING
+                if stage == Stage.READY:
+                    claimable.append(name)
+            else:
                 skipped.add(name)
-                row |= {
-                    "status": JobStatus.SKIPPED,
-                    "stage": Stage.FINISHED,
-                    "error": reason,
-                    "finished_at": image.uploaded_date,
-                }
-            elif row["stage"] == Stage.READY:
-                claimable.append(name)
-            job_model(name).insert(**row).execute()
+                status = JobStatus.SKIPPED
+                self._table(software).insert_job(image, Stage.FINISHED, status, error=reason)
             # One statement per software, on its counter rows' primary key: a statement naming several
             # software would scan, and so lock, the other software's counter rows too (InnoDB).
-            self._count(name, {JobStatus(row.get("status", JobStatus.PENDING)): 1})
+            self._count(name, {status: 1})
         return claimable
+
+    def _registered_for_upload(self) -> dict[str, Software]:
+        """Every software's name, ``after`` and ``origins``, read as an upload must (see
+        :meth:`create_jobs`); SQL text rather than peewee's query builder, which cost more CPU than
+        the read."""
+        quote = self._database.quote
+        sql = f"SELECT name, {quote('after')}, origins FROM {quote('software')}{self._database.features.share_lock}"
+        return {
+            name: Software(
+                name=name, after=Software.after.python_value(after), origins=Software.origins.python_value(origins)
+            )
+            for name, after, origins in self._database.execute(sql).fetchall()
+        }
 
     @transactional
     def backfill_jobs(self, software: Software) -> int:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from heartbeat.db.database import Database
-from heartbeat.db.models import Job, JobStatus, Stage, job_model, job_table_name
+from heartbeat.db.models import Image, Job, JobStatus, Stage, job_model, job_table_name
 
 JOB_COLUMNS = (
     "image_id",
@@ -85,6 +85,19 @@ class JobTable:
         self._holding = f"SELECT image_id FROM {table} WHERE token IN "
         self._table = table
         self._p = p
+        self._insert = (
+            f"INSERT INTO {table} (image_id, uploaded_date, sort_priority, stage, status, error, finished_at)"
+            f" VALUES {database.params(7)}"
+        )
+
+    def insert_job(
+        self, image: Image, stage: Stage, status: JobStatus = JobStatus.PENDING, error: str | None = None
+    ) -> None:
+        """A new image's job: pending (ready, or waiting on upstream jobs), or skipped at its upload
+        (``error`` says why)."""
+        finished_at = image.uploaded_date if status == JobStatus.SKIPPED else None
+        values = (image.id, image.uploaded_date, -image.priority, int(stage), status.value, error, finished_at)
+        self._database.execute(self._insert, values)
 
     def settings(self, software_id: int) -> Settings | None:
         """The software's settings as they are now (None: it is gone)."""

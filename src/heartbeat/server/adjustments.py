@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # Longer than the 60 s idle timeout of common load balancers, so that they close an idle
 # connection first and never send a request on one this server is closing.
 CHANNEL_TIMEOUT_SECONDS = 120
+# What the I/O thread reads from a connection at a time (below the allocator's 128 KiB threshold for
+# memory of its own from the system, which every read would otherwise map and unmap).
+RECEIVE_BYTES = 64 * 1024
 # Room for the form around an uploaded file, beyond the upload limit itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 # Descriptors besides the connections: per thread a database connection, the store's, spooled
@@ -52,6 +55,8 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
       is refused by waitress before it is read.
     - ``outbuf_high_watermark``: :data:`STREAM_BUFFER_BYTES` (waitress's 16 MiB would let each
       export hold that much in memory).
+    - ``recv_bytes``: :data:`RECEIVE_BYTES`. waitress's default, 8 KiB, took a 100 KB upload through
+      its I/O thread's Python loop thirteen times; that thread is every connection's.
 
     It also raises this process's soft limit on open files, up to the hard limit, so that the
     connection limit can be reached; where the hard limit is lower, the connection limit is lowered
@@ -66,6 +71,7 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         "max_request_body_size": settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         "outbuf_high_watermark": STREAM_BUFFER_BYTES,
         "ident": "heartbeat",
+        "recv_bytes": RECEIVE_BYTES,
     }
 
 

@@ -64,7 +64,17 @@ class LocalStorage:
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._move(path, target)
+        except FileNotFoundError:
+            # Its folder is made when a file first needs it: a mkdir of a folder that exists cost an
+            # upload more than the rename itself.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._move(path, target)
+
+    @staticmethod
+    def _move(path: Path, target: Path) -> None:
+        """``path`` to ``target``: renamed, or copied (and synced) then renamed across file systems."""
         try:
             os.replace(path, target)
             return

@@ -8,6 +8,9 @@ machine never configures a server.
         return [{"x": 10, "y": 8, "w": 20, "h": 20}]
 
     Worker(Client("http://api:8080", token="..."), "face_detection", detect, concurrency=4).run()
+
+Every coordinate a handler reports is in the upright picture (after the image's EXIF ``orientation``):
+``open_upright(image_bytes, image)`` decodes it so with Pillow.
 """
 
 from heartbeat.worker.client import Client
@@ -35,6 +38,7 @@ from heartbeat.worker.models import (
     SignedUrl,
     Software,
 )
+from heartbeat.worker.pictures import open_upright
 from heartbeat.worker.runner import Handler, Worker
 
 __all__ = [
@@ -61,4 +65,5 @@ __all__ = [
     "Software",
     "Unauthorized",
     "Worker",
+    "open_upright",
 ]

@@ -35,8 +35,11 @@ class Image(_FromJson):
     sha256: str
     size: int
     content_type: str | None = None
-    width: int | None = None
+    width: int | None = None  # upright: after ``orientation`` (as every coordinate in a result)
     height: int | None = None
+    # EXIF orientation of the bytes, 1 to 8 (None from a server older than the field); the bytes are
+    # stored as uploaded, so a handler turns them upright with heartbeat.worker.open_upright.
+    orientation: int | None = None
     priority: int = 0  # higher is claimed first
     jobs: dict[str, str] | None = None  # each software's status, where the answer includes it
     duplicate: bool | None = None  # on upload: the same bytes were stored before
