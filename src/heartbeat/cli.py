@@ -19,6 +19,7 @@ from heartbeat.roles import Role
 if TYPE_CHECKING:
     from heartbeat.db.database import Database
     from heartbeat.queue import JobQueue
+    from heartbeat.registry import Registry
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -184,6 +185,19 @@ def _open_queue(settings: Settings, database: Database) -> JobQueue:
     return queue
 
 
+def _registry(settings: Settings, database: Database, queue: JobQueue) -> Registry:
+    """The software registry over ``database``, with the settings' defaults for new software."""
+    from heartbeat.registry import Registry
+
+    return Registry(
+        database,
+        queue,
+        time.time,
+        default_lease_seconds=settings.default_lease_seconds,
+        default_max_attempts=settings.default_max_attempts,
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     from heartbeat.api.auth import is_loopback
     from heartbeat.orientations import fill_orientations
@@ -230,18 +244,11 @@ def check(args: argparse.Namespace) -> int:
 
 def software(args: argparse.Namespace) -> int:
     from heartbeat.errors import HeartbeatError
-    from heartbeat.registry import Registry
 
     settings = settings_from_args(args)
     database = _connect(settings)
     queue = _open_queue(settings, database)
-    registry = Registry(
-        database,
-        queue,
-        time.time,
-        default_lease_seconds=settings.default_lease_seconds,
-        default_max_attempts=settings.default_max_attempts,
-    )
+    registry = _registry(settings, database, queue)
     if args.software_command == "add":
         try:
             item = registry.register(
@@ -289,28 +296,18 @@ def export(args: argparse.Namespace) -> int:
 
     from heartbeat.catalog import Catalog
     from heartbeat.errors import HeartbeatError
-    from heartbeat.export import Exporter, ExportRequest
-    from heartbeat.registry import Registry
+    from heartbeat.export import Exporter, ExportRequest, software_named
     from heartbeat.storage import open_storage
 
     settings = settings_from_args(args)
     database = _connect(settings)
     with database.connection():
         queue = _open_queue(settings, database)
-        registry = Registry(
-            database,
-            queue,
-            time.time,
-            default_lease_seconds=settings.default_lease_seconds,
-            default_max_attempts=settings.default_max_attempts,
-        )
+        registry = _registry(settings, database, queue)
         catalog = Catalog(database, open_storage(settings), registry, queue)
         registered = registry.all()
         try:
-            chosen = None
-            if args.software:
-                by_name = {item.name: item for item in registered}
-                chosen = [by_name[name] for name in args.software.split(",") if name in by_name]
+            chosen = software_named(args.software, registered)
             request = ExportRequest(args.format, registry.where(args.where), chosen, args.table, args.category)
             total = catalog.count(where=request.where) * (2 if args.format == "coco" else 1)
             with tqdm(total=total, unit="image", file=sys.stderr) as bar:

@@ -206,3 +206,16 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, dict):
         return jsontext.dumps(value).decode()
     return value
+
+
+def software_named(names: str | None, registered: list[Software]) -> list[Software] | None:
+    """The software named in ``names`` (comma separated); :class:`NotFound` (404) for an unknown one."""
+    if names is None:
+        return None
+    by_name = {software.name: software for software in registered}
+    chosen = []
+    for name in names.split(","):
+        if name not in by_name:
+            raise NotFound(f"no software named {name!r}")
+        chosen.append(by_name[name])
+    return chosen

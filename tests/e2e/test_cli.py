@@ -187,3 +187,5 @@ def test_export_writes_the_selected_images_to_a_file_with_a_progress_bar(client,
     assert "2/2" in done.stderr  # tqdm's count of images
     refused = heartbeat("export", "--where", "origin =", *db_flags)
     assert refused.returncode == 1 and refused.stderr.startswith("error: where:"), refused.stderr
+    unknown = heartbeat("export", "--software", "ocr,nobody", *db_flags)  # as the API's 404: no silent skip
+    assert unknown.returncode == 1 and "no software named 'nobody'" in unknown.stderr, unknown.stderr

@@ -7,9 +7,7 @@ import falcon
 from heartbeat.api import schemas
 from heartbeat.api.params import query
 from heartbeat.catalog import Catalog
-from heartbeat.db.models import Software
-from heartbeat.errors import NotFound
-from heartbeat.export import FORMATS, Exporter, ExportRequest
+from heartbeat.export import FORMATS, Exporter, ExportRequest, software_named
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 
@@ -25,7 +23,7 @@ class Export:
         request = ExportRequest(
             format=query(req, "format", {"enum": list(FORMATS)}) or "jsonl",
             where=self._registry.where(query(req, "where", schemas.WHERE)),
-            software=_named(query(req, "software", schemas.TEXT), registered),
+            software=software_named(query(req, "software", schemas.TEXT), registered),
             table=query(req, "table", schemas.TEXT),
             category=query(req, "category", schemas.TEXT),
         )
@@ -35,16 +33,3 @@ class Export:
         extension = "json" if request.format == "coco" else request.format
         resp.set_header("Content-Disposition", f'attachment; filename="heartbeat-export.{extension}"')
         resp.stream = chunks
-
-
-def _named(names: str | None, registered: list[Software]) -> list[Software] | None:
-    """The software named in ``names`` (comma separated); :class:`NotFound` (404) for an unknown one."""
-    if names is None:
-        return None
-    by_name = {software.name: software for software in registered}
-    chosen = []
-    for name in names.split(","):
-        if name not in by_name:
-            raise NotFound(f"no software named {name!r}")
-        chosen.append(by_name[name])
-    return chosen
