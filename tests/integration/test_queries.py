@@ -222,6 +222,7 @@ def selected(client, where: str) -> list[str]:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(600)  # 150 datasets: past the suite's 120 s when three passes share 2 cores
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pictures_=pictures, queries=st.lists(expressions, min_size=1, max_size=5))
 def test_where_selects_exactly_what_python_selects(client, pictures_, queries):
