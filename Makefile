@@ -33,7 +33,8 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 $(CHROMIUM):
 	$(APT_INSTALL) chromium || ($(SUDO) apt-get update -q && $(APT_INSTALL) chromium)
 
-$(DOCKER_COMPOSE):
+# After the browser: two apt-get runs at once (make -j) would fight over dpkg's lock.
+$(DOCKER_COMPOSE): | $(CHROMIUM)
 	$(APT_INSTALL) docker-compose || ($(SUDO) apt-get update -q && $(APT_INSTALL) docker-compose)
 
 run: $(VENV)/.installed-run
@@ -51,7 +52,7 @@ lint: $(VENV)/.installed-test
 # when it ends; `make test-sqlite` (or -mysql, -s3) runs one alone.
 PYTEST = $(BIN)/pytest -p no:cacheprovider
 
-test: lint
+test: lint | $(CHROMIUM) $(DOCKER_COMPOSE)
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-sqlite test-mysql test-s3
 
 test-sqlite: $(VENV)/.installed-test | $(CHROMIUM) $(DOCKER_COMPOSE)
