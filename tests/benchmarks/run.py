@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import platform
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +46,7 @@ from harness import register as register_software
 
 CLIENTS = 16  # concurrent workers of the claim benchmarks
 UPLOAD_CLIENTS = 8
+UPLOAD_TURNS = 5  # HTTP and in-process uploads alternate in this many turns
 PROFILE_INGEST_SECONDS = 5  # the in-process ingest on one thread under py-spy
 CPU_TURNS, CPU_TURN_IMAGES = 15, 40  # the ingest's CPU beside a decode's: turns, pictures a turn
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
@@ -67,11 +70,18 @@ def machine() -> None:
 
 
 def uploads(server: Server, workdir: Path, count: int) -> list[Figure]:
-    pictures = jpegs(2 * count)
-    over_http = bench_uploads.http_uploads(server, pictures[:count], threads=UPLOAD_CLIENTS)
-    say("upload_http", describe_load(over_http, "images"))
-    inprocess = bench_uploads.inprocess_uploads(server, workdir, pictures[count : 2 * count], threads=UPLOAD_CLIENTS)
-    say("upload_inprocess", describe_load(inprocess, "images"))
+    pictures = iter(jpegs(2 * count))
+    per_turn = count // UPLOAD_TURNS
+    ratios = []
+    for turn in range(UPLOAD_TURNS):  # side by side: whatever else the machine does weighs on both alike
+        batch = list(itertools.islice(pictures, per_turn))
+        over_http = bench_uploads.http_uploads(server, batch, threads=UPLOAD_CLIENTS)
+        say(f"upload_http turn {turn + 1}", describe_load(over_http, "images"))
+        inprocess = bench_uploads.inprocess_uploads(
+            server, workdir, list(itertools.islice(pictures, per_turn)), threads=UPLOAD_CLIENTS
+        )
+        say(f"upload_inprocess turn {turn + 1}", describe_load(inprocess, "images"))
+        ratios.append(over_http.per_second / inprocess.per_second)
     cpu = bench_uploads.ingest_and_decode_cpu(server, workdir / "cpu", turns=CPU_TURNS, per_turn=CPU_TURN_IMAGES)
     say(
         "ingest_cpu",
@@ -82,7 +92,7 @@ def uploads(server: Server, workdir: Path, count: int) -> list[Figure]:
     for line in profiled:
         print(f"profile_ingest: {line}", flush=True)
     return [
-        Figure("upload_http_vs_inprocess", over_http.per_second / inprocess.per_second, ">= 0.6"),
+        Figure("upload_http_vs_inprocess", statistics.median(ratios), ">= 0.6"),  # median of the turns' ratios
         Figure("ingest_cpu_vs_decode", cpu.ratio, "<= 2.5"),
     ]
 
@@ -229,7 +239,9 @@ def drain(workdir: Path, jobs: int, workers: int, rounds: int) -> list[Figure]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=12, help="measured time of each claim load (default 12)")
-    parser.add_argument("--uploads", type=int, default=600, help="images uploaded by each upload side (default 600)")
+    parser.add_argument(
+        "--uploads", type=int, default=1000, help="images uploaded by each upload side, over 5 turns (default 1000)"
+    )
     parser.add_argument("--mixed-requests", type=int, default=12_000, help="requests of the memory run (12,000)")
     parser.add_argument("--large", type=int, default=1_000_000, help="images of the big latency table (1,000,000)")
     parser.add_argument("--counts-reads", type=int, default=30, help="timed reads of each counts route (default 30)")
