@@ -234,8 +234,10 @@ def test_the_api_uses_the_compose_files_mariadb_and_a_minio_user_that_is_not_roo
     assert services["worker"]["environment"]["HEARTBEAT_TOKEN"] == environment["HEARTBEAT_WORKER_TOKEN"]
 
 
-def test_the_api_runs_its_images_exec_form_cmd_as_pid_1_and_docker_waits_for_its_graceful_stop(services):
+def test_the_api_runs_its_images_exec_form_cmd_under_an_init_and_docker_waits_for_its_graceful_stop(services):
     assert "command" not in services["api"]  # the image's CMD: no shell in front of the server
+    # An init as PID 1 passes SIGTERM on: Python as PID 1 would ignore one that came before its handlers.
+    assert services["api"]["init"] is True and services["worker"]["init"] is True
     [cmd] = [argument for kind, argument in dockerfile("Dockerfile.api") if kind == "CMD"]
     assert exec_form(cmd) == ["heartbeat", "serve"]
     # The supervisor kills a child still running KILL_AFTER_SECONDS after SIGTERM; docker must wait longer.
