@@ -7,8 +7,10 @@ kept are objects without a row, which ``heartbeat check --fix`` (run as a real p
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +20,7 @@ import peewee
 import pytest
 from moto.server import ThreadedMotoServer
 
-from conftest import FakeClock
+from conftest import BACKEND, FakeClock
 from heartbeat.app import create_app
 from heartbeat.config import Settings
 from heartbeat.errors import BackendUnavailable
@@ -195,3 +197,31 @@ def test_a_database_failing_during_a_delete_answers_503_and_changes_nothing(clie
     assert client.simulate_delete(f"/v1/images/{image_id}").status_code == 204
     assert_every_row_gone(client, image_id)
     assert stored_keys(storage) == []
+
+
+@pytest.mark.skipif(
+    BACKEND != "mysql", reason="SQLite's write transactions exclude each other: no registration runs in a delete"
+)
+def test_a_software_registered_during_a_delete_keeps_no_job_of_the_deleted_image(client, monkeypatch):
+    """A registration that commits its software and gives the image a job (its backfill) after a
+    delete's first read and before the delete removes the image's jobs: that job goes too."""
+    image_id = upload(client).json["id"]
+    delete_read, registered = threading.Event(), threading.Event()
+    delete_image_rows = JobQueue.delete_image_rows
+
+    def after_a_registration(queue: JobQueue, doomed: str) -> None:
+        delete_read.set()
+        assert registered.wait(timeout=60)
+        delete_image_rows(queue, doomed)
+
+    monkeypatch.setattr(JobQueue, "delete_image_rows", after_a_registration)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        deletion = pool.submit(client.simulate_delete, f"/v1/images/{image_id}")
+        assert delete_read.wait(timeout=60)
+        register(client, "late", tables=FACES)
+        assert client.simulate_get("/v1/software/late/jobs").json["jobs"] != [], "the backfill gave it a job"
+        registered.set()
+        assert deletion.result(timeout=60).status_code == 204
+    assert client.simulate_get("/v1/software/late/jobs").json["jobs"] == []
+    counts = client.simulate_get("/v1/software/late").json["counts"]
+    assert counts == dict.fromkeys(counts, 0)

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # it back (lock wait timeout, deadlock), or the connection died (server gone away, lost connection,
 # MariaDB's "connection was killed", MySQL's "disconnected for inactivity").
 DEADLOCK_ERRORS = frozenset({1205, 1213})
+# "Table definition has changed, please retry transaction": the transaction read a table made (a
+# software registered) after its snapshot began; a new transaction reads it.
+TABLE_CHANGED_ERRORS = frozenset({1412})
 LOST_CONNECTION_ERRORS = frozenset({2006, 2013, 1927, 4031})
 TRANSACTION_ATTEMPTS = 5
 # Connections a server process may hold besides one per thread: the lease reaper, the claim watcher.
@@ -207,12 +210,15 @@ class Database:
                 attempt += 1
 
     def _retry_reason(self, error: peewee.PeeweeException) -> str | None:
-        """``"deadlock"``, ``"lost connection"``, or None for an error that running again would not cure."""
+        """``"deadlock"``, ``"table made since it began"``, ``"lost connection"``, or None for an error that
+        running again would not cure."""
         if not self.features.mysql:
             return None  # SQLite waits for its lock (busy_timeout) and has no connection to lose
         code = error.args[0] if error.args and isinstance(error.args[0], int) else None
         if code in DEADLOCK_ERRORS:
             return "deadlock"
+        if code in TABLE_CHANGED_ERRORS:
+            return "table made since it began"
         if code in LOST_CONNECTION_ERRORS or isinstance(error, peewee.InterfaceError):
             return "lost connection"
         return None

@@ -105,8 +105,16 @@ class Rows(Pipelines, Counts):
         return count
 
     def delete_image_rows(self, image_id: str) -> None:
-        """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
-        for software in Software.select():
+        """Remove an image's jobs and extra-table rows; call inside the image's delete transaction.
+
+        On MySQL the registry is read with a shared lock, as an upload reads it: a locking read sees
+        a software registered after this transaction's first read (whose backfill may have given the
+        image a job), and a software not yet committed waits for this delete and then backfills
+        without the image."""
+        registry = Software.select()
+        if self._database.features.mysql:
+            registry = registry.for_update(self._database.features.share_lock.strip())
+        for software in registry:
             job = job_model(software.name)
             query = job.select(job.status, job.version).where(job.image_id == image_id)
             row = (query.for_update() if self._database.features.mysql else query).first()
