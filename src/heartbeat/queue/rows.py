@@ -113,7 +113,8 @@ class Rows(Pipelines, Counts):
         without the image."""
         registry = Software.select()
         if self._database.features.mysql:
-            registry = registry.for_update(self._database.features.share_lock.strip())
+            # peewee takes the locking clause's text here (its hint says bool only)
+            registry = registry.for_update(self._database.features.share_lock.strip())  # type: ignore[arg-type]
         for software in registry:
             job = job_model(software.name)
             query = job.select(job.status, job.version).where(job.image_id == image_id)
