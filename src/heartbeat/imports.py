@@ -341,6 +341,29 @@ class Importer:
         ).on_conflict_replace().execute()
 
 
+def open_importer(
+    settings: Settings, database: Database, storage: Storage, source: Source, *, origin: str | None, workers: int
+) -> Importer:
+    """An :class:`Importer` of ``source`` into the server's database and store, as ``heartbeat import`` runs it."""
+    from heartbeat.ingest import new_image_id
+    from heartbeat.queue import JobQueue
+    from heartbeat.registry import Registry
+
+    with database.connection():
+        queue = JobQueue(database, time.time)
+        queue.upgrade()
+    registry = Registry(
+        database,
+        queue,
+        time.time,
+        default_lease_seconds=settings.default_lease_seconds,
+        default_max_attempts=settings.default_max_attempts,
+    )
+    ingest = Ingest(settings, storage, database, queue, clock=time.time)
+    catalog = Catalog(database, storage, registry, queue)
+    return Importer(settings, database, ingest, catalog, source, origin=origin, workers=workers, new_id=new_image_id)
+
+
 @contextlib.contextmanager
 def _no_progress(total: int) -> Iterator[Callable[[int], object]]:
     yield lambda done: None
@@ -385,25 +408,7 @@ def _import(
 ) -> int:
     from tqdm import tqdm
 
-    from heartbeat.ingest import new_image_id
-    from heartbeat.queue import JobQueue
-    from heartbeat.registry import Registry
-
-    with database.connection():
-        queue = JobQueue(database, time.time)
-        queue.upgrade()
-        registry = Registry(
-            database,
-            queue,
-            time.time,
-            default_lease_seconds=settings.default_lease_seconds,
-            default_max_attempts=settings.default_max_attempts,
-        )
-    ingest = Ingest(settings, storage, database, queue, clock=time.time)
-    catalog = Catalog(database, storage, registry, queue)
-    importer = Importer(
-        settings, database, ingest, catalog, source, origin=origin, workers=workers, new_id=new_image_id
-    )
+    importer = open_importer(settings, database, storage, source, origin=origin, workers=workers)
 
     @contextlib.contextmanager
     def bar(total: int) -> Iterator[Callable[[int], object]]:
