@@ -27,19 +27,22 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
+
+import peewee
 
 from heartbeat.catalog import Catalog
 from heartbeat.config import SettingError, Settings
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, ImportedObject
 from heartbeat.errors import NotFound, TooLarge, UnsupportedImage
-from heartbeat.ingest import Ingest, check_metadata, check_stream, image_key
+from heartbeat.ingest import Ingest, check_metadata, check_stream, image_key, image_row
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.storage.local import LocalStorage
 from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
 
 MAX_STORAGE_KEY_CHARS = 255  # Image.storage_key
+COMMIT_BATCH = 100  # most image rows an import commits in one transaction
 
 
 class Outcome(enum.StrEnum):
@@ -50,6 +53,15 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"  # no image: not a picture, cut short, too large
     ALREADY = "already"  # imported by another run meanwhile
     VANISHED = "vanished"  # gone between the listing and its read
+
+
+@dataclasses.dataclass
+class _Read:
+    """A picture read and its thumbnail stored, its row (:func:`heartbeat.ingest.image_row`) waiting."""
+
+    stored: StoredObject
+    row: dict[str, Any]
+    owned: bool  # the store's own object (a link into local storage), removed should the row lose
 
 
 # ``progress(total)``: a context whose value is called with the number of objects just read.
@@ -67,9 +79,12 @@ class Source(Protocol):
     def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """The object's bytes; :class:`NotFound` when it is gone."""
 
-    def place(self, key: str, image_key: str) -> tuple[str, bool]:
-        """Make the object the bytes of a new image whose own key would be ``image_key``; returns its
-        storage key, and whether the store owns that object (and removes it should the image lose)."""
+    def placed_key(self, key: str, image_key: str) -> str:
+        """The storage key the object will have as the bytes of a new image whose own key would be ``image_key``."""
+
+    def place(self, key: str, storage_key: str) -> bool:
+        """Make the object the bytes at ``storage_key`` (:meth:`placed_key`); whether the store owns
+        that object (and removes it should the image lose)."""
 
 
 class BucketSource:
@@ -86,8 +101,11 @@ class BucketSource:
     def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         return self._storage.open(key)
 
-    def place(self, key: str, image_key: str) -> tuple[str, bool]:
-        return key, False
+    def placed_key(self, key: str, image_key: str) -> str:
+        return key  # where it lies
+
+    def place(self, key: str, storage_key: str) -> bool:
+        return False
 
 
 class FolderSource:
@@ -118,9 +136,12 @@ class FolderSource:
         with stream:
             yield stream
 
-    def place(self, key: str, image_key: str) -> tuple[str, bool]:
-        self._storage.link_file(image_key, self._folder / key)
-        return image_key, True
+    def placed_key(self, key: str, image_key: str) -> str:
+        return image_key
+
+    def place(self, key: str, storage_key: str) -> bool:
+        self._storage.link_file(storage_key, self._folder / key)
+        return True
 
 
 def open_source(text: str, storage: Storage) -> Source:
@@ -156,6 +177,17 @@ class ImportReport:
     refused: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (key, why)
     gone: list[str] = dataclasses.field(default_factory=list)  # recorded images whose object is gone
     pruned: int = 0  # images of gone objects deleted (--prune)
+
+    def count(self, key: str, outcome: Outcome, reason: str) -> None:
+        """One object's outcome (but VANISHED: the caller's)."""
+        if outcome == Outcome.NEW:
+            self.new += 1
+        elif outcome == Outcome.DUPLICATE:
+            self.duplicate += 1
+        elif outcome == Outcome.REFUSED:
+            self.refused.append((key, reason))
+        elif outcome == Outcome.ALREADY:
+            self.unchanged += 1
 
     def summary(self) -> str:
         return (
@@ -226,22 +258,25 @@ class Importer:
             tempfile.TemporaryDirectory(prefix="heartbeat-import-") as scratch,
             concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="import") as pool,
         ):
-            futures = [pool.submit(self._import_one, stored, record, Path(scratch)) for stored, record in todo]
+            futures = [pool.submit(self._read_one, stored, record, Path(scratch)) for stored, record in todo]
+            waiting: list[_Read] = []
             try:
-                for future, (stored, record) in zip(futures, todo, strict=True):
-                    outcome, reason = future.result()
+                for index, (future, (stored, record)) in enumerate(zip(futures, todo, strict=True)):
+                    result = future.result()
                     advance(1)
                     report.changed += record is not None
-                    if outcome == Outcome.NEW:
-                        report.new += 1
-                    elif outcome == Outcome.DUPLICATE:
-                        report.duplicate += 1
-                    elif outcome == Outcome.REFUSED:
-                        report.refused.append((stored.key, reason))
-                    elif outcome == Outcome.ALREADY:
-                        report.unchanged += 1
-                    else:
+                    if isinstance(result, _Read):
+                        waiting.append(result)
+                    elif result[0] == Outcome.VANISHED:
                         listed.pop(stored.key)
+                    else:
+                        report.count(stored.key, *result)
+                    # Rows commit in batches: as many as were read meanwhile, up to COMMIT_BATCH.
+                    more_ready = index + 1 < len(futures) and futures[index + 1].done()
+                    if waiting and (len(waiting) >= COMMIT_BATCH or not more_ready):
+                        for read, outcome in self._commit(waiting):
+                            report.count(read.stored.key, outcome, "")
+                        waiting = []
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -269,42 +304,76 @@ class Importer:
                         self._catalog.delete(image.id)
                     report.pruned += 1
 
-    def _import_one(self, stored: StoredObject, record: ImportedObject | None, scratch: Path) -> tuple[Outcome, str]:
-        with self._database.connection():
-            if record is not None:
+    def _read_one(
+        self, stored: StoredObject, record: ImportedObject | None, scratch: Path
+    ) -> _Read | tuple[Outcome, str]:
+        """Read, hash and decode the object, and store its thumbnail: a picture waiting for its row, or
+        what else became of it (refusals are recorded here)."""
+        # The database is asked only about what is changed or refused: a connection for each object
+        # read would cost more than its row.
+        if record is not None:
+            with self._database.connection():
                 self._forget_changed(record)
-            try:
-                with self._source.open(stored.key) as stream:
-                    checked = check_stream(stream, self._settings.max_upload_bytes, self._settings.max_pixels)
-            except NotFound:
-                return Outcome.VANISHED, ""
-            except (UnsupportedImage, TooLarge) as error:
-                self._record(stored, Outcome.REFUSED, None, error.description)
-                return Outcome.REFUSED, error.description
-            existing = self._ingest.find(checked.sha256)
-            if existing is not None:
-                return self._duplicate(stored, existing)
-            image_id = self._new_id()
-            own_key = image_key(image_id, checked.picture)
-            storage_key, owned = self._source.place(stored.key, own_key)
-            if len(storage_key) > MAX_STORAGE_KEY_CHARS:
-                reason = f"its name is longer than the {MAX_STORAGE_KEY_CHARS} characters an image's key may have"
-                self._record(stored, Outcome.REFUSED, None, reason)
-                return Outcome.REFUSED, reason
-            self._ingest.store_thumbnail(checked.picture, image_id, scratch / f"{image_id}.jpg")
-            ingested = self._ingest.register(
-                checked,
-                image_id=image_id,
-                storage_key=storage_key,
-                owns_object=owned,
-                filename=PurePosixPath(stored.key).name[:255] or f"{image_id}{checked.picture.image_type.extension}",
-                origin=self._origin,
-                other_data=None,
-                also=lambda image: self._record(stored, Outcome.NEW, image.id),
+        try:
+            with self._source.open(stored.key) as stream:
+                checked = check_stream(stream, self._settings.max_upload_bytes, self._settings.max_pixels)
+        except NotFound:
+            return Outcome.VANISHED, ""
+        except (UnsupportedImage, TooLarge) as error:
+            return self._refuse(stored, error.description)
+        image_id = self._new_id()
+        storage_key = self._source.placed_key(stored.key, image_key(image_id, checked.picture))
+        if len(storage_key) > MAX_STORAGE_KEY_CHARS:
+            return self._refuse(
+                stored, f"its name is longer than the {MAX_STORAGE_KEY_CHARS} characters an image's key may have"
             )
-            if ingested.created:
-                return Outcome.NEW, ""
-            return self._duplicate(stored, ingested.image)
+        self._ingest.store_thumbnail(checked.picture, image_id, scratch / f"{image_id}.jpg")
+        owned = self._source.place(stored.key, storage_key)
+        row = image_row(
+            checked,
+            image_id=image_id,
+            storage_key=storage_key,
+            filename=PurePosixPath(stored.key).name[:255] or f"{image_id}{checked.picture.image_type.extension}",
+            origin=self._origin,
+            other_data=None,
+            priority=0,
+            uploaded_date=0.0,  # set at commit
+        )
+        return _Read(stored, row, owned)
+
+    def _commit(self, batch: list[_Read]) -> list[tuple[_Read, Outcome]]:
+        """The rows of pictures read, with their jobs and records: in one transaction those whose bytes
+        no image has (nor an earlier one of the batch); the others, or all after a conflict with a
+        concurrent import, one at a time."""
+        with self._database.connection():
+            taken = self._ingest.existing([read.row["sha256"] for read in batch])
+            fresh: list[_Read] = []
+            later: list[_Read] = []
+            for read in batch:
+                (later if read.row["sha256"] in taken else fresh).append(read)
+                taken.add(read.row["sha256"])
+            now = self._clock()
+            for read in batch:
+                read.row["uploaded_date"] = now
+            outcomes: list[tuple[_Read, Outcome]] = []
+            try:
+                self._ingest.register_all([(read.row, self._recorder(read.stored)) for read in fresh])
+                outcomes.extend((read, Outcome.NEW) for read in fresh)
+            except peewee.IntegrityError:
+                later = fresh + later
+            for read in later:
+                ingested = self._ingest.register_row(read.row, owns_object=read.owned, also=self._recorder(read.stored))
+                outcome = Outcome.NEW if ingested.created else self._duplicate(read.stored, ingested.image)[0]
+                outcomes.append((read, outcome))
+        return outcomes
+
+    def _refuse(self, stored: StoredObject, reason: str) -> tuple[Outcome, str]:
+        with self._database.connection():
+            self._record(stored, Outcome.REFUSED, None, reason)
+        return Outcome.REFUSED, reason
+
+    def _recorder(self, stored: StoredObject) -> Callable[[Image], None]:
+        return lambda image: self._record(stored, Outcome.NEW, image.id)
 
     def _duplicate(self, stored: StoredObject, existing: Image) -> tuple[Outcome, str]:
         """Bytes an image has already: this very object imported by another run, or a duplicate."""

@@ -81,6 +81,7 @@ class Ingest:
         table, p = database.quote(Image._meta.table_name), database.param
         columns = ", ".join(database.quote(field.column_name) for field in IMAGE_FIELDS)
         self._find_sql = f"SELECT id FROM {table} WHERE sha256 = {p}"
+        self._existing_sql = f"SELECT sha256 FROM {table} WHERE sha256 IN "
         self._insert_sql = f"INSERT INTO {table} ({columns}) VALUES {database.params(len(IMAGE_FIELDS))}"
 
     @contextlib.contextmanager
@@ -189,28 +190,29 @@ class Ingest:
         transaction. Bytes another image has already are that image (``created`` False): the row is
         not written, and the thumbnail (and the object, when ``owns_object``) is removed again.
         """
-        picture = checked.picture
-        row = {
-            "id": image_id,
-            "filename": filename,
-            "uploaded_date": self._clock(),
-            "origin": origin,
-            "other_data": other_data,
-            "priority": priority,
-            "sha256": checked.sha256,
-            "size": checked.size,
-            "content_type": picture.image_type.content_type,
-            "width": picture.width,
-            "height": picture.height,
-            "orientation": picture.orientation,
-            "storage_key": storage_key,
-        }
+        row = image_row(
+            checked,
+            image_id=image_id,
+            storage_key=storage_key,
+            filename=filename,
+            origin=origin,
+            other_data=other_data,
+            priority=priority,
+            uploaded_date=self._clock(),
+        )
+        return self.register_row(row, owns_object=owns_object, also=also)
+
+    def register_row(
+        self, row: dict[str, Any], *, owns_object: bool, also: Callable[[Image], None] | None = None
+    ) -> Ingested:
+        """:meth:`register` of a row made by :func:`image_row`."""
+        image_id, storage_key, sha256 = row["id"], row["storage_key"], row["sha256"]
         stored_key = storage_key if owns_object else None
         claimable: list[str] = []
         try:
             image, claimable = self._insert_image(row, also)
         except peewee.IntegrityError:
-            existing = self.find(checked.sha256)
+            existing = self.find(sha256)
             if existing is None or existing.id != image_id:
                 # Someone stored the same bytes between our look and our insert: theirs stands.
                 self._discard(image_id, stored_key)
@@ -228,6 +230,34 @@ class Ingest:
         if claimable:
             self._queue.signal.notify(*claimable)
         return Ingested(image, created=True)
+
+    def register_all(self, rows: list[tuple[dict[str, Any], Callable[[Image], None] | None]]) -> list[Image]:
+        """Commit many rows of :func:`image_row` (each with its jobs and whatever its ``also`` writes) in
+        one transaction: all or none. Raises ``peewee.IntegrityError`` (nothing committed, nothing
+        removed) when any of their bytes is an image already: :meth:`register` them one by one then."""
+        images, claimable = self._insert_images(rows)
+        if claimable:
+            self._queue.signal.notify(*claimable)
+        return images
+
+    @transactional
+    def _insert_images(
+        self, rows: list[tuple[dict[str, Any], Callable[[Image], None] | None]]
+    ) -> tuple[list[Image], list[str]]:
+        images: list[Image] = []
+        claimable: set[str] = set()
+        for row, also in rows:
+            image, ready = self._insert_image(row, also)
+            images.append(image)
+            claimable.update(ready)
+        return images, sorted(claimable)
+
+    def existing(self, sha256s: list[str]) -> set[str]:
+        """Which of these sha256 digests stored images have."""
+        if not sha256s:
+            return set()
+        found = self._database.execute(self._existing_sql + self._database.params(len(sha256s)), sha256s)
+        return {row[0] for row in found}
 
     def find(self, sha256: str) -> Image | None:
         """The stored image with these bytes, if any."""
@@ -282,6 +312,36 @@ def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
 def check_priority(priority: Any) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         raise InvalidInput(f"priority must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}")
+
+
+def image_row(
+    checked: CheckedImage,
+    *,
+    image_id: str,
+    storage_key: str,
+    filename: str,
+    origin: str | None,
+    other_data: dict[str, Any] | None,
+    priority: int,
+    uploaded_date: float,
+) -> dict[str, Any]:
+    """The overview table's row of checked bytes stored under ``storage_key``."""
+    picture = checked.picture
+    return {
+        "id": image_id,
+        "filename": filename,
+        "uploaded_date": uploaded_date,
+        "origin": origin,
+        "other_data": other_data,
+        "priority": priority,
+        "sha256": checked.sha256,
+        "size": checked.size,
+        "content_type": picture.image_type.content_type,
+        "width": picture.width,
+        "height": picture.height,
+        "orientation": picture.orientation,
+        "storage_key": storage_key,
+    }
 
 
 def image_key(image_id: str, picture: Picture) -> str:
