@@ -357,7 +357,16 @@ class Importer:
                 read.row["uploaded_date"] = now
             outcomes: list[tuple[_Read, Outcome]] = []
             try:
-                self._ingest.register_all([(read.row, self._recorder(read.stored)) for read in fresh])
+                if fresh:
+                    self._ingest.register_all(
+                        [read.row for read in fresh],
+                        lambda images: self._record_all(
+                            [
+                                (read.stored, Outcome.NEW, image.id, None)
+                                for read, image in zip(fresh, images, strict=True)
+                            ]
+                        ),
+                    )
                 outcomes.extend((read, Outcome.NEW) for read in fresh)
             except peewee.IntegrityError:
                 later = fresh + later
@@ -397,17 +406,26 @@ class Importer:
 
     def _record(self, stored: StoredObject, outcome: Outcome, image_id: str | None, refused: str | None = None) -> None:
         """What this run saw of ``stored``; written again by a second run at once, it is the same row."""
-        ImportedObject.insert(
-            id=record_id(self._source.name, stored.key),
-            source=self._source.name,
-            key=stored.key,
-            size=stored.size,
-            version=_version(stored)[:255],
-            outcome=outcome.value,
-            image_id=image_id,
-            refused=refused,
-            seen_at=self._clock(),
-        ).on_conflict_replace().execute()
+        self._record_all([(stored, outcome, image_id, refused)])
+
+    def _record_all(self, seen: list[tuple[StoredObject, Outcome, str | None, str | None]]) -> None:
+        """:meth:`_record` of many objects, in one statement."""
+        now = self._clock()
+        rows = [
+            {
+                "id": record_id(self._source.name, stored.key),
+                "source": self._source.name,
+                "key": stored.key,
+                "size": stored.size,
+                "version": _version(stored)[:255],
+                "outcome": outcome.value,
+                "image_id": image_id,
+                "refused": refused,
+                "seen_at": now,
+            }
+            for stored, outcome, image_id, refused in seen
+        ]
+        ImportedObject.insert_many(rows).on_conflict_replace().execute()
 
 
 def open_importer(

@@ -231,25 +231,31 @@ class Ingest:
             self._queue.signal.notify(*claimable)
         return Ingested(image, created=True)
 
-    def register_all(self, rows: list[tuple[dict[str, Any], Callable[[Image], None] | None]]) -> list[Image]:
-        """Commit many rows of :func:`image_row` (each with its jobs and whatever its ``also`` writes) in
-        one transaction: all or none. Raises ``peewee.IntegrityError`` (nothing committed, nothing
-        removed) when any of their bytes is an image already: :meth:`register` them one by one then."""
-        images, claimable = self._insert_images(rows)
+    def register_all(self, rows: list[dict[str, Any]], also: Callable[[list[Image]], None]) -> list[Image]:
+        """Commit many rows of :func:`image_row` (one statement), a job for every software for each, and
+        whatever ``also`` writes, in one transaction: all or none. Raises ``peewee.IntegrityError``
+        (nothing committed, nothing removed) when any of their bytes is an image already: then
+        :meth:`register_row` them one by one."""
+        images, claimable = self._insert_images(rows, also)
         if claimable:
             self._queue.signal.notify(*claimable)
         return images
 
     @transactional
     def _insert_images(
-        self, rows: list[tuple[dict[str, Any], Callable[[Image], None] | None]]
+        self, rows: list[dict[str, Any]], also: Callable[[list[Image]], None]
     ) -> tuple[list[Image], list[str]]:
-        images: list[Image] = []
+        table, marks = self._database.quote(Image._meta.table_name), self._database.params(len(IMAGE_FIELDS))
+        columns = ", ".join(self._database.quote(field.column_name) for field in IMAGE_FIELDS)
+        self._database.execute(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join(marks for _ in rows)}",
+            [field.db_value(row[field.name]) for row in rows for field in IMAGE_FIELDS],
+        )
+        images = [Image(**row) for row in rows]
         claimable: set[str] = set()
-        for row, also in rows:
-            image, ready = self._insert_image(row, also)
-            images.append(image)
-            claimable.update(ready)
+        for image in images:
+            claimable.update(self._queue.create_jobs(image))
+        also(images)
         return images, sorted(claimable)
 
     def existing(self, sha256s: list[str]) -> set[str]:
