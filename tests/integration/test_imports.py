@@ -30,7 +30,7 @@ from heartbeat.db.database import Database
 from heartbeat.db.models import Image, ImportedObject, job_model
 from heartbeat.imports import ImportReport, open_importer, open_source
 from heartbeat.storage import Storage, open_storage
-from helpers import claim, distinct_images, fetch_url, image_bytes, register, stored_keys
+from helpers import claim, distinct_images, fetch_url, heartbeat, image_bytes, register, stored_keys
 
 PICTURES = 480
 DUPLICATES = 12
@@ -331,3 +331,43 @@ def test_an_import_killed_midway_then_run_again_finishes_with_nothing_doubled_or
     # that had not committed (thumbnails, and links on local storage): check lists them.
     assert len(findings.orphaned_objects) <= 2 * (imports.COMMIT_BATCH + 1)
     assert {stored.key.split("/")[0] for stored in findings.orphaned_objects} <= {"thumbnails", "images"}
+
+
+@pytest.mark.parametrize(
+    ("source", "storage", "named"),
+    [
+        ("{tmp}/no-such-folder", None, "no such folder"),
+        ("s3://no-such-bucket/photos/", "s3", "no bucket 'no-such-bucket'"),
+        ("s3://photos/", None, "needs S3 storage"),
+        ("{tmp}", "s3", "needs local storage"),
+        ("ftp://host/photos", None, "expected s3://BUCKET/PREFIX or a folder"),
+    ],
+)
+def test_a_source_that_cannot_be_read_is_one_line_naming_it_and_creates_nothing(
+    tmp_path, request, source, storage, named
+):
+    flags = ["--data-dir", str(tmp_path / "data")]
+    if storage == "s3":
+        service = request.getfixturevalue("s3_service")
+        bucket = request.getfixturevalue("s3_bucket")
+        flags += ["--storage", f"s3://{bucket}", "--s3-endpoint", service.endpoint]
+        flags += ["--s3-access-key", service.access_key, "--s3-secret-key", service.secret_key]
+    done = heartbeat("import", source.format(tmp=tmp_path), *flags)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: SOURCE ") and named in lines[0], done.stderr
+    assert not (tmp_path / "data" / "heartbeat.db").exists()
+
+
+def test_workers_below_one_is_refused_naming_the_flag(tmp_path):
+    done = heartbeat("import", str(tmp_path), "--workers", "0", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --workers 0: at least 1"
+
+
+def test_every_argument_of_import_has_a_help_text():
+    from heartbeat.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command")
+    assert all(action.help for action in commands.choices["import"]._actions)  # type: ignore[union-attr]
