@@ -397,11 +397,12 @@ class Importer:
 
     def _forget_changed(self, record: ImportedObject) -> None:
         """An object whose bytes changed since it became an image: that image describes bytes that are
-        gone, and goes (its object stays: it is the one about to be read)."""
+        gone, and goes with every trace, but for the object itself where it lies in a bucket (it is the
+        one about to be read again; a folder's file has a link in the store of its own)."""
         image = None if record.image_id is None else Image.get_or_none(Image.id == record.image_id)
-        if image is not None and image.storage_key == record.key:
+        if image is not None and record.outcome == Outcome.NEW:
             with contextlib.suppress(NotFound):
-                self._catalog.delete(image.id, keep_object=True)
+                self._catalog.delete(image.id, keep_object=image.storage_key == record.key)
         ImportedObject.delete().where(ImportedObject.id == record.id).execute()
 
     def _record(self, stored: StoredObject, outcome: Outcome, image_id: str | None, refused: str | None = None) -> None:

@@ -371,3 +371,22 @@ def test_every_argument_of_import_has_a_help_text():
     parser = build_parser()
     commands = next(action for action in parser._actions if action.dest == "command")
     assert all(action.help for action in commands.choices["import"]._actions)  # type: ignore[union-attr]
+
+
+def test_an_object_whose_bytes_changed_is_read_again_and_its_old_image_goes(place, database):
+    storage = open_storage(place.settings)
+    first, second, other = distinct_images(3)
+    place.put("a.png", first)
+    place.put("b.png", other)
+    assert run_import(place, database, storage).new == 2
+    old = Image.get(Image.sha256 == hashlib.sha256(first).hexdigest())
+    place.put("a.png", second)
+    report = run_import(place, database, storage)
+    assert (report.changed, report.new, report.unchanged) == (1, 1, 1)
+    assert Image.get_or_none(Image.id == old.id) is None
+    assert storage.stat(f"thumbnails/{old.id[:2]}/{old.id}.jpg") is None
+    assert set(images_by_sha()) == {hashlib.sha256(data).hexdigest() for data in (second, other)}
+    assert place.contents()[("camera/" if place.kind == "s3" else "") + "a.png"] == second
+    new = Image.get(Image.sha256 == hashlib.sha256(second).hexdigest())
+    with storage.open(new.storage_key) as stream:
+        assert stream.read() == second
