@@ -116,7 +116,7 @@ def small_pngs(count: int, start: int = 0) -> Iterator[bytes]:
 
 
 def import_figures(
-    workdir: Path, port: int, *, rate_objects: int = 600, incremental_objects: int = 10_000
+    workdir: Path, port: int, *, rate_objects: int = 2000, incremental_objects: int = 10_000
 ) -> list[Figure]:
     served = workdir / "served"
     rate_folder = served / "photos" / "rate"

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
-from minio.error import MinioException, S3Error
+from minio.error import InvalidResponseError, MinioException, S3Error
 
 from heartbeat.config import SettingError, Settings
 from heartbeat.errors import BackendUnavailable, NotFound
@@ -115,7 +115,11 @@ class _GuardedStream:
             return bytes(self._response.read(size))
 
 
-def _is_missing(error: S3Error) -> bool:
+def _is_missing(error: S3Error | InvalidResponseError) -> bool:
+    """A missing object: its S3 error code, or a 404 whose error body the client could not read as
+    S3's (rclone serve s3 sends it as text/xml, which the minio client does not parse)."""
+    if isinstance(error, InvalidResponseError):
+        return bool(error._code == 404)
     return error.code in MISSING_OBJECT_CODES
 
 
@@ -190,7 +194,7 @@ class S3Storage:
         with _store_errors("read an object"):
             try:
                 response = self._client.get_object(*self._locate(key))
-            except S3Error as error:
+            except (S3Error, InvalidResponseError) as error:
                 if _is_missing(error):
                     raise NotFound(f"object {key} is missing from storage") from None
                 raise
