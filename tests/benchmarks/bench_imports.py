@@ -8,6 +8,12 @@
 - ``import_second_run_vs_first``: the time of a second run over 10,000 small pictures of which 1 %
   are new, over the time of the first run that imported the other 99 %.
 
+On this machine (2 cores, everything local) both sides are bound by CPU, not by the network: per
+object the plain side costs about 1 ms of CPU (client and rclone together), the import about 6.5 ms:
+the decode of a 640x480 JPEG (1.5 ms at half scale) and its thumbnail (0.5 ms) are the check itself,
+and rclone spends about 1.7 ms on each thumbnail PUT, four times what a GET costs it. Against a store
+across a network, where a read waits tens of milliseconds, the two rates come closer.
+
 The objects of the first set are written as files into the served folder before rclone starts
 (rclone serves a folder's files as a bucket's objects); the new 1 % go in through S3 PUTs.
 """
