@@ -35,7 +35,7 @@ from heartbeat.catalog import Catalog
 from heartbeat.config import SettingError, Settings
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, ImportedObject
-from heartbeat.errors import NotFound, TooLarge, UnsupportedImage
+from heartbeat.errors import InvalidInput, NotFound, TooLarge, UnsupportedImage
 from heartbeat.ingest import Ingest, check_metadata, check_stream, image_key, image_row
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.storage.local import LocalStorage
@@ -476,6 +476,10 @@ def import_command(
     source = open_source(source_text, storage)
     if workers < 1:
         raise SettingError(f"--workers {workers}: at least 1")
+    try:
+        check_metadata(origin, None)
+    except InvalidInput as error:
+        raise SettingError(f"--origin: {error.description}") from None
     database = connect()
     try:
         return _import(settings, database, storage, source, origin=origin, prune=prune, workers=workers, out=out)

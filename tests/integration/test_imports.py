@@ -359,10 +359,18 @@ def test_a_source_that_cannot_be_read_is_one_line_naming_it_and_creates_nothing(
     assert not (tmp_path / "data" / "heartbeat.db").exists()
 
 
-def test_workers_below_one_is_refused_naming_the_flag(tmp_path):
-    done = heartbeat("import", str(tmp_path), "--workers", "0", "--data-dir", str(tmp_path / "data"))
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", "0"], "error: --workers 0: at least 1"),
+        (["--origin", "x" * 256], "error: --origin: origin must be Unicode text of at most 255 characters"),
+    ],
+)
+def test_a_flag_that_cannot_be_used_is_refused_naming_it(tmp_path, flags, said):
+    done = heartbeat("import", str(tmp_path), *flags, "--data-dir", str(tmp_path / "data"))
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: --workers 0: at least 1"
+    assert done.stderr.strip() == said
+    assert not (tmp_path / "data" / "heartbeat.db").exists()
 
 
 def test_every_argument_of_import_has_a_help_text():
