@@ -107,9 +107,10 @@ class Catalog:
     def _delete_rows(self, image_id: str) -> Image:
         image = self.get(image_id)
         self._queue.delete_image_rows(image_id)
-        # An object imported again after its image is gone is read again, as a new one.
-        ImportedObject.delete().where(ImportedObject.image_id == image_id).execute()
         image.delete_instance()
+        # An object imported again after its image is gone is read again, as a new one. (After the
+        # image's row: the jobs' and the image's deletes follow each other as closely as before.)
+        ImportedObject.delete().where(ImportedObject.image_id == image_id).execute()
         return image
 
     def by_id(self, image_ids: list[str]) -> dict[str, Image]:

@@ -252,11 +252,9 @@ class Ingest:
             [field.db_value(row[field.name]) for row in rows for field in IMAGE_FIELDS],
         )
         images = [Image(**row) for row in rows]
-        claimable: set[str] = set()
-        for image in images:
-            claimable.update(self._queue.create_jobs(image))
+        claimable = self._queue.create_jobs_for(images)
         also(images)
-        return images, sorted(claimable)
+        return images, claimable
 
     def existing(self, sha256s: list[str]) -> set[str]:
         """Which of these sha256 digests stored images have."""

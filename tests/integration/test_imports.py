@@ -168,6 +168,7 @@ def test_an_import_registers_exactly_the_pictures_in_place_a_worker_reads_them_a
     storage = open_storage(place.settings)
     client = falcon.testing.TestClient(create_app(place.settings, database=database, storage=storage))
     register(client, "ocr")
+    register(client, "road_only", origins=["road"])
     pictures = fill(place)
     before = place.contents()
 
@@ -200,6 +201,10 @@ def test_an_import_registers_exactly_the_pictures_in_place_a_worker_reads_them_a
                 os.path.samefile(stored, path) for name, path in by_name.items() if image.filename == Path(name).name
             )
     assert len(stored_keys(storage, "thumbnails/")) == PICTURES
+
+    # A job for every software, as an upload makes them: pending, or skipped for an origin it does not take.
+    assert client.simulate_get("/v1/software/ocr").json["counts"]["pending"] == PICTURES
+    assert client.simulate_get("/v1/software/road_only").json["counts"]["skipped"] == PICTURES
 
     # A worker: every job, fetched through its presigned URL, gives the bytes of its image.
     fetched = 0
