@@ -46,8 +46,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy src
 
 # The whole suite on SQLite, again on MariaDB/MySQL (HEARTBEAT_TEST_DB_AUTH, or root@127.0.0.1), and a
-# third time in production shape, MariaDB with the images in S3 (an in-process moto server, or the
-# MinIO that HEARTBEAT_TEST_S3_ENDPOINT, HEARTBEAT_TEST_S3_ACCESS_KEY, HEARTBEAT_TEST_S3_SECRET_KEY name).
+# third time in production shape, MariaDB with the images in S3 (an `rclone serve s3` the tests start,
+# which checks Signature V4 as a real store does, or the MinIO that HEARTBEAT_TEST_S3_ENDPOINT,
+# HEARTBEAT_TEST_S3_ACCESS_KEY, HEARTBEAT_TEST_S3_SECRET_KEY name).
 # The three passes run at the same time (each on a database of its own), each pass's output shown whole
 # when it ends; `make test-sqlite` (or -mysql, -s3) runs one alone.
 PYTEST = $(BIN)/pytest -p no:cacheprovider

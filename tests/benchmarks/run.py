@@ -24,6 +24,7 @@ import bench_claims
 import bench_counts
 import bench_drain
 import bench_fleet
+import bench_imports
 import bench_latency
 import bench_memory
 import bench_results
@@ -51,7 +52,7 @@ PROFILE_INGEST_SECONDS = 5  # the in-process ingest on one thread under py-spy
 CPU_TURNS, CPU_TURN_IMAGES = 15, 40  # the ingest's CPU beside a decode's: turns, pictures a turn
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
-BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "results", "fleet", "drain"]
+BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "results", "fleet", "drain", "imports"]
 FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
 PROCESSES_IMAGES = 100_000
 DRAIN_AUTH = dataclasses.replace(MARIADB, database="heartbeat_bench_drain")
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             figures.extend(fleet(workdir / "fleet", args.uploads, args.seconds))
         if "drain" in args.only:
             figures.extend(drain(workdir / "drain", args.drain_jobs, args.drain_workers, args.drain_rounds))
+        if "imports" in args.only:
+            figures.extend(bench_imports.import_figures(workdir / "imports", free_port()))
 
     print("\nsummary:", flush=True)
     for figure in figures:

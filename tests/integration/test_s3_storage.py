@@ -1,7 +1,8 @@
-"""The S3 backend over real S3 HTTP (moto in-process, or the MinIO of HEARTBEAT_TEST_S3_*), in every pass.
+"""The S3 backend over real S3 HTTP (rclone serve s3, or the MinIO of HEARTBEAT_TEST_S3_*), in every pass.
 
-moto does not check presigned signatures, so what a signature covers (the host it names, its
-lifetime, its region) is read off the URL.
+What a signature covers (the host it names, its lifetime, its region) is read off the URL here; that
+the store checks it is test_s3_signatures.py's. moto is started here only to stop it (a store that
+stops answering).
 """
 
 from __future__ import annotations

@@ -156,6 +156,31 @@ class Upload(BaseModel):
         return f"uploads/{self.id}"
 
 
+class ImportedObject(BaseModel):
+    """What ``heartbeat import`` has seen of one object of a source: a run reads only objects whose
+    (size, version) it has no record of, and lists the recorded ones that are gone.
+
+    ``id`` is the sha256 (hex) of ``source`` and ``key`` with a newline between them, so that the
+    database's primary key keeps two imports of one source at once from recording an object twice
+    whatever the length of its key. ``outcome`` is ``new`` (``image_id`` is the image the object
+    became), ``duplicate`` (``image_id`` is the image its bytes were already) or ``refused`` (no
+    image; ``refused`` says why).
+    """
+
+    id = peewee.CharField(max_length=64, primary_key=True)
+    source = peewee.CharField(max_length=255, index=True)  # s3://BUCKET/PREFIX, or a folder's absolute path
+    key = peewee.TextField()  # the object's storage key (s3://BUCKET/KEY), or its path in the folder
+    size = peewee.BigIntegerField()
+    version = peewee.CharField(max_length=255)  # the ETag, else the modification time (ns), as listed
+    outcome = peewee.CharField(max_length=16)
+    image_id = peewee.CharField(max_length=32, null=True, index=True)
+    refused = peewee.TextField(null=True)
+    seen_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "imported_objects"
+
+
 class Job(BaseModel):
     """Columns every software's job table has; subclassed per software by :func:`job_model`.
 
@@ -277,7 +302,7 @@ def bind_models(database: Database) -> None:
 
 def create_base_tables(database: Database) -> None:
     """The tables every database has, with every column and index of this release."""
-    models: list[type[peewee.Model]] = [Image, Software, ApiToken, Upload, JobCount]
+    models: list[type[peewee.Model]] = [Image, Software, ApiToken, Upload, JobCount, ImportedObject]
     existing = set(database.tables())
     for model in models:
         if model._meta.table_name in existing:

@@ -8,6 +8,9 @@ other writers.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Sequence
+
 import peewee
 
 from heartbeat.db.database import transactional
@@ -46,25 +49,30 @@ class Rows(Pipelines, Counts):
         does not take. On MySQL the registry is read with a shared lock, so a software being registered
         waits for this upload to commit and then backfills it; it can never miss the image.
         """
+        return self.create_jobs_for([image])
+
+    def create_jobs_for(self, images: Sequence[Image]) -> list[str]:
+        """:meth:`create_jobs` of many new images in their one transaction (an import's batch): one
+        read of the registry, and per software one statement for the jobs and one for the counts."""
         registered = self._registered_for_upload()
-        skipped: set[str] = set()
+        skipped: dict[str, set[str]] = {image.id: set() for image in images}
         claimable = []
         for name in dependency_order({name: software.after for name, software in registered.items()}):
             software = registered[name]
-            reason = skip_reason(software, image.origin, skipped)
-            if reason is None:
-                stage = Stage.WAITING if software.after else Stage.READY
-                self._table(software).insert_job(image, stage)
-                status = JobStatus.PENDING
-                if stage == Stage.READY:
-                    claimable.append(name)
-            else:
-                skipped.add(name)
-                status = JobStatus.SKIPPED
-                self._table(software).insert_job(image, Stage.FINISHED, status, error=reason)
+            jobs: list[tuple[Image, Stage, JobStatus, str | None]] = []
+            for image in images:
+                reason = skip_reason(software, image.origin, skipped[image.id])
+                if reason is None:
+                    jobs.append((image, Stage.WAITING if software.after else Stage.READY, JobStatus.PENDING, None))
+                else:
+                    skipped[image.id].add(name)
+                    jobs.append((image, Stage.FINISHED, JobStatus.SKIPPED, reason))
+            self._table(software).insert_jobs(jobs)
+            if any(stage == Stage.READY for _, stage, _, _ in jobs):
+                claimable.append(name)
             # One statement per software, on its counter rows' primary key: a statement naming several
             # software would scan, and so lock, the other software's counter rows too (InnoDB).
-            self._count(name, {status: 1})
+            self._count(name, collections.Counter(status for _, _, status, _ in jobs))
         return claimable
 
     def _registered_for_upload(self) -> dict[str, Software]:

@@ -86,18 +86,20 @@ class JobTable:
         self._table = table
         self._p = p
         self._insert = (
-            f"INSERT INTO {table} (image_id, uploaded_date, sort_priority, stage, status, error, finished_at)"
-            f" VALUES {database.params(7)}"
+            f"INSERT INTO {table} (image_id, uploaded_date, sort_priority, stage, status, error, finished_at) VALUES "
         )
 
-    def insert_job(
-        self, image: Image, stage: Stage, status: JobStatus = JobStatus.PENDING, error: str | None = None
-    ) -> None:
-        """A new image's job: pending (ready, or waiting on upstream jobs), or skipped at its upload
-        (``error`` says why)."""
-        finished_at = image.uploaded_date if status == JobStatus.SKIPPED else None
-        values = (image.id, image.uploaded_date, -image.priority, int(stage), status.value, error, finished_at)
-        self._database.execute(self._insert, values)
+    def insert_jobs(self, jobs: list[tuple[Image, Stage, JobStatus, str | None]]) -> None:
+        """New images' jobs, in one statement: each (image, stage, status, error): pending (ready, or
+        waiting on upstream jobs), or skipped at its upload (``error`` says why)."""
+        if not jobs:
+            return
+        values: list[Any] = []
+        for image, stage, status, error in jobs:
+            finished_at = image.uploaded_date if status == JobStatus.SKIPPED else None
+            values += (image.id, image.uploaded_date, -image.priority, int(stage), status.value, error, finished_at)
+        marks = self._database.params(7)
+        self._database.execute(self._insert + ", ".join(marks for _ in jobs), values)
 
     def settings(self, software_id: int) -> Settings | None:
         """The software's settings as they are now (None: it is gone)."""

@@ -28,6 +28,7 @@ class StoredObject:
     key: str
     size: int
     modified_at: float
+    etag: str = ""  # the store's ETag without quotes, where it gives one ("" for local files)
 
 
 class Storage(Protocol):

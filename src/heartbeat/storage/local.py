@@ -72,6 +72,27 @@ class LocalStorage:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._move(path, target)
 
+    def link_file(self, key: str, source: Path) -> None:
+        """Store the file at ``source`` under ``key`` as a hard link (the same bytes, no copy), or as a
+        copy where it cannot be linked (another file system, or one without links). ``source`` stays."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+            return
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # EXDEV, EPERM, ENOTSUP...: copied below
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
     @staticmethod
     def _move(path: Path, target: Path) -> None:
         """``path`` to ``target``: renamed, or copied (and synced) then renamed across file systems."""

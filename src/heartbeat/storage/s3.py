@@ -5,6 +5,9 @@ API reaches it by (``minio:9000`` inside docker-compose), the other only signs U
 workers reach it by (``localhost:9000``). A V4 signature covers the host, so a URL must be signed
 for the host it will be fetched from. Both clients are told the region, so that presigning is pure
 computation and never asks the store where the bucket lives.
+
+A key is an object of the server's bucket, or ``s3://BUCKET/KEY``: an object of another bucket on the
+same store, as ``heartbeat import`` registers them where they lie (see :func:`object_locator`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,20 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
-from minio.error import MinioException, S3Error
+from minio.error import InvalidResponseError, MinioException, S3Error
 
 from heartbeat.config import SettingError, Settings
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.storage.base import ObjectInfo, SignedUrl, StoredObject
 
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
+LOCATOR_SCHEME = "s3://"
+
+
+def object_locator(bucket: str, key: str) -> str:
+    """The storage key of object ``key`` of ``bucket``: ``s3://BUCKET/KEY``, valid for any bucket."""
+    return f"{LOCATOR_SCHEME}{bucket}/{key}"
 
 
 def parse_endpoint(text: str, secure: bool | None) -> tuple[str, bool]:
@@ -105,7 +115,11 @@ class _GuardedStream:
             return bytes(self._response.read(size))
 
 
-def _is_missing(error: S3Error) -> bool:
+def _is_missing(error: S3Error | InvalidResponseError) -> bool:
+    """A missing object: its S3 error code, or a 404 whose error body the client could not read as
+    S3's (rclone serve s3 sends it as text/xml, which the minio client does not parse)."""
+    if isinstance(error, InvalidResponseError):
+        return bool(error._code == 404)
     return error.code in MISSING_OBJECT_CODES
 
 
@@ -116,6 +130,18 @@ class S3Storage:
         self._client = client
         self._signer = signer or client
         self._bucket = bucket
+
+    def _locate(self, key: str) -> tuple[str, str]:
+        """(bucket, object name) of a key: the server's bucket, or the one an ``s3://`` locator names."""
+        if key.startswith(LOCATOR_SCHEME):
+            bucket, _, name = key.removeprefix(LOCATOR_SCHEME).partition("/")
+            return bucket, name
+        return self._bucket, key
+
+    def bucket_exists(self, bucket: str) -> bool:
+        """Whether the store has ``bucket`` (and lets these credentials see it)."""
+        with _store_errors(f"find bucket {bucket}"):
+            return bool(self._client.bucket_exists(bucket))
 
     def create_bucket(self) -> None:
         """Make the bucket unless it exists; another API process starting at once may win the race."""
@@ -129,17 +155,19 @@ class S3Storage:
                     raise
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
+        bucket, name = self._locate(key)
         with _store_errors("store an object"):
-            self._client.fput_object(self._bucket, key, str(path), content_type=content_type)
+            self._client.fput_object(bucket, name, str(path), content_type=content_type)
 
     def _sign(self, method: str, key: str, expires_seconds: int) -> SignedUrl:
         # The store checks the URL against its own clock, so it is signed with the real time
         # (never an injected test clock), and its expiry is counted from that same time.
         signed_at = time.time()
+        bucket, name = self._locate(key)
         url = self._signer.get_presigned_url(
             method,
-            self._bucket,
-            key,
+            bucket,
+            name,
             expires=datetime.timedelta(seconds=expires_seconds),
             request_date=datetime.datetime.fromtimestamp(int(signed_at), datetime.UTC),
         )
@@ -154,7 +182,7 @@ class S3Storage:
     def stat(self, key: str) -> ObjectInfo | None:
         with _store_errors("read an object's size"):
             try:
-                found = self._client.stat_object(self._bucket, key)
+                found = self._client.stat_object(*self._locate(key))
             except S3Error as error:
                 if _is_missing(error):
                     return None
@@ -165,8 +193,8 @@ class S3Storage:
     def open(self, key: str) -> Iterator[BinaryIO]:
         with _store_errors("read an object"):
             try:
-                response = self._client.get_object(self._bucket, key)
-            except S3Error as error:
+                response = self._client.get_object(*self._locate(key))
+            except (S3Error, InvalidResponseError) as error:
                 if _is_missing(error):
                     raise NotFound(f"object {key} is missing from storage") from None
                 raise
@@ -177,14 +205,18 @@ class S3Storage:
             response.release_conn()
 
     def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Keys as the prefix was given: bare in the server's bucket, ``s3://BUCKET/KEY`` for a locator prefix."""
+        bucket, name_prefix = self._locate(prefix)
+        named = object_locator(bucket, "") if prefix.startswith(LOCATOR_SCHEME) else ""
         with _store_errors("list objects"):
-            for found in self._client.list_objects(self._bucket, prefix=prefix, recursive=True):
+            for found in self._client.list_objects(bucket, prefix=name_prefix, recursive=True):
                 modified = found.last_modified.timestamp() if found.last_modified else 0.0
-                yield StoredObject(cast(str, found.object_name), found.size or 0, modified)
+                etag = (found.etag or "").strip('"')
+                yield StoredObject(f"{named}{found.object_name}", found.size or 0, modified, etag)
 
     def delete(self, key: str) -> None:
         with _store_errors("delete an object"):
-            self._client.remove_object(self._bucket, key)
+            self._client.remove_object(*self._locate(key))
 
     def check(self) -> None:
         with _store_errors("find the bucket"):

@@ -1,0 +1,518 @@
+"""``heartbeat import SOURCE``: images that already lie in a bucket (or, with local storage, a folder)
+registered where they are.
+
+Each object is read once (:func:`heartbeat.ingest.check_stream`: sha256, decoded whole, size, upright
+size) and its thumbnail stored; then its image row, its jobs and its record in ``imported_objects``
+commit in one transaction, so an import killed at any point and run again redoes only what had not
+committed. The records are what a run has seen (key, size, ETag or modification time): the next run
+reads only objects it has no record of, or whose size or version changed, and lists the recorded ones
+that are gone. The unique sha256 of images and the primary key of the records keep two imports of
+one source at once from doubling anything.
+
+On S3 no byte is copied: the image's storage key is the object's locator ``s3://BUCKET/KEY``
+(:func:`heartbeat.storage.s3.object_locator`). From a folder, a file is hard-linked into the local
+store (copied where it cannot be linked), so that the store owns its bytes as for an upload.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Protocol, TextIO
+
+import peewee
+
+from heartbeat.catalog import Catalog
+from heartbeat.config import SettingError, Settings
+from heartbeat.db.database import Database
+from heartbeat.db.models import Image, ImportedObject
+from heartbeat.errors import InvalidInput, NotFound, TooLarge, UnsupportedImage
+from heartbeat.ingest import Ingest, check_metadata, check_stream, image_key, image_row
+from heartbeat.storage import Storage, StoredObject
+from heartbeat.storage.local import LocalStorage
+from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
+
+MAX_STORAGE_KEY_CHARS = 255  # Image.storage_key
+COMMIT_BATCH = 100  # most image rows an import commits in one transaction
+
+
+class Outcome(enum.StrEnum):
+    """What became of an object read (the first three are recorded)."""
+
+    NEW = "new"  # became an image
+    DUPLICATE = "duplicate"  # its bytes are an image already
+    REFUSED = "refused"  # no image: not a picture, cut short, too large
+    ALREADY = "already"  # imported by another run meanwhile
+    VANISHED = "vanished"  # gone between the listing and its read
+
+
+@dataclasses.dataclass
+class _Read:
+    """A picture read and its thumbnail stored, its row (:func:`heartbeat.ingest.image_row`) waiting."""
+
+    stored: StoredObject
+    row: dict[str, Any]
+    owned: bool  # the store's own object (a link into local storage), removed should the row lose
+
+
+# ``progress(total)``: a context whose value is called with the number of objects just read.
+Progress = Callable[[int], contextlib.AbstractContextManager[Callable[[int], object]]]
+
+
+class Source(Protocol):
+    """Where an import reads objects from, and how their bytes become the store's."""
+
+    name: str  # what its records are kept under: s3://BUCKET/PREFIX, or the folder's absolute path
+
+    def list(self) -> Iterator[StoredObject]:
+        """Every object of the source; keys are what :meth:`open` and :meth:`place` take."""
+
+    def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The object's bytes; :class:`NotFound` when it is gone."""
+
+    def placed_key(self, key: str, image_key: str) -> str:
+        """The storage key the object will have as the bytes of a new image whose own key would be ``image_key``."""
+
+    def place(self, key: str, storage_key: str) -> bool:
+        """Make the object the bytes at ``storage_key`` (:meth:`placed_key`); whether the store owns
+        that object (and removes it should the image lose)."""
+
+
+class BucketSource:
+    """Objects under a prefix of a bucket on the server's S3 store, registered where they lie."""
+
+    def __init__(self, storage: S3Storage, bucket: str, prefix: str):
+        self.name = f"{LOCATOR_SCHEME}{bucket}/{prefix}"
+        self._storage = storage
+        self._prefix = object_locator(bucket, prefix)
+
+    def list(self) -> Iterator[StoredObject]:
+        return self._storage.list_objects(self._prefix)
+
+    def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._storage.open(key)
+
+    def placed_key(self, key: str, image_key: str) -> str:
+        return key  # where it lies
+
+    def place(self, key: str, storage_key: str) -> bool:
+        return False
+
+
+class FolderSource:
+    """Files of a local folder, hard-linked (else copied) into the local store."""
+
+    def __init__(self, storage: LocalStorage, folder: Path):
+        self.name = str(folder)
+        self._storage = storage
+        self._folder = folder
+
+    def list(self) -> Iterator[StoredObject]:
+        for folder, _dirs, files in os.walk(self._folder):
+            for name in files:
+                path = Path(folder, name)
+                try:
+                    status = path.stat()
+                except FileNotFoundError:
+                    continue
+                key = path.relative_to(self._folder).as_posix()
+                yield StoredObject(key, status.st_size, status.st_mtime, etag=str(status.st_mtime_ns))
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            stream = open(self._folder / key, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise NotFound(f"{key} is gone") from None
+        with stream:
+            yield stream
+
+    def placed_key(self, key: str, image_key: str) -> str:
+        return image_key
+
+    def place(self, key: str, storage_key: str) -> bool:
+        self._storage.link_file(storage_key, self._folder / key)
+        return True
+
+
+def open_source(text: str, storage: Storage) -> Source:
+    """The source ``text`` names for ``storage``; :class:`SettingError` naming SOURCE when it cannot be read."""
+    if len(text) > MAX_STORAGE_KEY_CHARS:
+        raise SettingError(f"SOURCE {text[:40]}...: at most {MAX_STORAGE_KEY_CHARS} characters")
+    if text.startswith(LOCATOR_SCHEME):
+        bucket, _, prefix = text.removeprefix(LOCATOR_SCHEME).partition("/")
+        if not isinstance(storage, S3Storage):
+            raise SettingError(f"SOURCE {text}: importing from a bucket needs S3 storage (--storage s3://BUCKET)")
+        if not bucket or not storage.bucket_exists(bucket):
+            raise SettingError(f"SOURCE {text}: the S3 store has no bucket {bucket!r}")
+        return BucketSource(storage, bucket, prefix)
+    if "://" in text:
+        raise SettingError(f"SOURCE {text}: expected s3://BUCKET/PREFIX or a folder")
+    folder = Path(text).resolve()
+    if not folder.is_dir():
+        raise SettingError(f"SOURCE {text}: no such folder")
+    if not isinstance(storage, LocalStorage):
+        raise SettingError(f"SOURCE {text}: importing a folder needs local storage; with S3, import from a bucket")
+    return FolderSource(storage, folder)
+
+
+@dataclasses.dataclass
+class ImportReport:
+    """What one run did. Keys are the source's (``s3://BUCKET/KEY``, or a path in the folder)."""
+
+    listed: int = 0
+    unchanged: int = 0  # known from an earlier run (or imported by another run meanwhile): not read
+    new: int = 0
+    duplicate: int = 0
+    changed: int = 0  # read again: their size or version differed from the record's
+    refused: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (key, why)
+    gone: list[str] = dataclasses.field(default_factory=list)  # recorded images whose object is gone
+    pruned: int = 0  # images of gone objects deleted (--prune)
+
+    def count(self, key: str, outcome: Outcome, reason: str) -> None:
+        """One object's outcome (but VANISHED: the caller's)."""
+        if outcome == Outcome.NEW:
+            self.new += 1
+        elif outcome == Outcome.DUPLICATE:
+            self.duplicate += 1
+        elif outcome == Outcome.REFUSED:
+            self.refused.append((key, reason))
+        elif outcome == Outcome.ALREADY:
+            self.unchanged += 1
+
+    def summary(self) -> str:
+        return (
+            f"{self.listed} objects: {self.new} new, {self.duplicate} duplicate, {len(self.refused)} refused, "
+            f"{len(self.gone)} gone" + (f" ({self.pruned} pruned)" if self.pruned else "") + f", "
+            f"{self.unchanged} unchanged" + (f", {self.changed} changed and read again" if self.changed else "")
+        )
+
+
+def record_id(source: str, key: str) -> str:
+    return hashlib.sha256(f"{source}\n{key}".encode()).hexdigest()
+
+
+def _version(stored: StoredObject) -> str:
+    return stored.etag or repr(stored.modified_at)
+
+
+class Importer:
+    """One source's import: reads what is new in parallel, and records what it saw."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        ingest: Ingest,
+        catalog: Catalog,
+        source: Source,
+        *,
+        origin: str | None = None,
+        workers: int = 4,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str],
+    ):
+        check_metadata(origin, None)
+        self._settings = settings
+        self._database = database
+        self._ingest = ingest
+        self._catalog = catalog
+        self._source = source
+        self._origin = origin
+        self._workers = max(1, workers)
+        self._clock = clock
+        self._new_id = new_id
+
+    def run(self, *, prune: bool = False, progress: Progress | None = None) -> ImportReport:
+        """List the source, read what is new or changed (``workers`` at once), list (and with ``prune``
+        delete the images of) what is gone. A store or database that fails stops the run (what had
+        committed stays recorded: a second run goes on from there)."""
+        report = ImportReport()
+        with self._database.connection():
+            known = {
+                record.key: record
+                for record in ImportedObject.select().where(ImportedObject.source == self._source.name).iterator()
+            }
+        listed: dict[str, StoredObject] = {}
+        for stored in self._source.list():
+            listed[stored.key] = stored
+        report.listed = len(listed)
+        todo: list[tuple[StoredObject, ImportedObject | None]] = []
+        for key, stored in listed.items():
+            record = known.get(key)
+            if record is not None and (record.size, record.version) == (stored.size, _version(stored)):
+                report.unchanged += 1
+            else:
+                todo.append((stored, record))
+        with (
+            (progress or _no_progress)(len(todo)) as advance,
+            tempfile.TemporaryDirectory(prefix="heartbeat-import-") as scratch,
+            concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="import") as pool,
+        ):
+            futures = [pool.submit(self._read_one, stored, record, Path(scratch)) for stored, record in todo]
+            waiting: list[_Read] = []
+            try:
+                for index, (future, (stored, record)) in enumerate(zip(futures, todo, strict=True)):
+                    result = future.result()
+                    advance(1)
+                    report.changed += record is not None
+                    if isinstance(result, _Read):
+                        waiting.append(result)
+                    elif result[0] == Outcome.VANISHED:
+                        listed.pop(stored.key)
+                    else:
+                        report.count(stored.key, *result)
+                    # Rows commit in batches: as many as were read meanwhile, up to COMMIT_BATCH.
+                    more_ready = index + 1 < len(futures) and futures[index + 1].done()
+                    if waiting and (len(waiting) >= COMMIT_BATCH or not more_ready):
+                        for read, outcome in self._commit(waiting):
+                            report.count(read.stored.key, outcome, "")
+                        waiting = []
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        self._settle_gone(known, listed, report, prune)
+        report.refused.sort()
+        report.gone.sort()
+        return report
+
+    def _settle_gone(
+        self, known: dict[str, ImportedObject], listed: dict[str, StoredObject], report: ImportReport, prune: bool
+    ) -> None:
+        """Records of objects no longer listed: forgotten when they made no image of their own, else
+        listed (and with ``prune``, their images deleted, every trace)."""
+        with self._database.connection():
+            for key, record in known.items():
+                if key in listed:
+                    continue
+                image = None if record.image_id is None else Image.get_or_none(Image.id == record.image_id)
+                if image is None or record.outcome != Outcome.NEW:
+                    ImportedObject.delete().where(ImportedObject.id == record.id).execute()
+                    continue
+                report.gone.append(key)
+                if prune:
+                    with contextlib.suppress(NotFound):  # deleted meanwhile
+                        self._catalog.delete(image.id)
+                    report.pruned += 1
+
+    def _read_one(
+        self, stored: StoredObject, record: ImportedObject | None, scratch: Path
+    ) -> _Read | tuple[Outcome, str]:
+        """Read, hash and decode the object, and store its thumbnail: a picture waiting for its row, or
+        what else became of it (refusals are recorded here)."""
+        # The database is asked only about what is changed or refused: a connection for each object
+        # read would cost more than its row.
+        if record is not None:
+            with self._database.connection():
+                self._forget_changed(record)
+        try:
+            with self._source.open(stored.key) as stream:
+                checked = check_stream(stream, self._settings.max_upload_bytes, self._settings.max_pixels)
+        except NotFound:
+            return Outcome.VANISHED, ""
+        except (UnsupportedImage, TooLarge) as error:
+            return self._refuse(stored, error.description)
+        image_id = self._new_id()
+        storage_key = self._source.placed_key(stored.key, image_key(image_id, checked.picture))
+        if len(storage_key) > MAX_STORAGE_KEY_CHARS:
+            return self._refuse(
+                stored, f"its name is longer than the {MAX_STORAGE_KEY_CHARS} characters an image's key may have"
+            )
+        self._ingest.store_thumbnail(checked.picture, image_id, scratch / f"{image_id}.jpg")
+        owned = self._source.place(stored.key, storage_key)
+        row = image_row(
+            checked,
+            image_id=image_id,
+            storage_key=storage_key,
+            filename=PurePosixPath(stored.key).name[:255] or f"{image_id}{checked.picture.image_type.extension}",
+            origin=self._origin,
+            other_data=None,
+            priority=0,
+            uploaded_date=0.0,  # set at commit
+        )
+        return _Read(stored, row, owned)
+
+    def _commit(self, batch: list[_Read]) -> list[tuple[_Read, Outcome]]:
+        """The rows of pictures read, with their jobs and records: in one transaction those whose bytes
+        no image has (nor an earlier one of the batch); the others, or all after a conflict with a
+        concurrent import, one at a time."""
+        with self._database.connection():
+            taken = self._ingest.existing([read.row["sha256"] for read in batch])
+            fresh: list[_Read] = []
+            later: list[_Read] = []
+            for read in batch:
+                (later if read.row["sha256"] in taken else fresh).append(read)
+                taken.add(read.row["sha256"])
+            now = self._clock()
+            for read in batch:
+                read.row["uploaded_date"] = now
+            outcomes: list[tuple[_Read, Outcome]] = []
+            try:
+                if fresh:
+                    self._ingest.register_all(
+                        [read.row for read in fresh],
+                        lambda images: self._record_all(
+                            [
+                                (read.stored, Outcome.NEW, image.id, None)
+                                for read, image in zip(fresh, images, strict=True)
+                            ]
+                        ),
+                    )
+                outcomes.extend((read, Outcome.NEW) for read in fresh)
+            except peewee.IntegrityError:
+                later = fresh + later
+            for read in later:
+                ingested = self._ingest.register_row(read.row, owns_object=read.owned, also=self._recorder(read.stored))
+                outcome = Outcome.NEW if ingested.created else self._duplicate(read.stored, ingested.image)[0]
+                outcomes.append((read, outcome))
+        return outcomes
+
+    def _refuse(self, stored: StoredObject, reason: str) -> tuple[Outcome, str]:
+        with self._database.connection():
+            self._record(stored, Outcome.REFUSED, None, reason)
+        return Outcome.REFUSED, reason
+
+    def _recorder(self, stored: StoredObject) -> Callable[[Image], None]:
+        return lambda image: self._record(stored, Outcome.NEW, image.id)
+
+    def _duplicate(self, stored: StoredObject, existing: Image) -> tuple[Outcome, str]:
+        """Bytes an image has already: this very object imported by another run, or a duplicate."""
+        ours = ImportedObject.get_or_none(ImportedObject.id == record_id(self._source.name, stored.key))
+        if existing.storage_key == stored.key or (
+            ours is not None and ours.image_id == existing.id and ours.outcome == Outcome.NEW
+        ):
+            self._record(stored, Outcome.NEW, existing.id)
+            return Outcome.ALREADY, ""
+        self._record(stored, Outcome.DUPLICATE, existing.id)
+        return Outcome.DUPLICATE, ""
+
+    def _forget_changed(self, record: ImportedObject) -> None:
+        """An object whose bytes changed since it became an image: that image describes bytes that are
+        gone, and goes with every trace, but for the object itself where it lies in a bucket (it is the
+        one about to be read again; a folder's file has a link in the store of its own)."""
+        image = None if record.image_id is None else Image.get_or_none(Image.id == record.image_id)
+        if image is not None and record.outcome == Outcome.NEW:
+            with contextlib.suppress(NotFound):
+                self._catalog.delete(image.id, keep_object=image.storage_key == record.key)
+        ImportedObject.delete().where(ImportedObject.id == record.id).execute()
+
+    def _record(self, stored: StoredObject, outcome: Outcome, image_id: str | None, refused: str | None = None) -> None:
+        """What this run saw of ``stored``; written again by a second run at once, it is the same row."""
+        self._record_all([(stored, outcome, image_id, refused)])
+
+    def _record_all(self, seen: list[tuple[StoredObject, Outcome, str | None, str | None]]) -> None:
+        """:meth:`_record` of many objects, in one statement."""
+        now = self._clock()
+        rows = [
+            {
+                "id": record_id(self._source.name, stored.key),
+                "source": self._source.name,
+                "key": stored.key,
+                "size": stored.size,
+                "version": _version(stored)[:255],
+                "outcome": outcome.value,
+                "image_id": image_id,
+                "refused": refused,
+                "seen_at": now,
+            }
+            for stored, outcome, image_id, refused in seen
+        ]
+        ImportedObject.insert_many(rows).on_conflict_replace().execute()
+
+
+def open_importer(
+    settings: Settings, database: Database, storage: Storage, source: Source, *, origin: str | None, workers: int
+) -> Importer:
+    """An :class:`Importer` of ``source`` into the server's database and store, as ``heartbeat import`` runs it."""
+    from heartbeat.ingest import new_image_id
+    from heartbeat.queue import JobQueue
+    from heartbeat.registry import Registry
+
+    with database.connection():
+        queue = JobQueue(database, time.time)
+        queue.upgrade()
+    registry = Registry(
+        database,
+        queue,
+        time.time,
+        default_lease_seconds=settings.default_lease_seconds,
+        default_max_attempts=settings.default_max_attempts,
+    )
+    ingest = Ingest(settings, storage, database, queue, clock=time.time)
+    catalog = Catalog(database, storage, registry, queue)
+    return Importer(settings, database, ingest, catalog, source, origin=origin, workers=workers, new_id=new_image_id)
+
+
+@contextlib.contextmanager
+def _no_progress(total: int) -> Iterator[Callable[[int], object]]:
+    yield lambda done: None
+
+
+def import_command(
+    settings: Settings,
+    connect: Callable[[], Database],
+    storage: Storage,
+    source_text: str,
+    *,
+    origin: str | None,
+    prune: bool,
+    workers: int,
+    out: TextIO,
+) -> int:
+    """``heartbeat import``: the run with a progress bar on stderr, then its counts and lists on ``out``.
+    0 when every object was read (refused ones included: they are listed), else what failed is raised.
+
+    ``connect`` opens the database once the source is known to be readable (a wrong SOURCE creates nothing).
+    """
+    source = open_source(source_text, storage)
+    if workers < 1:
+        raise SettingError(f"--workers {workers}: at least 1")
+    try:
+        check_metadata(origin, None)
+    except InvalidInput as error:
+        raise SettingError(f"--origin: {error.description}") from None
+    database = connect()
+    try:
+        return _import(settings, database, storage, source, origin=origin, prune=prune, workers=workers, out=out)
+    finally:
+        database.close_all()
+
+
+def _import(
+    settings: Settings,
+    database: Database,
+    storage: Storage,
+    source: Source,
+    *,
+    origin: str | None,
+    prune: bool,
+    workers: int,
+    out: TextIO,
+) -> int:
+    from tqdm import tqdm
+
+    importer = open_importer(settings, database, storage, source, origin=origin, workers=workers)
+
+    @contextlib.contextmanager
+    def bar(total: int) -> Iterator[Callable[[int], object]]:
+        with tqdm(total=total, unit="object", desc=f"importing {source.name}", file=sys.stderr) as shown:
+            yield shown.update
+
+    report = importer.run(prune=prune, progress=bar)
+    for key, reason in report.refused:
+        print(f"refused: {key}: {reason}", file=out)
+    for key in report.gone:
+        print(f"gone{' (its image deleted)' if prune else ''}: {key}", file=out)
+    print(report.summary(), file=out)
+    if report.gone and not prune:
+        print("run again with --prune to delete the images of the objects that are gone", file=out)
+    return 0
