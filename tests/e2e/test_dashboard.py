@@ -291,3 +291,29 @@ def test_the_dashboard_runs_no_script_but_its_own_and_cannot_be_framed(start_ser
         assert elsewhere.frames[-1].url.startswith("chrome-error:"), "the frame shows an error, not the dashboard"
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("width", [375, 1400])
+def test_the_api_reference_renders_the_openapi_document_from_this_server_alone(start_server, page: Page, width):
+    server = start_server()
+    elsewhere: list[str] = []  # a request to any other host: the page would not work offline
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(server.url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.set_viewport_size({"width": width, "height": 900})
+    answer = page.goto(server.url + "/docs")
+    assert answer is not None and answer.status == 200
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Heartbeat")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/images").first).to_be_visible()
+    expect(page.locator(".opblock-summary-path", has_text="/v1/software/{name}/claim").first).to_be_visible()
+    assert elsewhere == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "no horizontal scroll"
+    save_screenshot(page, f"docs-{width}.png")
