@@ -21,7 +21,7 @@ ROUTES = [
         {
             "GET": Operation(
                 Access.PUBLIC,
-                "a file of the dashboard or the API reference page (app.js, style.css, docs.js)",
+                "a file of the dashboard or the API reference page (app.js, style.css, docs.js, docs.css)",
                 Reply(200, media_type="text/plain", description="the file, as its media type"),
                 errors=(404,),
             )
