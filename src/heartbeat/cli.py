@@ -12,7 +12,7 @@ import concurrent.futures
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from heartbeat.registry import Registry
 
 DEFAULT_API = "http://127.0.0.1:8080"
+MAX_BATCH = 100  # the API's limit on a claim's jobs and a batch submit's results
 DESCRIPTION = (
     "Heartbeat: a database and work coordinator for images that computer-vision software analyses. "
     "Run 'heartbeat COMMAND --help' for a command's flags."
@@ -59,8 +60,31 @@ def _flag_type(option: Option) -> Any:
         except (ValueError, OSError) as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    parse.__name__ = option.field  # argparse's fallback message names the type
     return parse
+
+
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A flag's type: a whole number from ``low`` (up to ``high``); anything else names the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise argparse.ArgumentTypeError(f"expected a number {allowed}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _new_file(text: str) -> Path:
+    """A file to write, in a folder that exists."""
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {path.parent}")
+    return path
 
 
 def _existing_path(text: str) -> Path:
@@ -164,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--software", help="software to include, comma separated (default: every one)")
     export.add_argument("--table", help="coco: SOFTWARE.TABLE, an extra table with x, y, w, h columns")
     export.add_argument("--category", help="coco: the column naming each box's category")
-    export.add_argument("-o", "--output", type=Path, help="the file to write (default: standard output)")
+    export.add_argument("-o", "--output", type=_new_file, help="the file to write (default: standard output)")
     _database_flags(export)
 
     s3 = commands.add_parser("s3", help="set up an S3 store for Heartbeat")
@@ -188,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upload.add_argument("--origin", help="where the images come from (a camera, a site), stored with each one")
     _api_flags(upload)
-    upload.add_argument("--parallel", type=int, default=4, help="uploads at once (default 4)")
+    upload.add_argument("--parallel", type=_whole_number(1), default=4, help="uploads at once (default 4)")
     _worker_parser(commands)
     _remember_parsers(parser)
     return parser
@@ -212,9 +236,14 @@ def _worker_parser(commands: Any) -> None:
     run.add_argument("target", metavar="module:function", help="handler(image_bytes, image) -> info | (info, rows)")
     run.add_argument("--software", required=True, help="the software whose jobs to work on")
     _api_flags(run)
-    run.add_argument("--concurrency", type=int, default=1, help="handlers running at once (default 1)")
-    run.add_argument("--batch", type=int, default=1, help="jobs per claim, results per submit (default 1)")
-    run.add_argument("--lease-seconds", type=int, help="lease length (default: the software's)")
+    run.add_argument("--concurrency", type=_whole_number(1), default=1, help="handlers running at once (default 1)")
+    run.add_argument(
+        "--batch",
+        type=_whole_number(1, MAX_BATCH),
+        default=1,
+        help=f"jobs per claim, results per submit, up to {MAX_BATCH} (default 1)",
+    )
+    run.add_argument("--lease-seconds", type=_whole_number(1), help="lease length (default: the software's)")
     run.add_argument("--wait-seconds", type=float, default=5.0, help="how long a claim waits for work (default 5)")
     run.add_argument("--exit-when-idle", action="store_true", help="exit once a claim finds no work")
     run.add_argument("--register", action="store_true", help="register the software from the module's SOFTWARE")
@@ -252,6 +281,14 @@ def _connect(settings: Settings, *, create: bool = True) -> Database:
     from heartbeat.db.database import DatabaseMissing, connect, sqlite_path
 
     new_file = settings.db_auth is None and not sqlite_path(settings.data_dir).exists()
+    if new_file and create:
+        try:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SettingError(
+                f"the data dir {settings.data_dir} (--data-dir, HEARTBEAT_DATA_DIR) cannot be made: "
+                f"{error.strerror or error}"
+            ) from None
     try:
         database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, create=create)
     except DatabaseMissing as error:

@@ -125,6 +125,51 @@ def test_token_create_from_an_empty_variable_names_it(tmp_path):
     assert list(tmp_path.iterdir()) == [], "nothing is created for a command that cannot run"
 
 
+WORKER = ["worker", "run", "heartbeat.examples.face_detection:detect", "--software", "face_detection"]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([*WORKER, "--concurrency", "0"], "argument --concurrency: expected a number of at least 1, not '0'"),
+        ([*WORKER, "--batch", "101"], "argument --batch: expected a number from 1 to 100, not '101'"),
+        ([*WORKER, "--batch", "ten"], "argument --batch: expected a whole number, not 'ten'"),
+        (["upload", ".", "--parallel", "0"], "argument --parallel: expected a number of at least 1, not '0'"),
+        (["check", "--grace-seconds", "soon"], "argument --grace-seconds: invalid float value: 'soon'"),
+        (["export", "-o", "no/such/folder/out.jsonl"], "argument -o/--output: no such folder: no/such/folder"),
+        (["serve", "--threads", "0"], "argument --threads: expected a positive number, not '0'"),
+        (["serve", "--s3-secure", "maybe"], "argument --s3-secure: expected true or false, not 'maybe'"),
+        (["token", "create", "--role", "boss"], "argument --role: invalid choice: 'boss'"),
+    ],
+    ids=[
+        "concurrency",
+        "batch-too-large",
+        "batch-not-a-number",
+        "parallel",
+        "grace",
+        "output",
+        "threads",
+        "bool",
+        "role",
+    ],
+)
+def test_a_value_that_cannot_be_used_names_its_flag_in_one_line(tmp_path, args, named):
+    done = heartbeat(*args, cwd=tmp_path, timeout=30)
+    assert named in one_error_line(done)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_dir_that_cannot_be_made_is_named_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for command in (["serve", "--port", str(free_port())], ["software", "add", "ocr"]):
+        done = heartbeat(*command, "--data-dir", str(blocker / "data"), timeout=30)
+        assert f"the data dir {blocker / 'data'} (--data-dir, HEARTBEAT_DATA_DIR) cannot be made" in one_error_line(
+            done
+        )
+        assert "serving on" not in done.stdout
+
+
 # --- a sweep: every command with a wrong flag, a missing file, an unreachable database ----------
 
 # The fewest arguments each command runs with (its database or API flags come from the sweep).
