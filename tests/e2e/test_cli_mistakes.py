@@ -106,6 +106,7 @@ def test_every_argument_of_every_command_has_help_text_and_the_description_is_pl
     top = build_parser()
     assert "``" not in top.format_help() and "`" not in (top.description or "")
     for name, parser in LEAF_COMMANDS.items():
+        assert f"usage: heartbeat {name}" in parser.format_help()  # a stray % in a help text would raise here
         for action in parser._actions:
             assert action.help, f"heartbeat {name}: {action.dest} has no help text"
 

@@ -236,7 +236,7 @@ def test_the_dashboard_at_a_phones_and_a_desktops_width(start_server, page: Page
     page.wait_for_function("document.querySelector('[data-testid=picture]').naturalWidth > 0")
     result = page.get_by_test_id("result-face_detection")
     expect(result.get_by_test_id("result-status")).to_have_text("done")
-    expect(result.get_by_test_id("result-info")).to_contain_text('"x": 40')
+    expect(result.get_by_test_id("result-info")).to_contain_text('{"x":40,"y":30,"w":80,"h":60}')  # a box a line
     # The status sits beside the name, and what was found right under them: not spread over wide columns.
     heading = result.locator("h3 a").bounding_box()
     status = result.get_by_test_id("result-status").bounding_box()

@@ -196,6 +196,12 @@ function boxesIn(info) {
   return found;
 }
 
+// A result as text: a list one item a line (a box per line), anything else indented.
+function readable(info) {
+  if (Array.isArray(info) && info.length) return `[\n  ${info.map((item) => JSON.stringify(item)).join(",\n  ")}\n]`;
+  return JSON.stringify(info, null, 1);
+}
+
 async function imagePage(id) {
   const image = await api("GET", `/v1/images/${id}`);
   const [{ url }, ...results] = await Promise.all([
@@ -222,7 +228,7 @@ async function imagePage(id) {
   const jobRows = results.map(([name, job]) => el("section", { class: "result", "data-testid": `result-${name}` },
     el("h3", {}, el("a", { href: `#/software/${name}` }, name), " ", el("span", { class: `badge ${job.status}`, "data-testid": "result-status" }, job.status),
       el("span", { class: "muted" }, job.version ? ` version ${job.version}` : "", job.finished_at ? `, ${when(job.finished_at)}` : "")),
-    el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : JSON.stringify(job.info, null, 1))));
+    el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : readable(job.info))));
   view.replaceChildren(
     backLink(),
     el("h2", {}, image.filename),
