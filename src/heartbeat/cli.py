@@ -546,9 +546,10 @@ def upload(args: argparse.Namespace) -> int:
 
     targets, skipped = _upload_targets(args.paths)
     suffixes = " ".join(sorted(IMAGE_SUFFIXES))
-    for path in skipped:
-        print(f"skipped {path}: not an image file name ({suffixes})", file=sys.stderr)
+    skipped_lines = [f"skipped {path}: not an image file name ({suffixes})" for path in skipped]
     if not targets:
+        for line in skipped_lines:
+            print(line, file=sys.stderr)
         print(f"error: no image files in {', '.join(str(path) for path in args.paths)}", file=sys.stderr)
         return 1
     client = Client(args.api, args.token, retries=2)
@@ -585,6 +586,8 @@ def upload(args: argparse.Namespace) -> int:
     )
     for path, failure in sorted(failures):
         print(f"  {path}: {failure}", file=sys.stderr)
+    for line in skipped_lines:  # at the end, with the failures: what a user reads last
+        print(line, file=sys.stderr)
     return 1 if failures else 0
 
 
