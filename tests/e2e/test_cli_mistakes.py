@@ -305,7 +305,7 @@ def missing_database(db_auth, tmp_path):
 def _database_charset(auth, name: str) -> str | None:
     with _root(auth) as connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", name
+            "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)
         )
         row = cursor.fetchone()
     return row[0] if row else None
