@@ -82,3 +82,14 @@ def test_the_readme_sends_users_to_docs_they_have():
     for link in re.findall(r"\]\((docs/[\w./-]+)\)", text):
         assert (README.parent / link).is_file(), link
     assert "/docs" in text and "/openapi.json" in text
+
+
+def test_the_api_page_for_users_names_every_route_the_server_serves():
+    from heartbeat.api.routes import ROUTES
+
+    page = (README.parent / "docs" / "api.md").read_text()
+    for route in ROUTES:
+        path = re.sub(r"\{(\w+)(?::\w+)?\}", r"{\1}", route.path).replace("{image_id}", "{id}")
+        # a job route may be written from its software on: `.../jobs/{id}/extend`
+        forms = {path, ".../" + path.removeprefix("/v1/software/{name}/")}
+        assert any(f"{form}`" in page or f"{form}," in page for form in forms), f"docs/api.md does not name {path}"
