@@ -143,8 +143,10 @@ def claim(
     return result.json["jobs"]
 
 
-def heartbeat(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``heartbeat ARGS`` in a fresh process, with no HEARTBEAT_* settings but those given."""
+def heartbeat(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: pathlib.Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``heartbeat ARGS`` in a fresh process (in ``cwd``), with no HEARTBEAT_* settings but those given."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith("HEARTBEAT_")}
     return subprocess.run(
         [sys.executable, "-m", "heartbeat", *args],
@@ -152,6 +154,7 @@ def heartbeat(*args: str, env: dict[str, str] | None = None, timeout: float = 60
         text=True,
         timeout=timeout,
         env=clean | (env or {}),
+        cwd=cwd,
     )
 
 

@@ -36,14 +36,19 @@ class DbAuth:
 
     @classmethod
     def from_file(cls, path: str | Path) -> DbAuth:
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read(), str(path))
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_json(f.read(), str(path))
+        except FileNotFoundError:
+            raise ValueError(f"no such file: {path}") from None
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
 
     @classmethod
     def load(cls, text: str) -> DbAuth:
         """A db_auth.json file's path, or (starting with ``{``) its JSON itself, as a container's env gives it."""
         if text.lstrip().startswith("{"):
-            return cls.from_json(text, "HEARTBEAT_DB_AUTH")
+            return cls.from_json(text, "the JSON given")
         return cls.from_file(text)
 
     @classmethod
@@ -197,22 +202,41 @@ def log_format(text: str) -> str:
     return text
 
 
+def whole_number(text: str) -> int:
+    """An integer; anything else is a ValueError that quotes it."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, not {text!r}") from None
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535 (a larger number would wrap around to another port)."""
+    value = whole_number(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"expected a port number from 1 to 65535, not {text!r}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not 0 < value < math.inf:
         raise ValueError(f"expected a positive number of seconds, not {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = whole_number(text)
     if value < 1:
         raise ValueError(f"expected a positive number, not {text!r}")
     return value
 
 
 def natural_int(text: str) -> int:
-    value = int(text)
+    value = whole_number(text)
     if value < 0:
         raise ValueError(f"expected 0 or a positive number, not {text!r}")
     return value
@@ -232,17 +256,18 @@ class Option:
         return "--" + self.field.replace("_", "-")
 
     def read(self, text: str) -> Any:
-        """The parsed value; a bad one raises ValueError naming the variable and the flag."""
+        """The value of the environment variable; a bad one raises :class:`SettingError` naming the variable
+        (a flag's value is parsed by :attr:`parse` itself, and the command line names the flag)."""
         try:
             return self.parse(text)
         except (ValueError, OSError) as error:
-            raise SettingError(f"{self.env} ({self.flag}): {error}") from None
+            raise SettingError(f"{self.env}: {error}") from None
 
 
 # Every setting read from the environment, each with its flag: the contract's "every env setting has a flag".
 OPTIONS: tuple[Option, ...] = (
     Option("host", "HEARTBEAT_HOST", "address to bind (default 127.0.0.1)"),
-    Option("port", "HEARTBEAT_PORT", "port (default 8080)", int),
+    Option("port", "HEARTBEAT_PORT", "port, 1 to 65535 (default 8080)", port_number),
     Option("data_dir", "HEARTBEAT_DATA_DIR", "SQLite and image files live here (default ./heartbeat-data)", Path),
     Option("db_auth", "HEARTBEAT_DB_AUTH", "MySQL/MariaDB credentials: a db_auth.json file, or its JSON", DbAuth.load),
     Option("db_host", "HEARTBEAT_DB_HOST", "MySQL/MariaDB host, replacing db_auth's (any of these five: MySQL)"),
@@ -252,8 +277,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("db_name", "HEARTBEAT_DB_NAME", "MySQL/MariaDB database, replacing db_auth's (default heartbeat)"),
     Option("storage", "HEARTBEAT_STORAGE", "local:DIR (default DATA_DIR/images) or s3://BUCKET"),
     Option("public_url", "HEARTBEAT_PUBLIC_URL", "base URL workers reach this API by (local storage's URLs)"),
-    Option("max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", int),
-    Option("max_pixels", "HEARTBEAT_MAX_PIXELS", "larger images are refused (default 100 million)", int),
+    Option(
+        "max_upload_bytes", "HEARTBEAT_MAX_UPLOAD_BYTES", "larger uploads are refused (default 50 MiB)", positive_int
+    ),
+    Option("max_pixels", "HEARTBEAT_MAX_PIXELS", "larger images are refused (default 100 million)", positive_int),
     Option("url_allow", "HEARTBEAT_URL_ALLOW", "networks or hosts URL uploads may reach", UrlAllowList.parse),
     Option(
         "url_deadline_seconds",

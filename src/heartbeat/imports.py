@@ -474,8 +474,6 @@ def import_command(
     ``connect`` opens the database once the source is known to be readable (a wrong SOURCE creates nothing).
     """
     source = open_source(source_text, storage)
-    if workers < 1:
-        raise SettingError(f"--workers {workers}: at least 1")
     try:
         check_metadata(origin, None)
     except InvalidInput as error:

@@ -193,6 +193,63 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     save_screenshot(page, "dashboard.png")
 
 
+def no_horizontal_scroll(page: Page, width: int) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"a horizontal scrollbar at {width} px"
+
+
+@pytest.mark.parametrize("width", [375, 1400])
+def test_the_dashboard_at_a_phones_and_a_desktops_width(start_server, page: Page, width):
+    server = start_server()
+    api = Api(server.url)
+    seeded = seed(api)
+    page.set_viewport_size({"width": width, "height": 900})
+    held: list[Any] = []  # the first listing of the software, held back: the page must say it is loading
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/software", hold_the_first)
+    with page.expect_request("**/v1/software"):
+        page.goto(server.url + "/")
+    expect(page.get_by_test_id("loading")).to_be_visible()
+    expect(page.locator("#view")).to_have_attribute("aria-busy", "true")
+    assert len(held) == 1
+    page.screenshot(path=str(OUTPUT / f"dashboard-loading-{width}.png"))  # a small picture: a header and a line
+    held[0].continue_()
+    expect(page.locator("#view")).to_have_attribute("aria-busy", "false")
+    expect(page.get_by_test_id("loading")).to_have_count(0)
+
+    tile = page.locator(f'[data-testid=image-tile][data-id="{seeded["with_faces"]}"]')
+    name = page.evaluate("id => fetch('/v1/images/' + id).then(r => r.json())", seeded["with_faces"])["filename"]
+    expect(tile.get_by_test_id("tile-name")).to_have_text(name)
+    assert tile.get_attribute("title").splitlines()[0] == name
+    assert "face_detection: done" in tile.get_attribute("title")
+    expect(page.get_by_test_id("tile-name")).to_have_count(6)
+    no_horizontal_scroll(page, width)
+    save_screenshot(page, f"dashboard-{width}.png")
+
+    tile.click()
+    expect(page.get_by_test_id("picture")).to_be_visible()
+    page.wait_for_function("document.querySelector('[data-testid=picture]').naturalWidth > 0")
+    result = page.get_by_test_id("result-face_detection")
+    expect(result.get_by_test_id("result-status")).to_have_text("done")
+    expect(result.get_by_test_id("result-info")).to_contain_text('{"x":40,"y":30,"w":80,"h":60}')  # a box a line
+    # The status sits beside the name, and what was found right under them: not spread over wide columns.
+    heading = result.locator("h3 a").bounding_box()
+    status = result.get_by_test_id("result-status").bounding_box()
+    assert heading and status and status["x"] - (heading["x"] + heading["width"]) < 40
+    assert abs(status["y"] - heading["y"]) < 20
+    no_horizontal_scroll(page, width)
+    save_screenshot(page, f"image-page-{width}.png")
+
+    page.get_by_test_id("back").click()
+    expect(page).to_have_url(server.url + "/#/")
+    expect(page.get_by_test_id("image-tile")).to_have_count(6)
+
+
 def difference(shown: PIL.Image.Image, picture: PIL.Image.Image) -> float:
     """Mean absolute difference of two pictures' pixels, at the size of the second."""
     resized = shown.convert("RGB").resize(picture.size, PIL.Image.Resampling.BILINEAR)
@@ -291,3 +348,29 @@ def test_the_dashboard_runs_no_script_but_its_own_and_cannot_be_framed(start_ser
         assert elsewhere.frames[-1].url.startswith("chrome-error:"), "the frame shows an error, not the dashboard"
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("width", [375, 1400])
+def test_the_api_reference_renders_the_openapi_document_from_this_server_alone(start_server, page: Page, width):
+    server = start_server()
+    elsewhere: list[str] = []  # a request to any other host: the page would not work offline
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(server.url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.set_viewport_size({"width": width, "height": 900})
+    answer = page.goto(server.url + "/docs")
+    assert answer is not None and answer.status == 200
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Heartbeat")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/images").first).to_be_visible()
+    expect(page.locator(".opblock-summary-path", has_text="/v1/software/{name}/claim").first).to_be_visible()
+    assert elsewhere == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "no horizontal scroll"
+    save_screenshot(page, f"docs-{width}.png")

@@ -56,6 +56,18 @@ def test_metrics_count_exactly_the_uploads_claims_submits_failures_and_lease_exp
     assert metrics[("heartbeat_request_duration_seconds_count", not_found)] == 1
 
 
+def test_the_pages_and_their_files_are_measured_by_their_route_not_as_unmatched(client):
+    for path in ("/", "/dashboard/app.js", "/dashboard/style.css", "/docs", "/docs/assets/swagger-ui.css"):
+        assert client.simulate_get(path).status_code == 200, path
+    metrics = scrape(lambda path: client.simulate_get(path).text)
+    requests_by_route = {
+        dict(labels)["route"]: value
+        for (name, labels), value in metrics.items()
+        if name == "heartbeat_request_duration_seconds_count"
+    }
+    assert requests_by_route == {"/": 1, "/dashboard/{name}": 2, "/docs": 1, "/docs/assets/{name}": 1}
+
+
 def test_every_api_process_reports_the_same_job_gauges_from_the_shared_database(start_server, tmp_path):
     shared = tmp_path / "shared"
     servers = [start_server(data_dir=shared), start_server(data_dir=shared)]

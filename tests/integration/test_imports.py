@@ -367,7 +367,7 @@ def test_a_source_that_cannot_be_read_is_one_line_naming_it_and_creates_nothing(
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
-        (["--workers", "0"], "error: --workers 0: at least 1"),
+        (["--workers", "0"], "heartbeat import: error: argument --workers: expected a number of at least 1, not '0'"),
         (["--origin", "x" * 256], "error: --origin: origin must be Unicode text of at most 255 characters"),
     ],
 )

@@ -1,8 +1,8 @@
 """Every answer carries ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``:
-JSON, every kind of error (Falcon's own 404 and 405 included), the dashboard's files, the signed
-blob downloads, /metrics and /openapi.json. The dashboard's page also carries a
-Content-Security-Policy that runs only its own scripts and forbids framing (that the browser
-honours it, and that the dashboard breaks none of it, is tested in test_dashboard.py)."""
+JSON, every kind of error (Falcon's own 404 and 405 included), the dashboard's and /docs's files, the
+signed blob downloads, /metrics and /openapi.json. The dashboard's page and /docs also carry a
+Content-Security-Policy that runs only their own scripts and forbids framing (that the browser
+honours it, and that the pages break none of it, is tested in test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ ANSWERS: dict[str, tuple[int, Request]] = {
     "dashboard-page": (200, lambda client, image_id: client.simulate_get("/")),
     "dashboard-script": (200, lambda client, image_id: client.simulate_get("/dashboard/app.js")),
     "dashboard-style": (200, lambda client, image_id: client.simulate_get("/dashboard/style.css")),
+    "docs-page": (200, lambda client, image_id: client.simulate_get("/docs")),
+    "docs-script": (200, lambda client, image_id: client.simulate_get("/docs/assets/swagger-ui-bundle.js")),
+    "docs-missing-file": (404, lambda client, image_id: client.simulate_get("/docs/assets/index.html")),
     "metrics": (200, lambda client, image_id: client.simulate_get("/metrics")),
     "openapi": (200, lambda client, image_id: client.simulate_get("/openapi.json")),
     "health": (200, lambda client, image_id: client.simulate_get("/v1/health")),
@@ -97,8 +100,9 @@ def policy(header: str) -> dict[str, set[str]]:
     return {name: set(sources) for name, *sources in directives}
 
 
-def test_the_dashboard_page_runs_only_its_own_scripts_and_cannot_be_framed(client):
-    page = policy(client.simulate_get("/").headers["Content-Security-Policy"])
+@pytest.mark.parametrize("path", ["/", "/docs"])
+def test_the_dashboard_and_docs_pages_run_only_their_own_scripts_and_cannot_be_framed(client, path):
+    page = policy(client.simulate_get(path).headers["Content-Security-Policy"])
     assert page["frame-ancestors"] == {"'none'"}
     assert page["script-src"] == {"'self'"}
     assert page["style-src"] == {"'self'"}

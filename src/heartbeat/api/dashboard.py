@@ -1,20 +1,61 @@
-"""``GET /``: the dashboard page; its script and style are served from ``/dashboard/``."""
+"""The web pages: ``GET /`` (the dashboard), ``GET /docs`` (the API reference, Swagger UI over
+``/openapi.json``) and the files they load, all served from this package: they work offline.
+
+- ``/dashboard/{name}``: the dashboard's script and style, and the docs page's own script.
+- ``/docs/assets/{name}``: Swagger UI's script and style, from the ``swagger-ui-py`` package's copy.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
+import mimetypes
+from collections.abc import Iterable
 from pathlib import Path
 
 import falcon
 
+from heartbeat.api.middleware import PAGE_POLICY
+from heartbeat.errors import NotFound
+
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+SWAGGER_UI_DIR = Path(str(importlib.resources.files("swagger_ui") / "static"))
+SWAGGER_UI_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-16x16.png", "favicon-32x32.png")
+# Swagger UI draws its icons from data: URIs in its style sheet; scripts still come from this origin alone.
+DOCS_POLICY = PAGE_POLICY.replace("img-src 'self'", "img-src 'self' data:")
 
 
-class DashboardPage:
+class Page:
+    """One HTML page of :data:`DASHBOARD_DIR`, with its Content-Security-Policy (default: the middleware's)."""
+
+    def __init__(self, name: str, policy: str | None = None):
+        self._path = DASHBOARD_DIR / name
+        self._policy = policy
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
-        resp.data = (DASHBOARD_DIR / "index.html").read_bytes()
+        resp.data = self._path.read_bytes()
+        if self._policy:
+            resp.set_header("Content-Security-Policy", self._policy)
 
 
-def add_dashboard_files(app: falcon.App[falcon.Request, falcon.Response]) -> None:
-    """The page's script and style (the page itself is a route of the table)."""
-    app.add_static_route("/dashboard", str(DASHBOARD_DIR))
+class StaticFiles:
+    """The files of one folder by name (``names``, or all of its files; no subfolders), each with its
+    media type; any other name is a 404."""
+
+    def __init__(self, directory: Path, names: Iterable[str] | None = None):
+        wanted = set(names) if names is not None else None
+        self._files = {
+            path.name: path
+            for path in directory.iterdir()
+            if path.is_file() and (wanted is None or path.name in wanted)
+        }
+        if wanted is not None and wanted - set(self._files):
+            raise FileNotFoundError(f"{directory}: no {sorted(wanted - set(self._files))}")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        path = self._files.get(name)
+        if path is None:
+            raise NotFound(f"no file {name!r} here")
+        resp.content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        resp.data = path.read_bytes()
+        resp.cache_control = ["no-cache"]  # revalidated: a new release's files are seen at once

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from heartbeat.api.blobs import SignedBlob
-from heartbeat.api.dashboard import DashboardPage
+from heartbeat.api.dashboard import DASHBOARD_DIR, DOCS_POLICY, SWAGGER_UI_DIR, SWAGGER_UI_FILES, Page, StaticFiles
 from heartbeat.api.exports import Export
 from heartbeat.api.health import Health
 from heartbeat.api.images import ImageCollection, ImageItem, UrlSigner
@@ -44,7 +44,10 @@ def make_resources(
     """The resources ``add_routes`` serves ``table`` with; ``openapi`` documents ``table``."""
     signer = UrlSigner(storage, settings)
     return {
-        "dashboard_page": DashboardPage(),
+        "dashboard_page": Page("index.html"),
+        "dashboard_files": StaticFiles(DASHBOARD_DIR),
+        "docs_page": Page("docs.html", DOCS_POLICY),
+        "docs_assets": StaticFiles(SWAGGER_UI_DIR, SWAGGER_UI_FILES),
         "openapi": OpenApi(table),
         "metrics_page": MetricsPage(metrics),
         "health": Health(database, storage),

@@ -152,11 +152,19 @@ function softwareCard(item) {
 }
 
 function imageTile(image) {
-  const jobs = Object.entries(image.jobs || {}).map(([name, status]) =>
-    el("span", { class: `dot ${status}`, title: `${name}: ${status}` }));
-  return el("a", { class: "tile", href: `#/image/${image.id}`, "data-testid": "image-tile", "data-id": image.id },
+  const statuses = Object.entries(image.jobs || {});
+  const jobs = statuses.map(([name, status]) => el("span", { class: `dot ${status}`, title: `${name}: ${status}` }));
+  // The tooltip: what the tile stands for, in words (the dots' colours are not enough on their own).
+  const tooltip = [image.filename, `${image.width}×${image.height}`, image.origin ? `from ${image.origin}` : "",
+    `uploaded ${when(image.uploaded_date)}`, ...statuses.map(([name, status]) => `${name}: ${status}`)].filter(Boolean);
+  return el("a", { class: "tile", href: `#/image/${image.id}`, title: tooltip.join("\n"), "data-testid": "image-tile", "data-id": image.id },
     el("img", { src: image.thumbnail_url || "", alt: image.filename, loading: "lazy" }),
+    el("div", { class: "name", "data-testid": "tile-name" }, image.filename),
     el("div", { class: "jobs" }, jobs));
+}
+
+function backLink() {
+  return el("a", { href: "#/", class: "back", "data-testid": "back" }, "← All software and images");
 }
 
 // --- one software: its failed jobs ----------------------------------------------------------
@@ -167,7 +175,7 @@ async function softwarePage(name) {
     api("GET", `/v1/software/${name}/jobs?status=failed&limit=200`),
   ]);
   view.replaceChildren(
-    el("h2", {}, `${name}: failed jobs`), softwareCard(item),
+    backLink(), el("h2", {}, `${name}: failed jobs`), softwareCard(item),
     jobs.length ? failedTable([[name, jobs]]) : el("p", {}, "No failed jobs."),
   );
 }
@@ -186,6 +194,12 @@ function boxesIn(info) {
   };
   visit(info);
   return found;
+}
+
+// A result as text: a list one item a line (a box per line), anything else indented.
+function readable(info) {
+  if (Array.isArray(info) && info.length) return `[\n  ${info.map((item) => JSON.stringify(item)).join(",\n  ")}\n]`;
+  return JSON.stringify(info, null, 1);
 }
 
 async function imagePage(id) {
@@ -210,13 +224,16 @@ async function imagePage(id) {
   }
   const meta = ["id", "filename", "origin", "uploaded_date", "content_type", "width", "height", "orientation", "size", "sha256"].map((key) =>
     el("tr", {}, el("th", {}, key), el("td", {}, key === "uploaded_date" ? when(image[key]) : image[key] ?? "–")));
-  const jobRows = results.map(([name, job]) => el("tr", { "data-testid": `result-${name}` },
-    el("th", {}, name), el("td", {}, el("span", { class: `badge ${job.status}` }, job.status)),
-    el("td", {}, el("pre", {}, job.info === null ? (job.error || "") : JSON.stringify(job.info, null, 1)))));
+  // One block per software: its name and status on one line, what it found below, as wide as the page.
+  const jobRows = results.map(([name, job]) => el("section", { class: "result", "data-testid": `result-${name}` },
+    el("h3", {}, el("a", { href: `#/software/${name}` }, name), " ", el("span", { class: `badge ${job.status}`, "data-testid": "result-status" }, job.status),
+      el("span", { class: "muted" }, job.version ? ` version ${job.version}` : "", job.finished_at ? `, ${when(job.finished_at)}` : "")),
+    el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : readable(job.info))));
   view.replaceChildren(
+    backLink(),
     el("h2", {}, image.filename),
     el("div", { class: "figure" }, el("img", { src: url, alt: image.filename, "data-testid": "picture" }), svg),
-    el("h2", {}, "Results"), el("table", {}, jobRows),
+    el("h2", {}, "Results"), ...(jobRows.length ? jobRows : [el("p", {}, "No software registered yet.")]),
     el("h2", {}, "Metadata"), el("table", {}, meta,
       el("tr", {}, el("th", {}, "other_data"), el("td", {}, el("pre", {}, JSON.stringify(image.other_data))))),
   );
@@ -224,15 +241,24 @@ async function imagePage(id) {
 
 // --- routing and refreshing -----------------------------------------------------------------
 
+// A page being drawn for the first time says so, rather than showing an empty page (or the last one).
+let shown = null;
+
 async function route() {
   clearTimeout(timer);
   const [, page, arg] = (location.hash || "#/").split("/");
   const status = document.getElementById("status");
+  if (shown !== location.hash) {
+    shown = location.hash;
+    view.setAttribute("aria-busy", "true");
+    view.replaceChildren(el("p", { class: "muted loading", "data-testid": "loading" }, "Loading…"));
+  }
   try {
     if (page === "image") await imagePage(decodeURIComponent(arg));
     else if (page === "software") await softwarePage(decodeURIComponent(arg));
     else await overview();
     showLogin(false);
+    view.setAttribute("aria-busy", "false");
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
     if (page !== "image") timer = setTimeout(refresh, REFRESH_MS);
   } catch (error) {
@@ -240,8 +266,11 @@ async function route() {
       showLogin(true);
       status.textContent = token() ? "that token was refused" : "this server needs a token";
       view.replaceChildren();
+      view.setAttribute("aria-busy", "false");
+      shown = null;
     } else {
       status.textContent = `error: ${error.message}`;
+      view.setAttribute("aria-busy", "false");
       timer = setTimeout(route, REFRESH_MS);
     }
   }

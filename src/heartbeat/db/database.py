@@ -20,10 +20,19 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import peewee
 import playhouse.migrate
+import pymysql
 from playhouse.pool import PooledMySQLDatabase
 
-from heartbeat.config import DbAuth
-from heartbeat.db.engines import NO_PAD_BINARY_COLLATIONS, mysql_database, sqlite_database
+from heartbeat.config import DbAuth, SettingError
+from heartbeat.db.engines import (
+    DATABASE_ACCESS_DENIED_ERROR,
+    NO_PAD_BINARY_COLLATIONS,
+    UNKNOWN_DATABASE_ERROR,
+    create_database_sql,
+    create_mysql_database,
+    mysql_database,
+    sqlite_database,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,24 +249,77 @@ def transactional(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenat
     return functools.update_wrapper(run, method)  # type: ignore[return-value]  # the wrapper is the method's shape
 
 
-def connect(*, data_dir: str | Path, db_auth: DbAuth | None, threads: int = 16) -> Database:
+class DatabaseMissing(SettingError):
+    """The configured database does not exist, and this command creates none (or could not)."""
+
+
+SQLITE_FILE = "heartbeat.db"
+
+
+def sqlite_path(data_dir: str | Path) -> Path:
+    """Where the embedded database of ``data_dir`` lives."""
+    return Path(data_dir) / SQLITE_FILE
+
+
+def connect(*, data_dir: str | Path, db_auth: DbAuth | None, threads: int = 16, create: bool = True) -> Database:
     """Open the configured database (MySQL/MariaDB when ``db_auth`` is given, else SQLite in
     ``data_dir``), probe its features, bind the models to it and create missing tables.
 
     ``threads``: how many server threads will use it (a MySQL pool holds one connection for each).
+    ``create``: make the database when it does not exist (the SQLite file and its folder; on MySQL,
+    ``CREATE DATABASE`` when the user may); else, and when the user may not, :class:`DatabaseMissing`
+    says which database is missing (and what to run to create it).
     """
     from heartbeat.db.models import bind_models, create_base_tables
 
     if db_auth:
         engine = mysql_database(db_auth, max_connections=threads + BACKGROUND_CONNECTIONS)
     else:
-        engine = sqlite_database(Path(data_dir) / "heartbeat.db")
-    with engine.connection_context():
+        path = sqlite_path(data_dir)
+        if not create and not path.exists():
+            raise DatabaseMissing(f"no Heartbeat database in {data_dir} ({path} does not exist)")
+        engine = sqlite_database(path)
+    try:
+        engine.connect()
+    except peewee.OperationalError as error:
+        code = _error_code(error)
+        if not db_auth or code not in (UNKNOWN_DATABASE_ERROR, DATABASE_ACCESS_DENIED_ERROR):
+            raise
+        if code == DATABASE_ACCESS_DENIED_ERROR and not create:
+            raise
+        _create_missing(db_auth, create)
+        engine.connect()
+    try:
         database = Database(engine, probe_features(engine))
+    finally:
+        engine.close()
     bind_models(database)
     with database.connection():
         create_base_tables(database)
     return database
+
+
+def _error_code(error: Exception) -> int | None:
+    args = error.args
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _create_missing(auth: DbAuth, create: bool) -> None:
+    """Create the missing MySQL database ``auth.database``, or :class:`DatabaseMissing` saying what to run."""
+    where = f"database {auth.database!r} does not exist on {auth.host}:{auth.port}"
+    statement = create_database_sql(auth.database)
+    if not create:
+        raise DatabaseMissing(f"{where} (this command creates none: `heartbeat serve` does, or run {statement})")
+    try:
+        create_mysql_database(auth)
+    except pymysql.err.OperationalError as error:
+        grant = f"GRANT ALL ON `{auth.database.replace('`', '``')}`.* TO '{auth.user}'@'%'"
+        raise DatabaseMissing(
+            f"database {auth.database!r} on {auth.host}:{auth.port} is missing or not allowed to user "
+            f"{auth.user!r}, who may not create it ({error.args[-1]}); as a MySQL/MariaDB administrator, "
+            f"run: {statement}; {grant};"
+        ) from None
+    log.info("created the database %s on %s:%s", auth.database, auth.host, auth.port)
 
 
 def probe_features(engine: peewee.Database) -> Features:

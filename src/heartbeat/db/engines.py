@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import peewee
+import pymysql
 from playhouse.pool import PooledMySQLDatabase
 
 from heartbeat.config import DbAuth
@@ -87,3 +88,31 @@ def mysql_database(auth: DbAuth, *, max_connections: int = 32) -> peewee.Databas
         timeout=30,
         field_types=FIELD_TYPES_MYSQL,
     )
+
+
+# MySQL/MariaDB's "Unknown database" (the database named in db_auth does not exist), and "Access
+# denied to database", which is what a user without rights on it is told whether or not it exists.
+UNKNOWN_DATABASE_ERROR = 1049
+DATABASE_ACCESS_DENIED_ERROR = 1044
+
+
+def create_database_sql(name: str) -> str:
+    """The statement that makes the database ``name`` for Heartbeat (each table sets its own collation)."""
+    quoted = name.replace("`", "``")
+    return f"CREATE DATABASE IF NOT EXISTS `{quoted}` CHARACTER SET utf8mb4"
+
+
+def create_mysql_database(auth: DbAuth) -> None:
+    """Create ``auth.database`` on its server, as ``auth.user``, when it is missing.
+
+    Raises :class:`pymysql.err.OperationalError` when the user may not (1044, 1045) or the server
+    does not answer.
+    """
+    connection = pymysql.connect(
+        host=auth.host, port=auth.port, user=auth.user, password=auth.password, charset="utf8mb4", connect_timeout=30
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(create_database_sql(auth.database))
+    finally:
+        connection.close()

@@ -25,7 +25,9 @@ class HeartbeatError(Exception):
         self.description = description or (self.__doc__ or "").strip()
         self.status = status
         self.title = title or type(self).__name__
-        super().__init__(f"{status} {self.title}: {self.description}" if status else self.description)
+        # Falcon's titles start with the status already ("415 Unsupported Media Type"): said once
+        heading = self.title if self.title.startswith(str(status)) else f"{status} {self.title}"
+        super().__init__(f"{heading}: {self.description}" if status else self.description)
 
 
 class ServerUnavailable(HeartbeatError):

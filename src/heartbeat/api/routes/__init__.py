@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 import falcon
 import falcon.constants
 
-from heartbeat.api.dashboard import add_dashboard_files
 from heartbeat.api.routes import images, jobs, site, software
 from heartbeat.api.routes.table import Route
 
@@ -23,7 +22,7 @@ ROUTES: list[Route] = [*site.ROUTES, *images.ROUTES, *software.ROUTES, *jobs.ROU
 def add_routes(
     app: falcon.App[falcon.Request, falcon.Response], resources: Mapping[str, object], table: Sequence[Route] = ROUTES
 ) -> None:
-    """Serve each route of ``table`` by the resource its entry names in ``resources``, and the dashboard's files.
+    """Serve each route of ``table`` by the resource its entry names in ``resources``.
 
     Raises KeyError for a resource ``resources`` lacks, and ValueError for a path the table gives twice
     (Falcon would keep the last silently) or where a resource's responders (``on_get``, ``on_post_url``
@@ -42,4 +41,3 @@ def add_routes(
                 f"{sorted(route.operations)}"
             )
         app.add_route(route.path, resource, suffix=route.suffix)
-    add_dashboard_files(app)

@@ -1,4 +1,4 @@
-"""The routes around the API proper: the dashboard page, health, metrics and the OpenAPI document."""
+"""The routes around the API proper: the dashboard, health, metrics, the OpenAPI document and its page."""
 
 from __future__ import annotations
 
@@ -12,6 +12,41 @@ ROUTES = [
         {
             "GET": Operation(
                 Access.PUBLIC, "the dashboard page", Reply(200, media_type="text/html", description="the dashboard")
+            )
+        },
+    ),
+    Route(
+        "/dashboard/{name}",
+        "dashboard_files",
+        {
+            "GET": Operation(
+                Access.PUBLIC,
+                "a file of the dashboard or the API reference page (app.js, style.css, docs.js, docs.css)",
+                Reply(200, media_type="text/plain", description="the file, as its media type"),
+                errors=(404,),
+            )
+        },
+    ),
+    Route(
+        "/docs",
+        "docs_page",
+        {
+            "GET": Operation(
+                Access.PUBLIC,
+                "the API reference: this document, rendered (Swagger UI, served from here: it works offline)",
+                Reply(200, media_type="text/html", description="the page"),
+            )
+        },
+    ),
+    Route(
+        "/docs/assets/{name}",
+        "docs_assets",
+        {
+            "GET": Operation(
+                Access.PUBLIC,
+                "Swagger UI's script, style and icons, for /docs",
+                Reply(200, media_type="text/plain", description="the file, as its media type"),
+                errors=(404,),
             )
         },
     ),
