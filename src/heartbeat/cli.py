@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 DEFAULT_API = "http://127.0.0.1:8080"
 MAX_BATCH = 100  # the API's limit on a claim's jobs and a batch submit's results
+PLACEHOLDER_MARK = "change-me"  # in the secrets of older releases' .env.sample: public, never a token
 DESCRIPTION = (
     "Heartbeat: a database and work coordinator for images that computer-vision software analyses. "
     "Run 'heartbeat COMMAND --help' for a command's flags."
@@ -483,6 +484,11 @@ def token(args: argparse.Namespace) -> int:
         secret = os.environ.get(args.from_env)
         if not secret:
             raise SettingError(f"{args.from_env} (--from-env): the variable is empty or not set")
+        if PLACEHOLDER_MARK in secret.lower():
+            raise SettingError(
+                f"{args.from_env} (--from-env): it holds a placeholder that anyone can read (an older release's "
+                ".env.sample); `python3 deploy/make_env.py` makes a new .env with real secrets"
+            )
     _connect(settings_from_args(args), create=args.token_command == "create")
     try:
         if args.token_command == "create":

@@ -126,6 +126,16 @@ def test_token_create_from_an_empty_variable_names_it(tmp_path):
     assert list(tmp_path.iterdir()) == [], "nothing is created for a command that cannot run"
 
 
+def test_token_create_refuses_the_old_samples_public_placeholder(tmp_path):
+    """An .env copied from an older release's sample holds tokens anyone can read in the repository."""
+    placeholder = "hb_change-me-admin-token-of-at-least-32-chars"
+    args = ["token", "create", "--role", "admin", "--from-env", "ADMIN_TOKEN", "--data-dir", str(tmp_path)]
+    done = heartbeat(*args, env={"ADMIN_TOKEN": placeholder})
+    line = one_error_line(done)
+    assert "ADMIN_TOKEN (--from-env)" in line and "deploy/make_env.py" in line and placeholder not in line, line
+    assert list(tmp_path.iterdir()) == [], "nothing is created"
+
+
 WORKER = ["worker", "run", "heartbeat.examples.face_detection:detect", "--software", "face_detection"]
 
 
