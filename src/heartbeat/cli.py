@@ -625,7 +625,7 @@ def import_images(args: argparse.Namespace) -> int:
     return import_command(
         settings,
         lambda: _connect(settings, threads=args.workers),
-        open_storage(settings),
+        lambda: open_storage(settings),
         args.source,
         origin=args.origin,
         prune=args.prune,

@@ -144,25 +144,36 @@ class FolderSource:
         return True
 
 
-def open_source(text: str, storage: Storage) -> Source:
-    """The source ``text`` names for ``storage``; :class:`SettingError` naming SOURCE when it cannot be read."""
+def check_source(text: str, settings: Settings) -> None:
+    """What can be said of SOURCE before anything is opened, so that a wrong one creates nothing:
+    :class:`SettingError` naming it when it is too long, of another scheme, a missing folder, or of
+    another kind than the storage (a bucket needs S3 storage, a folder local storage)."""
     if len(text) > MAX_STORAGE_KEY_CHARS:
         raise SettingError(f"SOURCE {text[:40]}...: at most {MAX_STORAGE_KEY_CHARS} characters")
+    on_s3 = settings.storage.startswith(LOCATOR_SCHEME)
     if text.startswith(LOCATOR_SCHEME):
-        bucket, _, prefix = text.removeprefix(LOCATOR_SCHEME).partition("/")
-        if not isinstance(storage, S3Storage):
+        if not on_s3:
             raise SettingError(f"SOURCE {text}: importing from a bucket needs S3 storage (--storage s3://BUCKET)")
+        return
+    if "://" in text:
+        raise SettingError(f"SOURCE {text}: expected s3://BUCKET/PREFIX or a folder")
+    if not Path(text).resolve().is_dir():
+        raise SettingError(f"SOURCE {text}: no such folder")
+    if on_s3:
+        raise SettingError(f"SOURCE {text}: importing a folder needs local storage; with S3, import from a bucket")
+
+
+def open_source(text: str, storage: Storage) -> Source:
+    """The source ``text`` names on ``storage`` (checked first by :func:`check_source`); :class:`SettingError`
+    naming SOURCE when its bucket does not exist, or it is not of the storage's kind."""
+    if text.startswith(LOCATOR_SCHEME) and isinstance(storage, S3Storage):
+        bucket, _, prefix = text.removeprefix(LOCATOR_SCHEME).partition("/")
         if not bucket or not storage.bucket_exists(bucket):
             raise SettingError(f"SOURCE {text}: the S3 store has no bucket {bucket!r}")
         return BucketSource(storage, bucket, prefix)
-    if "://" in text:
-        raise SettingError(f"SOURCE {text}: expected s3://BUCKET/PREFIX or a folder")
-    folder = Path(text).resolve()
-    if not folder.is_dir():
-        raise SettingError(f"SOURCE {text}: no such folder")
-    if not isinstance(storage, LocalStorage):
-        raise SettingError(f"SOURCE {text}: importing a folder needs local storage; with S3, import from a bucket")
-    return FolderSource(storage, folder)
+    if isinstance(storage, LocalStorage) and "://" not in text:
+        return FolderSource(storage, Path(text).resolve())
+    raise SettingError(f"SOURCE {text}: not a source of this storage")
 
 
 @dataclasses.dataclass
@@ -460,7 +471,7 @@ def _no_progress(total: int) -> Iterator[Callable[[int], object]]:
 def import_command(
     settings: Settings,
     connect: Callable[[], Database],
-    storage: Storage,
+    open_storage: Callable[[], Storage],
     source_text: str,
     *,
     origin: str | None,
@@ -471,13 +482,16 @@ def import_command(
     """``heartbeat import``: the run with a progress bar on stderr, then its counts and lists on ``out``.
     0 when every object was read (refused ones included: they are listed), else what failed is raised.
 
-    ``connect`` opens the database once the source is known to be readable (a wrong SOURCE creates nothing).
+    ``open_storage`` and ``connect`` open the store and the database once the source and the origin
+    are known to be usable (a wrong SOURCE or --origin creates nothing).
     """
-    source = open_source(source_text, storage)
+    check_source(source_text, settings)
     try:
         check_metadata(origin, None)
     except InvalidInput as error:
         raise SettingError(f"--origin: {error.description}") from None
+    storage = open_storage()
+    source = open_source(source_text, storage)
     database = connect()
     try:
         return _import(settings, database, storage, source, origin=origin, prune=prune, workers=workers, out=out)

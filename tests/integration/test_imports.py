@@ -361,7 +361,7 @@ def test_a_source_that_cannot_be_read_is_one_line_naming_it_and_creates_nothing(
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: SOURCE ") and named in lines[0], done.stderr
-    assert not (tmp_path / "data" / "heartbeat.db").exists()
+    assert not (tmp_path / "data").exists(), "nothing is created"
 
 
 @pytest.mark.parametrize(
@@ -375,7 +375,7 @@ def test_a_flag_that_cannot_be_used_is_refused_naming_it(tmp_path, flags, said):
     done = heartbeat("import", str(tmp_path), *flags, "--data-dir", str(tmp_path / "data"))
     assert done.returncode == 2
     assert done.stderr.strip() == said
-    assert not (tmp_path / "data" / "heartbeat.db").exists()
+    assert not (tmp_path / "data").exists(), "nothing is created"
 
 
 def test_every_argument_of_import_has_a_help_text():
