@@ -1,6 +1,6 @@
 """Settings: defaults, the environment, and ``db_auth.json``.
 
-Only the entry points (``cli.py``, ``wsgi.py``) call :func:`Settings.from_env`;
+Only the entry points (``cli/``, ``wsgi.py``) call :func:`Settings.from_env`;
 everything else receives a finished :class:`Settings`.
 """
 

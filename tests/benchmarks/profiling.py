@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENTRY_POINTS = ("heartbeat/__main__.py", "heartbeat/cli.py")  # only waitress's main thread runs under these
+# Only waitress's main thread runs under these.
+ENTRY_POINTS = ("heartbeat/__main__.py", "heartbeat/cli/__init__.py", "heartbeat/cli/commands.py")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 

@@ -1,0 +1,56 @@
+"""``heartbeat serve | check | software | token | export | s3 | upload | worker | import``: the command
+line (its arguments in ``parser.py``, what each command does in ``commands.py`` and ``upload.py``).
+
+A mistake on the command line stops it with one line naming the flag or variable as given, and exit
+status 2 (a wrong or missing flag shows the command's own usage first); no user mistake prints a
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from heartbeat.cli.commands import check, export, import_images, s3, serve, software, token, worker
+from heartbeat.cli.parser import build_parser, parse_args, settings_from_args
+from heartbeat.cli.upload import upload
+from heartbeat.config import SettingError
+from heartbeat.logs import configure_logging
+
+__all__ = ["build_parser", "main", "parse_args", "settings_from_args"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    import peewee
+    import urllib3
+    from minio.error import MinioAdminException, MinioException
+
+    from heartbeat.errors import HeartbeatError
+
+    args = parse_args(argv)
+    handlers = {
+        "serve": serve,
+        "check": check,
+        "software": software,
+        "token": token,
+        "export": export,
+        "s3": s3,
+        "upload": upload,
+        "worker": worker,
+        "import": import_images,
+    }
+    try:
+        return handlers[args.command](args)
+    except SettingError as error:  # a setting that cannot be used, from the environment or a flag
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except HeartbeatError as error:  # an object store that does not answer, at startup
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    except (MinioException, MinioAdminException, urllib3.exceptions.HTTPError) as error:  # s3 provision's store
+        print(f"error: the S3 store refused or did not answer: {error}", file=sys.stderr)
+        return 1
+    except (peewee.OperationalError, peewee.InterfaceError) as error:  # the database does not answer
+        print(f"error: the database is unreachable: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,307 @@
+"""What each command does, on the database, the store or the API the settings name."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heartbeat.cli.parser import PLACEHOLDER_MARK, settings_from_args
+from heartbeat.config import SettingError, Settings
+from heartbeat.logs import configure_logging
+
+if TYPE_CHECKING:
+    from heartbeat.db.database import Database
+    from heartbeat.queue import JobQueue
+    from heartbeat.registry import Registry
+
+
+def _connect(settings: Settings, *, create: bool = True, threads: int = 16) -> Database:
+    """The configured database. ``create``: a command that writes makes it when missing, and says where
+    (else :class:`DatabaseMissing`, exit 2: a command that only reads never creates a database).
+    ``threads``: how many threads will use it at once."""
+    from heartbeat.db.database import DatabaseMissing, connect, sqlite_path
+
+    new_file = settings.db_auth is None and not sqlite_path(settings.data_dir).exists()
+    if new_file and create:
+        try:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SettingError(
+                f"the data dir {settings.data_dir} (--data-dir, HEARTBEAT_DATA_DIR) cannot be made: "
+                f"{error.strerror or error}"
+            ) from None
+    try:
+        database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, create=create, threads=threads)
+    except DatabaseMissing as error:
+        if settings.db_auth is None:
+            raise DatabaseMissing(
+                f"{error}: the data dir is --data-dir (HEARTBEAT_DATA_DIR, default ./heartbeat-data); "
+                "`heartbeat serve` creates it"
+            ) from None
+        raise
+    if new_file:
+        print(f"created a new Heartbeat database in {settings.data_dir}", file=sys.stderr)
+    return database
+
+
+def _open_queue(settings: Settings, database: Database) -> JobQueue:
+    """The job queue over ``database``, its tables brought up to this release (call with a connection)."""
+    from heartbeat.queue import JobQueue
+
+    queue = JobQueue(database, time.time)
+    queue.upgrade()
+    return queue
+
+
+def _registry(settings: Settings, database: Database, queue: JobQueue) -> Registry:
+    """The software registry over ``database``, with the settings' defaults for new software."""
+    from heartbeat.registry import Registry
+
+    return Registry(
+        database,
+        queue,
+        time.time,
+        default_lease_seconds=settings.default_lease_seconds,
+        default_max_attempts=settings.default_max_attempts,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from heartbeat.api.auth import is_loopback
+    from heartbeat.orientations import fill_orientations
+    from heartbeat.server import serve as serve_forever
+    from heartbeat.server.process import listening_socket
+    from heartbeat.storage import open_storage
+    from heartbeat.tokens import tokens_exist
+
+    settings = settings_from_args(args)
+    settings.check_serving()
+    configure_logging(settings.log_format)
+    listening_socket(settings.host, settings.port).close()  # a port in use: one line now, before any change
+    # Checked and upgraded here, once, before the port is taken; each server process connects again on its own.
+    database = _connect(settings)
+    try:
+        with database.connection():
+            _open_queue(settings, database)
+            open_server = not tokens_exist(database)
+        if open_server and not is_loopback(settings.host):
+            print(
+                f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves "
+                "only on a loopback address (127.0.0.1, ::1). Create one with `heartbeat token create --role "
+                "admin` (with the same --data-dir or --db-auth), then start again.",
+                file=sys.stderr,
+            )
+            return 2
+        storage = open_storage(settings)  # an unreachable store stops the start here, with one line
+        with database.connection():
+            fill_orientations(database, storage)
+    finally:
+        database.close_all()
+    return serve_forever(settings)
+
+
+def check(args: argparse.Namespace) -> int:
+    from heartbeat.check import run_check
+    from heartbeat.storage import open_storage
+
+    settings = settings_from_args(args)
+    database = _connect(settings, create=False)
+    with database.connection():
+        grace = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
+        queue = _open_queue(settings, database)
+        return run_check(open_storage(settings), queue, fix=args.fix, out=sys.stdout, **grace)
+
+
+def software(args: argparse.Namespace) -> int:
+    from heartbeat.errors import HeartbeatError
+
+    settings = settings_from_args(args)
+    database = _connect(settings, create=args.software_command == "add")
+    queue = _open_queue(settings, database)
+    registry = _registry(settings, database, queue)
+    if args.software_command == "add":
+        try:
+            item = registry.register(
+                args.name,
+                lease_seconds=args.lease_seconds,
+                max_attempts=args.max_attempts,
+                after=args.after,
+                origins=args.origins,
+                **({"version": args.version} if args.version is not None else {}),
+            )
+        except HeartbeatError as error:
+            print(f"error: {error.description}", file=sys.stderr)
+            return 1
+        print(f"registered {item.name} (lease {item.lease_seconds}s, {item.max_attempts} attempts)")
+        return 0
+    if args.software_command == "set":
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("version", args.version),
+                ("lease_seconds", args.lease_seconds),
+                ("max_attempts", args.max_attempts),
+                ("paused", None if args.paused is None else args.paused == "true"),
+            )
+            if value is not None
+        }
+        if args.version is not None and not args.recompute:
+            changes["recompute"] = False
+        try:
+            item = registry.change(args.name, changes)
+        except HeartbeatError as error:
+            print(f"error: {error.description}", file=sys.stderr)
+            return 1
+        counts = queue.counts(item)
+        print(f"{item.name}: version {item.version}, {counts['pending']} pending, {counts['outdated']} outdated")
+        return 0
+    for item in registry.all():
+        counts = queue.counts(item)
+        print(f"{item.name}\t" + "\t".join(f"{status}={count}" for status, count in counts.items()))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from heartbeat.catalog import Catalog
+    from heartbeat.errors import HeartbeatError
+    from heartbeat.export import Exporter, ExportRequest, software_named
+    from heartbeat.storage import open_storage
+
+    settings = settings_from_args(args)
+    database = _connect(settings, create=False)
+    with database.connection():
+        queue = _open_queue(settings, database)
+        registry = _registry(settings, database, queue)
+        catalog = Catalog(database, open_storage(settings), registry, queue)
+        registered = registry.all()
+        try:
+            chosen = software_named(args.software, registered)
+            request = ExportRequest(args.format, registry.where(args.where), chosen, args.table, args.category)
+            total = catalog.count(where=request.where) * (2 if args.format == "coco" else 1)
+            with tqdm(total=total, unit="image", file=sys.stderr) as bar:
+                chunks = Exporter(catalog, queue, registered, progress=bar.update).stream(request)
+                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+                try:
+                    for chunk in chunks:
+                        out.write(chunk)
+                finally:
+                    if args.output:
+                        out.close()
+        except HeartbeatError as error:
+            print(f"error: {error.description}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from heartbeat import tokens
+    from heartbeat.errors import HeartbeatError
+
+    secret = None
+    if args.token_command == "create" and args.from_env:
+        secret = os.environ.get(args.from_env)
+        if not secret:
+            raise SettingError(f"{args.from_env} (--from-env): the variable is empty or not set")
+        if PLACEHOLDER_MARK in secret.lower():
+            raise SettingError(
+                f"{args.from_env} (--from-env): it holds a placeholder that anyone can read (an older release's "
+                ".env.sample); `python3 deploy/make_env.py` makes a new .env with real secrets"
+            )
+    _connect(settings_from_args(args), create=args.token_command == "create")
+    try:
+        if args.token_command == "create":
+            row, secret = tokens.create_token(
+                args.role, clock=time.time, software=args.software, name=args.name, secret=secret
+            )
+            scope = f" for {row.software}" if row.software else ""
+            print(f"created {row.role} token {row.id}{scope}", file=sys.stderr)
+            if not args.from_env:
+                print(secret)
+        elif args.token_command == "revoke":
+            row = tokens.revoke_token(args.id, clock=time.time)
+            print(f"revoked {row.id}")
+        else:
+            for row in tokens.list_tokens():
+                state = "revoked" if row.revoked_at is not None else "active"
+                print("\t".join([row.id, row.role, row.software or "*", state, row.name or ""]))
+    except HeartbeatError as error:
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def s3(args: argparse.Namespace) -> int:
+    from heartbeat.storage.provision import minio_clients, provision
+    from heartbeat.storage.s3 import parse_endpoint
+
+    settings = settings_from_args(args)
+    bucket = settings.storage.removeprefix("s3://").strip("/")
+    needed = {
+        "HEARTBEAT_STORAGE (--storage) as s3://BUCKET": settings.storage.startswith("s3://") and bucket,
+        "HEARTBEAT_S3_ENDPOINT (--s3-endpoint)": settings.s3_endpoint,
+        "HEARTBEAT_S3_ACCESS_KEY (--s3-access-key)": settings.s3_access_key,
+        "HEARTBEAT_S3_SECRET_KEY (--s3-secret-key)": settings.s3_secret_key,
+        args.root_access_key_from_env: os.environ.get(args.root_access_key_from_env),
+        args.root_secret_key_from_env: os.environ.get(args.root_secret_key_from_env),
+    }
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise SettingError(f"s3 provision needs {', '.join(missing)}")
+    endpoint, secure = parse_endpoint(settings.s3_endpoint or "", settings.s3_secure)
+    client, admin = minio_clients(
+        endpoint,
+        secure,
+        access_key=os.environ[args.root_access_key_from_env],
+        secret_key=os.environ[args.root_secret_key_from_env],
+        region=settings.s3_region,
+    )
+    provision(
+        client,
+        admin,
+        bucket=bucket,
+        user=settings.s3_access_key or "",
+        secret=settings.s3_secret_key or "",
+        region=settings.s3_region,
+    )
+    print(f"bucket {bucket} and its user {settings.s3_access_key} are ready", file=sys.stderr)
+    return 0
+
+
+def import_images(args: argparse.Namespace) -> int:
+    from heartbeat.imports import import_command
+    from heartbeat.storage import open_storage
+
+    settings = settings_from_args(args)
+    return import_command(
+        settings,
+        lambda: _connect(settings, threads=args.workers),
+        lambda: open_storage(settings),
+        args.source,
+        origin=args.origin,
+        prune=args.prune,
+        workers=args.workers,
+        out=sys.stdout,
+    )
+
+
+def worker(args: argparse.Namespace) -> int:
+    from heartbeat.worker.command import run_worker
+
+    return run_worker(
+        args.target,
+        software=args.software,
+        api_url=args.api,
+        token=args.token,
+        concurrency=args.concurrency,
+        batch=args.batch,
+        lease_seconds=args.lease_seconds,
+        wait_seconds=args.wait_seconds,
+        exit_when_idle=args.exit_when_idle,
+        register=args.register,
+    )
