@@ -16,6 +16,7 @@ store (copied where it cannot be linked), so that the store owns its bytes as fo
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -269,11 +270,24 @@ class Importer:
             tempfile.TemporaryDirectory(prefix="heartbeat-import-") as scratch,
             concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="import") as pool,
         ):
-            futures = [pool.submit(self._read_one, stored, record, Path(scratch)) for stored, record in todo]
+            # At most a batch and a few reads a worker ahead: a bucket of millions of objects is not
+            # queued (nor its results held) all at once.
+            ahead = COMMIT_BATCH + 2 * self._workers
+            unread = iter(todo)
+            in_flight: collections.deque[tuple[concurrent.futures.Future[Any], StoredObject, ImportedObject | None]]
+            in_flight = collections.deque()
+
+            def read_ahead() -> None:
+                while len(in_flight) < ahead and (item := next(unread, None)) is not None:
+                    in_flight.append((pool.submit(self._read_one, item[0], item[1], Path(scratch)), *item))
+
             waiting: list[_Read] = []
             try:
-                for index, (future, (stored, record)) in enumerate(zip(futures, todo, strict=True)):
+                read_ahead()
+                while in_flight:
+                    future, stored, record = in_flight.popleft()
                     result = future.result()
+                    read_ahead()
                     advance(1)
                     report.changed += record is not None
                     if isinstance(result, _Read):
@@ -283,7 +297,7 @@ class Importer:
                     else:
                         report.count(stored.key, *result)
                     # Rows commit in batches: as many as were read meanwhile, up to COMMIT_BATCH.
-                    more_ready = index + 1 < len(futures) and futures[index + 1].done()
+                    more_ready = bool(in_flight) and in_flight[0][0].done()
                     if waiting and (len(waiting) >= COMMIT_BATCH or not more_ready):
                         for read, outcome in self._commit(waiting):
                             report.count(read.stored.key, outcome, "")

@@ -4,6 +4,7 @@ and a folder with local storage, in every pass. The bucket is another than the s
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -285,6 +286,39 @@ def test_two_imports_of_one_source_at_once_double_nothing(place, database):
     assert len(stored_keys(storage, "thumbnails/")) == PICTURES
     if place.kind == "local":
         assert len(stored_keys(storage, "images/")) == PICTURES
+
+
+def test_an_import_reads_no_further_ahead_of_its_commits_than_a_batch_and_a_few_reads_a_worker(
+    place, database, monkeypatch
+):
+    """A bucket of millions of objects is not queued (nor its results held) all at once."""
+    fill(place)
+    workers = 4
+    ahead = imports.COMMIT_BATCH + 2 * workers
+    submitted = 0
+    committed = 0
+    most_ahead = 0
+
+    class CountingPool(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            nonlocal submitted
+            submitted += 1
+            return super().submit(*args, **kwargs)
+
+    commit = imports.Importer._commit
+
+    def counted_commit(self: imports.Importer, batch: list[Any]) -> Any:
+        nonlocal committed, most_ahead
+        committed += len(batch)
+        most_ahead = max(most_ahead, submitted - committed)
+        return commit(self, batch)
+
+    monkeypatch.setattr(imports.concurrent.futures, "ThreadPoolExecutor", CountingPool)
+    monkeypatch.setattr(imports.Importer, "_commit", counted_commit)
+    report = run_import(place, database, open_storage(place.settings), workers=workers)
+    assert report.new == PICTURES and submitted == 500
+    # Submitted but not committed: read ahead, and the objects that are no picture (never committed).
+    assert most_ahead <= ahead + NOT_PICTURES + 1, most_ahead
 
 
 def test_an_import_killed_midway_then_run_again_finishes_with_nothing_doubled_or_missing(
