@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import http.server
+import importlib.util
 import io
 import os
 import pathlib
@@ -242,3 +243,13 @@ def unreachable_database() -> Database:
     """A MariaDB that does not answer: nothing listens on its port."""
     engine = peewee.MySQLDatabase("x", host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
     return Database(engine, Features(mysql=True, skip_locked=True, max_result_bytes=None, collation=None))
+
+
+def load_make_env() -> Any:
+    """``deploy/make_env.py`` (a script, not a module of the package) loaded as a module."""
+    path = pathlib.Path(__file__).parents[1] / "deploy" / "make_env.py"
+    spec = importlib.util.spec_from_file_location("make_env", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

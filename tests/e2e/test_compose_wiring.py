@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import io
 import os
 import re
@@ -42,7 +41,7 @@ import yaml
 from minio import Minio
 
 from conftest import mysql_auth
-from helpers import free_port
+from helpers import free_port, load_make_env
 
 pytestmark = [pytest.mark.mariadb_pass, pytest.mark.timeout(300)]
 
@@ -54,14 +53,6 @@ DOCKER_COMPOSE = shutil.which("docker-compose")
 AWKWARD = 'pw"with\\odd-chars-'
 ASTRONAUT_FACE = {"x": 175, "y": 65, "w": 90, "h": 100}
 HTTP_TIMEOUT = 30
-
-
-def load_make_env() -> Any:
-    spec = importlib.util.spec_from_file_location("make_env", ROOT / "deploy" / "make_env.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dockerfile_instructions(name: str) -> list[tuple[str, str]]:

@@ -6,7 +6,6 @@ the file with a made ``.env`` and refuse it with the sample. ``test_compose_wiri
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -23,6 +22,7 @@ from heartbeat.config import OPTIONS, Settings
 from heartbeat.server.supervisor import KILL_AFTER_SECONDS
 from heartbeat.storage.s3 import parse_endpoint
 from heartbeat.tokens import MIN_SECRET_LENGTH
+from helpers import load_make_env
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -31,14 +31,6 @@ VARIABLE = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 LONG_RUNNING = ("mariadb", "minio", "api", "worker")
 ONE_SHOT = ("minio-setup", "api-setup")
-
-
-def load_make_env() -> Any:
-    spec = importlib.util.spec_from_file_location("make_env", ROOT / "deploy" / "make_env.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def env_values(text: str) -> dict[str, str]:
