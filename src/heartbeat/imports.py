@@ -406,8 +406,8 @@ class Importer:
             self._record(stored, Outcome.REFUSED, None, reason)
         return Outcome.REFUSED, reason
 
-    def _recorder(self, stored: StoredObject) -> Callable[[Image], None]:
-        return lambda image: self._record(stored, Outcome.NEW, image.id)
+    def _recorder(self, stored: StoredObject) -> Callable[[list[Image]], None]:
+        return lambda images: self._record(stored, Outcome.NEW, images[0].id)
 
     def _duplicate(self, stored: StoredObject, existing: Image) -> tuple[Outcome, str]:
         """Bytes an image has already: this very object imported by another run, or a duplicate."""

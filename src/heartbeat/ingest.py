@@ -82,7 +82,8 @@ class Ingest:
         columns = ", ".join(database.quote(field.column_name) for field in IMAGE_FIELDS)
         self._find_sql = f"SELECT id FROM {table} WHERE sha256 = {p}"
         self._existing_sql = f"SELECT sha256 FROM {table} WHERE sha256 IN "
-        self._insert_sql = f"INSERT INTO {table} ({columns}) VALUES {database.params(len(IMAGE_FIELDS))}"
+        self._insert_sql = f"INSERT INTO {table} ({columns}) VALUES "
+        self._row_params = database.params(len(IMAGE_FIELDS))
 
     @contextlib.contextmanager
     def receive(self, stream: BinaryIO) -> Iterator[Path]:
@@ -161,56 +162,30 @@ class Ingest:
         key = image_key(image_id, picture)
         self.store_thumbnail(picture, image_id, path.with_name(path.name + ".thumbnail.jpg"))
         self._storage.put_file(key, path, picture.image_type.content_type)
-        return self.register(
-            checked,
-            image_id=image_id,
-            storage_key=key,
-            owns_object=True,
-            filename=_clean_filename(filename) or f"{image_id}{picture.image_type.extension}",
-            origin=origin,
-            other_data=other_data,
-            priority=priority,
-        )
-
-    def register(
-        self,
-        checked: CheckedImage,
-        *,
-        image_id: str,
-        storage_key: str,
-        owns_object: bool,
-        filename: str,
-        origin: str | None,
-        other_data: dict[str, Any] | None,
-        priority: int = 0,
-        also: Callable[[Image], None] | None = None,
-    ) -> Ingested:
-        """Commit the row of checked bytes already in storage under ``storage_key`` (and its thumbnail
-        under ``image_id``), with a job for every software and whatever ``also`` writes, in one
-        transaction. Bytes another image has already are that image (``created`` False): the row is
-        not written, and the thumbnail (and the object, when ``owns_object``) is removed again.
-        """
         row = image_row(
             checked,
             image_id=image_id,
-            storage_key=storage_key,
-            filename=filename,
+            storage_key=key,
+            filename=_clean_filename(filename) or f"{image_id}{picture.image_type.extension}",
             origin=origin,
             other_data=other_data,
             priority=priority,
             uploaded_date=self._clock(),
         )
-        return self.register_row(row, owns_object=owns_object, also=also)
+        return self.register_row(row, owns_object=True)
 
     def register_row(
-        self, row: dict[str, Any], *, owns_object: bool, also: Callable[[Image], None] | None = None
+        self, row: dict[str, Any], *, owns_object: bool, also: Callable[[list[Image]], None] | None = None
     ) -> Ingested:
-        """:meth:`register` of a row made by :func:`image_row`."""
+        """Commit a row of :func:`image_row` (its bytes already in storage under its ``storage_key``, its
+        thumbnail under its ID), with a job for every software and whatever ``also`` writes, in one
+        transaction. Bytes another image has already are that image (``created`` False): the row is
+        not written, and the thumbnail (and the object, when ``owns_object``) is removed again."""
         image_id, storage_key, sha256 = row["id"], row["storage_key"], row["sha256"]
         stored_key = storage_key if owns_object else None
         claimable: list[str] = []
         try:
-            image, claimable = self._insert_image(row, also)
+            [image], claimable = self._insert_images([row], also)
         except peewee.IntegrityError:
             existing = self.find(sha256)
             if existing is None or existing.id != image_id:
@@ -243,17 +218,18 @@ class Ingest:
 
     @transactional
     def _insert_images(
-        self, rows: list[dict[str, Any]], also: Callable[[list[Image]], None]
+        self, rows: list[dict[str, Any]], also: Callable[[list[Image]], None] | None = None
     ) -> tuple[list[Image], list[str]]:
-        table, marks = self._database.quote(Image._meta.table_name), self._database.params(len(IMAGE_FIELDS))
-        columns = ", ".join(self._database.quote(field.column_name) for field in IMAGE_FIELDS)
+        """The images' rows (one statement) and a job for every software for each, together; and the
+        software they gave claimable work."""
         self._database.execute(
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join(marks for _ in rows)}",
+            self._insert_sql + ", ".join(self._row_params for _ in rows),
             [field.db_value(row[field.name]) for row in rows for field in IMAGE_FIELDS],
         )
         images = [Image(**row) for row in rows]
         claimable = self._queue.create_jobs_for(images)
-        also(images)
+        if also is not None:
+            also(images)
         return images, claimable
 
     def existing(self, sha256s: list[str]) -> set[str]:
@@ -284,18 +260,6 @@ class Ingest:
             self._storage.put_file(thumbnail_key(image_id), thumbnail, THUMBNAIL_TYPE)
         finally:
             thumbnail.unlink(missing_ok=True)
-
-    @transactional
-    def _insert_image(
-        self, row: dict[str, Any], also: Callable[[Image], None] | None = None
-    ) -> tuple[Image, list[str]]:
-        """The image's row and a job for every software, together; and the software it gave claimable work."""
-        self._database.execute(self._insert_sql, [field.db_value(row[field.name]) for field in IMAGE_FIELDS])
-        image = Image(**row)
-        claimable = self._queue.create_jobs(image)
-        if also is not None:
-            also(image)
-        return image, claimable
 
 
 def check_metadata(origin: Any, other_data: Any, priority: Any = 0) -> None:
