@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from typing import Any
 
 import pytest
 import requests
 
+from conftest import BACKEND
+from heartbeat.catalog import Catalog
 from helpers import claim, distinct_images, register, upload
 
 
@@ -188,6 +191,30 @@ def test_changing_an_image_priority_reorders_its_pending_jobs(client, clock):
     assert (changed.json["priority"], changed.json["jobs"]) == (10, {"ocr": "pending"})
     client.simulate_patch(f"/v1/images/{first}", json={"priority": -1})
     assert [job["image_id"] for job in claim(client, "ocr", max=10)] == [third, second, first]
+
+
+@pytest.mark.skipif(BACKEND != "mysql", reason="SQLite: one write transaction at a time")
+def test_a_software_registered_during_a_priority_change_claims_in_the_new_order(client, clock, monkeypatch):
+    """A registration whose backfill makes the image's job from its old priority after the change's
+    first read: the change reaches that job too."""
+    first, second = uploaded(client, 2, clock)
+    change_read, registered = threading.Event(), threading.Event()
+    get = Catalog.get
+
+    def after_a_registration(catalog: Catalog, image_id: str) -> Any:
+        image = get(catalog, image_id)
+        change_read.set()
+        assert registered.wait(timeout=60)
+        return image
+
+    monkeypatch.setattr(Catalog, "get", after_a_registration)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        change = pool.submit(client.simulate_patch, f"/v1/images/{second}", json={"priority": 10})
+        assert change_read.wait(timeout=60)
+        register(client, "late")
+        registered.set()
+        assert change.result(timeout=60).status_code == 200
+    assert [job["image_id"] for job in claim(client, "late", max=10)] == [second, first]
 
 
 @pytest.mark.parametrize("body", [{"priority": "high"}, {"priority": 1.5}, {"priority": 10**7}, {}, {"origin": "x"}])

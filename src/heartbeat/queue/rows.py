@@ -112,18 +112,21 @@ class Rows(Pipelines, Counts):
         self._settle(software, now)
         return count
 
-    def delete_image_rows(self, image_id: str) -> None:
-        """Remove an image's jobs and extra-table rows; call inside the image's delete transaction.
-
-        On MySQL the registry is read with a shared lock, as an upload reads it: a locking read sees
-        a software registered after this transaction's first read (whose backfill may have given the
-        image a job), and a software not yet committed waits for this delete and then backfills
-        without the image."""
+    def _registry_for_image_change(self) -> peewee.ModelSelect[Software]:
+        """Every software, read as a transaction that changes one image's job in every software's table
+        must read it. On MySQL with a shared lock, as an upload reads it: a locking read sees a software
+        registered after this transaction's first read (whose backfill may have made the image's job from
+        what the image was then), and a software not yet committed waits for this transaction and then
+        backfills from what it committed."""
         registry = Software.select()
         if self._database.features.mysql:
             # peewee takes the locking clause's text here (its hint says bool only)
             registry = registry.for_update(self._database.features.share_lock.strip())  # type: ignore[arg-type]
-        for software in registry:
+        return registry
+
+    def delete_image_rows(self, image_id: str) -> None:
+        """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
+        for software in self._registry_for_image_change():
             job = job_model(software.name)
             query = job.select(job.status, job.version).where(job.image_id == image_id)
             row = (query.for_update() if self._database.features.mysql else query).first()
@@ -135,6 +138,6 @@ class Rows(Pipelines, Counts):
 
     def reprioritize(self, image_id: str, priority: int) -> None:
         """Carry an image's new priority into its job in every software's table; call in its transaction."""
-        for software in Software.select(Software.name):
+        for software in self._registry_for_image_change():
             job = job_model(software.name)
             job.update(sort_priority=-priority).where(job.image_id == image_id).execute()
