@@ -196,6 +196,7 @@ def store(client, pictures_: list[Picture]) -> None:
         picture.id = answer.json["id"]
     jobs = client.simulate_post("/v1/software/sw/claim", json={"max": 100}).json["jobs"]
     by_image = {picture.id: picture for picture in pictures_}
+    assert sorted(job["image_id"] for job in jobs) == sorted(by_image), "one job for each picture"
     for job in jobs:
         picture = by_image[job["image_id"]]
         base = f"/v1/software/sw/jobs/{job['image_id']}"
@@ -269,3 +270,16 @@ def test_requeue_takes_a_where_expression(client):
     assert client.simulate_get("/v1/software/sw").json["counts"]["done"] == 1
     bad = client.simulate_post("/v1/software/sw/requeue", json={"status": "done", "where": "origin ="})
     assert bad.status_code == 400 and "column" in bad.json["description"]
+
+
+def test_result_rows_that_name_different_columns_keep_every_value(client):
+    """A result's rows need not name the same columns: each keeps what it names (the first row once
+    decided the columns of all, and a later row's other values were lost)."""
+    register(client, "sw", tables={"rows": COLUMNS})
+    picture = Picture(None, 0, 1, "done", None, [{}, {"a": 1}, {"b": 0.5, "t": "x"}, {"f": True, "a": 2}])
+    store(client, [picture])
+    rows = client.simulate_get("/v1/software/sw/tables/rows").json["rows"]
+    assert [{column: row[column] for column in COLUMNS} for row in rows] == [
+        dict.fromkeys(COLUMNS) | row for row in picture.rows
+    ]
+    assert selected(client, "sw.rows.count(a = 1) = 1 and sw.rows.count(b = null) = 3") == [picture.id]

@@ -111,7 +111,10 @@ class Results(Pipelines):
             if held[result.image_id].version is not None:
                 self._delete_rows(software, result.image_id)  # a reopened job's last result: replaced now
             for model, model_rows in result.rows:
-                for chunk in peewee.chunked([{**row, "image_id": result.image_id} for row in model_rows], 500):
+                # Every row names every column: insert_many takes its columns from the first row alone,
+                # and would drop the values of columns that only later rows name.
+                blank = {name: None for name in model._meta.fields if name != model._meta.primary_key.name}
+                for chunk in peewee.chunked([{**blank, **row, "image_id": result.image_id} for row in model_rows], 500):
                     model.insert_many(chunk).execute()
         changed = self._settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
