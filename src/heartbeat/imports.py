@@ -44,6 +44,7 @@ from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
 
 MAX_STORAGE_KEY_CHARS = 255  # Image.storage_key
 COMMIT_BATCH = 100  # most image rows an import commits in one transaction
+COMMIT_SECONDS = 1.0  # longest a read picture waits for its commit while others are being read
 
 
 class Outcome(enum.StrEnum):
@@ -282,6 +283,7 @@ class Importer:
                     in_flight.append((pool.submit(self._read_one, item[0], item[1], Path(scratch)), *item))
 
             waiting: list[_Read] = []
+            last_commit = time.monotonic()
             try:
                 read_ahead()
                 while in_flight:
@@ -296,12 +298,14 @@ class Importer:
                         listed.pop(stored.key)
                     else:
                         report.count(stored.key, *result)
-                    # Rows commit in batches: as many as were read meanwhile, up to COMMIT_BATCH.
-                    more_ready = bool(in_flight) and in_flight[0][0].done()
-                    if waiting and (len(waiting) >= COMMIT_BATCH or not more_ready):
+                    # Rows commit in batches of COMMIT_BATCH, or of what was read in COMMIT_SECONDS: a
+                    # commit costs the database a log flush, and a killed run redoes at most a batch.
+                    due = time.monotonic() - last_commit >= COMMIT_SECONDS
+                    if waiting and (len(waiting) >= COMMIT_BATCH or not in_flight or due):
                         for read, outcome in self._commit(waiting):
                             report.count(read.stored.key, outcome, "")
                         waiting = []
+                        last_commit = time.monotonic()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise

@@ -321,6 +321,33 @@ def test_an_import_reads_no_further_ahead_of_its_commits_than_a_batch_and_a_few_
     assert most_ahead <= ahead + NOT_PICTURES + 1, most_ahead
 
 
+READ_PICTURES = PICTURES + DUPLICATES  # a duplicate's row is found out at its commit
+
+
+@pytest.mark.parametrize(
+    ("commit_seconds", "batches"), [(3600.0, -(-READ_PICTURES // imports.COMMIT_BATCH)), (0.0, READ_PICTURES)]
+)
+def test_an_import_commits_a_batch_of_rows_at_a_time_or_what_was_read_within_commit_seconds(
+    place, database, monkeypatch, commit_seconds, batches
+):
+    """A commit costs the database a log flush: rows wait for COMMIT_BATCH others, but no longer than
+    COMMIT_SECONDS (with 0, each picture commits as soon as it is read)."""
+    fill(place)
+    sizes: list[int] = []
+    commit = imports.Importer._commit
+
+    def counted_commit(self: imports.Importer, batch: list[Any]) -> Any:
+        sizes.append(len(batch))
+        return commit(self, batch)
+
+    monkeypatch.setattr(imports, "COMMIT_SECONDS", commit_seconds)
+    monkeypatch.setattr(imports.Importer, "_commit", counted_commit)
+    report = run_import(place, database, open_storage(place.settings), workers=4)
+    assert (report.new, report.duplicate) == (PICTURES, DUPLICATES)
+    assert sum(sizes) == READ_PICTURES
+    assert len(sizes) == batches and max(sizes) <= imports.COMMIT_BATCH, sizes
+
+
 def test_an_import_killed_midway_then_run_again_finishes_with_nothing_doubled_or_missing(
     place, database, db_flags, tmp_path
 ):
