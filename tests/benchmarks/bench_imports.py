@@ -8,10 +8,11 @@
 - ``import_second_run_vs_first``: the time of a second run over 10,000 small pictures of which 1 %
   are new, over the time of the first run that imported the other 99 %.
 
-On this machine (2 cores, everything local) both sides are bound by CPU, not by the network: per
-object the plain side costs about 1 ms of CPU (client and rclone together), the import about 6.5 ms:
-the decode of a 640x480 JPEG (1.5 ms at half scale) and its thumbnail (0.5 ms) are the check itself,
-and rclone spends about 1.7 ms on each thumbnail PUT, four times what a GET costs it. Against a store
+On this machine (2 cores, everything local) both sides are bound by CPU, not by the network, so the
+rate lines give each side's CPU per object, split between this process, rclone and MariaDB: the ratio
+of the rates is about the inverse ratio of those sums. The import's extra is what it must do: the
+decode of a 640x480 JPEG (about 1 ms at half scale), the thumbnail (0.5 ms) and its PUT (about
+0.7 ms here and 0.8 ms in rclone), where the plain read costs about 1.1 ms all told. Against a store
 across a network, where a read waits tens of milliseconds, the two rates come closer.
 
 The objects of the first set are written as files into the served folder before rclone starts
@@ -32,22 +33,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import PIL.Image
-from harness import Figure, drop_database, fresh_database, jpeg_variants, say
+from harness import Figure, cpu_seconds, drop_database, fresh_database, jpeg_variants, mariadb_pid, say
 from minio import Minio
 
 from heartbeat.config import DbAuth, Settings
 from heartbeat.db.database import connect
 from heartbeat.imports import open_importer, open_source
+from heartbeat.pictures import read_picture
 from heartbeat.storage import open_storage
+from heartbeat.thumbnails import THUMBNAIL_TYPE, write_thumbnail
 
 IMPORT_AUTH = DbAuth(host="127.0.0.1", port=3306, user="root", password="", database="heartbeat_bench_import")
 ACCESS_KEY, SECRET_KEY = "heartbeat-bench", "heartbeat-bench-secret"
 WORKERS = 4
+REQUIRED_SAMPLE = 300  # pictures whose decode, thumbnail and PUT are measured alone
 
 
 @contextlib.contextmanager
-def rclone_s3(folder: Path, port: int) -> Iterator[Minio]:
-    """``rclone serve s3`` over ``folder`` on ``port``; a minio client of it."""
+def rclone_s3(folder: Path, port: int) -> Iterator[tuple[Minio, int]]:
+    """``rclone serve s3`` over ``folder`` on ``port``: a minio client of it, and its process id."""
     rclone = Path(sys.executable).with_name("rclone")
     process = subprocess.Popen(
         [
@@ -75,7 +79,7 @@ def rclone_s3(folder: Path, port: int) -> Iterator[Minio]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield client
+        yield client, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -97,6 +101,40 @@ def plain_read(client: Minio, bucket: str, prefix: str) -> tuple[int, float]:
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         digests = list(pool.map(read, names))
     return len(digests), time.perf_counter() - started
+
+
+class CpuMeter:
+    """CPU seconds spent, from its start, by this process, the S3 server and MariaDB (when local)."""
+
+    def __init__(self, s3_server: int):
+        self._pids = {"S3 server": s3_server, "MariaDB": mariadb_pid()}
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {"client": time.process_time()}
+        now.update({name: cpu_seconds(pid) for name, pid in self._pids.items() if pid is not None})
+        return now
+
+    def per_object(self, objects: int) -> dict[str, float]:
+        """Milliseconds of CPU an object, from the start until now, by process."""
+        return {name: (seconds - self._start[name]) * 1000 / objects for name, seconds in self._now().items()}
+
+
+def describe_cpu(spent: dict[str, float]) -> str:
+    parts = ", ".join(f"{ms:.2f} {name}" for name, ms in spent.items())
+    return f"CPU {sum(spent.values()):.2f} ms an object ({parts})"
+
+
+def required_work(client: Minio, rclone_pid: int, pictures: list[Path], scratch: Path) -> dict[str, float]:
+    """CPU an object (ms, by process) of what an import does beyond a plain read, on one thread: the
+    decode (:func:`heartbeat.pictures.read_picture`), the thumbnail and its PUT, as the import does them."""
+    meter = CpuMeter(rclone_pid)
+    for index, path in enumerate(pictures):
+        with path.open("rb") as file:
+            picture = read_picture(file, max_pixels=10**9)
+        write_thumbnail(picture.decoded, picture.orientation, scratch)
+        client.fput_object("heartbeat", f"required/{index}.jpg", str(scratch), content_type=THUMBNAIL_TYPE)
+    return meter.per_object(len(pictures))
 
 
 def timed_import(settings: Settings, source: str) -> tuple[int, int, float]:
@@ -145,18 +183,35 @@ def import_figures(
     )
     fresh_database(IMPORT_AUTH)
     try:
-        with rclone_s3(served, port) as client:
+        with rclone_s3(served, port) as (client, rclone_pid):
             plain_read(client, "photos", "rate/")  # warm: the files in the page cache for both sides
+            plain_cpu = CpuMeter(rclone_pid)
             count, before = plain_read(client, "photos", "rate/")
+            plain_cost = plain_cpu.per_object(count)
+            import_cpu = CpuMeter(rclone_pid)
             listed, new, imported = timed_import(settings, "s3://photos/rate/")
+            import_cost = import_cpu.per_object(new)
             _, after = plain_read(client, "photos", "rate/")
             assert listed == new == count == rate_objects, (listed, new, count)
             plain_rate = count / ((before + after) / 2)
             import_rate = new / imported
             say(
+                "import_plain_read",
+                f"{plain_rate:.0f} objects/s ({before:.2f} s, {after:.2f} s), {describe_cpu(plain_cost)}",
+            )
+            say(
                 "import_rate",
-                f"{import_rate:.0f} objects/s imported, {plain_rate:.0f} objects/s listed + read + hashed "
-                f"({rate_objects} JPEGs of ~100 KB, {WORKERS} threads a side; plain {before:.2f} s and {after:.2f} s)",
+                f"{import_rate:.0f} objects/s ({rate_objects} JPEGs of ~100 KB, {WORKERS} threads a side), "
+                f"{describe_cpu(import_cost)}",
+            )
+            sample = sorted(rate_folder.iterdir())[:REQUIRED_SAMPLE]
+            required = required_work(client, rclone_pid, sample, workdir / "thumbnail.jpg")
+            plain_total, required_total = sum(plain_cost.values()), sum(required.values())
+            say(
+                "import_required_work",
+                f"decode, thumbnail and its PUT alone: {describe_cpu(required)}; where both sides are bound by "
+                f"CPU, as here, that holds the ratio near {plain_total:.2f} / ({plain_total:.2f} + "
+                f"{required_total:.2f}) = {plain_total / (plain_total + required_total):.2f} at best",
             )
             listed, new, first_seconds = timed_import(settings, "s3://photos/many/")
             assert listed == new == first, (listed, new)
