@@ -6,8 +6,9 @@ size) and its thumbnail stored; then its image row, its jobs and its record in `
 commit in one transaction, so an import killed at any point and run again redoes only what had not
 committed. The records are what a run has seen (key, size, ETag or modification time): the next run
 reads only objects it has no record of, or whose size or version changed, and lists the recorded ones
-that are gone. The unique sha256 of images and the primary key of the records keep two imports of
-one source at once from doubling anything.
+that are gone (those it did not mark as listed). It lists, looks up and marks ``LIST_PAGE`` objects
+at a time, so that its memory does not grow with the source. The unique sha256 of images and the
+primary key of the records keep two imports of one source at once from doubling anything.
 
 On S3 no byte is copied: the image's storage key is the object's locator ``s3://BUCKET/KEY``
 (:func:`heartbeat.storage.s3.object_locator`). From a folder, a file is hard-linked into the local
@@ -22,6 +23,7 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
+import itertools
 import os
 import sys
 import tempfile
@@ -44,6 +46,7 @@ from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
 
 MAX_STORAGE_KEY_CHARS = 255  # Image.storage_key
 COMMIT_BATCH = 100  # most image rows an import commits in one transaction
+LIST_PAGE = 1000  # objects listed, and their records looked up, at a time
 COMMIT_SECONDS = 1.0  # longest a read picture waits for its commit while others are being read
 
 
@@ -66,8 +69,9 @@ class _Read:
     owned: bool  # the store's own object (a link into local storage), removed should the row lose
 
 
-# ``progress(total)``: a context whose value is called with the number of objects just read.
-Progress = Callable[[int], contextlib.AbstractContextManager[Callable[[int], object]]]
+# ``progress()``: a context whose value is called with the number of objects just found to read (as
+# the listing goes on) and the number just read.
+Progress = Callable[[], contextlib.AbstractContextManager[Callable[[int, int], object]]]
 
 
 class Source(Protocol):
@@ -215,7 +219,17 @@ def record_id(source: str, key: str) -> str:
 
 
 def _version(stored: StoredObject) -> str:
-    return stored.etag or repr(stored.modified_at)
+    """What tells one version of the object from another, as recorded (``ImportedObject.version``)."""
+    return (stored.etag or repr(stored.modified_at))[:255]
+
+
+def unlisted_records(source: str, listed_since: float, past: str | None) -> peewee.ModelSelect[ImportedObject]:
+    """A page (``LIST_PAGE``) of the records of ``source`` that no run has listed since ``listed_since``,
+    of ids past ``past``, along the index ``(source, id)``."""
+    query = ImportedObject.select().where((ImportedObject.source == source) & (ImportedObject.seen_at < listed_since))
+    if past is not None:
+        query = query.where(ImportedObject.id > past)
+    return query.order_by(ImportedObject.id).limit(LIST_PAGE)
 
 
 class Importer:
@@ -244,37 +258,29 @@ class Importer:
         self._workers = max(1, workers)
         self._clock = clock
         self._new_id = new_id
+        table, quote = database.quote(ImportedObject._meta.table_name), database.quote
+        self._lookup_sql = (
+            f"SELECT {quote('id')}, {quote('size')}, {quote('version')} FROM {table} WHERE {quote('id')} IN "
+        )
+        self._mark_sql = f"UPDATE {table} SET {quote('seen_at')} = {database.param} WHERE {quote('id')} IN "
 
     def run(self, *, prune: bool = False, progress: Progress | None = None) -> ImportReport:
-        """List the source, read what is new or changed (``workers`` at once), list (and with ``prune``
-        delete the images of) what is gone. A store or database that fails stops the run (what had
-        committed stays recorded: a second run goes on from there)."""
+        """List the source a page at a time (``LIST_PAGE`` objects, their records looked up together),
+        read what is new or changed (``workers`` at once), then list (and with ``prune`` delete the
+        images of) the recorded objects this run did not list. What it holds is a page, the reads in
+        flight and a batch of rows, however many objects the source has. A store or database that
+        fails stops the run (what had committed stays recorded: a second run goes on from there)."""
         report = ImportReport()
-        with self._database.connection():
-            known = {
-                record.key: record
-                for record in ImportedObject.select().where(ImportedObject.source == self._source.name).iterator()
-            }
-        listed: dict[str, StoredObject] = {}
-        for stored in self._source.list():
-            listed[stored.key] = stored
-        report.listed = len(listed)
-        todo: list[tuple[StoredObject, ImportedObject | None]] = []
-        for key, stored in listed.items():
-            record = known.get(key)
-            if record is not None and (record.size, record.version) == (stored.size, _version(stored)):
-                report.unchanged += 1
-            else:
-                todo.append((stored, record))
+        listed_since = self._clock()  # every record of an object this run lists is seen at this time or later
         with (
-            (progress or _no_progress)(len(todo)) as advance,
+            (progress or _no_progress)() as advance,
             tempfile.TemporaryDirectory(prefix="heartbeat-import-") as scratch,
             concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="import") as pool,
         ):
             # At most a batch and a few reads a worker ahead: a bucket of millions of objects is not
             # queued (nor its results held) all at once.
             ahead = COMMIT_BATCH + 2 * self._workers
-            unread = iter(todo)
+            unread = self._to_read(report, listed_since, advance)
             in_flight: collections.deque[tuple[concurrent.futures.Future[Any], StoredObject, ImportedObject | None]]
             in_flight = collections.deque()
 
@@ -290,13 +296,11 @@ class Importer:
                     future, stored, record = in_flight.popleft()
                     result = future.result()
                     read_ahead()
-                    advance(1)
+                    advance(0, 1)
                     report.changed += record is not None
                     if isinstance(result, _Read):
                         waiting.append(result)
-                    elif result[0] == Outcome.VANISHED:
-                        listed.pop(stored.key)
-                    else:
+                    elif result[0] != Outcome.VANISHED:  # a vanished object has no record: not listed
                         report.count(stored.key, *result)
                     # Rows commit in batches of COMMIT_BATCH, or of what was read in COMMIT_SECONDS: a
                     # commit costs the database a log flush, and a killed run redoes at most a batch.
@@ -309,29 +313,68 @@ class Importer:
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        self._settle_gone(known, listed, report, prune)
+        self._settle_gone(listed_since, report, prune)
         report.refused.sort()
         report.gone.sort()
         return report
 
-    def _settle_gone(
-        self, known: dict[str, ImportedObject], listed: dict[str, StoredObject], report: ImportReport, prune: bool
-    ) -> None:
-        """Records of objects no longer listed: forgotten when they made no image of their own, else
-        listed (and with ``prune``, their images deleted, every trace)."""
-        with self._database.connection():
-            for key, record in known.items():
-                if key in listed:
-                    continue
-                image = None if record.image_id is None else Image.get_or_none(Image.id == record.image_id)
-                if image is None or record.outcome != Outcome.NEW:
-                    ImportedObject.delete().where(ImportedObject.id == record.id).execute()
-                    continue
-                report.gone.append(key)
-                if prune:
-                    with contextlib.suppress(NotFound):  # deleted meanwhile
-                        self._catalog.delete(image.id)
-                    report.pruned += 1
+    def _to_read(
+        self, report: ImportReport, listed_since: float, advance: Callable[[int, int], object]
+    ) -> Iterator[tuple[StoredObject, ImportedObject | None]]:
+        """The listed objects that are new or changed (with their records), listed a page at a time; the
+        records of unchanged ones are marked as seen at ``listed_since``."""
+        listing = iter(self._source.list())
+        while page := list(itertools.islice(listing, LIST_PAGE)):
+            report.listed += len(page)
+            by_id = {record_id(self._source.name, stored.key): stored for stored in page}
+            with self._database.connection():
+                # Plain statements: peewee's making of a thousand parameters, and of a model row for
+                # each record, cost more than the statements themselves.
+                ids = list(by_id)
+                found = self._database.execute(self._lookup_sql + self._database.params(len(ids)), ids)
+                changed = []
+                unchanged = set()
+                for key, size, version in found:
+                    if (size, version) == (by_id[key].size, _version(by_id[key])):
+                        unchanged.add(key)
+                    else:
+                        changed.append(key)
+                if unchanged:
+                    marks = self._database.params(len(unchanged))
+                    self._database.execute(self._mark_sql + marks, [listed_since, *unchanged])
+                records = {
+                    record.id: record for record in ImportedObject.select().where(ImportedObject.id.in_(changed))
+                }
+            report.unchanged += len(unchanged)
+            todo = [(stored, records.get(key)) for key, stored in by_id.items() if key not in unchanged]
+            advance(len(todo), 0)
+            yield from todo
+
+    def _settle_gone(self, listed_since: float, report: ImportReport, prune: bool) -> None:
+        """Records of objects this run did not list (seen before ``listed_since``), a page at a time:
+        forgotten when they made no image of their own, else listed (and with ``prune``, their images
+        deleted, every trace)."""
+        past: str | None = None
+        while True:
+            with self._database.connection():
+                page = list(unlisted_records(self._source.name, listed_since, past))
+                if not page:
+                    return
+                past = page[-1].id
+                images = {image.id: image for image in Image.select().where(Image.id.in_([r.image_id for r in page]))}
+                forgotten = []
+                for record in page:
+                    image = None if record.image_id is None else images.get(record.image_id)
+                    if image is None or record.outcome != Outcome.NEW:
+                        forgotten.append(record.id)
+                        continue
+                    report.gone.append(record.key)
+                    if prune:
+                        with contextlib.suppress(NotFound):  # deleted meanwhile
+                            self._catalog.delete(image.id)
+                        report.pruned += 1
+                if forgotten:
+                    ImportedObject.delete().where(ImportedObject.id.in_(forgotten)).execute()
 
     def _read_one(
         self, stored: StoredObject, record: ImportedObject | None, scratch: Path
@@ -447,7 +490,7 @@ class Importer:
                 "source": self._source.name,
                 "key": stored.key,
                 "size": stored.size,
-                "version": _version(stored)[:255],
+                "version": _version(stored),
                 "outcome": outcome.value,
                 "image_id": image_id,
                 "refused": refused,
@@ -482,8 +525,8 @@ def open_importer(
 
 
 @contextlib.contextmanager
-def _no_progress(total: int) -> Iterator[Callable[[int], object]]:
-    yield lambda done: None
+def _no_progress() -> Iterator[Callable[[int, int], object]]:
+    yield lambda found, read: None
 
 
 def import_command(
@@ -533,9 +576,17 @@ def _import(
     importer = open_importer(settings, database, storage, source, origin=origin, workers=workers)
 
     @contextlib.contextmanager
-    def bar(total: int) -> Iterator[Callable[[int], object]]:
-        with tqdm(total=total, unit="object", desc=f"importing {source.name}", file=sys.stderr) as shown:
-            yield shown.update
+    def bar() -> Iterator[Callable[[int, int], object]]:
+        """Objects read out of those found to read so far: the total grows as the listing goes on."""
+        with tqdm(total=0, unit="object", desc=f"importing {source.name}", file=sys.stderr) as shown:
+
+            def advance(found: int, read: int) -> None:
+                if found:
+                    shown.total += found
+                    shown.refresh()
+                shown.update(read)
+
+            yield advance
 
     report = importer.run(prune=prune, progress=bar)
     for key, reason in report.refused:

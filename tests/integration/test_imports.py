@@ -321,6 +321,49 @@ def test_an_import_reads_no_further_ahead_of_its_commits_than_a_batch_and_a_few_
     assert most_ahead <= ahead + NOT_PICTURES + 1, most_ahead
 
 
+def test_an_import_lists_a_page_at_a_time_ahead_of_its_reads(place, database, monkeypatch):
+    """A run holds a page of the listing (and its records), not the whole source: the listing is
+    consumed no further than a page past the reads, and a second run still finds what is new and gone."""
+    pictures = fill(place)
+    page = 50
+    monkeypatch.setattr(imports, "LIST_PAGE", page)
+    listed = 0
+    most_ahead = 0
+
+    def counting(list_objects: Any) -> Any:
+        def listing(self: Any) -> Any:
+            nonlocal listed
+            for stored in list_objects(self):
+                listed += 1
+                yield stored
+
+        return listing
+
+    for kind in (imports.BucketSource, imports.FolderSource):
+        monkeypatch.setattr(kind, "list", counting(kind.list))
+    read_one = imports.Importer._read_one
+    started = 0
+
+    def counted_read(self: imports.Importer, *args: Any) -> Any:
+        nonlocal started, most_ahead
+        started += 1
+        most_ahead = max(most_ahead, listed - started)
+        return read_one(self, *args)
+
+    monkeypatch.setattr(imports.Importer, "_read_one", counted_read)
+    storage = open_storage(place.settings)
+    report = run_import(place, database, storage)
+    assert (report.listed, report.new, started) == (500, PICTURES, 500)
+    assert most_ahead <= page + imports.COMMIT_BATCH + 2 * 4, most_ahead
+    gone = sorted(pictures)[DUPLICATES : DUPLICATES + 3]  # pictures no copy duplicates
+    for key in gone:
+        place.remove(key)
+    started = 0
+    again = run_import(place, database, storage, prune=True)
+    assert (again.listed, again.unchanged, started, again.pruned) == (497, 497, 0, 3)
+    assert again.gone == sorted(place.key(name) for name in gone)
+
+
 READ_PICTURES = PICTURES + DUPLICATES  # a duplicate's row is found out at its commit
 
 

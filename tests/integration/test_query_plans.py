@@ -9,7 +9,8 @@ import peewee
 import pytest
 
 from heartbeat.db.database import Database
-from heartbeat.db.models import Image, JobStatus, Software, Stage, job_model
+from heartbeat.db.models import Image, ImportedObject, JobStatus, Software, Stage, job_model
+from heartbeat.imports import unlisted_records
 from heartbeat.paging import after
 from heartbeat.queue import JobQueue
 from heartbeat.queue.statements import JobTable
@@ -96,3 +97,20 @@ def test_the_throughput_is_read_along_the_finished_at_index(database, filled):
     query = job.select(job.status, peewee.fn.COUNT(job.image_id)).where(recent).group_by(job.status)
     sql, params = query.sql()  # as ``JobQueue.finished_recently`` reads it
     assert_along(plan(database, sql, params), "status_finished_at")
+
+
+def test_the_records_an_import_did_not_list_are_read_along_their_index(database):
+    """A run finds the objects gone since the last one a page at a time, however many records it has."""
+    rows = [
+        {"id": f"{n:064d}", "source": f"s3://photos/{n % 3}/", "key": f"k{n}", "size": 1, "version": "v"}
+        | {"outcome": "new", "seen_at": float(n % 7)}
+        for n in range(IMAGES)
+    ]
+    with database.atomic():
+        for chunk in peewee.chunked(rows, 500):
+            ImportedObject.insert_many(chunk).execute()
+    if database.features.mysql:
+        database.execute("ANALYZE TABLE imported_objects")
+    sql, params = unlisted_records("s3://photos/1/", 5.0, f"{70:064d}").sql()
+    assert_along(plan(database, sql, params), "source_id")
+    assert "SCAN imported_objects" not in plan(database, sql, params)

@@ -168,17 +168,20 @@ class ImportedObject(BaseModel):
     """
 
     id = peewee.CharField(max_length=64, primary_key=True)
-    source = peewee.CharField(max_length=255, index=True)  # s3://BUCKET/PREFIX, or a folder's absolute path
+    source = peewee.CharField(max_length=255)  # s3://BUCKET/PREFIX, or a folder's absolute path
     key = peewee.TextField()  # the object's storage key (s3://BUCKET/KEY), or its path in the folder
     size = peewee.BigIntegerField()
     version = peewee.CharField(max_length=255)  # the ETag, else the modification time (ns), as listed
     outcome = peewee.CharField(max_length=16)
     image_id = peewee.CharField(max_length=32, null=True, index=True)
     refused = peewee.TextField(null=True)
-    seen_at = peewee.DoubleField()
+    seen_at = peewee.DoubleField()  # when a run last listed it (or recorded it)
 
     class Meta:
         table_name = "imported_objects"
+        # A run finds the records it did not list along (source, id), a page at a time. Not along
+        # seen_at: a run marks every record it lists, and an index of seen_at made that ten times dearer.
+        indexes = ((("source", "id"), False),)
 
 
 class Job(BaseModel):
