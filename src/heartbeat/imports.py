@@ -44,7 +44,8 @@ from heartbeat.storage import Storage, StoredObject
 from heartbeat.storage.local import LocalStorage
 from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
 
-MAX_STORAGE_KEY_CHARS = 255  # Image.storage_key
+MAX_STORAGE_KEY_CHARS = Image.storage_key.max_length
+MAX_SOURCE_CHARS = ImportedObject.source.max_length
 COMMIT_BATCH = 100  # most image rows an import commits in one transaction
 LIST_PAGE = 1000  # objects listed, and their records looked up, at a time
 COMMIT_SECONDS = 1.0  # longest a read picture waits for its commit while others are being read
@@ -154,8 +155,8 @@ def check_source(text: str, settings: Settings) -> None:
     """What can be said of SOURCE before anything is opened, so that a wrong one creates nothing:
     :class:`SettingError` naming it when it is too long, of another scheme, a missing folder, or of
     another kind than the storage (a bucket needs S3 storage, a folder local storage)."""
-    if len(text) > MAX_STORAGE_KEY_CHARS:
-        raise SettingError(f"SOURCE {text[:40]}...: at most {MAX_STORAGE_KEY_CHARS} characters")
+    if len(text) > MAX_SOURCE_CHARS:
+        raise SettingError(f"SOURCE {text[:40]}...: at most {MAX_SOURCE_CHARS} characters")
     on_s3 = settings.storage.startswith(LOCATOR_SCHEME)
     if text.startswith(LOCATOR_SCHEME):
         if not on_s3:

@@ -28,7 +28,7 @@ from heartbeat.app import create_app
 from heartbeat.check import find_problems
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
-from heartbeat.db.models import Image, ImportedObject, job_model
+from heartbeat.db.models import Image, ImportedObject, create_base_tables, job_model
 from heartbeat.imports import ImportReport, open_importer, open_source
 from heartbeat.storage import Storage, open_storage
 from helpers import claim, distinct_images, fetch_url, heartbeat, image_bytes, register, stored_keys
@@ -507,3 +507,32 @@ def test_an_object_whose_bytes_changed_is_read_again_and_its_old_image_goes(plac
     new = Image.get(Image.sha256 == hashlib.sha256(second).hexdigest())
     with storage.open(new.storage_key) as stream:
         assert stream.read() == second
+
+
+def test_an_object_whose_key_is_as_long_as_s3_allows_becomes_an_image_where_it_lies(place, database):
+    """An S3 key may have 1,024 bytes: its image's storage key (s3://BUCKET/KEY) holds it whole."""
+    name = "/".join(["d" * 200] * 4) + "/" + "p" * 196 + ".png"  # names of 200: a file system's limit is 255
+    [data] = distinct_images(1)
+    place.put(name, data)
+    storage = open_storage(place.settings)
+    report = run_import(place, database, storage)
+    assert (report.new, report.refused) == (1, [])
+    image = Image.get()
+    if place.kind == "s3":
+        assert image.storage_key == place.key(name) and len(image.storage_key) > 1024
+    assert image.filename == "p" * 196 + ".png"
+    with storage.open(image.storage_key) as stream:
+        assert stream.read() == data
+    assert run_import(place, database, storage).unchanged == 1
+
+
+def test_a_database_from_before_long_keys_gets_its_storage_key_column_widened(database):
+    if not database.features.mysql:
+        pytest.skip("about MySQL's VARCHAR length: SQLite holds text to no declared length")
+    database.execute("ALTER TABLE images MODIFY storage_key VARCHAR(255) NOT NULL")  # as an older release made it
+    create_base_tables(database)
+    [(length,)] = database.execute(
+        "SELECT character_maximum_length FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name = 'images' AND column_name = 'storage_key'"
+    ).fetchall()
+    assert length == Image.storage_key.max_length >= len("s3://") + 63 + len("/") + 1024

@@ -126,6 +126,33 @@ class Database:
             playhouse.migrate.migrate(*(migrator.add_column(table, field.column_name, field) for field in missing))
         return [field.column_name for field in missing]
 
+    def widen_columns(self, model: type[peewee.Model]) -> list[str]:
+        """Widen the model's VARCHAR columns that its existing table has narrower (a table made by an
+        older release); returns their names. MySQL only: SQLite holds text to no declared length.
+        (playhouse.migrate's MySQL ``alter_column_type`` names the column twice, which MySQL refuses.)"""
+        if not self.features.mysql:
+            return []
+        table = model._meta.table_name
+        lengths = dict(
+            self.execute(
+                "SELECT column_name, character_maximum_length FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND table_name = %s",
+                (table,),
+            ).fetchall()
+        )
+        narrow = [
+            field
+            for field in model._meta.sorted_fields
+            if isinstance(field, peewee.CharField)
+            and (lengths.get(field.column_name) or 0) < field.max_length
+            and field.column_name in lengths
+        ]
+        for field in narrow:
+            context = self.engine.get_sql_context()
+            sql, params = context.literal(f"ALTER TABLE {self.quote(table)} MODIFY ").sql(field.ddl(context)).query()
+            self.engine.execute_sql(sql, params)
+        return [field.column_name for field in narrow]
+
     def add_missing_indexes(self, model: type[peewee.Model]) -> list[str]:
         """Create the model's indexes that its existing table lacks (a table made by an older release);
         returns their names. (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is.)"""

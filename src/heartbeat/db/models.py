@@ -51,7 +51,9 @@ class Image(BaseModel):
     content_type = peewee.CharField(max_length=64)
     width = peewee.IntegerField()  # upright: after ``orientation``
     height = peewee.IntegerField()
-    storage_key = peewee.CharField(max_length=255)
+    # Where the bytes are: the store's own key, or an imported object's locator s3://BUCKET/KEY (a
+    # bucket name has at most 63 characters, a key at most 1,024 bytes: AWS S3, "Naming Amazon S3 objects").
+    storage_key = peewee.CharField(max_length=1100)
     priority = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     # EXIF orientation, 1 to 8. NULL: not read yet, in a row stored before the column existed (or by a
     # server of that release still running): the migration at start reads it, and the upright size,
@@ -315,4 +317,5 @@ def create_base_tables(database: Database) -> None:
     database.create_tables(models)
     for model in models:
         database.add_missing_columns(model)
+        database.widen_columns(model)
         database.add_missing_indexes(model)
