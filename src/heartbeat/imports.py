@@ -340,9 +340,11 @@ class Importer:
                         unchanged.add(key)
                     else:
                         changed.append(key)
-                if unchanged:
+                if unchanged:  # retried should it meet a concurrent import's commit in a deadlock
                     marks = self._database.params(len(unchanged))
-                    self._database.execute(self._mark_sql + marks, [listed_since, *unchanged])
+                    self._database.transaction(
+                        self._database.execute, self._mark_sql + marks, [listed_since, *unchanged]
+                    )
                 records = {
                     record.id: record for record in ImportedObject.select().where(ImportedObject.id.in_(changed))
                 }
@@ -375,7 +377,7 @@ class Importer:
                             self._catalog.delete(image.id)
                         report.pruned += 1
                 if forgotten:
-                    ImportedObject.delete().where(ImportedObject.id.in_(forgotten)).execute()
+                    self._database.transaction(ImportedObject.delete().where(ImportedObject.id.in_(forgotten)).execute)
 
     def _read_one(
         self, stored: StoredObject, record: ImportedObject | None, scratch: Path
