@@ -14,6 +14,7 @@ from heartbeat.roles import Role
 
 DEFAULT_API = "http://127.0.0.1:8080"
 MAX_BATCH = 100  # the API's limit on a claim's jobs and a batch submit's results
+MAX_IMPORT_WORKERS = 64  # each may hold a database connection: MySQL's default max_connections is 151
 PLACEHOLDER_MARK = "change-me"  # in the secrets of older releases' .env.sample: public, never a token
 DESCRIPTION = (
     "Heartbeat: a database and work coordinator for images that computer-vision software analyses. "
@@ -231,7 +232,12 @@ def _import_parser(commands: Any) -> None:
         "--origin", help="where the images come from (a camera, a site), stored with each one it registers"
     )
     register.add_argument("--prune", action="store_true", help="delete the images of objects that are gone")
-    register.add_argument("--workers", type=_whole_number(1), default=4, help="objects read at once (default 4)")
+    register.add_argument(
+        "--workers",
+        type=_whole_number(1, MAX_IMPORT_WORKERS),
+        default=4,
+        help=f"objects read at once (default 4, at most {MAX_IMPORT_WORKERS})",
+    )
     _setting_flags(register, DATABASE_SETTINGS + STORAGE_SETTINGS)
 
 
