@@ -144,8 +144,7 @@ class Database:
             field
             for field in model._meta.sorted_fields
             if isinstance(field, peewee.CharField)
-            and (lengths.get(field.column_name) or 0) < field.max_length
-            and field.column_name in lengths
+            and lengths.get(field.column_name, field.max_length) < field.max_length
         ]
         for field in narrow:
             context = self.engine.get_sql_context()
