@@ -471,7 +471,9 @@ def test_a_source_that_cannot_be_read_is_one_line_naming_it_and_creates_nothing(
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
-        (["--workers", "0"], "heartbeat import: error: argument --workers: expected a number of at least 1, not '0'"),
+        (["--workers", "0"], "heartbeat import: error: argument --workers: expected a number from 1 to 64, not '0'"),
+        # Each worker may hold a database connection: MySQL's default max_connections is 151.
+        (["--workers", "65"], "heartbeat import: error: argument --workers: expected a number from 1 to 64, not '65'"),
         (["--origin", "x" * 256], "error: --origin: origin must be Unicode text of at most 255 characters"),
     ],
 )
