@@ -345,9 +345,8 @@ class Importer:
                     self._database.transaction(
                         self._database.execute, self._mark_sql + marks, [listed_since, *unchanged]
                     )
-                records = {
-                    record.id: record for record in ImportedObject.select().where(ImportedObject.id.in_(changed))
-                }
+                changed_records = ImportedObject.select().where(ImportedObject.id.in_(changed)) if changed else []
+                records = {record.id: record for record in changed_records}
             report.unchanged += len(unchanged)
             todo = [(stored, records.get(key)) for key, stored in by_id.items() if key not in unchanged]
             advance(len(todo), 0)
