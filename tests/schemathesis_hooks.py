@@ -7,8 +7,9 @@ Every part of a multipart form is text. When the negative check turns a text fie
 ``true``, ``5``, ``null`` or ``{"a": 1}``, schemathesis sends that very text, which the field takes:
 such an acceptance is not a fault of the server, and is dropped. (A list, sent as the field twice, is
 refused by the server and stays a failure if it is not.) Likewise a form whose parts, as sent (the file
-as bytes, every other part as text), are valid under the document: schemathesis's validator cannot
-take the bytes of a ``format: binary`` part for the string the schema names, and calls the form invalid.
+as bytes, every other part as text, an empty list as no part), are valid under the document:
+schemathesis's validator cannot take the bytes of a ``format: binary`` part for the string the schema
+names, and calls the form invalid; nor a field turned into ``[]``, which sends nothing.
 """
 
 from typing import Any
@@ -55,6 +56,8 @@ def _form_valid_as_sent(failure: Any, case: Any) -> bool:
             sent[name] = value.decode("latin-1")  # the file: any bytes are a binary string
         elif isinstance(value, str):
             sent[name] = value
+        elif value == []:
+            continue  # a list is sent as the field once per item: an empty one sends no part at all
         else:
             return False  # a value that is not one part of text or bytes: not valid as sent
     return jsonschema.Draft202012Validator(schema).is_valid(sent)
