@@ -174,12 +174,14 @@ class Registry:
         check(changes, SOFTWARE_CHANGES)
         software = self.get(name)
         settings = {key: value for key, value in changes.items() if key != "recompute"}
+        if "version" in settings:
+            settings["recompute"] = changes.get("recompute", True)
         if settings:
             Software.update(**settings).where(Software.id == software.id).execute()
         changed = self.fresh(name)
         if "version" in settings:
             self._queue.create_counters(name, changed.version)
-            if changes.get("recompute", True):
+            if changed.recompute:
                 self._queue.reopen_outdated(changed)
         return changed
 

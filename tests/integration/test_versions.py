@@ -74,14 +74,65 @@ def test_a_new_version_reopens_exactly_the_done_jobs_of_other_versions(client, i
     assert (stored["status"], stored["info"], stored["version"]) == ("done", {"faces": 1}, "v2")
 
 
-def test_a_lease_taken_under_the_old_version_submits_under_it_and_counts_as_outdated(client, images):
+def submit_late(client, clock, database, job: dict, info: object, rows: list[dict]) -> None:
+    """The result of ``job`` after its lease ran out on the last attempt (the reaper failed the job)."""
+    clock.advance(3600)
+    assert JobQueue(database, clock).expire_leases(Software.get(Software.name == "detect")) == 1
+    assert client.simulate_get(f"{SW}/jobs/{job['image_id']}").json["status"] == "failed"
+    submit(client, job, info, rows)
+
+
+def submit_batch(client, clock, database, job: dict, info: object, rows: list[dict]) -> None:
+    body = {"results": [{"image_id": job["image_id"], "token": job["token"], "info": info, "rows": {"faces": rows}}]}
+    answer = client.simulate_post(f"{SW}/results", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json["results"][0]["status"] == "done"
+
+
+def submit_single(client, clock, database, job: dict, info: object, rows: list[dict]) -> None:
+    assert submit(client, job, info, rows)["version"] == "v1", "recorded under the version it was claimed under"
+
+
+@pytest.mark.parametrize("send", [submit_single, submit_batch, submit_late])
+def test_a_result_of_a_lease_taken_before_a_new_version_is_reopened_on_arrival(client, clock, database, images, send):
+    if send is submit_late:
+        patch(client, max_attempts=1)
     [held] = claim(client, "detect")
     patch(client, version="v2")
+    send(client, clock, database, held, {"faces": 1}, [{"x": 7}])
+
+    job = client.simulate_get(f"{SW}/jobs/{held['image_id']}").json
+    # Recorded under v1 and readable, but outdated: open for v2 like every other result of v1.
+    assert (job["status"], job["version"], job["info"]) == ("pending", "v1", {"faces": 1})
+    assert faces(client, held["image_id"]) == [7]
+    assert counts(client) == {"pending": 4, "claimed": 0, "done": 0, "failed": 0, "skipped": 0, "outdated": 0}
+    again = {job["image_id"]: job for job in claim(client, "detect", max=4)}
+    assert set(again) == set(images), "handed out again, under the new version"
+    submit(client, again[held["image_id"]], {"faces": 2}, [{"x": 8}])
+    stored = client.simulate_get(f"{SW}/jobs/{held['image_id']}").json
+    assert (stored["status"], stored["version"], stored["info"]) == ("done", "v2", {"faces": 2})
+    assert faces(client, held["image_id"]) == [8]
+
+
+def test_the_same_submit_sent_again_after_its_reopening_is_answered_200_until_claimed_again(client, images):
+    [held] = claim(client, "detect")
+    patch(client, version="v2")
+    submit(client, held, {"faces": 1}, [{"x": 7}])
+    repeated = submit(client, held, {"faces": 1}, [{"x": 7}])
+    assert (repeated["status"], repeated["version"]) == ("pending", "v1")
+    assert faces(client, held["image_id"]) == [7], "no second copy"
+    claim(client, "detect", max=4)
+    body = {"token": held["token"], "info": {}}
+    assert client.simulate_put(f"{SW}/jobs/{held['image_id']}/result", json=body).status_code == 409
+
+
+def test_a_result_of_a_lease_taken_before_a_version_without_recompute_stays_done_and_outdated(client, images):
+    [held] = claim(client, "detect")
+    patch(client, version="v2", recompute=False)
     assert submit(client, held, {"faces": 0})["version"] == "v1"
-    assert counts(client)["done"] == 1
-    assert counts(client)["outdated"] == 1
+    assert (counts(client)["done"], counts(client)["outdated"]) == (1, 1)
     [fresh] = claim(client, "detect")
-    assert fresh["version"] == "v2"
+    assert fresh["version"] == "v2" and fresh["image_id"] != held["image_id"]
     submit(client, fresh, {"faces": 0})
     assert (counts(client)["done"], counts(client)["outdated"]) == (2, 1)
 
@@ -123,3 +174,14 @@ def test_an_older_database_gets_the_version_columns_and_its_results_their_versio
     assert {job["version"] for job in client.simulate_get(f"{SW}/jobs", params={"status": "done"}).json["jobs"]} == {
         "v1"
     }
+
+
+def test_software_built_on_a_result_reopened_on_arrival_waits_for_the_new_one(client, images):
+    register(client, "crop", after=["detect"])
+    [held] = claim(client, "detect")
+    patch(client, version="v2")
+    submit(client, held, {"faces": 1}, [{"x": 7}])
+    assert claim(client, "crop") == [], "its upstream result is outdated: nothing to build on yet"
+    [again] = [job for job in claim(client, "detect", max=4) if job["image_id"] == held["image_id"]]
+    submit(client, again, {"faces": 2}, [{"x": 8}])
+    assert [job["image_id"] for job in claim(client, "crop", max=4)] == [held["image_id"]]

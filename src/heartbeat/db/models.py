@@ -88,6 +88,9 @@ class Software(BaseModel):
     origins = JsonTextField(null=True)  # only images of these origins get a job; None: every image
     # The model whose results are current; a new one reopens the done jobs of the others.
     version = peewee.CharField(max_length=64, default=DEFAULT_VERSION, constraints=[peewee.SQL("DEFAULT '1'")])
+    # Whether that version reopens the results of others: the ``recompute`` of the change that set it. A
+    # result of a lease taken under an older version, coming in after the change, is reopened on arrival.
+    recompute = peewee.BooleanField(default=True, constraints=[peewee.SQL("DEFAULT 1")])
 
     class Meta:
         table_name = "software"

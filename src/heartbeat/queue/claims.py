@@ -243,26 +243,7 @@ class Claims(Pipelines, Counts):
 
     @transactional
     def _reopen_outdated(self, software: Software) -> int:
-        job = job_model(software.name)
-        outdated = (job.status == JobStatus.DONE) & (job.version != software.version)
-        reopened = {
-            "status": JobStatus.PENDING,
-            "stage": Stage.WAITING if software.after else Stage.READY,
-            "attempts": 0,
-            "token": None,
-            "available_at": 0,
-            "claimed_at": None,
-            "lease_expires_at": None,
-            "error": None,
-        }
-        count = int(job.update(**reopened).where(outdated).execute())
-        if count:
-            # Done jobs are counted per version: a recount (one statement, as the UPDATE was) sets them.
-            self.repair_counts(software)
-            now = self._clock()
-            self._settle(software, now)
-            self._reopen_downstream(software, now, None)
-        return count
+        return self._reopen_results_of_other_versions(software, software.version)
 
     def requeue(
         self, software: Software, status: str, image_ids: list[str] | None, where: Resolved | None = None

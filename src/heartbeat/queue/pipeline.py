@@ -15,10 +15,10 @@ import json
 
 from heartbeat.db.models import JobStatus, Software, Stage, job_model
 from heartbeat.pipeline import UPSTREAM_PREFIX, dependency_order
-from heartbeat.queue.core import QueueCore
+from heartbeat.queue.counts import Counts
 
 
-class Pipelines(QueueCore):
+class Pipelines(Counts):
     def _downstream_closure(self, software: Software) -> list[Software]:
         """Every software that builds on ``software``, directly or not, upstream first.
 
@@ -40,6 +40,36 @@ class Pipelines(QueueCore):
         registered = {item.name: item for item in Software.select().where(Software.name.in_(reached))}
         graph = {name: [up for up in after[name] if up in reached] for name in reached}
         return [registered[name] for name in dependency_order(graph)]
+
+    def _reopen_results_of_other_versions(
+        self, software: Software, version: str, image_ids: list[str] | None = None
+    ) -> int:
+        """Done jobs whose result came from another version than ``version`` back to pending (only those
+        of ``image_ids``, when given), in one statement; each keeps its result (``info``, ``version``,
+        extra-table rows) until the new one commits and replaces it, and the token that stored it, so that
+        the same submit sent again (its answer lost) is still answered 200 until the job is claimed again.
+        Returns how many."""
+        job = job_model(software.name)
+        outdated = (job.status == JobStatus.DONE) & (job.version != version)
+        if image_ids is not None:
+            outdated &= job.image_id.in_(image_ids)
+        reopened = {
+            "status": JobStatus.PENDING,
+            "stage": Stage.WAITING if software.after else Stage.READY,
+            "attempts": 0,
+            "available_at": 0,
+            "claimed_at": None,
+            "lease_expires_at": None,
+            "error": None,
+        }
+        count = int(job.update(**reopened).where(outdated).execute())
+        if count:
+            # Done jobs are counted per version: a recount (one statement, as the UPDATE was) sets them.
+            self.repair_counts(software)
+            now = self._clock()
+            self._settle(software, now, image_ids)
+            self._reopen_downstream(software, now, image_ids)
+        return count
 
     def _settle(self, software: Software, now: float, image_ids: list[str] | None = None) -> int:
         """Waiting jobs whose upstream jobs are all done become claimable; those with one failed or

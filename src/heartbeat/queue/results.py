@@ -94,8 +94,10 @@ class Results(Pipelines):
             elif (job.status, job.error) == (JobStatus.FAILED, LEASE_EXPIRED):
                 late[result.image_id] = result  # its last lease ran out, but nobody else took it: taken
                 outcomes.append(self._stored(job, result, now))
-            elif job.status == JobStatus.DONE:
-                outcomes.append(job)  # that very result, stored already (a retry after a lost COMMIT)
+            elif job.status in (JobStatus.DONE, JobStatus.PENDING):
+                # That very result, stored already (a retry after a lost COMMIT); pending: stored, then
+                # reopened by a new version (only a stored result leaves its token on a pending job).
+                outcomes.append(job)
             else:
                 outcomes.append(StaleToken())
         for group, late_error in ((on_time, None), (late, LEASE_EXPIRED)):
@@ -119,9 +121,21 @@ class Results(Pipelines):
         changed = self._settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
         changed += self._reopen_downstream(software, now, list(late)) if late else 0
+        changed += self._reopen_arrived_outdated(software, [held[image_id] for image_id in (*on_time, *late)])
         if changed:
             self.signal.notify()
         return outcomes
+
+    def _reopen_arrived_outdated(self, software: Software, stored: list[Job]) -> int:
+        """Reopen, on arrival, the results just stored of leases taken under a version that a later
+        change replaced with ``recompute``: they are as outdated as the done jobs that change reopened,
+        and would otherwise stay done under the old version for good. Each stays readable until the
+        new version's result replaces it, as a reopened job does. Returns how many."""
+        current = self._current(software)
+        if not current.recompute:
+            return 0
+        outdated = [job.image_id for job in stored if job.claimed_version != current.version]
+        return self._reopen_results_of_other_versions(software, current.version, outdated) if outdated else 0
 
     @staticmethod
     def _stored(job: Job, result: PreparedResult, now: float) -> Job:

@@ -38,6 +38,7 @@ class Settings:
     version: str
     lease_seconds: int
     max_attempts: int
+    recompute: bool  # whether the last new version reopened results of others (leases out then included)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,9 @@ class JobTable:
         table = database.quote(job_table_name(software_name))
         software = database.quote("software")
         # Not a subquery of the candidate query: its locking read would lock the software row too.
-        self._settings = f"SELECT paused, version, lease_seconds, max_attempts FROM {software} WHERE id = {p}"
+        self._settings = (
+            f"SELECT paused, version, lease_seconds, max_attempts, recompute FROM {software} WHERE id = {p}"
+        )
         self.candidates_sql = (
             f"SELECT image_id, status, token, attempts FROM {table}"
             f" WHERE stage = {int(Stage.READY)} AND available_at <= {p}"
@@ -104,7 +107,10 @@ class JobTable:
     def settings(self, software_id: int) -> Settings | None:
         """The software's settings as they are now (None: it is gone)."""
         row = self._database.execute(self._settings, (software_id,)).fetchone()
-        return None if row is None else Settings(bool(row[0]), *row[1:])
+        if row is None:
+            return None
+        paused, version, lease_seconds, max_attempts, recompute = row
+        return Settings(bool(paused), version, lease_seconds, max_attempts, bool(recompute))
 
     def candidates(self, now: float, limit: int) -> list[Candidate]:
         """Claimable jobs, highest priority then earliest upload first (the caller checks ``paused``)."""
