@@ -11,6 +11,7 @@ them, half to each server. Nothing here reaches into the server's code: only the
 - long poll: a waiting claim returns an image another process uploads while it waits.
 - 32 worker threads, half on each of two servers, claim in batches and submit in batches: 300
   images, each claimed exactly once and done.
+- a new version mid-drain: no result of a lease of the old version stays done under it.
 """
 
 from __future__ import annotations
@@ -578,3 +579,40 @@ def test_job_counts_equal_a_recount_after_a_mixed_load_on_two_servers(servers):
         }
         assert counts(urls[1], item["name"]) == recount | {"outdated": 0}, item["name"]
         assert sum(recount.values()) == len(uploaded) - 8, item["name"]  # a job per image left
+
+
+def test_a_new_version_under_load_leaves_no_job_done_under_the_old_one(servers):
+    """Six worker processes drain a software; mid-way its version changes, while the test holds leases
+    of the old version and submits them only after the change, when every process is busy. Each
+    result of the old version is reopened, none stays done under it: at the end every job is done
+    under the new version and the counts equal a recount."""
+    name = "versioned"
+    register(servers[0].url, name, lease_seconds=600, version="v1")
+    uploaded = [upload(servers[index % 2].url, data)["id"] for index, data in enumerate(distinct_images(IMAGES))]
+    held = api("POST", f"{servers[1].url}/v1/software/{name}/claim", json={"max": 10})["jobs"]
+    assert {job["version"] for job in held} == {"v1"}
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        workers = pool.submit(
+            run_children, _claim_and_submit_worker, [(servers[i % 2].url, name, i) for i in range(WORKERS)]
+        )
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while counts(servers[0].url, name)["done"] < IMAGES // 4:
+            assert time.monotonic() < deadline and not workers.done(), "the workers finished nothing"
+        api("PATCH", f"{servers[0].url}/v1/software/{name}", json={"version": "v2"})
+        for job in held:
+            body = {"token": job["token"], "info": {"worker": "held"}}
+            api("PUT", f"{servers[1].url}/v1/software/{name}/jobs/{job['image_id']}/result", json=body)
+        workers.result()
+
+    # Whatever the workers left when they stopped (two empty claims in a row) is drained here.
+    while jobs := api("POST", f"{servers[0].url}/v1/software/{name}/claim", json={"max": 100})["jobs"]:
+        for job in jobs:
+            body = {"token": job["token"], "info": {"worker": "test"}}
+            api("PUT", f"{servers[0].url}/v1/software/{name}/jobs/{job['image_id']}/result", json=body)
+    jobs = all_pages(f"{servers[1].url}/v1/software/{name}/jobs", "jobs")
+    assert sorted(job["image_id"] for job in jobs) == sorted(uploaded)
+    assert {(job["status"], job["version"]) for job in jobs} == {("done", "v2")}
+    assert [job for job in jobs if job["info"]["worker"] == "held"] == [], "the old version's results were redone"
+    expected = {"pending": 0, "claimed": 0, "done": IMAGES, "failed": 0, "skipped": 0, "outdated": 0}
+    assert counts(servers[1].url, name) == expected

@@ -44,11 +44,14 @@ class Pipelines(Counts):
     def _reopen_results_of_other_versions(
         self, software: Software, version: str, image_ids: list[str] | None = None
     ) -> int:
-        """Done jobs whose result came from another version than ``version`` back to pending (only those
-        of ``image_ids``, when given), in one statement; each keeps its result (``info``, ``version``,
-        extra-table rows) until the new one commits and replaces it, and the token that stored it, so that
-        the same submit sent again (its answer lost) is still answered 200 until the job is claimed again.
-        Returns how many."""
+        """Done jobs whose result came from another version than ``version`` back to pending, in one
+        statement; each keeps its result (``info``, ``version``, extra-table rows) until the new one
+        commits and replaces it, and the token that stored it, so that the same submit sent again (its
+        answer lost) is still answered 200 until the job is claimed again. Returns how many.
+
+        ``image_ids``: only these jobs, which this transaction has just stored (and counted as
+        reopened); None: every job of the software, then recounted.
+        """
         job = job_model(software.name)
         outdated = (job.status == JobStatus.DONE) & (job.version != version)
         if image_ids is not None:
@@ -63,12 +66,16 @@ class Pipelines(Counts):
             "error": None,
         }
         count = int(job.update(**reopened).where(outdated).execute())
-        if count:
+        if image_ids is not None and count != len(image_ids):
+            raise RuntimeError("a job changed while this transaction held its row locked")
+        if not count:
+            return 0
+        if image_ids is None:
             # Done jobs are counted per version: a recount (one statement, as the UPDATE was) sets them.
             self.repair_counts(software)
-            now = self._clock()
-            self._settle(software, now, image_ids)
-            self._reopen_downstream(software, now, image_ids)
+        now = self._clock()
+        self._settle(software, now, image_ids)
+        self._reopen_downstream(software, now, image_ids)
         return count
 
     def _settle(self, software: Software, now: float, image_ids: list[str] | None = None) -> int:

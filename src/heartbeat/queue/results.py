@@ -21,6 +21,7 @@ from heartbeat.errors import HeartbeatError, NotFound, StaleToken, TooLarge
 from heartbeat.extra_rows import prepare_rows
 from heartbeat.queue.core import LEASE_EXPIRED, counted_as
 from heartbeat.queue.pipeline import Pipelines
+from heartbeat.queue.statements import Settings
 
 
 class Verdict(enum.StrEnum):
@@ -100,15 +101,21 @@ class Results(Pipelines):
                 outcomes.append(job)
             else:
                 outcomes.append(StaleToken())
+        current = self._current(software)
+        outdated = self._arrived_outdated(current, [held[image_id] for image_id in (*on_time, *late)])
+        changes: dict[JobStatus | str, int] = {}
         for group, late_error in ((on_time, None), (late, LEASE_EXPIRED)):
             items = [(result.image_id, result.token, result.info) for result in group.values()]
             if items and table.store_results(items, now, late_error=late_error) != len(items):
                 raise RuntimeError("a job changed while this transaction held its row locked")
-            changes: dict[JobStatus | str, int] = {JobStatus.FAILED if late_error else JobStatus.CLAIMED: -len(items)}
-            for result in group.values():
-                done = counted_as(JobStatus.DONE, held[result.image_id].claimed_version)
-                changes[done] = changes.get(done, 0) + 1
-            self._count(software.name, changes)
+            before = JobStatus.FAILED if late_error else JobStatus.CLAIMED
+            changes[before] = changes.get(before, 0) - len(items)
+            for image_id in group:
+                version = held[image_id].claimed_version
+                after = JobStatus.PENDING if image_id in outdated else counted_as(JobStatus.DONE, version)
+                changes[after] = changes.get(after, 0) + 1
+        # One counter slot a transaction: a second would deadlock with a recount that locks them all.
+        self._count(software.name, changes)
         for result in [*on_time.values(), *late.values()]:
             if held[result.image_id].version is not None:
                 self._delete_rows(software, result.image_id)  # a reopened job's last result: replaced now
@@ -121,21 +128,21 @@ class Results(Pipelines):
         changed = self._settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
         changed += self._reopen_downstream(software, now, list(late)) if late else 0
-        changed += self._reopen_arrived_outdated(software, [held[image_id] for image_id in (*on_time, *late)])
+        if outdated:
+            changed += self._reopen_results_of_other_versions(software, current.version, sorted(outdated))
         if changed:
             self.signal.notify()
         return outcomes
 
-    def _reopen_arrived_outdated(self, software: Software, stored: list[Job]) -> int:
-        """Reopen, on arrival, the results just stored of leases taken under a version that a later
-        change replaced with ``recompute``: they are as outdated as the done jobs that change reopened,
-        and would otherwise stay done under the old version for good. Each stays readable until the
-        new version's result replaces it, as a reopened job does. Returns how many."""
-        current = self._current(software)
+    @staticmethod
+    def _arrived_outdated(current: Settings, stored: list[Job]) -> set[str]:
+        """Of the jobs whose results a transaction stores, the image IDs of those to reopen on arrival:
+        leases taken under a version that a later change replaced with ``recompute``. Their results are
+        as outdated as the done jobs that change reopened, and would otherwise stay done under the old
+        version for good; each stays readable until the new version's result replaces it."""
         if not current.recompute:
-            return 0
-        outdated = [job.image_id for job in stored if job.claimed_version != current.version]
-        return self._reopen_results_of_other_versions(software, current.version, outdated) if outdated else 0
+            return set()
+        return {job.image_id for job in stored if job.claimed_version != current.version}
 
     @staticmethod
     def _stored(job: Job, result: PreparedResult, now: float) -> Job:
