@@ -140,6 +140,12 @@ def test_only_a_coco_export_writes_pictures(check_flags, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --images: only a coco export (--format coco) writes pictures"
     assert not (tmp_path / "pictures").exists()
+    (tmp_path / "a-file").write_text("not a folder")
+    done = heartbeat(
+        "export", "--format", "coco", "--table", "faces.boxes", "--images", str(tmp_path / "a-file"), *check_flags
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"error: --images: {tmp_path / 'a-file'} cannot be made a folder")
 
 
 def test_the_picture_served_with_upright_true_is_the_one_the_export_writes(client, dataset):

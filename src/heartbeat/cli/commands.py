@@ -176,10 +176,8 @@ def export(args: argparse.Namespace) -> int:
     from heartbeat.picture_folder import UprightFolder
     from heartbeat.storage import open_storage
 
-    if args.images is not None and args.format != "coco":
-        raise SettingError("--images: only a coco export (--format coco) writes pictures")
-    if args.images is not None and args.images.exists() and not args.images.is_dir():
-        raise SettingError(f"--images: {args.images} is not a folder")
+    if args.images is not None:
+        _picture_folder(args.format, args.images)
     settings = settings_from_args(args)
     database = _connect(settings, create=False)
     with database.connection():
@@ -202,6 +200,16 @@ def export(args: argparse.Namespace) -> int:
     if pictures is not None:
         return _report_pictures(pictures)
     return 0
+
+
+def _picture_folder(export_format: str, folder: Path) -> None:
+    """Make ``--images``' folder, or :class:`SettingError` naming the flag."""
+    if export_format != "coco":
+        raise SettingError("--images: only a coco export (--format coco) writes pictures")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingError(f"--images: {folder} cannot be made a folder ({error.strerror or error})") from None
 
 
 def _write_chunks(chunks: Iterator[bytes], output: Path | None) -> None:
