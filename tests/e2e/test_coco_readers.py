@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
-import supervision as sv
 from globox import AnnotationSet
 from pycocotools.coco import COCO
 
 from helpers import claim, heartbeat, image_bytes, multipart, oriented, register, upright_astronaut
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "OpenCV", UserWarning)  # without OpenCV it reads with Pillow, as here
+    import supervision as sv
 
 SW = "/v1/software/faces"
 TABLES = {"boxes": {"x": "float", "y": "float", "w": "float", "h": "float", "kind": "text"}}
