@@ -158,3 +158,21 @@ def test_the_picture_served_with_upright_true_is_the_one_the_export_writes(clien
     assert served.status_code == 200
     assert served.content == (dataset["folder"] / f"{portrait['id']}.jpg").read_bytes()
     assert PIL.Image.open(io.BytesIO(served.content)).size == (512, 384)
+
+
+def test_a_picture_the_store_has_lost_is_named_and_the_export_exits_1(dataset, storage, check_flags, tmp_path):
+    from heartbeat.db.models import Image
+
+    lost = dataset["records"][0]["id"]
+    storage.delete(Image.get_by_id(lost).storage_key)
+    folder = tmp_path / "again"
+    done = heartbeat(
+        "export", "--format", "coco", "--table", "faces.boxes", "--images", str(folder),
+        "-o", str(tmp_path / "again.json"), *check_flags,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"image {lost}: its bytes are missing from storage" in done.stderr
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        name for name in (path.name for path in dataset["folder"].iterdir()) if not name.startswith(lost)
+    )
+    assert len(json.loads((tmp_path / "again.json").read_text())["images"]) == 3  # the document is whole

@@ -221,7 +221,8 @@ class Database:
         it lasts. It always ends (rolled back: it wrote nothing), on an error or a generator closed
         midway too; a connection that cannot even roll back is thrown away.
 
-        Inside it, :meth:`transaction` joins it (and a write fails); :meth:`atomic` raises ValueError.
+        It is for reads: inside it, :meth:`transaction` joins it (MySQL refuses a write in it) and
+        :meth:`atomic` raises ValueError.
         Raises RuntimeError when this thread's connection is in a transaction already.
         """
         if self.engine.in_transaction():
