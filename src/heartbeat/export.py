@@ -2,10 +2,18 @@
 lines, CSV (RFC 4180) or a COCO detection document, a page of images at a time: memory stays the
 same whatever the number of images, and no image's bytes are read.
 
+Every export reads in one snapshot (:meth:`Database.snapshot`): its images, statuses, results and
+boxes are as of the moment its first chunk is read, whatever commits while it streams.
+
 COCO: the detection format of the COCO dataset (https://cocodataset.org/#format-data): ``images``
 (``id``, ``file_name``, ``width``, ``height``), ``annotations`` (``id``, ``image_id``,
 ``category_id``, ``bbox`` as ``[x, y, width, height]`` in pixels from the top left, ``area``,
-``iscrowd``) and ``categories`` (``id``, ``name``).
+``iscrowd``) and ``categories`` (``id``, ``name``). ``file_name`` is ``<image ID><extension>``, unique
+in the export (uploads' own names repeat: every camera writes ``img.jpg``); each image also carries
+``heartbeat_id`` and ``original_filename``. Sizes and boxes are in the upright frame.
+
+CSV: a text cell that a spreadsheet would run as a formula (OWASP's CSV injection rule: beginning
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'``.
 """
 
 from __future__ import annotations
@@ -13,14 +21,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 from heartbeat import jsontext
 from heartbeat.catalog import Catalog, describe_image
+from heartbeat.db.database import Database
 from heartbeat.db.models import Image, Software
 from heartbeat.errors import InvalidInput, NotFound
 from heartbeat.extra_rows import rows_of
+from heartbeat.image_types import extension_of
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue import JobQueue
 
@@ -40,6 +51,8 @@ IMAGE_FIELDS = (
     "priority",
 )
 BOX_COLUMNS = ("x", "y", "w", "h")
+# OWASP's CSV injection rule: what a spreadsheet takes for the start of a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +67,25 @@ class ExportRequest:
     category: str | None = None
 
 
+PictureSink = Callable[[Image, str], object]
+
+
 class Exporter:
     def __init__(
         self,
+        database: Database,
         catalog: Catalog,
         queue: JobQueue,
         registered: list[Software],
         progress: Callable[[int], object] | None = None,
+        pictures: PictureSink | None = None,
     ):
         """``progress``: called with the number of images of each page read (a COCO export reads
-        every page twice: its images, then their boxes)."""
+        every page twice: its images, then their boxes). ``pictures``: called with each image of a
+        COCO export and its ``file_name``, one at a time, as the image is written (inside the snapshot)."""
+        self._database = database
         self._progress = progress
+        self._pictures = pictures
         self._catalog = catalog
         self._queue = queue
         self._registered = {software.name: software for software in registered}
@@ -93,13 +114,23 @@ class Exporter:
         return software, table
 
     def stream(self, request: ExportRequest) -> Iterator[bytes]:
-        """The export, chunk by chunk (errors as :meth:`check`, before the first chunk)."""
+        """The export, chunk by chunk (errors as :meth:`check`, before the first chunk).
+
+        The snapshot begins when the first chunk is read and ends when the last is, or when the
+        iterator is closed or collected before: a stream never read holds nothing open.
+        """
         self.check(request)
         if request.format == "jsonl":
-            return self._jsonl(request)
-        if request.format == "csv":
-            return self._csv(request)
-        return self._coco(request, *self._boxes(request))
+            chunks = self._jsonl(request)
+        elif request.format == "csv":
+            chunks = self._csv(request)
+        else:
+            chunks = self._coco(request, *self._boxes(request))
+        return self._in_one_snapshot(chunks)
+
+    def _in_one_snapshot(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        with self._database.snapshot():
+            yield from chunks
 
     def count(self, request: ExportRequest) -> int:
         """How many images the export holds (for a progress bar)."""
@@ -145,30 +176,29 @@ class Exporter:
         software = self._software(request)
         out = io.StringIO()
         writer = csv.writer(out)  # RFC 4180: quoted where needed, CRLF line ends
-        writer.writerow([*IMAGE_FIELDS, *(f"{item.name}.status" for item in software)])
+        writer.writerow([csv_cell(name) for name in [*IMAGE_FIELDS, *(f"{item.name}.status" for item in software)]])
         for images in self._pages(request):
             ids = [image.id for image in images]
             jobs = {item.name: self._queue.jobs_of(item, ids) for item in software}
             for image in images:
                 described = describe_image(image)
-                values = [_csv_value(described[field]) for field in IMAGE_FIELDS]
-                statuses = [getattr(jobs[item.name].get(image.id), "status", "") for item in software]
-                writer.writerow([*values, *statuses])
+                statuses = [getattr(jobs[item.name].get(image.id), "status", None) for item in software]
+                writer.writerow([csv_cell(value) for value in [*(described[f] for f in IMAGE_FIELDS), *statuses]])
             yield out.getvalue().encode()
             out.seek(0)
             out.truncate()
         yield out.getvalue().encode()
 
     def _coco(self, request: ExportRequest, software: Software, table: str) -> Iterator[bytes]:
-        """Two passes in the same order: the images, then their boxes; image ``id`` n is the n-th image."""
+        """Two passes in the same order, in the same snapshot: the images, then their boxes; image
+        ``id`` n is the n-th image."""
         yield b'{"info":{"description":"Heartbeat export"},"images":['
         number = 0
         for images in self._pages(request):
             chunk = []
             for image in images:
                 number += 1
-                entry = {"id": number, "file_name": image.filename, "width": image.width, "height": image.height}
-                chunk.append(jsontext.dumps(entry))
+                chunk.append(jsontext.dumps(self._coco_image(number, image)))
             yield (b"," if number > len(images) else b"") + b",".join(chunk)
         yield b'],"annotations":['
         number = annotation = 0
@@ -179,12 +209,12 @@ class Exporter:
             for image in images:
                 number += 1
                 for row in boxes.get(image.id, []):
-                    if any(row[column] is None for column in BOX_COLUMNS):
-                        continue  # not a box
-                    name = table if request.category is None else str(row[request.category])
-                    category = categories.setdefault(name, len(categories) + 1)
+                    box = coco_box(row)
+                    name = table if request.category is None else row[request.category]
+                    if box is None or name is None:
+                        continue  # not a box, or one of no category
+                    category = categories.setdefault(str(name), len(categories) + 1)
                     annotation += 1
-                    box = [row[column] for column in BOX_COLUMNS]
                     entry = {
                         "id": annotation,
                         "image_id": number,
@@ -199,22 +229,59 @@ class Exporter:
         named = [{"id": category, "name": name} for name, category in categories.items()]
         yield b'],"categories":' + jsontext.dumps(named) + b"}"
 
+    def _coco_image(self, number: int, image: Image) -> dict[str, Any]:
+        """The COCO ``images`` entry of the ``number``-th image (its picture handed to ``pictures``)."""
+        file_name = coco_file_name(image)
+        if self._pictures is not None:
+            self._pictures(image, file_name)
+        return {
+            "id": number,
+            "file_name": file_name,
+            "width": image.width,
+            "height": image.height,
+            "heartbeat_id": image.id,
+            "original_filename": image.filename,
+        }
 
-def _csv_value(value: Any) -> Any:
+
+def coco_file_name(image: Image) -> str:
+    """``<image ID><extension>`` (``.jpg``, ``.png``, ... by its content type): unique, and a safe file
+    name (IDs are URL-safe)."""
+    return image.id + extension_of(image.content_type)
+
+
+def coco_box(row: dict[str, Any]) -> list[float] | None:
+    """``[x, y, w, h]`` of an extra-table row, or None unless all four are finite numbers and the box
+    has an area (``w > 0`` and ``h > 0``)."""
+    values = [row.get(column) for column in BOX_COLUMNS]
+    box: list[float] = [value for value in values if _finite_number(value)]
+    return box if len(box) == len(BOX_COLUMNS) and box[2] > 0 and box[3] > 0 else None
+
+
+def _finite_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: None empty, an object or list as JSON text, and text that a spreadsheet
+    would run as a formula behind a ``'`` (numbers are numbers to a spreadsheet, and stay as they are)."""
     if value is None:
         return ""
-    if isinstance(value, dict):
-        return jsontext.dumps(value).decode()
+    if isinstance(value, (dict, list)):
+        value = jsontext.dumps(value).decode()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value
 
 
 def software_named(names: str | None, registered: list[Software]) -> list[Software] | None:
-    """The software named in ``names`` (comma separated); :class:`NotFound` (404) for an unknown one."""
+    """The software named in ``names`` (comma separated), each once, in the order first named;
+    :class:`NotFound` (404) for an unknown one."""
     if names is None:
         return None
     by_name = {software.name: software for software in registered}
     chosen = []
-    for name in names.split(","):
+    for name in dict.fromkeys(names.split(",")):
         if name not in by_name:
             raise NotFound(f"no software named {name!r}")
         chosen.append(by_name[name])

@@ -26,3 +26,10 @@ IMAGE_TYPES = {
     "TIFF": ImageType("image/tiff", (".tiff", ".tif")),
 }
 IMAGE_SUFFIXES = frozenset(suffix for image_type in IMAGE_TYPES.values() for suffix in image_type.suffixes)
+EXTENSIONS = {image_type.content_type: image_type.extension for image_type in IMAGE_TYPES.values()}
+
+
+def extension_of(content_type: str | None) -> str:
+    """The file name ending of a stored image's content type (``.jpg`` for ``image/jpeg``); ``""``
+    for a type that is not one of ``IMAGE_TYPES``."""
+    return EXTENSIONS.get(content_type or "", "")

@@ -6,15 +6,20 @@ thumbnail read (the first frame of an animation) without error or truncation: ``
 alone decodes no JPEG data, so a truncated JPEG would pass it. A JPEG is decoded at the smallest
 DCT scale that still gives its thumbnail (libjpeg still reads every coded block, so a truncated or
 cut file fails as it would at full size); other formats have no cheaper decode than the whole.
+
+The bytes stay as uploaded; :func:`upright_picture` makes the copy a reader that ignores EXIF
+(many COCO tools) needs: the frame every width, height and box is in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import warnings
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import PIL.Image
+import PIL.ImageOps
 
 from heartbeat.errors import TooLarge, UnsupportedImage
 from heartbeat.image_types import IMAGE_TYPES, ImageType
@@ -63,3 +68,30 @@ def read_picture(file: BinaryIO, max_pixels: int) -> Picture:
         raise UnsupportedImage(f"{UnsupportedImage().description} It does not decode whole: {error}") from None
     width, height = upright_size(width, height, orientation)
     return Picture(image_type, width, height, orientation, picture)
+
+
+# Encoder options of a picture saved again: JPEG near its own quality; PNG, GIF and the rest lossless.
+REENCODE_OPTIONS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+def upright_picture(stream: BinaryIO) -> bytes:
+    """The picture in ``stream`` (its first frame) turned upright as its EXIF orientation says, its
+    orientation tag removed, saved again in its own format with its other EXIF and its colour
+    profile: what a person sees, and a reader that ignores EXIF sees the same. One picture in memory.
+
+    (``PIL.ImageOps.exif_transpose``: the same table as ``heartbeat.worker.pictures``.) Raises what
+    Pillow raises for bytes it cannot decode.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+        with PIL.Image.open(stream) as picture:
+            picture.load()
+            image_format = picture.format or "PNG"
+            icc_profile = picture.info.get("icc_profile")
+            upright = PIL.ImageOps.exif_transpose(picture)
+    options = dict(REENCODE_OPTIONS.get(image_format, {}))
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    out = io.BytesIO()
+    upright.save(out, image_format, exif=upright.getexif(), **options)
+    return out.getvalue()

@@ -192,3 +192,14 @@ def test_export_writes_the_selected_images_to_a_file_with_a_progress_bar(client,
     assert refused.returncode == 1 and refused.stderr.startswith("error: where:"), refused.stderr
     unknown = heartbeat("export", "--software", "ocr,nobody", *db_flags)  # as the API's 404: no silent skip
     assert unknown.returncode == 1 and "no software named 'nobody'" in unknown.stderr, unknown.stderr
+
+
+def test_export_takes_a_software_named_twice_once(client, db_flags, tmp_path):
+    assert heartbeat("software", "add", "ocr", *db_flags).returncode == 0
+    upload(client, image_bytes(), origin="=1+1")
+    out = tmp_path / "export.csv"
+    done = heartbeat("export", "--format", "csv", "--software", "ocr,ocr,ocr", "-o", str(out), *db_flags)
+    assert done.returncode == 0, done.stderr
+    header, row = out.read_text().splitlines()
+    assert header.endswith(",priority,ocr.status")  # one column, not three
+    assert row.endswith(",pending") and ",'=1+1," in row  # the CLI's CSV is guarded as the API's

@@ -7,13 +7,19 @@ import falcon
 from heartbeat.api import schemas
 from heartbeat.api.params import query
 from heartbeat.catalog import Catalog
+from heartbeat.db.database import Database
 from heartbeat.export import FORMATS, Exporter, ExportRequest, software_named
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 
 
 class Export:
-    def __init__(self, catalog: Catalog, queue: JobQueue, registry: Registry):
+    """The body streams after the responder returns, on the same server thread and its connection:
+    the export's snapshot is opened by the first chunk and closed by the last, or by the server
+    closing the stream (a client gone midway)."""
+
+    def __init__(self, database: Database, catalog: Catalog, queue: JobQueue, registry: Registry):
+        self._database = database
         self._catalog = catalog
         self._queue = queue
         self._registry = registry
@@ -27,7 +33,7 @@ class Export:
             table=query(req, "table", schemas.TEXT),
             category=query(req, "category", schemas.TEXT),
         )
-        exporter = Exporter(self._catalog, self._queue, registered)
+        exporter = Exporter(self._database, self._catalog, self._queue, registered)
         chunks = exporter.stream(request)  # refuses a bad request before the first byte
         resp.content_type = FORMATS[request.format]
         extension = "json" if request.format == "coco" else request.format

@@ -16,9 +16,10 @@ from heartbeat.api.routes.images import IMAGE
 from heartbeat.catalog import Catalog, describe_image
 from heartbeat.config import Settings
 from heartbeat.db.models import Image
-from heartbeat.errors import InvalidInput, MissingObject
+from heartbeat.errors import InvalidInput, MissingObject, NotFound
 from heartbeat.ingest import Ingest, Ingested, check_metadata
 from heartbeat.metrics import Metrics
+from heartbeat.pictures import upright_picture
 from heartbeat.queue import JobQueue
 from heartbeat.registry import Registry
 from heartbeat.storage import SignedUrl, Storage
@@ -176,7 +177,8 @@ class UrlSigner:
 
 
 class ImageItem:
-    def __init__(self, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner):
+    def __init__(self, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner, storage: Storage):
+        self._storage = storage
         self._catalog = catalog
         self._registry = registry
         self._queue = queue
@@ -200,7 +202,19 @@ class ImageItem:
         resp.media = {"url": signed.url, "expires_at": signed.expires_at}
 
     def on_get_content(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
-        raise falcon.HTTPTemporaryRedirect(self._signer.image(req, self._catalog.get(image_id)).url)
+        """A redirect to the bytes as stored; with ``upright=true``, a picture stored turned (EXIF
+        orientation other than 1) is answered upright here, as ``heartbeat export --images`` writes it."""
+        image = self._catalog.get(image_id)
+        if query(req, "upright", schemas.UPRIGHT) != "true" or (image.orientation or 1) == 1:
+            raise falcon.HTTPTemporaryRedirect(self._signer.image(req, image).url)
+        try:
+            with self._storage.open(image.storage_key) as stream:
+                resp.data = upright_picture(stream)
+        except NotFound:
+            raise MissingObject(
+                f"the bytes of image {image.id} are missing from storage (`heartbeat check` lists such images)"
+            ) from None
+        resp.content_type = image.content_type
 
     def on_get_thumbnail(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         raise falcon.HTTPTemporaryRedirect(self._signer.thumbnail(req, self._catalog.get(image_id).id).url)

@@ -52,7 +52,7 @@ def make_resources(
         "metrics_page": MetricsPage(metrics),
         "health": Health(database, storage),
         "image_collection": ImageCollection(ingest, catalog, registry, queue, signer, metrics),
-        "image_item": ImageItem(catalog, registry, queue, signer),
+        "image_item": ImageItem(catalog, registry, queue, signer, storage),
         "signed_blob": SignedBlob(storage, ingest),
         "upload_collection": UploadCollection(uploads, settings),
         "upload_item": UploadItem(uploads, metrics),
@@ -63,5 +63,5 @@ def make_resources(
         "job_collection": JobCollection(registry, queue),
         "job_item": JobItem(registry, queue, metrics),
         "extra_table": ExtraTable(registry),
-        "export": Export(catalog, queue, registry),
+        "export": Export(database, catalog, queue, registry),
     }

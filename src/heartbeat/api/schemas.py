@@ -143,5 +143,6 @@ IMAGE_STATUS: Schema = {
     "a software that is not registered)",
 }
 ORDER: Schema = {"enum": ["oldest", "newest"]}
+UPRIGHT: Schema = {"enum": ["true", "false"]}
 INCLUDES = ("jobs", "thumbnail")
 INCLUDE: Schema = {"type": "string", "pattern": f"^({'|'.join(INCLUDES)})(,({'|'.join(INCLUDES)}))*$"}

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from heartbeat.logs import configure_logging
 
 if TYPE_CHECKING:
     from heartbeat.db.database import Database
+    from heartbeat.picture_folder import UprightFolder
     from heartbeat.queue import JobQueue
     from heartbeat.registry import Registry
 
@@ -171,32 +173,62 @@ def export(args: argparse.Namespace) -> int:
     from heartbeat.catalog import Catalog
     from heartbeat.errors import HeartbeatError
     from heartbeat.export import Exporter, ExportRequest, software_named
+    from heartbeat.picture_folder import UprightFolder
     from heartbeat.storage import open_storage
 
+    if args.images is not None:
+        _picture_folder(args.format, args.images)
     settings = settings_from_args(args)
     database = _connect(settings, create=False)
     with database.connection():
         queue = _open_queue(settings, database)
         registry = _registry(settings, database, queue)
-        catalog = Catalog(database, open_storage(settings), registry, queue)
+        storage = open_storage(settings)
+        catalog = Catalog(database, storage, registry, queue)
         registered = registry.all()
         try:
             chosen = software_named(args.software, registered)
             request = ExportRequest(args.format, registry.where(args.where), chosen, args.table, args.category)
+            pictures = None if args.images is None else UprightFolder(storage, args.images)
             total = catalog.count(where=request.where) * (2 if args.format == "coco" else 1)
             with tqdm(total=total, unit="image", file=sys.stderr) as bar:
-                chunks = Exporter(catalog, queue, registered, progress=bar.update).stream(request)
-                out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
-                try:
-                    for chunk in chunks:
-                        out.write(chunk)
-                finally:
-                    if args.output:
-                        out.close()
+                exporter = Exporter(database, catalog, queue, registered, progress=bar.update, pictures=pictures)
+                _write_chunks(exporter.stream(request), args.output)
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
             return 1
+    if pictures is not None:
+        return _report_pictures(pictures)
     return 0
+
+
+def _picture_folder(export_format: str, folder: Path) -> None:
+    """Make ``--images``' folder, or :class:`SettingError` naming the flag."""
+    if export_format != "coco":
+        raise SettingError("--images: only a coco export (--format coco) writes pictures")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingError(f"--images: {folder} cannot be made a folder ({error.strerror or error})") from None
+
+
+def _write_chunks(chunks: Iterator[bytes], output: Path | None) -> None:
+    out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    finally:
+        if output:
+            out.close()
+
+
+def _report_pictures(pictures: UprightFolder) -> int:
+    """List the pictures ``--images`` could not write; 1 when there were any."""
+    for image_id in pictures.missing:
+        print(f"image {image_id}: its bytes are missing from storage (`heartbeat check` lists it)", file=sys.stderr)
+    for image_id in pictures.unreadable:
+        print(f"image {image_id}: its stored bytes do not decode", file=sys.stderr)
+    return 1 if pictures.missing or pictures.unreadable else 0
 
 
 def token(args: argparse.Namespace) -> int:

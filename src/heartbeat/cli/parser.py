@@ -177,7 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--table", help="coco: SOFTWARE.TABLE, an extra table with x, y, w, h columns")
     export.add_argument("--category", help="coco: the column naming each box's category")
     export.add_argument("-o", "--output", type=_new_file, help="the file to write (default: standard output)")
+    export.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="coco: also write each picture into DIR under its file_name, upright (EXIF orientation applied)",
+    )
     _database_flags(export)
+    _setting_flags(export, STORAGE_SETTINGS)
 
     s3 = commands.add_parser("s3", help="set up an S3 store for Heartbeat")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True, metavar="COMMAND")

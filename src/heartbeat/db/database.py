@@ -14,7 +14,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -27,6 +27,8 @@ from heartbeat.config import DbAuth, SettingError
 from heartbeat.db.engines import (
     DATABASE_ACCESS_DENIED_ERROR,
     NO_PAD_BINARY_COLLATIONS,
+    SNAPSHOT_BEGIN_MYSQL,
+    SNAPSHOT_BEGIN_SQLITE,
     UNKNOWN_DATABASE_ERROR,
     create_database_sql,
     create_mysql_database,
@@ -211,6 +213,34 @@ class Database:
     def atomic(self) -> Any:
         """A transaction (or a savepoint inside one) that is not retried: for tests and one-off tools."""
         return self.engine.atomic()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read-only transaction on this thread's connection for the ``with`` block: every statement
+        in it reads the database as of the moment it began, whatever commits meanwhile, however long
+        it lasts. It always ends (rolled back: it wrote nothing), on an error or a generator closed
+        midway too; a connection that cannot even roll back is thrown away.
+
+        It is for reads: inside it, :meth:`transaction` joins it (MySQL refuses a write in it) and
+        :meth:`atomic` raises ValueError.
+        Raises RuntimeError when this thread's connection is in a transaction already.
+        """
+        if self.engine.in_transaction():
+            raise RuntimeError("a snapshot needs a connection with no transaction open")
+        self.connect()
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._end_snapshot)  # last: the connection may have to be closed, out of peewee's stack
+            stack.enter_context(self.engine.manual_commit())  # peewee knows a transaction is open, begins none
+            for statement in SNAPSHOT_BEGIN_MYSQL if self.features.mysql else SNAPSHOT_BEGIN_SQLITE:
+                self.execute(statement)
+            yield
+
+    def _end_snapshot(self) -> None:
+        try:
+            self.execute("ROLLBACK")
+        except (peewee.OperationalError, peewee.InterfaceError) as error:
+            log.info("a snapshot could not be rolled back (%s): its connection is dropped", error)
+            self.close_for_good()
 
     def transaction(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``function(*args, **kwargs)`` in one transaction, and on MySQL/MariaDB run it again from

@@ -74,6 +74,17 @@ class QuickPooledMySQLDatabase(PooledMySQLDatabase):  # type: ignore[misc]  # pe
         super()._close(conn, close_conn)
 
 
+# A transaction that reads as of one moment and writes nothing (an export): MySQL/MariaDB's InnoDB
+# takes its snapshot at START TRANSACTION WITH CONSISTENT SNAPSHOT (REPEATABLE READ, the level this
+# transaction is set to whatever the session's default); SQLite in WAL mode at the first read of a
+# deferred transaction, which the second statement makes at once.
+SNAPSHOT_BEGIN_MYSQL = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+)
+SNAPSHOT_BEGIN_SQLITE = ("BEGIN DEFERRED", "SELECT COUNT(*) FROM sqlite_master")
+
+
 def mysql_database(auth: DbAuth, *, max_connections: int = 32) -> peewee.Database:
     """A pooled MySQL/MariaDB connection, one connection per thread at a time."""
     return QuickPooledMySQLDatabase(

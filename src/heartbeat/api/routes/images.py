@@ -145,7 +145,17 @@ ROUTES = [
     Route(
         "/v1/images/{image_id}/content",
         "image_item",
-        {"GET": Operation(Access.READ, "a redirect to the presigned URL", Reply(307), errors=(404, 503))},
+        {
+            "GET": Operation(
+                Access.READ,
+                "a redirect to the presigned URL; with `upright=true`, a picture stored turned (EXIF orientation other "
+                "than 1) is answered upright (the orientation applied, its tag removed), in the frame of its width, "
+                "height and boxes",
+                (Reply(307), Reply(200, media_type="image/*")),
+                errors=(400, 404, 503),
+                parameters=(query("upright", schemas.UPRIGHT, "`true`: the picture upright (default `false`)"),),
+            )
+        },
         suffix="content",
     ),
     Route(
