@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import secrets
+import string
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -36,8 +37,9 @@ MAX_PRIORITY = 1_000_000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; h
 
 
 def new_image_id() -> str:
-    """16 URL-safe random characters."""
-    return secrets.token_urlsafe(12)
+    """16 URL-safe random characters (95 random bits), the first a letter or digit: an ID never reads as
+    a command-line flag, nor as a formula in a CSV cell (which the export would then write with a ``'``)."""
+    return secrets.choice(string.ascii_letters + string.digits) + secrets.token_urlsafe(12)[1:]
 
 
 @dataclasses.dataclass(frozen=True)

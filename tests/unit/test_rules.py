@@ -10,7 +10,7 @@ import pytest
 from heartbeat.api import schemas
 from heartbeat.db.models import JobStatus
 from heartbeat.image_types import IMAGE_SUFFIXES, IMAGE_TYPES
-from heartbeat.ingest import MAX_PRIORITY
+from heartbeat.ingest import MAX_PRIORITY, new_image_id
 
 
 def test_the_form_priority_pattern_takes_exactly_the_priorities_from_minus_to_plus_max():
@@ -41,3 +41,10 @@ def test_the_job_status_filters_take_exactly_the_statuses():
     pattern = re.compile(schemas.IMAGE_STATUS["pattern"])
     assert all(pattern.fullmatch(f"face_detection:{status}") for status in JobStatus)
     assert not pattern.fullmatch("face_detection:lost")
+
+
+def test_an_image_id_is_16_url_safe_characters_never_beginning_as_a_flag_or_a_formula():
+    ids = [new_image_id() for _ in range(10_000)]
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{15}", image_id) for image_id in ids)
+    assert len(set(ids)) == len(ids)
+    assert {image_id[1] for image_id in ids} >= {"-", "_"}, "only the first character is held to letters and digits"
