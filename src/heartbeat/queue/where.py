@@ -139,9 +139,32 @@ class _Compiler:
                 compared = OPERATORS[term.op](scalar, value)
             text = _joined("and", [json_type.in_(types["text"]), compared])
             return text
-        # A JSON number compares as a double on both engines (MySQL's JSON_VALUE gives text).
-        number = peewee.Cast(scalar, "DOUBLE" if self._mysql else "REAL")
-        return _joined("and", [json_type.in_(types["number"]), _numeric(number, term.op, value, integer=False)])
+        return _joined("and", [json_type.in_(types["number"]), self._info_number(info, path, term.op, value)])
+
+    def _info_number(self, info: peewee.Field, path: str, op: str, value: float) -> Condition:
+        """A JSON number ``op value``: a 64-bit integer exactly, any other number (a fraction, an
+        integer past 64 bits) as the double nearest it, as SQLite's JSON functions hold them.
+        One ``CASE``, so that the term nests no deeper than a comparison."""
+        fn = peewee.fn
+        integer: Any
+        if self._mysql:  # JSON_VALUE gives the number's text
+            text = fn.JSON_VALUE(info, path)
+            is_integer = _joined(
+                "and",
+                [
+                    fn.JSON_TYPE(fn.JSON_EXTRACT(info, path)) == "INTEGER",
+                    peewee.Cast(text, "DECIMAL(65, 0)").between(INT64_MIN, INT64_MAX),
+                ],
+            )
+            integer, double = peewee.Cast(text, "SIGNED"), peewee.Cast(text, "DOUBLE")
+        else:  # json_extract gives an integer only for a 64-bit one
+            extracted = fn.json_extract(info, path)
+            is_integer = fn.typeof(extracted) == "integer"
+            integer, double = extracted, peewee.Cast(extracted, "REAL")
+        exact = _numeric(integer, op, value, integer=True)
+        nearest = _numeric(double, op, value, integer=False)
+        compared: Condition = peewee.Case(None, [(is_integer, exact)], nearest)
+        return compared
 
 
 def _joined(op: str, parts: list[Condition]) -> Condition:
