@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import peewee
 import playhouse.migrate
@@ -126,7 +126,7 @@ class Database:
             raise
 
     @staticmethod
-    def fault(error: Exception) -> str | None:
+    def fault(error: Exception) -> Literal["unavailable", "timeout"] | None:
         """What a database error says about the database: ``"unavailable"`` (unreachable, busy, down,
         full: a later try may succeed), ``"timeout"`` (a statement stopped at its time limit), or None
         (a fault of the statement itself, which no retry cures)."""
