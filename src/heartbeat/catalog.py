@@ -49,7 +49,8 @@ class Catalog:
         where: Resolved | None = None,
     ) -> tuple[list[Image], str | None]:
         """Images oldest (or newest) first; ``status`` is ``<software>:<status>`` (checked by the
-        caller), ``where`` a resolved query (:meth:`Registry.where`)."""
+        caller), ``where`` a resolved query (:meth:`Registry.where`). Its statements stop at the
+        database's time limit (:class:`~heartbeat.errors.StatementTimeout`)."""
         query = Image.select()
         order: tuple[peewee.Field, peewee.Field] = (Image.uploaded_date, Image.id)
         if status is not None:
@@ -60,14 +61,17 @@ class Catalog:
             query = query.where(Image.origin == origin)
         if where is not None:
             query = query.where(self._queue.where(where))
-        return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first, key=_upload_position)
+        with self._database.time_limit():
+            return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first, key=_upload_position)
 
     def count(self, *, where: Resolved | None = None) -> int:
-        """How many images there are (that ``where`` selects); its cost grows with them: for exports."""
+        """How many images there are (that ``where`` selects); its cost grows with them: for exports.
+        Stops at the database's time limit (:class:`~heartbeat.errors.StatementTimeout`)."""
         query = Image.select()
         if where is not None:
             query = query.where(self._queue.where(where))
-        return int(query.count())
+        with self._database.time_limit():
+            return int(query.count())
 
     def set_priority(self, image_id: str, priority: int) -> Image:
         """Change an image's priority; its pending jobs are claimed in the new order from now on."""

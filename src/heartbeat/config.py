@@ -117,6 +117,7 @@ class Settings:
     default_lease_seconds: int = 300
     default_max_attempts: int = 3
     threads: int = 16
+    query_seconds: float = 30.0  # the longest one statement of a query (where=, exports, requeue) may run
     connection_limit: int = 1000  # open connections each server process accepts at once
     processes: int = 1
     max_waiting_claims: int | None = None  # None: half the threads
@@ -286,6 +287,12 @@ OPTIONS: tuple[Option, ...] = (
         "url_deadline_seconds",
         "HEARTBEAT_URL_DEADLINE_SECONDS",
         "the whole time an upload by URL may take: DNS, connects, redirects and body (default 30)",
+        positive_seconds,
+    ),
+    Option(
+        "query_seconds",
+        "HEARTBEAT_QUERY_SECONDS",
+        "the longest one statement of a query (where=, exports, requeue) may run; then 503 (default 30)",
         positive_seconds,
     ),
     Option("threads", "HEARTBEAT_THREADS", "waitress worker threads of each process (default 16)", positive_int),

@@ -14,7 +14,8 @@ HeartbeatError
  ├── Refused              well-formed, but refused                  (422)
  │    └── UrlRefused      the URL may not or cannot be fetched
  └── BackendUnavailable   the database or object store is down      (503)
-      └── Busy            this server is doing as much of it as it may
+      ├── Busy            this server is doing as much of it as it may
+      └── StatementTimeout  a query ran past HEARTBEAT_QUERY_SECONDS
 """
 
 from __future__ import annotations
@@ -86,3 +87,7 @@ class Busy(BackendUnavailable):
     """This server is busy: try again in a moment."""
 
     retry_after_seconds = 1
+
+
+class StatementTimeout(BackendUnavailable):
+    """A query ran longer than one statement may (HEARTBEAT_QUERY_SECONDS)."""

@@ -18,7 +18,12 @@ from heartbeat.storage import open_storage
 @functools.cache
 def app_from_settings(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
     """The served app (made once): the configured database and storage, and the lease reaper running."""
-    database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=settings.threads)
+    database = connect(
+        data_dir=settings.data_dir,
+        db_auth=settings.db_auth,
+        threads=settings.threads,
+        query_seconds=settings.query_seconds,
+    )
     storage = open_storage(settings)
     service = build_service(settings, database=database, storage=storage)
     with database.connection():

@@ -1,17 +1,21 @@
 """``where``: images by what the software found. Property-based: random images, results and
 extra-table rows, random expressions; the API must return exactly the images a plain Python
-evaluation of the same expression selects, on SQLite and on MariaDB."""
+evaluation of the same expression selects, on SQLite and on MariaDB. Numbers include fractions,
+exponents and integers past 64 bits; expressions also come deep and long, past the limits too,
+and none answers a 5xx."""
 
 from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from heartbeat.query.parse import MAX_DEPTH, MAX_EXPRESSION_CHARS, MAX_TERMS
 from helpers import image_bytes, multipart, register
 
 OPERATORS = {
@@ -43,9 +47,15 @@ class Picture:
         return "1" if self.status == "done" else None
 
 
-scalars = st.one_of(
-    st.integers(-3, 3), st.sampled_from([0.5, -1.5, 2.25]), st.sampled_from(TEXTS), st.booleans(), st.none()
+# Numbers as a literal: small ones the data holds, fractions and exponents around them, integers
+# past 64 bits, doubles up to 1e300 (repr writes 1e+20 and 1.5e-07 as exponents).
+numbers = st.one_of(
+    st.integers(-3, 4),
+    st.sampled_from([0.5, -1.5, 2.25, 3.5, -0.0, 1.5e-7, 1e20]),
+    st.integers(2**63 - 2, 2**80) | st.integers(-(2**80), -(2**63) + 1),
+    st.floats(-1e300, 1e300, allow_nan=False),
 )
+scalars = st.one_of(numbers, st.sampled_from(TEXTS), st.booleans(), st.none())
 infos = st.one_of(
     st.none(),
     st.lists(scalars, max_size=2),
@@ -93,7 +103,7 @@ def term(kind: str) -> st.SearchStrategy[tuple[str, Any]]:
     ops = st.sampled_from(list(OPERATORS))
     if kind == "image":
         text_field = st.tuples(st.just("origin"), ops, st.sampled_from([*TEXTS, None]))
-        number_field = st.tuples(st.sampled_from(["priority", "width"]), ops, st.integers(-2, 4))
+        number_field = st.tuples(st.sampled_from(["priority", "width"]), ops, numbers)
         return (
             st.one_of(text_field, number_field)
             .filter(_sensible)
@@ -117,7 +127,7 @@ def term(kind: str) -> st.SearchStrategy[tuple[str, Any]]:
             )
         )
     row_terms = st.tuples(st.sampled_from(list(COLUMNS)), ops, scalars).filter(_column_sensible)
-    counted = st.tuples(st.lists(row_terms, max_size=2), ops, st.integers(0, 3))
+    counted = st.tuples(st.lists(row_terms, max_size=2), ops, st.integers(0, 3) | numbers)
     return counted.map(
         lambda t: (
             "sw.rows.count"
@@ -164,6 +174,8 @@ def _info_holds(picture: Picture, keys: tuple[str, ...], op: str, wanted: Any) -
         return isinstance(value, bool) and OPERATORS[op](value, wanted)
     if isinstance(wanted, str):
         return isinstance(value, str) and OPERATORS[op](value, wanted)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        value = float(value)  # an integer past 64 bits compares as the double nearest it
     return isinstance(value, int | float) and not isinstance(value, bool) and OPERATORS[op](value, wanted)
 
 
@@ -236,6 +248,56 @@ def test_where_selects_exactly_what_python_selects(client, pictures_, queries):
     for text, holds in queries:
         expected = [picture.id for picture in in_upload_order if holds(picture)]
         assert selected(client, text) == expected, text
+
+
+LIMITS = ("nested deeper than", "more than", "longer than", "is beyond")
+
+
+def _comparisons(text: str) -> int:
+    """How many FIELD OP VALUE terms ``text`` holds (a count with a row expression is not one itself)."""
+    return len(re.findall(r"!=|<=|>=|=|<|>", text)) - text.count(".count(")
+
+
+# Long and deep: up to 5 terms said up to 120 times over, joined by one operator, under up to 24
+# `not (`, in up to 40 plain parentheses (no nesting of their own); past the limits or within them.
+long_and_deep = st.tuples(
+    st.lists(terms, min_size=1, max_size=5),
+    st.integers(1, 120),
+    st.sampled_from(["and", "or"]),
+    st.integers(0, 24),
+    st.integers(0, 40),
+)
+
+
+@pytest.mark.fuzz
+@pytest.mark.timeout(600)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pictures_=pictures, shape=long_and_deep)
+def test_deep_and_long_expressions_answer_what_python_selects_or_400_naming_a_limit(client, pictures_, shape):
+    some, times, op, negations, parentheses = shape
+    parts = some * times
+    inner = f" {op} ".join(f"({text})" for text, _holds in parts)
+    text = "not (" * negations + "(" * parentheses + inner + ")" * (parentheses + negations)
+    if client.simulate_get("/v1/software/sw").status_code == 404:
+        register(client, "sw", tables={"rows": COLUMNS})
+    for image in client.simulate_get("/v1/images", params={"limit": 1000}).json["images"]:
+        assert client.simulate_delete(f"/v1/images/{image['id']}").status_code == 204
+    store(client, pictures_)
+    answer = client.simulate_get("/v1/images", params={"where": text, "limit": 1000})
+    depth = negations + (len(parts) > 1) + max(3 if ".count(" in part else 0 for part, _holds in parts)
+    within = depth <= MAX_DEPTH and _comparisons(text) <= MAX_TERMS and len(text) <= MAX_EXPRESSION_CHARS
+    if answer.status_code == 400:
+        assert not within, (text, answer.text)  # (within the limits, only a huge number is refused)
+        assert any(limit in answer.json["description"] for limit in LIMITS), answer.text
+        return
+    assert answer.status_code == 200, (text, answer.text)
+    combine = all if op == "and" else any
+    expected = [
+        picture.id
+        for picture in sorted(pictures_, key=lambda picture: picture.id)
+        if combine(holds(picture) for _text, holds in parts) != (negations % 2 == 1)
+    ]
+    assert [image["id"] for image in answer.json["images"]] == expected, text
 
 
 @pytest.mark.parametrize(

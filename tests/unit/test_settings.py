@@ -35,6 +35,7 @@ EXAMPLES = {
     "HEARTBEAT_S3_PUBLIC_ENDPOINT": ("localhost:9000", "localhost:9000"),
     "HEARTBEAT_URL_ALLOW": ("10.0.0.0/8,cam.local", UrlAllowList.parse("cam.local,10.0.0.0/8")),
     "HEARTBEAT_URL_DEADLINE_SECONDS": ("12.5", 12.5),
+    "HEARTBEAT_QUERY_SECONDS": ("2.5", 2.5),
     "HEARTBEAT_CONNECTION_LIMIT": ("2000", 2000),
     "HEARTBEAT_PROCESSES": ("2", 2),
     "HEARTBEAT_MAX_WAITING_CLAIMS": ("3", 3),

@@ -44,7 +44,15 @@ def _domain_error(req: falcon.Request, resp: falcon.Response, error: errors.Hear
 
 
 def _database_down(database: Database) -> Any:
+    """503 for a database that cannot serve now (or a statement past its time limit); any other
+    database error (a syntax error, an expression too complex) is a bug: 500, as ``_unexpected``."""
+
     def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+        fault = database.fault(error)
+        if fault == "timeout":  # a statement stopped at HEARTBEAT_QUERY_SECONDS: 503, Retry-After
+            _domain_error(req, resp, errors.StatementTimeout(), params)  # (raises)
+        if fault is None:  # the database answered, refusing the statement: a bug, not an outage
+            _unexpected(req, resp, error, params)  # (raises)
         log.warning("database unavailable: %s: %s", type(error).__name__, error)
         database.close_for_good()  # the next request of this thread starts on a new connection
         raise falcon.HTTPServiceUnavailable(description="the database is unreachable", retry_after=5)

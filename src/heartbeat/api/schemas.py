@@ -11,6 +11,7 @@ from __future__ import annotations
 from heartbeat.db.models import JobStatus
 from heartbeat.ingest import MAX_PRIORITY
 from heartbeat.paging import MAX_LIMIT
+from heartbeat.query.parse import MAX_EXPRESSION_CHARS
 from heartbeat.queue import REQUEUABLE
 from heartbeat.registry import LEASE_SECONDS as LEASE_SECONDS
 from heartbeat.registry import NAME as NAME
@@ -98,8 +99,8 @@ RELEASE = _object({"token": TOKEN}, ("token",))
 WHERE: Schema = {
     "type": "string",
     "minLength": 1,
-    "maxLength": 4000,
-    "description": "an expression over the images' fields and what the software found (the contract's "
+    "description": f"at most {MAX_EXPRESSION_CHARS} characters: an expression over the images' fields and what "
+    "the software found (the contract's "
     "\"Queries\"), e.g. `face_detection.status = 'done' and face_detection.faces.count(w >= 100) >= 2`; "
     "a bad one answers 400 with the column of the fault",
 }

@@ -52,5 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the S3 store refused or did not answer: {error}", file=sys.stderr)
         return 1
     except (peewee.OperationalError, peewee.InterfaceError) as error:  # the database does not answer
-        print(f"error: the database is unreachable: {error}", file=sys.stderr)
+        from heartbeat.db.database import Database
+
+        if Database.fault(error) is None:  # it answered, refusing a statement: a bug, not an outage
+            print(f"error: the database refused a statement (a bug; please report it): {error}", file=sys.stderr)
+        else:
+            print(f"error: the database is unreachable: {error}", file=sys.stderr)
         return 1

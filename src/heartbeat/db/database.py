@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import peewee
 import playhouse.migrate
@@ -30,11 +30,14 @@ from heartbeat.db.engines import (
     SNAPSHOT_BEGIN_MYSQL,
     SNAPSHOT_BEGIN_SQLITE,
     UNKNOWN_DATABASE_ERROR,
+    TimeLimits,
     create_database_sql,
     create_mysql_database,
     mysql_database,
     sqlite_database,
+    timed_out,
 )
+from heartbeat.errors import StatementTimeout
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,14 @@ DEADLOCK_ERRORS = frozenset({1205, 1213})
 # software registered) after its snapshot began; a new transaction reads it.
 TABLE_CHANGED_ERRORS = frozenset({1412})
 LOST_CONNECTION_ERRORS = frozenset({2006, 2013, 1927, 4031})
+# MySQL/MariaDB errors that mean the server cannot serve now, besides the above and the client's own
+# (2000 to 2999: cannot connect, gone away): too many connections (1040, 1203), shutting down (1053,
+# 1077), a statement killed (1317); SQLite's: busy or locked (5, 6), out of memory (7), read-only (8),
+# I/O error (10), disk full (13), cannot open the file (14), locking protocol (15). Any other error
+# (a syntax error, an expression too complex) is a fault of the statement: retrying will not help.
+UNAVAILABLE_ERRORS = DEADLOCK_ERRORS | TABLE_CHANGED_ERRORS | LOST_CONNECTION_ERRORS | {1040, 1053, 1077, 1203, 1317}
+CLIENT_ERRORS = range(2000, 3000)
+SQLITE_UNAVAILABLE_ERRORS = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 TRANSACTION_ATTEMPTS = 5
 # Connections a server process may hold besides one per thread: the lease reaper, the claim watcher.
 BACKGROUND_CONNECTIONS = 4
@@ -91,10 +102,48 @@ class Features:
 class Database:
     """One connected database. Thread-safe: each thread has its own connection (from a pool on MySQL)."""
 
-    def __init__(self, engine: peewee.Database, features: Features):
+    def __init__(self, engine: peewee.Database, features: Features, *, query_seconds: float | None = None):
         self.engine = engine
         self.features = features
         self.param = str(engine.param)  # the driver's parameter marker: "?" or "%s"
+        # How long a statement of a query (``time_limit``) may run, in seconds; None: no bound.
+        self.query_seconds = query_seconds
+
+    # -- time limits --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def time_limit(self) -> Iterator[None]:
+        """Each statement this thread runs in the ``with`` block stops after ``query_seconds``: then
+        :class:`~heartbeat.errors.StatementTimeout` (503, with a time to retry after)."""
+        try:
+            limits = self.engine if isinstance(self.engine, TimeLimits) else None
+            with limits.time_limit(self.query_seconds) if limits else contextlib.nullcontext():
+                yield
+        except (peewee.OperationalError, peewee.InternalError) as error:
+            if timed_out(error):
+                raise StatementTimeout(
+                    f"the query ran longer than {self.query_seconds:g} s, the most one statement may "
+                    "(HEARTBEAT_QUERY_SECONDS); narrow it, or try again when the server is less busy"
+                ) from None
+            raise
+
+    @staticmethod
+    def fault(error: Exception) -> Literal["unavailable", "timeout"] | None:
+        """What a database error says about the database: ``"unavailable"`` (unreachable, busy, down,
+        full: a later try may succeed), ``"timeout"`` (a statement stopped at its time limit), or None
+        (a fault of the statement itself, which no retry cures)."""
+        if timed_out(error):
+            return "timeout"
+        if isinstance(error, peewee.InterfaceError):
+            return "unavailable"
+        original = getattr(error, "orig", None)
+        sqlite_code = getattr(original, "sqlite_errorcode", None)
+        if sqlite_code is not None:
+            return "unavailable" if sqlite_code & 0xFF in SQLITE_UNAVAILABLE_ERRORS else None
+        code = _error_code(error)
+        if code is None or code in UNAVAILABLE_ERRORS or code in CLIENT_ERRORS:
+            return "unavailable"  # no code: pymysql's own errors, of the connection
+        return None
 
     # -- statements ---------------------------------------------------------------------------------
 
@@ -317,11 +366,19 @@ def sqlite_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / SQLITE_FILE
 
 
-def connect(*, data_dir: str | Path, db_auth: DbAuth | None, threads: int = 16, create: bool = True) -> Database:
+def connect(
+    *,
+    data_dir: str | Path,
+    db_auth: DbAuth | None,
+    threads: int = 16,
+    create: bool = True,
+    query_seconds: float | None = None,
+) -> Database:
     """Open the configured database (MySQL/MariaDB when ``db_auth`` is given, else SQLite in
     ``data_dir``), probe its features, bind the models to it and create missing tables.
 
     ``threads``: how many server threads will use it (a MySQL pool holds one connection for each).
+    ``query_seconds``: how long a query's statement may run (:meth:`Database.time_limit`).
     ``create``: make the database when it does not exist (the SQLite file and its folder; on MySQL,
     ``CREATE DATABASE`` when the user may); else, and when the user may not, :class:`DatabaseMissing`
     says which database is missing (and what to run to create it).
@@ -346,7 +403,7 @@ def connect(*, data_dir: str | Path, db_auth: DbAuth | None, threads: int = 16, 
         _create_missing(db_auth, create)
         engine.connect()
     try:
-        database = Database(engine, probe_features(engine))
+        database = Database(engine, probe_features(engine), query_seconds=query_seconds)
     finally:
         engine.close()
     bind_models(database)
@@ -384,6 +441,7 @@ def probe_features(engine: peewee.Database) -> Features:
         return Features(mysql=False, skip_locked=False, max_result_bytes=None, collation=None)
     version, packet = engine.execute_sql("SELECT VERSION(), @@max_allowed_packet").fetchone()
     flavour = "mariadb" if "mariadb" in version.lower() else "mysql"
+    engine.mariadb = flavour == "mariadb"  # how it bounds a statement's time
     major, minor = (int(part) for part in version.split("-")[0].split(".")[:2])
     # no NO PAD binary collation before MySQL 8
     collation = "utf8mb4_bin" if flavour == "mysql" and major < 8 else NO_PAD_BINARY_COLLATIONS[flavour]

@@ -3,7 +3,10 @@ MySQL/MariaDB connection. :mod:`heartbeat.db.database` wraps one of them as the 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,60 @@ SQLITE_PRAGMAS = {
 }
 
 
+class TimeLimits:
+    """Statements that stop after a while: inside :meth:`time_limit`, each statement this thread runs
+    on the engine may run ``seconds`` (then the engine's timeout error, see :func:`timed_out`). A
+    thread's own setting, so that the queue's statements on other threads run as they always do."""
+
+    def time_limit(self, seconds: float | None) -> contextlib.AbstractContextManager[None]:
+        """Bound each statement of this thread in the ``with`` block to ``seconds`` (None: no bound)."""
+        return self._limited(seconds)
+
+    @contextlib.contextmanager
+    def _limited(self, seconds: float | None) -> Iterator[None]:
+        state = self._limit_state()
+        previous = getattr(state, "seconds", None)
+        state.seconds = seconds if previous is None else min(seconds or previous, previous)
+        try:
+            yield
+        finally:
+            state.seconds = previous
+            state.deadline = None  # (SQLite) a cursor read after the block is not cut short
+
+    def limit_seconds(self) -> float | None:
+        """This thread's bound on a statement now, or None."""
+        return getattr(self._limit_state(), "seconds", None)
+
+    def _limit_state(self) -> threading.local:
+        state: threading.local | None = self.__dict__.get("_time_limits")
+        if state is None:
+            state = self.__dict__.setdefault("_time_limits", threading.local())
+        return state
+
+
+class SqliteWithTimeLimits(TimeLimits, peewee.SqliteDatabase):
+    """SQLite whose statements stop at their time limit: a progress handler, called every
+    ``PROGRESS_STEPS`` virtual machine instructions, interrupts a statement past its deadline
+    (``sqlite3.OperationalError: interrupted``; the connection stays usable)."""
+
+    PROGRESS_STEPS = 10_000
+
+    def _add_conn_hooks(self, conn: Any) -> None:
+        super()._add_conn_hooks(conn)  # type: ignore[misc]  # peewee's private hook, not in its stubs
+        conn.set_progress_handler(self._past_deadline, self.PROGRESS_STEPS)
+
+    def _past_deadline(self) -> int:
+        deadline = getattr(self._limit_state(), "deadline", None)
+        return 1 if deadline is not None and time.monotonic() > deadline else 0
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        # A lazily read cursor goes on running the statement as its rows are fetched: the deadline
+        # counts from the statement's start, and holds until the next statement of the thread.
+        seconds = self.limit_seconds()
+        self._limit_state().deadline = None if seconds is None else time.monotonic() + seconds
+        return super().execute_sql(sql, params)  # type: ignore[no-untyped-call]  # untyped in peewee's stubs
+
+
 def sqlite_database(path: str | Path) -> peewee.SqliteDatabase:
     """An SQLite database in WAL mode whose transactions take the write lock up front.
 
@@ -36,7 +93,7 @@ def sqlite_database(path: str | Path) -> peewee.SqliteDatabase:
     """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return peewee.SqliteDatabase(
+    return SqliteWithTimeLimits(
         str(path),
         pragmas=SQLITE_PRAGMAS,
         lock_type="IMMEDIATE",
@@ -45,12 +102,29 @@ def sqlite_database(path: str | Path) -> peewee.SqliteDatabase:
     )
 
 
-class QuickPooledMySQLDatabase(PooledMySQLDatabase):  # type: ignore[misc]  # peewee has no type hints
+class QuickPooledMySQLDatabase(TimeLimits, PooledMySQLDatabase):  # type: ignore[misc]  # peewee has no type hints
     """Peewee's pool, minus a round trip per request: a connection handed back moments ago is handed
     out again without a ping; only one that sat idle for ``PING_AFTER_IDLE_SECONDS`` is pinged first.
-    A connection that died in between fails its statement, and ``Database.transaction`` reconnects."""
+    A connection that died in between fails its statement, and ``Database.transaction`` reconnects.
+
+    A statement under a time limit carries it: MariaDB's ``SET STATEMENT max_statement_time=S FOR``
+    (any statement), MySQL's ``MAX_EXECUTION_TIME`` hint (SELECT only, which is all MySQL bounds)."""
 
     PING_AFTER_IDLE_SECONDS = 5.0
+    mariadb = True  # set once the server's version is known (``database.probe_features``)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        seconds = self.limit_seconds()
+        if seconds is not None:
+            sql = self._limited_sql(sql, seconds)
+        return super().execute_sql(sql, params)
+
+    def _limited_sql(self, sql: str, seconds: float) -> str:
+        if self.mariadb:
+            return f"SET STATEMENT max_statement_time={seconds:.6f} FOR {sql}"
+        if sql[:7].upper() == "SELECT ":
+            return f"SELECT /*+ MAX_EXECUTION_TIME({max(1, round(seconds * 1000))}) */ {sql[7:]}"
+        return sql
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,6 +173,21 @@ def mysql_database(auth: DbAuth, *, max_connections: int = 32) -> peewee.Databas
         timeout=30,
         field_types=FIELD_TYPES_MYSQL,
     )
+
+
+# Errors of a statement stopped at its time limit: SQLite's SQLITE_INTERRUPT, MariaDB's
+# ER_STATEMENT_TIMEOUT, MySQL's ER_QUERY_TIMEOUT.
+SQLITE_INTERRUPT = 9
+STATEMENT_TIMEOUT_ERRORS = frozenset({1969, 3024})
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether ``error`` (a peewee or driver error) is a statement stopped at its time limit."""
+    original = getattr(error, "orig", error)
+    if getattr(original, "sqlite_errorcode", None) == SQLITE_INTERRUPT:
+        return True
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    return bool(args) and args[0] in STATEMENT_TIMEOUT_ERRORS
 
 
 # MySQL/MariaDB's "Unknown database" (the database named in db_auth does not exist), and "Access

@@ -2,19 +2,39 @@
 
 ``FIELD OP VALUE`` terms and ``SOFTWARE.TABLE.count[(ROW_EXPR)] OP NUMBER`` terms, joined with
 ``and``, ``or``, ``not`` and parentheses (``not`` binds tighter than ``and``, ``and`` than ``or``).
-A syntax error is :class:`~heartbeat.errors.InvalidInput` (400) naming the column of the fault.
+A syntax error is :class:`~heartbeat.errors.InvalidInput` (400) naming the column of the fault, and
+so is an expression past one of the limits below: every expression within them compiles to SQL that
+each supported engine runs (SQLite's parser takes about 100 nested parentheses, and an expression
+tree 1,000 deep), and none makes the server recurse without bound.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from typing import Any
 
 import lark
 
 from heartbeat.errors import InvalidInput
 
-MAX_EXPRESSION_CHARS = 4000
+# The limits of one expression, each refused beyond with a 400 that names it. Within them, every
+# expression runs on each engine: SQLite's parser runs out of stack at about 18 levels of nesting
+# (in a requeue's statement; 24 in a listing's), and refuses a statement of about 300 terms inside
+# one count(...) of a requeue.
+MAX_EXPRESSION_CHARS = 16_000
+# How deep ``and``, ``or``, ``not`` and ``count(...)`` may nest: ``not not x`` is 2 deep, and so is
+# ``a or (b and c)``; a term alone is 0 deep.
+MAX_DEPTH = 16
+# How many ``FIELD OP VALUE`` terms one expression may hold, wherever they are: a count's row
+# conditions each count as one (``t.count(x = 1 or x = 2) > 0`` is two terms), a bare count as one.
+MAX_TERMS = 256
+# Numbers beyond this (a double's largest) are refused; the others compare exactly as written.
+MAX_NUMBER = sys.float_info.max
+# The tree's nodes that make one level of nesting, and those that make one term.
+_NESTING = frozenset({"or_expr", "and_expr", "negation", "counted"})
+_TERMS = frozenset({"comparison"})
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -97,8 +117,11 @@ class _ToTree(lark.Transformer[Any, Expression]):
     def number(self, tokens: list[lark.Token]) -> Value:
         text = str(tokens[0])
         number = float(text)
-        if number != number or number in (float("inf"), float("-inf")):
-            raise InvalidInput(f"where: {text} at column {tokens[0].column} is not a finite number")
+        if not math.isfinite(number):  # (also keeps int() below to ~310 digits)
+            shown = text if len(text) <= 24 else f"{text[:20]}..."
+            raise InvalidInput(
+                f"where: at column {tokens[0].column}: {shown} is beyond {MAX_NUMBER:g}, the largest number it compares"
+            )
         return int(text) if text.lstrip("+-").isdigit() else number
 
     def text(self, tokens: list[lark.Token]) -> Value:
@@ -127,7 +150,10 @@ class _ToTree(lark.Transformer[Any, Expression]):
 def parse(expression: str) -> Expression:
     """The tree of ``expression``; :class:`InvalidInput` (400) with the column of a fault."""
     if len(expression) > MAX_EXPRESSION_CHARS:
-        raise InvalidInput(f"where: at most {MAX_EXPRESSION_CHARS} characters")
+        raise InvalidInput(
+            f"where: at column {MAX_EXPRESSION_CHARS + 1}: longer than {MAX_EXPRESSION_CHARS} characters, "
+            "the most the server runs"
+        )
     try:
         tree = _parser.parse(expression)
     except lark.exceptions.UnexpectedInput as error:
@@ -135,9 +161,38 @@ def parse(expression: str) -> Expression:
         if isinstance(error, lark.exceptions.UnexpectedEOF) or getattr(token, "type", None) == "$END":
             raise InvalidInput(f"where: the expression ends too early, at column {len(expression) + 1}") from None
         raise InvalidInput(f"where: unexpected input at column {error.column}") from None
+    _check_size(tree)
     try:
         return _ToTree().transform(tree)
     except lark.exceptions.VisitError as error:
         if isinstance(error.orig_exc, InvalidInput):
             raise error.orig_exc from None
         raise
+
+
+def _check_size(tree: lark.Tree[lark.Token]) -> None:
+    """:class:`InvalidInput` when ``tree`` nests deeper than ``MAX_DEPTH`` or holds more than
+    ``MAX_TERMS`` terms, naming the column where it does; walked without recursion, so that the
+    transformer, the resolver and the compiler after it recurse ``MAX_DEPTH`` levels at most."""
+    terms = 0
+    stack: list[tuple[lark.Tree[lark.Token], int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InvalidInput(
+                    f"where: at column {_column(node)}: nested deeper than {MAX_DEPTH} levels "
+                    "(of and, or, not and count(...)), the most the server runs"
+                )
+        if node.data in _TERMS:
+            terms += 1
+            if terms > MAX_TERMS:
+                raise InvalidInput(
+                    f"where: at column {_column(node)}: more than {MAX_TERMS} terms, the most the server runs"
+                )
+        stack.extend((child, depth) for child in reversed(node.children) if isinstance(child, lark.Tree))
+
+
+def _column(node: lark.Tree[lark.Token]) -> int:
+    return getattr(node.meta, "column", 0) or 0

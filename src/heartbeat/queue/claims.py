@@ -263,8 +263,17 @@ class Claims(Pipelines, Counts):
         selected = job.status == status
         if image_ids is not None:
             selected &= job.image_id.in_(image_ids)
-        if where is not None:
-            selected &= job.image_id.in_(Image.select(Image.id).where(compile_where(self._database, where)))
+        if where is None:
+            return self._requeue_selected(software, status, image_ids, selected)
+        selected &= job.image_id.in_(Image.select(Image.id).where(compile_where(self._database, where)))
+        # A query's statements stop at the database's time limit; the transaction then rolls back.
+        with self._database.time_limit():
+            return self._requeue_selected(software, status, image_ids, selected)
+
+    def _requeue_selected(
+        self, software: Software, status: str, image_ids: list[str] | None, selected: peewee.Expression
+    ) -> int:
+        job = job_model(software.name)
         was: dict[JobStatus | str, int] = {}
         by_version = job.select(job.version, peewee.fn.COUNT(job.image_id)).where(selected).group_by(job.version)
         if self._database.features.mysql:
@@ -274,29 +283,31 @@ class Claims(Pipelines, Counts):
         for version, count in rows:
             counter = counted_as(JobStatus(status), version)
             was[counter] = was.get(counter, 0) - count
-        if status == JobStatus.DONE:
-            ids = [row.image_id for row in job.select(job.image_id).where(selected)]
-            for chunk in peewee.chunked(ids, 500):
+        # The jobs are chosen once, before any row goes: a ``where`` may count the rows deleted here.
+        ids = [row.image_id for row in job.select(job.image_id).where(selected)]
+        count = 0
+        for chunk in peewee.chunked(ids, 500):
+            if status == JobStatus.DONE:
                 for table, columns in software.tables.items():
                     extra = extra_table_model(software.id, table, columns)
                     extra.delete().where(extra.image_id.in_(chunk)).execute()
-        count = int(
-            job.update(
-                status=JobStatus.PENDING,
-                stage=Stage.WAITING if software.after else Stage.READY,
-                attempts=0,
-                token=None,
-                available_at=0,
-                claimed_at=None,
-                lease_expires_at=None,
-                finished_at=None,
-                info=None,
-                error=None,
-                version=None,
+            count += int(
+                job.update(
+                    status=JobStatus.PENDING,
+                    stage=Stage.WAITING if software.after else Stage.READY,
+                    attempts=0,
+                    token=None,
+                    available_at=0,
+                    claimed_at=None,
+                    lease_expires_at=None,
+                    finished_at=None,
+                    info=None,
+                    error=None,
+                    version=None,
+                )
+                .where((job.status == status) & job.image_id.in_(chunk))
+                .execute()
             )
-            .where(selected)
-            .execute()
-        )
         if count:
             self._count(software.name, was | {JobStatus.PENDING: count})
             now = self._clock()

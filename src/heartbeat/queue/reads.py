@@ -46,7 +46,7 @@ class Reads(QueueCore):
         query = Image.select().join(job, on=(job.image_id == Image.id)).where(job.status == status)
         return query, (job.uploaded_date, job.image_id)
 
-    def where(self, term: Resolved) -> peewee.Expression:
+    def where(self, term: Resolved) -> peewee.ColumnBase:
         """A resolved query (``heartbeat.query``) as a condition on images (``queue/where.py``)."""
         return compile_where(self._database, term)
 

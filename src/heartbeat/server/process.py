@@ -74,7 +74,12 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
 
         values.ValueClass = values.MultiProcessValue()
     with on_stop_signals(stop.set):
-        database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, threads=settings.threads)
+        database = connect(
+            data_dir=settings.data_dir,
+            db_auth=settings.db_auth,
+            threads=settings.threads,
+            query_seconds=settings.query_seconds,
+        )
         service = build_service(
             settings, database=database, storage=open_storage(settings), metrics_dir=metrics_dir or None
         )
