@@ -46,6 +46,7 @@ from heartbeat.storage import Storage, open_storage
 from heartbeat.storage.s3 import parse_endpoint
 from helpers import TEST_CLIENT_HOST, free_port
 
+
 class LocalTestClient(falcon.testing.TestClient):
     """Falcon's test client speaking as a local client does: to a loopback ``Host`` by default."""
 
