@@ -107,7 +107,7 @@ def test_a_server_whose_tokens_are_all_revoked_stays_locked_and_never_serves_bey
     assert requests.get(f"{restarted.url}/v1/health", timeout=30).status_code == 200
     refused = heartbeat("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(data), *db)
     assert refused.returncode == 2
-    assert "no API token" in refused.stderr
+    assert "no live API token" in refused.stderr
 
 
 def modes(folder: Path) -> dict[str, int]:

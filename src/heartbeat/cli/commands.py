@@ -96,7 +96,7 @@ def serve(args: argparse.Namespace) -> int:
             open_server = not tokens_exist(database)
         if open_server and not is_loopback(settings.host):
             print(
-                f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves "
+                f"refusing to serve on {settings.host}: no live API token exists, and without one Heartbeat serves "
                 "only on a loopback address (127.0.0.1, ::1). Create one with `heartbeat token create --role "
                 "admin` (with the same --data-dir or --db-auth), then start again.",
                 file=sys.stderr,
