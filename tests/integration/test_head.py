@@ -54,6 +54,7 @@ def compare(client, path: str, headers: dict[str, str] | None = None) -> int:
     if target == "/metrics":  # the GET itself was counted in between
         same.pop("content-length", None)
     assert {name: head.headers.get(name) for name in same} == same, where
+    assert ("content-length" in head.headers) is ("content-length" in got.headers), where  # a stream: unknown
     if got.content and "content-length" in same:
         assert int(head.headers["content-length"]) == len(got.content), where
     return int(got.status_code)

@@ -54,8 +54,8 @@ def add_routes(
 def head_from_get(on_get: Callable[..., None]) -> Callable[..., None]:
     """A HEAD responder that answers as ``on_get`` does, without the body (RFC 9110 9.3.2).
 
-    Falcon sends no body for HEAD, and keeps the Content-Length the GET answer would have; a file
-    the GET responder opened to stream is closed here at once.
+    Falcon sends no body for HEAD, and keeps the Content-Length the GET answer would have (none for
+    one streamed with no known length); a file the GET responder opened to stream is closed at once.
     """
 
     @functools.wraps(on_get)
@@ -63,9 +63,10 @@ def head_from_get(on_get: Callable[..., None]) -> Callable[..., None]:
         on_get(req, resp, **params)
         stream = resp.stream
         if stream is not None:
-            resp.stream = None
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+            # A streamed answer of unknown length (an export) keeps it unknown: Falcon would say 0.
+            resp.stream = None if resp.get_header("Content-Length") else iter(())
 
     return on_head
