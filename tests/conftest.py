@@ -44,7 +44,17 @@ from heartbeat.db.database import Database, connect
 from heartbeat.db.models import create_base_tables, forget_models
 from heartbeat.storage import Storage, open_storage
 from heartbeat.storage.s3 import parse_endpoint
-from helpers import free_port
+from helpers import TEST_CLIENT_HOST, free_port
+
+
+class LocalTestClient(falcon.testing.TestClient):
+    """Falcon's test client speaking as a local client does: to a loopback ``Host`` by default."""
+
+    def __init__(self, app: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(app, headers={"Host": TEST_CLIENT_HOST, **(headers or {})})
+
+
+falcon.testing.TestClient = LocalTestClient  # type: ignore[misc]  # every test module's client
 
 BACKEND = os.environ.get("HEARTBEAT_TEST_DB", "sqlite")
 STORAGE = os.environ.get("HEARTBEAT_TEST_STORAGE", "local")

@@ -27,8 +27,10 @@ from heartbeat.db.database import Database, Features
 from heartbeat.db.models import Image
 from heartbeat.storage import Storage
 
-# Falcon's test client answers as this host: the URLs the API signs itself name it.
-TEST_CLIENT_HOST = "falconframework.org"
+# The Host the test clients send (conftest.py makes it their default, as a local client's): the URLs
+# the API signs itself name it. Falcon's own default, falconframework.org, is what a page that rebinds
+# its DNS name to 127.0.0.1 would send, and an open server refuses it.
+TEST_CLIENT_HOST = "localhost"
 
 
 def image_bytes(

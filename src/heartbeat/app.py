@@ -82,7 +82,7 @@ def build_service(
         RequestLog(metrics),
         UnicodeRequestLine(),
         DatabaseConnection(database),
-        Authorization(database, serving_on_loopback=is_loopback(settings.host)),
+        Authorization(database, serving_on_loopback=is_loopback(settings.host), public_url=settings.public_url),
     ]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True

@@ -5,6 +5,9 @@ A token is shown once, when it is made; the database keeps only the sha256 of it
 use), so a presented token is found by one primary-key read and then compared, whole, in
 constant time. Every request reads the row again: a revoked token stops working at once, in
 every API process.
+
+A revoked token's row is kept for good: it is the database's record that tokens have existed, so
+that a server never becomes open again when its last token is revoked (``tokens_ever_made``).
 """
 
 from __future__ import annotations
@@ -115,6 +118,12 @@ def authenticate(database: Database, secret: str) -> Principal | None:
 
 
 def tokens_exist(database: Database) -> bool:
-    """Whether any live token exists: from then on every request needs one."""
+    """Whether any live token exists (a server beyond loopback needs one to start)."""
     sql = f"SELECT 1 FROM {database.quote(ApiToken._meta.table_name)} WHERE revoked_at IS NULL LIMIT 1"
+    return database.execute(sql).fetchone() is not None
+
+
+def tokens_ever_made(database: Database) -> bool:
+    """Whether any token was ever made, live or revoked: from then on every request needs a live one."""
+    sql = f"SELECT 1 FROM {database.quote(ApiToken._meta.table_name)} LIMIT 1"
     return database.execute(sql).fetchone() is not None

@@ -11,6 +11,7 @@ from heartbeat.app import build_service
 from heartbeat.config import Settings
 from heartbeat.db.database import connect
 from heartbeat.orientations import fill_orientations
+from heartbeat.private_files import use_private_umask
 from heartbeat.server import REAP_LEASES_EVERY_SECONDS
 from heartbeat.storage import open_storage
 
@@ -18,6 +19,7 @@ from heartbeat.storage import open_storage
 @functools.cache
 def app_from_settings(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
     """The served app (made once): the configured database and storage, and the lease reaper running."""
+    use_private_umask()  # what it writes in the data dir is its user's alone
     database = connect(
         data_dir=settings.data_dir,
         db_auth=settings.db_auth,

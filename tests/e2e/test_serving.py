@@ -262,3 +262,44 @@ def test_a_port_in_use_stops_serve_with_one_line_before_it_says_it_serves(start_
     assert port in done.stderr and "serving on" not in done.stdout
     assert "Traceback" not in done.stderr
     assert requests.get(f"{busy.url}/v1/health", timeout=HTTP_TIMEOUT).status_code == 200
+
+
+def answers(url: str) -> bool:
+    """Whether anything accepts a connection and answers at ``url``."""
+    try:
+        requests.get(f"{url}/v1/health", timeout=5)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server):
+    server = start_server("--processes", "2")
+    workers = children(server.process.pid)
+    assert len(workers) == 2
+    server.process.send_signal(signal.SIGKILL)  # no stop is passed on: the children must see it alone
+    server.process.wait(timeout=10)
+    deadline = time.monotonic() + GRACE_SECONDS + 10
+    try:
+        while answers(server.url):
+            assert time.monotonic() < deadline, "the server processes went on serving after their supervisor died"
+            time.sleep(0.05)  # the port is polled: nothing else tells when the last process closed it
+        while running(workers):
+            assert time.monotonic() < deadline, "a server process is still running"
+            time.sleep(0.05)
+    finally:
+        for pid in running(workers):  # left behind by a failure: no test leaves a server running
+            os.kill(pid, signal.SIGKILL)
+
+
+def running(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (an exited one not yet reaped by its new parent is not)."""
+    return {pid for pid in pids if process_state(pid) != "Z"}
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc (Z: exited, not yet reaped by its new parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"

@@ -57,7 +57,7 @@ def keep_alive_connections(url: str, count: int) -> Iterator[list[http.client.HT
 def test_a_client_trickling_a_request_body_holds_no_thread(start_server):
     server = start_server("--threads", "1")
     head = (
-        "POST /v1/images HTTP/1.1\r\nHost: heartbeat\r\n"
+        "POST /v1/images HTTP/1.1\r\nHost: localhost\r\n"
         "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
     )
     with socket.create_connection(address(server.url), timeout=HEALTH_SECONDS) as trickle:
@@ -81,7 +81,7 @@ def test_a_client_reading_a_large_download_slowly_holds_no_thread(start_server, 
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the slowest reader: one that reads nothing
         reader.settimeout(HEALTH_SECONDS)
         reader.connect(address(server.url))
-        reader.sendall(f"GET {signed.path}?{signed.query} HTTP/1.1\r\nHost: heartbeat\r\n\r\n".encode())
+        reader.sendall(f"GET {signed.path}?{signed.query} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         received = reader.recv(64)
         assert received.startswith(b"HTTP/1.1 200"), received
 

@@ -60,6 +60,8 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("POST", "/v1/software/{name}/jobs/{image_id}/release"): WORK,
     ("GET", "/v1/software/{name}/tables/{table}"): READ,
 }
+# Every route that answers GET answers HEAD the same way (the contract's Conventions).
+CONTRACT |= {("HEAD", template): allowed for (method, template), allowed in list(CONTRACT.items()) if method == "GET"}
 ROLES = sorted(READ)
 
 
@@ -106,7 +108,7 @@ def call(client, method: str, template: str, image_id: str, secret: str | None) 
         form = multipart(file=image_bytes((1, 2, 3)))
         return client.simulate_post(path, body=form["body"], headers=form["headers"] | headers)
     body = {"token": "not-the-lease", "info": {}, "error": "x", "results": [], "status": "failed", "name": "x"}
-    if method == "GET" or method == "DELETE":
+    if method in ("GET", "HEAD", "DELETE"):
         return client.simulate_request(method, path, headers=headers)
     return client.simulate_request(method, path, json=body, headers=headers)
 

@@ -485,7 +485,8 @@ def served(start_server) -> dict[str, Any]:
 def test_a_real_server_refuses_a_request_line_that_is_not_utf8(served, request_line, status):
     host, port = urlsplit(served["url"]).hostname, urlsplit(served["url"]).port
     with socket.create_connection((host, port), timeout=10) as connection:
-        connection.sendall(request_line + b" HTTP/1.1\r\nHost: x\r\nX-Request-ID: caf\xe9\r\nConnection: close\r\n\r\n")
+        headers = b"Host: localhost\r\nX-Request-ID: caf\xe9\r\nConnection: close\r\n\r\n"
+        connection.sendall(request_line + b" HTTP/1.1\r\n" + headers)
         answer = b""
         while chunk := connection.recv(65536):
             answer += chunk

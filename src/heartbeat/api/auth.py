@@ -1,9 +1,11 @@
 """Who may call what, checked once per request before the resource runs: the access the route table
 gives the request's method and route, against what the caller's role allows (``heartbeat.roles``).
 
-Health, the dashboard page and the signed URLs the server hands out need no token. With no
-token in the database, a server on a loopback address serves loopback clients openly; any other
-request, and every request once a token exists, needs ``Authorization: Bearer <token>``.
+Health, the dashboard page and the signed URLs the server hands out need no token. A server on a
+loopback address that has never had a token is open: it serves loopback clients without one, under
+the rules of ``api/open_server.py`` (a loopback ``Host``, no cross-site writes). Any other request,
+and every request once a token was ever made (even if all are revoked since), needs
+``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import falcon
 
 from heartbeat import tokens
+from heartbeat.api.open_server import OpenServer
 from heartbeat.api.routes import ROUTES
 from heartbeat.api.routes.table import Route
 from heartbeat.db.database import Database
@@ -42,13 +45,25 @@ def is_loopback(host: str | None) -> bool:
 class Authorization:
     """Falcon middleware: find the request's principal and refuse what its role does not allow.
 
-    ``table``: the routes the app serves (a route missing from it needs admin).
+    ``table``: the routes the app serves (a route missing from it needs admin). ``serving_on_loopback``
+    and ``public_url``: as :class:`OpenServer` takes them. Before routing, it refuses what an open
+    server refuses (any path, unknown ones too).
     """
 
-    def __init__(self, database: Database, table: Sequence[Route] = ROUTES, *, serving_on_loopback: bool):
+    def __init__(
+        self,
+        database: Database,
+        table: Sequence[Route] = ROUTES,
+        *,
+        serving_on_loopback: bool,
+        public_url: str | None = None,
+    ):
         self._database = database
         self._routes = {route.path: route for route in table}
-        self._serving_on_loopback = serving_on_loopback
+        self._open_server = OpenServer(database, serving_on_loopback=serving_on_loopback, public_url=public_url)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._open_server.check(req)
 
     def required_access(self, method: str, uri_template: str) -> Access:
         """What a ``method`` request needs on the route ``uri_template`` (Falcon's template, as the table spells it)."""
@@ -72,7 +87,7 @@ class Authorization:
     def _principal(self, req: falcon.Request) -> tokens.Principal:
         header = req.get_header("Authorization")
         if header is None:
-            if self._serving_on_loopback and is_loopback(req.remote_addr) and not tokens.tokens_exist(self._database):
+            if is_loopback(req.remote_addr) and self._open_server.is_open():
                 return tokens.OPEN_ACCESS
             raise Unauthorized()
         scheme, _, secret = header.partition(" ")

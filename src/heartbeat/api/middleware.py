@@ -16,6 +16,10 @@ from heartbeat.metrics import Metrics
 
 access_log = logging.getLogger("heartbeat.access")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The methods the latency histogram names; any other (waitress passes on whatever token a client
+# sends as its method) counts as "other", so that made-up methods add no label set each. Its route is
+# Falcon's template, or "unmatched": the paths of the route table, never the path a client sent.
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 # A page of this server runs only its own scripts and styles, talks only to its own origin, and may
@@ -35,13 +39,18 @@ PAGE_POLICY = "; ".join(
 )
 
 
+# On every answer: no content sniffing, and no Referer (signed URLs must not leak to whatever a page
+# links to). waitress's own answers carry them too (``server/answers.py``).
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+
+
 class SecurityHeaders:
     """``nosniff`` and ``no-referrer`` on every answer, errors and files included; on an HTML page,
     :data:`PAGE_POLICY` as its Content-Security-Policy unless the page set its own."""
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        resp.set_header("Referrer-Policy", "no-referrer")  # signed URLs must not leak to whatever a page links to
+        for name, value in SECURITY_HEADERS:
+            resp.set_header(name, value)
         if (resp.content_type or "").startswith("text/html") and not resp.get_header("Content-Security-Policy"):
             resp.set_header("Content-Security-Policy", PAGE_POLICY)
 
@@ -94,7 +103,8 @@ class RequestLog:
         seconds = time.perf_counter() - req.context.started
         route = req.uri_template or "unmatched"
         status = resp.status_code
-        self._metrics.request_seconds.labels(req.method, route, str(status)).observe(seconds)
+        method = req.method if req.method in METRIC_METHODS else "other"
+        self._metrics.request_seconds.labels(method, route, str(status)).observe(seconds)
         access_log.info(
             "%s %s %s %.1fms request_id=%s",
             req.method,

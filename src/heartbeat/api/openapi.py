@@ -102,7 +102,8 @@ def openapi_document(table: Sequence[Route] = ROUTES) -> dict[str, Any]:
         "info": {
             "title": "Heartbeat",
             "version": __version__,
-            "description": "A database and work coordinator for images that computer-vision software analyses.",
+            "description": "A database and work coordinator for images that computer-vision software analyses. "
+            "Every route that answers GET answers HEAD the same way, without the body.",
         },
         "servers": [{"url": "/"}],
         "paths": {PATH_FIELD.sub(r"{\1}", route.path): _path_item(route) for route in table},

@@ -16,8 +16,12 @@ from heartbeat.cli.parser import build_parser, parse_args, settings_from_args
 from heartbeat.cli.upload import upload
 from heartbeat.config import SettingError
 from heartbeat.logs import configure_logging
+from heartbeat.private_files import use_private_umask
 
 __all__ = ["build_parser", "main", "parse_args", "settings_from_args"]
+
+# The commands that may write in the data dir: what they make there is their user's alone.
+WRITES_DATA_DIR = frozenset({"serve", "check", "software", "token", "import"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from heartbeat.errors import HeartbeatError
 
     args = parse_args(argv)
+    if args.command in WRITES_DATA_DIR:
+        use_private_umask()
     handlers = {
         "serve": serve,
         "check": check,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from heartbeat.cli.parser import PLACEHOLDER_MARK, settings_from_args
 from heartbeat.config import SettingError, Settings
 from heartbeat.logs import configure_logging
+from heartbeat.private_files import private_dir
 
 if TYPE_CHECKING:
     from heartbeat.db.database import Database
@@ -29,13 +30,7 @@ def _connect(settings: Settings, *, create: bool = True, threads: int = 16) -> D
 
     new_file = settings.db_auth is None and not sqlite_path(settings.data_dir).exists()
     if new_file and create:
-        try:
-            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SettingError(
-                f"the data dir {settings.data_dir} (--data-dir, HEARTBEAT_DATA_DIR) cannot be made: "
-                f"{error.strerror or error}"
-            ) from None
+        _private_data_dir(settings)
     try:
         database = connect(data_dir=settings.data_dir, db_auth=settings.db_auth, create=create, threads=threads)
     except DatabaseMissing as error:
@@ -48,6 +43,17 @@ def _connect(settings: Settings, *, create: bool = True, threads: int = 16) -> D
     if new_file:
         print(f"created a new Heartbeat database in {settings.data_dir}", file=sys.stderr)
     return database
+
+
+def _private_data_dir(settings: Settings) -> None:
+    """Make the data dir (0700), or tighten it; :class:`SettingError` when it cannot be made."""
+    try:
+        private_dir(settings.data_dir)
+    except OSError as error:
+        raise SettingError(
+            f"the data dir {settings.data_dir} (--data-dir, HEARTBEAT_DATA_DIR) cannot be made: "
+            f"{error.strerror or error}"
+        ) from None
 
 
 def _open_queue(settings: Settings, database: Database) -> JobQueue:
@@ -84,6 +90,7 @@ def serve(args: argparse.Namespace) -> int:
     settings.check_serving()
     configure_logging(settings.log_format)
     listening_socket(settings.host, settings.port).close()  # a port in use: one line now, before any change
+    _private_data_dir(settings)  # made, or tightened if an older release left it readable by others
     # Checked and upgraded here, once, before the port is taken; each server process connects again on its own.
     database = _connect(settings)
     try:
@@ -92,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
             open_server = not tokens_exist(database)
         if open_server and not is_loopback(settings.host):
             print(
-                f"refusing to serve on {settings.host}: no API token exists, and without one Heartbeat serves "
+                f"refusing to serve on {settings.host}: no live API token exists, and without one Heartbeat serves "
                 "only on a loopback address (127.0.0.1, ::1). Create one with `heartbeat token create --role "
                 "admin` (with the same --data-dir or --db-auth), then start again.",
                 file=sys.stderr,

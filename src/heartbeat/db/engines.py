@@ -15,6 +15,7 @@ import pymysql
 from playhouse.pool import PooledMySQLDatabase
 
 from heartbeat.config import DbAuth
+from heartbeat.private_files import create_private_file, private_dir, private_file
 
 # Our own column type for JSON kept as text, and every text column: LONGTEXT on MySQL, whose TEXT
 # holds only 64 KiB, so that large results, error texts and extra-table values fit.
@@ -89,10 +90,14 @@ class SqliteWithTimeLimits(TimeLimits, peewee.SqliteDatabase):
 def sqlite_database(path: str | Path) -> peewee.SqliteDatabase:
     """An SQLite database in WAL mode whose transactions take the write lock up front.
 
-    ``BEGIN IMMEDIATE`` makes a claim's read and its update one serialised step.
+    ``BEGIN IMMEDIATE`` makes a claim's read and its update one serialised step. The file and its
+    folder are this user's alone (0600, 0700); SQLite makes its -wal and -shm files as the database's.
     """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(Path(path).parent)
+        create_private_file(path)
+        for companion in ("-wal", "-shm"):
+            private_file(f"{path}{companion}")
     return SqliteWithTimeLimits(
         str(path),
         pragmas=SQLITE_PRAGMAS,

@@ -22,6 +22,7 @@ from waitress.channel import HTTPChannel
 
 from heartbeat.config import SettingError, Settings
 from heartbeat.server.adjustments import waitress_options
+from heartbeat.server.answers import HeadedChannel
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,12 @@ def announce(settings: Settings) -> None:
     print(f"Heartbeat serving on {where} (data in {settings.data_dir}{processes})", flush=True)
 
 
-def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool) -> int:
+def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool, lifeline: int | None = None) -> int:
     """One server process: the app, its waitress loop, and a graceful stop; returns the exit status.
 
     ``sock``: the listening socket shared with the other processes; None to listen once the app is
     ready (a single process: connections are refused, not kept waiting, while it starts).
+    ``lifeline``: the reading end of a pipe the supervisor holds open; the process stops when it closes.
     """
     from heartbeat.app import build_service
     from heartbeat.db.database import connect
@@ -74,6 +76,8 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
 
         values.ValueClass = values.MultiProcessValue()
     with on_stop_signals(stop.set):
+        if lifeline is not None:
+            watch_lifeline(lifeline, stop)
         database = connect(
             data_dir=settings.data_dir,
             db_auth=settings.db_auth,
@@ -90,6 +94,7 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         if reaper is not None:
             reaper.start()
         server = waitress.create_server(service.app, sockets=[sock], **waitress_options(settings))
+        server.channel_class = HeadedChannel
         try:
             _loop(server, until=stop.is_set)
             service.close()
@@ -99,6 +104,18 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
                 reaper.stop()
             database.close_all()
     return 0
+
+
+def watch_lifeline(lifeline: int, stop: threading.Event) -> None:
+    """Set ``stop`` once the pipe ``lifeline`` reads its end (every writer of it is gone), in a thread."""
+
+    def watch() -> None:
+        while os.read(lifeline, 1):
+            pass  # nobody writes to it: only its end matters
+        log.warning("the supervising process is gone: stopping")
+        stop.set()
+
+    threading.Thread(target=watch, name="heartbeat-lifeline", daemon=True).start()
 
 
 def _loop(server: Any, *, until: Callable[[], bool], timeout_seconds: float = LOOP_SECONDS) -> None:

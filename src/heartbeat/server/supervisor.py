@@ -5,11 +5,16 @@ to each and waits for them, killing any still running ``KILL_AFTER_SECONDS`` lat
 dies unasked is started again, unless it failed during its start, which stops the server. The
 processes' Prometheus counters live in files of a shared folder (prometheus-client's multiprocess
 mode), so that ``/metrics`` answers for the whole server whichever process serves it.
+
+A supervisor killed outright (SIGKILL, the OOM killer) cannot pass a stop on: its children stop by
+themselves. On Linux the kernel sends each SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``);
+everywhere, each watches a pipe whose writing end only the supervisor holds, and stops when it closes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -36,6 +41,18 @@ KILL_AFTER_SECONDS = GRACE_SECONDS + 10  # a child still running this long after
 STARTUP_SECONDS = 10.0  # a process that fails sooner than this after its start is not started again
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux), and exit at once if the
+    parent ``parent_pid`` is gone already (it died before the request was made)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
 def _ending(exit_code: int) -> str:
     return f"killed by {signal.Signals(-exit_code).name}" if exit_code < 0 else f"exit status {exit_code}"
 
@@ -48,11 +65,13 @@ class Supervisor:
         self._sock = sock
         self._children: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
         self._stop = threading.Event()
+        self._lifeline_read, self._lifeline_write = -1, -1  # the pipe the children watch
 
     def run(self) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="heartbeat-metrics-")
         os.environ[METRICS_DIR_VARIABLE] = metrics_dir
         status = 0
+        self._lifeline_read, self._lifeline_write = os.pipe()
         try:
             with on_stop_signals(self._stop.set):
                 for index in range(self._settings.processes):
@@ -60,17 +79,22 @@ class Supervisor:
                 status = self._watch()
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.close(self._lifeline_read)
+            os.close(self._lifeline_write)
         return status
 
     def spawn(self, index: int) -> None:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        parent_pid = os.getpid()
         pid = os.fork()
         if pid != 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         else:  # the child: serve, and never return into the parent's code
             code = 1
             try:
-                code = serve_process(self._settings, self._sock, first=index == 0)
+                os.close(self._lifeline_write)  # only the supervisor holds it: it closes when the supervisor dies
+                die_with_parent(parent_pid)
+                code = serve_process(self._settings, self._sock, first=index == 0, lifeline=self._lifeline_read)
             except BaseException:
                 log.exception("server process %d failed", index)
             finally:

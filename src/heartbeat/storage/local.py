@@ -19,6 +19,7 @@ from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from heartbeat.errors import BackendUnavailable, Forbidden, NotFound
+from heartbeat.private_files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dir
 from heartbeat.storage.base import ObjectInfo, SignedUrl, StoredObject
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_./-]{0,254}$")
@@ -31,7 +32,7 @@ def load_or_create_secret(path: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     secret = secrets.token_hex(32).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -47,7 +48,7 @@ class LocalStorage:
 
     def __init__(self, root: Path, *, secret: bytes, clock: Callable[[], float]):
         self._root = Path(root).resolve()
-        self._root.mkdir(parents=True, exist_ok=True)
+        private_dir(self._root)  # pictures of people: no other user of the machine reads them
         self._root_text = str(self._root)
         self._secret = secret
         self._clock = clock
@@ -64,19 +65,20 @@ class LocalStorage:
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         target = self._path(key)
+        os.chmod(path, PRIVATE_FILE_MODE)  # a thumbnail is written by Pillow, as the umask says
         try:
             self._move(path, target)
         except FileNotFoundError:
             # Its folder is made when a file first needs it: a mkdir of a folder that exists cost an
             # upload more than the rename itself.
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
             self._move(path, target)
 
     def link_file(self, key: str, source: Path) -> None:
         """Store the file at ``source`` under ``key`` as a hard link (the same bytes, no copy), or as a
         copy where it cannot be linked (another file system, or one without links). ``source`` stays."""
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         try:
             os.link(source, target)
             return

@@ -93,12 +93,13 @@ class Route:
     def access(self, method: str) -> Access:
         """What a ``method`` request needs here.
 
-        Falcon answers a method the route does not declare itself (OPTIONS, or 405): on a public
+        ``HEAD`` needs what ``GET`` needs. Falcon answers a method the route does not declare itself
+        (OPTIONS, or 405): on a public
         route that needs nothing, like the route; elsewhere a read method needs read access and
         any other method what the route's writes need (admin where they differ or there are none),
         so that a 405 tells nothing to a caller the route's writes would refuse.
         """
-        operation = self.operations.get(method)
+        operation = self.operations.get("GET" if method == "HEAD" else method)  # HEAD is GET without a body
         if operation is not None:
             return operation.access
         if self.is_public():
