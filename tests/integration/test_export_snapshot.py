@@ -15,7 +15,7 @@ import falcon.testing
 import pytest
 
 from heartbeat.export import Exporter, ExportRequest
-from helpers import claim, distinct_images, register, upload
+from helpers import TEST_CLIENT_HOST, claim, distinct_images, register, upload
 
 SW = "/v1/software/faces"
 TABLES = {"boxes": {"x": "float", "y": "float", "w": "float", "h": "float"}}
@@ -46,7 +46,9 @@ class Stream:
     """``GET /v1/export`` called as a WSGI server calls it: the body is read chunk by chunk, later."""
 
     def __init__(self, app: falcon.App, params: dict[str, str]):
-        environ = falcon.testing.create_environ(path="/v1/export", query_string=urlencode(params))
+        environ = falcon.testing.create_environ(
+            path="/v1/export", query_string=urlencode(params), host=TEST_CLIENT_HOST
+        )
         statuses: list[str] = []
         self.body: Iterable[bytes] = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
         assert statuses == ["200 OK"]
