@@ -283,9 +283,9 @@ class Importer:
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 with contextlib.suppress(Exception):  # else what `heartbeat check` ages out
-                    self._release(list(self._reservations))
+                    self._release_all()
                 raise
-        self._release(list(self._reservations))
+        self._release_all()
         self._settle_gone(listed_since, report, prune)
         report.refused.sort()
         report.skipped.sort()
@@ -425,6 +425,11 @@ class Importer:
             self._reserved.extend(ids)
             self._reservations.update(ids)
         return self._reserved.popleft()
+
+    def _release_all(self) -> None:
+        """The end of a run: every reservation it still holds ends (a next run reserves its own)."""
+        self._reserved.clear()
+        self._release(list(self._reservations))
 
     def _release(self, image_ids: list[str]) -> None:
         """Reservations done with: their images committed, or they never stored anything that stays."""

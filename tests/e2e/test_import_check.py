@@ -148,3 +148,29 @@ def test_check_fix_run_again_and_again_during_an_import_leaves_every_image_its_b
     assert checks >= 1
     database.close()
     assert_every_image_has_its_bytes(storage, pictures)
+
+
+def test_every_image_an_import_stores_stays_reserved_until_its_row_commits_run_after_run(
+    database: Database, db_auth, tmp_path, request, monkeypatch
+):
+    """What makes check leave an import's objects alone: at each commit, the batch's IDs are reserved,
+    in a second run of the same importer too (its first run's reservations have ended)."""
+    settings, source, _pictures = pictures_to_import("local", 3, tmp_path, request, db_auth)
+    storage = open_storage(settings)
+    commit = imports.Importer._commit
+    unreserved: list[str] = []
+
+    def checked_commit(self: imports.Importer, batch: list[Any]) -> Any:
+        reserved = {pending.id for pending in PendingImage.select()}
+        unreserved.extend(read.row["id"] for read in batch if read.row["id"] not in reserved)
+        return commit(self, batch)
+
+    monkeypatch.setattr(imports.Importer, "_commit", checked_commit)
+    importer = imports.open_importer(
+        settings, database, storage, imports.open_source(source, storage), origin=None, workers=1
+    )
+    assert importer.run().new == 3
+    assert PendingImage.select().count() == 0
+    (Path(source) / "later.png").write_bytes(image_bytes((1, 2, 3), fmt="PNG"))
+    assert importer.run().new == 1
+    assert unreserved == [] and PendingImage.select().count() == 0
