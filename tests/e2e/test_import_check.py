@@ -174,3 +174,27 @@ def test_every_image_an_import_stores_stays_reserved_until_its_row_commits_run_a
     (Path(source) / "later.png").write_bytes(image_bytes((1, 2, 3), fmt="PNG"))
     assert importer.run().new == 1
     assert unreserved == [] and PendingImage.select().count() == 0
+
+
+def test_check_counts_a_reserved_ids_objects_as_owned_until_the_reservation_is_an_hour_old(
+    storage, check_flags, tmp_path
+):
+    """A reservation of a killed import does not keep its objects for ever: after an hour, --fix
+    removes them and it."""
+    fresh, stale = "fresh-import-id0", "killed-import-id"
+    PendingImage.insert_many(
+        [{"id": fresh, "reserved_at": time.time()}, {"id": stale, "reserved_at": time.time() - 7200}]
+    ).execute()
+    source = tmp_path / "object"
+    source.write_bytes(b"bytes of an import")
+    for image_id in (fresh, stale):
+        for key in (f"images/{image_id[:2]}/{image_id}.png", thumbnail_key(image_id)):
+            storage.put_file(key, source, "application/octet-stream")
+            source.write_bytes(b"bytes of an import")
+    done = heartbeat("check", *check_flags, "--grace-seconds", "0", "--fix")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 image IDs reserved by imports that did not finish, over 3600 s ago (removed)" in done.stdout
+    assert sorted(stored.key for stored in storage.list_objects("")) == sorted(
+        [f"images/{fresh[:2]}/{fresh}.png", thumbnail_key(fresh)]
+    )
+    assert [pending.id for pending in PendingImage.select()] == [fresh]
