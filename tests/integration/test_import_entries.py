@@ -13,6 +13,7 @@ import io
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from test_imports import Place, images_by_sha, run_import
 
 from heartbeat import imports
 from heartbeat.app import create_app
+from heartbeat.check import find_problems
 from heartbeat.config import Settings
 from heartbeat.db.models import DeletedPicture, Image, ImportedObject, Upload
 from heartbeat.storage import Storage, open_storage
@@ -231,6 +233,8 @@ def test_a_stored_object_that_is_a_link_is_neither_served_nor_written_through(cl
     assert storage.stat(stored_key) is None
     with pytest.raises(imports.NotFound), storage.open(stored_key):
         pass
+    # `heartbeat check` finds such an image, as one whose bytes are gone.
+    assert find_problems(storage, now=time.time(), grace_seconds=0).rows_without_objects == [(image["id"], stored_key)]
     # A direct upload's PUT to a key whose file is a link replaces the link, never what it points to.
     before = secret.read_bytes()
     target = client.simulate_post("/v1/uploads").json

@@ -177,10 +177,11 @@ class LocalStorage:
                 if not key.startswith(prefix):
                     continue
                 try:
-                    status = path.stat()
+                    status = path.stat(follow_symlinks=False)
                 except FileNotFoundError:  # renamed or removed meanwhile
                     continue
-                yield StoredObject(key, status.st_size, status.st_mtime)
+                if stat.S_ISREG(status.st_mode):  # a link is no object (open and stat refuse it too)
+                    yield StoredObject(key, status.st_size, status.st_mtime)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
