@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import peewee
 
 from heartbeat.db.database import Database, transactional
-from heartbeat.db.models import Image, ImportedObject, JobStatus
+from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Image, ImportedObject, JobStatus
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.query.resolve import Resolved
@@ -84,15 +85,19 @@ class Catalog:
         Image.update(priority=priority).where(Image.id == image_id).execute()
         self._queue.reprioritize(image_id, priority)
 
-    def delete(self, image_id: str, *, keep_object: bool = False) -> None:
+    def delete(self, image_id: str, *, keep_object: bool = False, by_import: bool = False) -> None:
         """The row, its jobs, extra-table rows and import records in one transaction, then its bytes
         (with ``keep_object``, only its thumbnail: for an imported object whose bytes changed).
+
+        A picture deleted by a user is not imported again: its sha256 is kept (:class:`DeletedPicture`,
+        a digest, not the picture) and the import records of its objects are marked deleted. An import
+        that deletes an image (``by_import``: its object is gone or changed) keeps neither.
 
         The commit is the deletion. A database that fails before it changes nothing (503). A store
         that fails after it cannot undo it: the bytes it kept are objects without a row, which
         ``heartbeat check --fix`` removes, and the delete succeeds, with a warning in the log.
         """
-        image = self._delete_rows(image_id)
+        image = self._delete_rows(image_id, by_import)
         keys = [thumbnail_key(image.id)] if keep_object else [image.storage_key, thumbnail_key(image.id)]
         for done, key in enumerate(keys):
             try:
@@ -108,13 +113,18 @@ class Catalog:
                 return
 
     @transactional
-    def _delete_rows(self, image_id: str) -> Image:
+    def _delete_rows(self, image_id: str, by_import: bool) -> Image:
         image = self.get(image_id)
         self._queue.delete_image_rows(image_id)
         image.delete_instance()
-        # An object imported again after its image is gone is read again, as a new one. (After the
-        # image's row: the jobs' and the image's deletes follow each other as closely as before.)
-        ImportedObject.delete().where(ImportedObject.image_id == image_id).execute()
+        # After the image's row: the jobs' and the image's deletes follow each other as closely as before.
+        records = ImportedObject.image_id == image_id
+        if by_import:  # an object imported again after its image is gone is read again, as a new one
+            ImportedObject.delete().where(records).execute()
+        else:
+            ImportedObject.update(outcome=DELETED_OUTCOME, image_id=None).where(records).execute()
+            deleted = {"sha256": image.sha256, "deleted_at": time.time()}
+            DeletedPicture.insert(deleted).on_conflict_replace().execute()
         return image
 
     def by_id(self, image_ids: list[str]) -> dict[str, Image]:

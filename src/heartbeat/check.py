@@ -5,6 +5,12 @@ crash, or a store that fails during a delete, can leave an object without a row 
 never a row without its object, unless the store itself lost it. Objects are
 listed before rows are read, so an upload that finishes during the check is seen as owned; an
 object younger than the grace period is left alone all the same (its row may be on its way).
+
+``heartbeat import`` reserves its image IDs (:class:`PendingImage`) before it stores their objects,
+and a reservation ends only once its image's row has committed: the objects of a reserved ID are
+owned, however old their files (a hard link keeps its file's modification time). Reservations are
+read before the images, so an object is seen as owned by one or the other. A reservation older than
+``RESERVATION_SECONDS`` is a killed import's: no longer an owner, and removed by ``--fix``.
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from heartbeat.db.models import Image, ImportedObject, Software, Upload
+from heartbeat.db.models import Image, ImportedObject, PendingImage, Software, Upload
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, StoredObject
+from heartbeat.storage.sources import OWN_PREFIXES
 from heartbeat.thumbnails import thumbnail_key
 from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS, discard_upload
 
 # The key prefixes Heartbeat writes; anything else in a shared bucket is none of its business.
-PREFIXES = ("images/", "thumbnails/", "uploads/")
+PREFIXES = OWN_PREFIXES
 DEFAULT_GRACE_SECONDS = 600
+RESERVATION_SECONDS = 3600  # far longer than an import holds an ID between storing its objects and their row
 
 
 @dataclasses.dataclass
@@ -33,6 +41,7 @@ class Findings:
     orphaned_objects: list[StoredObject] = dataclasses.field(default_factory=list)
     recent_unowned_objects: int = 0
     stale_uploads: list[Upload] = dataclasses.field(default_factory=list)
+    stale_reservations: list[str] = dataclasses.field(default_factory=list)  # image IDs of killed imports
 
 
 def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Findings:
@@ -45,6 +54,12 @@ def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Find
     for prefix in imported:
         listed.update((stored.key, stored) for stored in storage.list_objects(prefix))
     findings.objects = len(listed)
+    reserved: set[str] = set()
+    for reservation in PendingImage.select().iterator():
+        if reservation.reserved_at < now - max(grace_seconds, RESERVATION_SECONDS):
+            findings.stale_reservations.append(reservation.id)
+        else:
+            reserved.add(reservation.id)
     owned: set[str] = set()
     for image in Image.select(Image.id, Image.storage_key).iterator():
         findings.images += 1
@@ -57,13 +72,18 @@ def find_problems(storage: Storage, *, now: float, grace_seconds: float) -> Find
             findings.stale_uploads.append(upload)
         owned.add(upload.storage_key)
     for key, stored in sorted(listed.items()):
-        if key in owned or not key.startswith(PREFIXES):
+        if key in owned or not key.startswith(PREFIXES) or _image_id_of(key) in reserved:
             continue
         if stored.modified_at > now - grace_seconds:
             findings.recent_unowned_objects += 1
         else:
             findings.orphaned_objects.append(stored)
     return findings
+
+
+def _image_id_of(key: str) -> str:
+    """The image ID an object of the store's is named after (``images/ab/ID.png``, ``thumbnails/ab/ID.jpg``)."""
+    return key.rpartition("/")[2].partition(".")[0]
 
 
 def _imported_prefixes() -> list[str]:
@@ -99,6 +119,16 @@ def run_check(
         if fix:
             storage.delete(stored.key)
         print(f"object without a row: {stored.key} ({stored.size} bytes){done}", file=out)
+    if findings.stale_reservations and fix:
+        stale = findings.stale_reservations
+        for start in range(0, len(stale), 1000):
+            PendingImage.delete().where(PendingImage.id.in_(stale[start : start + 1000])).execute()
+    if findings.stale_reservations:
+        print(
+            f"{len(findings.stale_reservations)} image IDs reserved by imports that did not finish, "
+            f"over {RESERVATION_SECONDS} s ago{done}",
+            file=out,
+        )
     for upload in findings.stale_uploads:
         if fix:
             discard_upload(storage, upload)
@@ -111,6 +141,7 @@ def run_check(
             file=out,
         )
     fixable = len(findings.orphaned_objects) + len(findings.stale_uploads)
+    stale_reservations = len(findings.stale_reservations)
     print(
         f"{len(findings.rows_without_objects)} rows without their object, {len(findings.orphaned_objects)} objects "
         f"without a row, {len(findings.stale_uploads)} stale uploads" + (f"; {fixable} removed" if fix else ""),
@@ -118,7 +149,7 @@ def run_check(
     )
     if findings.rows_without_objects:
         print("rows without objects are not removed: restore their bytes, or DELETE /v1/images/{id}", file=out)
-    unresolved = len(findings.rows_without_objects) + (0 if fix else fixable + miscounted)
+    unresolved = len(findings.rows_without_objects) + (0 if fix else fixable + miscounted + stale_reservations)
     return 1 if unresolved else 0
 
 

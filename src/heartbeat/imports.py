@@ -24,25 +24,36 @@ import dataclasses
 import enum
 import hashlib
 import itertools
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol, TextIO
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
 import peewee
 
 from heartbeat.catalog import Catalog
 from heartbeat.config import SettingError, Settings
 from heartbeat.db.database import Database
-from heartbeat.db.models import Image, ImportedObject
+from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Image, ImportedObject, PendingImage
 from heartbeat.errors import InvalidInput, NotFound, TooLarge, UnsupportedImage
 from heartbeat.ingest import Ingest, check_metadata, check_stream, image_key, image_row
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.storage.local import LocalStorage
-from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
+from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage
+from heartbeat.storage.sources import (
+    OWN_OBJECT,
+    BucketSource,
+    FolderSource,
+    NotAFile,
+    Skipped,
+    Source,
+    filename_of,
+    text_of,
+)
+
+__all__ = ["BucketSource", "FolderSource", "ImportReport", "Importer", "Source", "import_command", "open_source"]
 
 MAX_STORAGE_KEY_CHARS = Image.storage_key.max_length
 MAX_SOURCE_CHARS = ImportedObject.source.max_length
@@ -52,13 +63,18 @@ COMMIT_SECONDS = 1.0  # longest a read picture waits for its commit while others
 
 
 class Outcome(enum.StrEnum):
-    """What became of an object read (the first three are recorded)."""
+    """What became of an object read (the first four are recorded)."""
 
     NEW = "new"  # became an image
     DUPLICATE = "duplicate"  # its bytes are an image already
     REFUSED = "refused"  # no image: not a picture, cut short, too large
+    DELETED = DELETED_OUTCOME  # its bytes are a picture deleted through the API: not registered again
     ALREADY = "already"  # imported by another run meanwhile
     VANISHED = "vanished"  # gone between the listing and its read
+    SKIPPED = "skipped"  # no longer a regular file when it was opened (not recorded)
+
+
+DELETED_REASON = "its picture was deleted through the API: not imported again"
 
 
 @dataclasses.dataclass
@@ -73,82 +89,6 @@ class _Read:
 # ``progress()``: a context whose value is called with the number of objects just found to read (as
 # the listing goes on) and the number just read.
 Progress = Callable[[], contextlib.AbstractContextManager[Callable[[int, int], object]]]
-
-
-class Source(Protocol):
-    """Where an import reads objects from, and how their bytes become the store's."""
-
-    name: str  # what its records are kept under: s3://BUCKET/PREFIX, or the folder's absolute path
-
-    def list(self) -> Iterator[StoredObject]:
-        """Every object of the source; keys are what :meth:`open` and :meth:`place` take."""
-
-    def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        """The object's bytes; :class:`NotFound` when it is gone."""
-
-    def placed_key(self, key: str, image_key: str) -> str:
-        """The storage key the object will have as the bytes of a new image whose own key would be ``image_key``."""
-
-    def place(self, key: str, storage_key: str) -> bool:
-        """Make the object the bytes at ``storage_key`` (:meth:`placed_key`); whether the store owns
-        that object (and removes it should the image lose)."""
-
-
-class BucketSource:
-    """Objects under a prefix of a bucket on the server's S3 store, registered where they lie."""
-
-    def __init__(self, storage: S3Storage, bucket: str, prefix: str):
-        self.name = f"{LOCATOR_SCHEME}{bucket}/{prefix}"
-        self._storage = storage
-        self._prefix = object_locator(bucket, prefix)
-
-    def list(self) -> Iterator[StoredObject]:
-        return self._storage.list_objects(self._prefix)
-
-    def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        return self._storage.open(key)
-
-    def placed_key(self, key: str, image_key: str) -> str:
-        return key  # where it lies
-
-    def place(self, key: str, storage_key: str) -> bool:
-        return False
-
-
-class FolderSource:
-    """Files of a local folder, hard-linked (else copied) into the local store."""
-
-    def __init__(self, storage: LocalStorage, folder: Path):
-        self.name = str(folder)
-        self._storage = storage
-        self._folder = folder
-
-    def list(self) -> Iterator[StoredObject]:
-        for folder, _dirs, files in os.walk(self._folder):
-            for name in files:
-                path = Path(folder, name)
-                try:
-                    status = path.stat()
-                except FileNotFoundError:
-                    continue
-                key = path.relative_to(self._folder).as_posix()
-                yield StoredObject(key, status.st_size, status.st_mtime, etag=str(status.st_mtime_ns))
-
-    @contextlib.contextmanager
-    def open(self, key: str) -> Iterator[BinaryIO]:
-        try:
-            stream = open(self._folder / key, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise NotFound(f"{key} is gone") from None
-        with stream:
-            yield stream
-
-    def placed_key(self, key: str, image_key: str) -> str:
-        return image_key
-
-    def place(self, key: str, storage_key: str) -> bool:
-        self._storage.link_file(storage_key, self._folder / key)
-        return True
 
 
 def check_source(text: str, settings: Settings) -> None:
@@ -185,7 +125,8 @@ def open_source(text: str, storage: Storage) -> Source:
 
 @dataclasses.dataclass
 class ImportReport:
-    """What one run did. Keys are the source's (``s3://BUCKET/KEY``, or a path in the folder)."""
+    """What one run did. Keys are the source's (``s3://BUCKET/KEY``, or a path in the folder, bytes
+    that are not UTF-8 written ``\\xNN``)."""
 
     listed: int = 0
     unchanged: int = 0  # known from an earlier run (or imported by another run meanwhile): not read
@@ -193,6 +134,8 @@ class ImportReport:
     duplicate: int = 0
     changed: int = 0  # read again: their size or version differed from the record's
     refused: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (key, why)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (key, why): no file, or deleted
+    own: int = 0  # Heartbeat's own objects (its store's images, thumbnails, uploads), left alone
     gone: list[str] = dataclasses.field(default_factory=list)  # recorded images whose object is gone
     pruned: int = 0  # images of gone objects deleted (--prune)
 
@@ -204,19 +147,37 @@ class ImportReport:
             self.duplicate += 1
         elif outcome == Outcome.REFUSED:
             self.refused.append((key, reason))
+        elif outcome in (Outcome.SKIPPED, Outcome.DELETED):
+            self.skipped.append((key, reason))
         elif outcome == Outcome.ALREADY:
             self.unchanged += 1
+
+    def skip(self, entry: Skipped) -> None:
+        """An entry of the source that is no object to read."""
+        if entry.reason == OWN_OBJECT:
+            self.own += 1
+        else:
+            self.skipped.append((text_of(entry.key), entry.reason))
 
     def summary(self) -> str:
         return (
             f"{self.listed} objects: {self.new} new, {self.duplicate} duplicate, {len(self.refused)} refused, "
             f"{len(self.gone)} gone" + (f" ({self.pruned} pruned)" if self.pruned else "") + f", "
-            f"{self.unchanged} unchanged" + (f", {self.changed} changed and read again" if self.changed else "")
+            f"{self.unchanged} unchanged"
+            + (f", {self.changed} changed and read again" if self.changed else "")
+            + f", {len(self.skipped)} skipped"
+            + (f"; {self.own} of Heartbeat's own objects left alone" if self.own else "")
         )
 
 
+def printable(text: str) -> str:
+    """``text`` on one line of a terminal: control characters (a newline in a name) as escapes."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
 def record_id(source: str, key: str) -> str:
-    return hashlib.sha256(f"{source}\n{key}".encode()).hexdigest()
+    """The record's ID: a name's bytes that are not UTF-8 count as themselves (two such names never share one)."""
+    return hashlib.sha256(f"{source}\n{key}".encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _version(stored: StoredObject) -> str:
@@ -261,8 +222,11 @@ class Importer:
         self._new_id = new_id
         table, quote = database.quote(ImportedObject._meta.table_name), database.quote
         self._lookup_sql = (
-            f"SELECT {quote('id')}, {quote('size')}, {quote('version')} FROM {table} WHERE {quote('id')} IN "
+            f"SELECT {quote('id')}, {quote('size')}, {quote('version')}, {quote('outcome')} FROM {table} "
+            f"WHERE {quote('id')} IN "
         )
+        self._reserved: collections.deque[str] = collections.deque()  # image IDs reserved, not yet handed out
+        self._reservations: set[str] = set()  # every ID this run reserved and has not released
         self._mark_sql = f"UPDATE {table} SET {quote('seen_at')} = {database.param} WHERE {quote('id')} IN "
 
     def run(self, *, prune: bool = False, progress: Progress | None = None) -> ImportReport:
@@ -270,7 +234,10 @@ class Importer:
         read what is new or changed (``workers`` at once), then list (and with ``prune`` delete the
         images of) the recorded objects this run did not list. What it holds is a page, the reads in
         flight and a batch of rows, however many objects the source has. A store or database that
-        fails stops the run (what had committed stays recorded: a second run goes on from there)."""
+        fails stops the run (what had committed stays recorded: a second run goes on from there).
+
+        Each read gets an image ID reserved beforehand (:class:`PendingImage`), so that ``heartbeat
+        check --fix`` leaves the objects it stores alone until their row commits."""
         report = ImportReport()
         listed_since = self._clock()  # every record of an object this run lists is seen at this time or later
         with (
@@ -287,7 +254,9 @@ class Importer:
 
             def read_ahead() -> None:
                 while len(in_flight) < ahead and (item := next(unread, None)) is not None:
-                    in_flight.append((pool.submit(self._read_one, item[0], item[1], Path(scratch)), *item))
+                    image_id = self._reserve()
+                    future = pool.submit(self._read_one, item[0], item[1], image_id, Path(scratch))
+                    in_flight.append((future, *item))
 
             waiting: list[_Read] = []
             last_commit = time.monotonic()
@@ -302,20 +271,24 @@ class Importer:
                     if isinstance(result, _Read):
                         waiting.append(result)
                     elif result[0] != Outcome.VANISHED:  # a vanished object has no record: not listed
-                        report.count(stored.key, *result)
+                        report.count(text_of(stored.key), *result)
                     # Rows commit in batches of COMMIT_BATCH, or of what was read in COMMIT_SECONDS: a
                     # commit costs the database a log flush, and a killed run redoes at most a batch.
                     due = time.monotonic() - last_commit >= COMMIT_SECONDS
                     if waiting and (len(waiting) >= COMMIT_BATCH or not in_flight or due):
                         for read, outcome in self._commit(waiting):
-                            report.count(read.stored.key, outcome, "")
+                            report.count(text_of(read.stored.key), outcome, "")
                         waiting = []
                         last_commit = time.monotonic()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
+                with contextlib.suppress(Exception):  # else what `heartbeat check` ages out
+                    self._release_all()
                 raise
+        self._release_all()
         self._settle_gone(listed_since, report, prune)
         report.refused.sort()
+        report.skipped.sort()
         report.gone.sort()
         return report
 
@@ -325,7 +298,15 @@ class Importer:
         """The listed objects that are new or changed (with their records), listed a page at a time; the
         records of unchanged ones are marked as seen at ``listed_since``."""
         listing = iter(self._source.list())
-        while page := list(itertools.islice(listing, LIST_PAGE)):
+        while entries := list(itertools.islice(listing, LIST_PAGE)):
+            page = []
+            for entry in entries:
+                if isinstance(entry, Skipped):
+                    report.skip(entry)
+                else:
+                    page.append(entry)
+            if not page:
+                continue
             report.listed += len(page)
             by_id = {record_id(self._source.name, stored.key): stored for stored in page}
             with self._database.connection():
@@ -335,9 +316,13 @@ class Importer:
                 found = self._database.execute(self._lookup_sql + self._database.params(len(ids)), ids)
                 changed = []
                 unchanged = set()
-                for key, size, version in found:
+                deleted = 0
+                for key, size, version, outcome in found:
                     if (size, version) == (by_id[key].size, _version(by_id[key])):
                         unchanged.add(key)
+                        if outcome == Outcome.DELETED:  # listed as skipped, every run, as gone ones are
+                            report.skipped.append((text_of(by_id[key].key), DELETED_REASON))
+                            deleted += 1
                     else:
                         changed.append(key)
                 if unchanged:  # retried should it meet a concurrent import's commit in a deadlock
@@ -347,7 +332,7 @@ class Importer:
                     )
                 changed_records = ImportedObject.select().where(ImportedObject.id.in_(changed)) if changed else []
                 records = {record.id: record for record in changed_records}
-            report.unchanged += len(unchanged)
+            report.unchanged += len(unchanged) - deleted
             todo = [(stored, records.get(key)) for key, stored in by_id.items() if key not in unchanged]
             advance(len(todo), 0)
             yield from todo
@@ -373,47 +358,86 @@ class Importer:
                     report.gone.append(record.key)
                     if prune:
                         with contextlib.suppress(NotFound):  # deleted meanwhile
-                            self._catalog.delete(image.id)
+                            self._catalog.delete(image.id, by_import=True)
                         report.pruned += 1
                 if forgotten:
                     self._database.transaction(ImportedObject.delete().where(ImportedObject.id.in_(forgotten)).execute)
 
     def _read_one(
-        self, stored: StoredObject, record: ImportedObject | None, scratch: Path
+        self, stored: StoredObject, record: ImportedObject | None, image_id: str, scratch: Path
     ) -> _Read | tuple[Outcome, str]:
-        """Read, hash and decode the object, and store its thumbnail: a picture waiting for its row, or
-        what else became of it (refusals are recorded here)."""
-        # The database is asked only about what is changed or refused: a connection for each object
-        # read would cost more than its row.
+        """Read, hash and decode the object, and store its thumbnail and (from a folder) its bytes under
+        the reserved ``image_id``: a picture waiting for its row, or what else became of it (refusals
+        and deleted pictures are recorded here)."""
+        # The database is asked only about what is changed, refused or deleted: a connection for each
+        # object read would cost more than its row.
         if record is not None:
             with self._database.connection():
                 self._forget_changed(record)
         try:
             with self._source.open(stored.key) as stream:
-                checked = check_stream(stream, self._settings.max_upload_bytes, self._settings.max_pixels)
+                return self._take(stored, stream, image_id, scratch)
         except NotFound:
             return Outcome.VANISHED, ""
+        except NotAFile as error:
+            return Outcome.SKIPPED, str(error)
         except (UnsupportedImage, TooLarge) as error:
             return self._refuse(stored, error.description)
-        image_id = self._new_id()
+
+    def _take(
+        self, stored: StoredObject, stream: BinaryIO, image_id: str, scratch: Path
+    ) -> _Read | tuple[Outcome, str]:
+        """:meth:`_read_one` of an open object."""
+        checked = check_stream(stream, self._settings.max_upload_bytes, self._settings.max_pixels)
+        with self._database.connection():
+            if DeletedPicture.get_or_none(DeletedPicture.sha256 == checked.sha256) is not None:
+                self._record(stored, Outcome.DELETED, None)
+                return Outcome.DELETED, DELETED_REASON
         storage_key = self._source.placed_key(stored.key, image_key(image_id, checked.picture))
         if len(storage_key) > MAX_STORAGE_KEY_CHARS:
             return self._refuse(
                 stored, f"its name is longer than the {MAX_STORAGE_KEY_CHARS} characters an image's key may have"
             )
         self._ingest.store_thumbnail(checked.picture, image_id, scratch / f"{image_id}.jpg")
-        owned = self._source.place(stored.key, storage_key)
+        owned = self._source.place(stored.key, stream, storage_key)
         row = image_row(
             checked,
             image_id=image_id,
             storage_key=storage_key,
-            filename=PurePosixPath(stored.key).name[:255] or f"{image_id}{checked.picture.image_type.extension}",
+            filename=filename_of(stored.key)[:255] or f"{image_id}{checked.picture.image_type.extension}",
             origin=self._origin,
             other_data=None,
             priority=0,
             uploaded_date=0.0,  # set at commit
         )
         return _Read(stored, row, owned)
+
+    def _reserve(self) -> str:
+        """An image ID for the next read, reserved (:class:`PendingImage`) a batch at a time before any
+        object of it is stored."""
+        if not self._reserved:
+            ids = [self._new_id() for _ in range(COMMIT_BATCH)]
+            now = self._clock()
+            with self._database.connection():
+                self._database.transaction(
+                    PendingImage.insert_many([{"id": image_id, "reserved_at": now} for image_id in ids]).execute
+                )
+            self._reserved.extend(ids)
+            self._reservations.update(ids)
+        return self._reserved.popleft()
+
+    def _release_all(self) -> None:
+        """The end of a run: every reservation it still holds ends (a next run reserves its own)."""
+        self._reserved.clear()
+        self._release(list(self._reservations))
+
+    def _release(self, image_ids: list[str]) -> None:
+        """Reservations done with: their images committed, or they never stored anything that stays."""
+        self._reservations.difference_update(image_ids)
+        with self._database.connection():
+            for start in range(0, len(image_ids), LIST_PAGE):
+                chunk = image_ids[start : start + LIST_PAGE]
+                self._database.transaction(PendingImage.delete().where(PendingImage.id.in_(chunk)).execute)
 
     def _commit(self, batch: list[_Read]) -> list[tuple[_Read, Outcome]]:
         """The rows of pictures read, with their jobs and records: in one transaction those whose bytes
@@ -448,6 +472,8 @@ class Importer:
                 ingested = self._ingest.register_row(read.row, owns_object=read.owned, also=self._recorder(read.stored))
                 outcome = Outcome.NEW if ingested.created else self._duplicate(read.stored, ingested.image)[0]
                 outcomes.append((read, outcome))
+        # After the rows: a reservation must not end before the row that owns its objects commits.
+        self._release([read.row["id"] for read in batch])
         return outcomes
 
     def _refuse(self, stored: StoredObject, reason: str) -> tuple[Outcome, str]:
@@ -476,7 +502,7 @@ class Importer:
         image = None if record.image_id is None else Image.get_or_none(Image.id == record.image_id)
         if image is not None and record.outcome == Outcome.NEW:
             with contextlib.suppress(NotFound):
-                self._catalog.delete(image.id, keep_object=image.storage_key == record.key)
+                self._catalog.delete(image.id, keep_object=image.storage_key == record.key, by_import=True)
         ImportedObject.delete().where(ImportedObject.id == record.id).execute()
 
     def _record(self, stored: StoredObject, outcome: Outcome, image_id: str | None, refused: str | None = None) -> None:
@@ -490,7 +516,7 @@ class Importer:
             {
                 "id": record_id(self._source.name, stored.key),
                 "source": self._source.name,
-                "key": stored.key,
+                "key": text_of(stored.key),
                 "size": stored.size,
                 "version": _version(stored),
                 "outcome": outcome.value,
@@ -580,7 +606,7 @@ def _import(
     @contextlib.contextmanager
     def bar() -> Iterator[Callable[[int, int], object]]:
         """Objects read out of those found to read so far: the total grows as the listing goes on."""
-        with tqdm(total=0, unit="object", desc=f"importing {source.name}", file=sys.stderr) as shown:
+        with tqdm(total=0, unit="object", desc=f"importing {printable(source.name)}", file=sys.stderr) as shown:
 
             def advance(found: int, read: int) -> None:
                 if found:
@@ -592,9 +618,11 @@ def _import(
 
     report = importer.run(prune=prune, progress=bar)
     for key, reason in report.refused:
-        print(f"refused: {key}: {reason}", file=out)
+        print(f"refused: {printable(key)}: {reason}", file=out)
+    for key, reason in report.skipped:
+        print(f"skipped: {printable(key)}: {reason}", file=out)
     for key in report.gone:
-        print(f"gone{' (its image deleted)' if prune else ''}: {key}", file=out)
+        print(f"gone{' (its image deleted)' if prune else ''}: {printable(key)}", file=out)
     print(report.summary(), file=out)
     if report.gone and not prune:
         print("run again with --prune to delete the images of the objects that are gone", file=out)

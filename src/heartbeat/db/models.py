@@ -161,6 +161,9 @@ class Upload(BaseModel):
         return f"uploads/{self.id}"
 
 
+DELETED_OUTCOME = "deleted"  # an import record whose picture was deleted through the API (ImportedObject.outcome)
+
+
 class ImportedObject(BaseModel):
     """What ``heartbeat import`` has seen of one object of a source: a run reads only objects whose
     (size, version) it has no record of, and lists the recorded ones that are gone.
@@ -168,8 +171,9 @@ class ImportedObject(BaseModel):
     ``id`` is the sha256 (hex) of ``source`` and ``key`` with a newline between them, so that the
     database's primary key keeps two imports of one source at once from recording an object twice
     whatever the length of its key. ``outcome`` is ``new`` (``image_id`` is the image the object
-    became), ``duplicate`` (``image_id`` is the image its bytes were already) or ``refused`` (no
-    image; ``refused`` says why).
+    became), ``duplicate`` (``image_id`` is the image its bytes were already), ``refused`` (no
+    image; ``refused`` says why) or ``deleted`` (its picture was deleted through the API: no image,
+    and none again while the object is unchanged).
     """
 
     id = peewee.CharField(max_length=64, primary_key=True)
@@ -187,6 +191,30 @@ class ImportedObject(BaseModel):
         # A run finds the records it did not list along (source, id), a page at a time. Not along
         # seen_at: a run marks every record it lists, and an index of seen_at made that ten times dearer.
         indexes = ((("source", "id"), False),)
+
+
+class DeletedPicture(BaseModel):
+    """The sha256 (hex) of a picture deleted through the API: ``heartbeat import`` registers no object
+    with these bytes again. A digest is not the picture: nothing else of it is kept."""
+
+    sha256 = peewee.CharField(max_length=64, primary_key=True)
+    deleted_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "deleted_pictures"
+
+
+class PendingImage(BaseModel):
+    """An image ID that ``heartbeat import`` reserved before it stored that image's objects (its bytes
+    under ``images/``, its thumbnail): until the image's row commits (which removes this one in the
+    same transaction), ``heartbeat check`` counts them as owned, whatever their age on disk (a hard
+    link keeps its file's old modification time)."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)
+    reserved_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "pending_images"
 
 
 class Job(BaseModel):
@@ -310,7 +338,16 @@ def bind_models(database: Database) -> None:
 
 def create_base_tables(database: Database) -> None:
     """The tables every database has, with every column and index of this release."""
-    models: list[type[peewee.Model]] = [Image, Software, ApiToken, Upload, JobCount, ImportedObject]
+    models: list[type[peewee.Model]] = [
+        Image,
+        Software,
+        ApiToken,
+        Upload,
+        JobCount,
+        ImportedObject,
+        DeletedPicture,
+        PendingImage,
+    ]
     existing = set(database.tables())
     for model in models:
         if model._meta.table_name in existing:

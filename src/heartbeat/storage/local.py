@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,22 +75,35 @@ class LocalStorage:
             target.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
             self._move(path, target)
 
-    def link_file(self, key: str, source: Path) -> None:
-        """Store the file at ``source`` under ``key`` as a hard link (the same bytes, no copy), or as a
-        copy where it cannot be linked (another file system, or one without links). ``source`` stays."""
+    @property
+    def root(self) -> Path:
+        """The folder the objects are kept in (absolute, links resolved)."""
+        return self._root
+
+    def link_file(self, key: str, source: Path, opened: BinaryIO) -> None:
+        """Store the file at ``source``, open as ``opened``, under ``key`` as a hard link (the same
+        bytes, no copy), or as a copy of ``opened`` where it cannot be linked (another file system, or
+        one without links). ``source`` stays. What is linked is checked to be the file ``opened`` (not a
+        symbolic link, nor a file put at its path since it was opened): else the bytes are copied."""
         target = self._path(key)
         target.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        wanted = os.fstat(opened.fileno())
         try:
-            os.link(source, target)
-            return
+            os.link(source, target, follow_symlinks=False)
         except FileExistsError:
             raise
         except OSError:
-            pass  # EXDEV, EPERM, ENOTSUP...: copied below
+            pass  # EXDEV, EPERM, ENOTSUP, ENAMETOOLONG...: copied below
+        else:
+            linked = os.stat(target, follow_symlinks=False)
+            if (linked.st_dev, linked.st_ino) == (wanted.st_dev, wanted.st_ino):
+                return
+            target.unlink()  # another file than the one read: ours to remove, and copied below
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        os.close(fd)
         try:
-            shutil.copyfile(source, temporary)
+            with os.fdopen(fd, "wb") as out:
+                opened.seek(0)
+                shutil.copyfileobj(opened, out, 1024 * 1024)
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -140,12 +154,8 @@ class LocalStorage:
 
     def open_signed(self, key: str, expires: str, signature: str) -> tuple[BinaryIO, ObjectInfo]:
         self._verify("GET", key, expires, signature)
-        path = self._file(key)
-        try:
-            stream = open(path, "rb")  # noqa: SIM115 - the response closes it
-        except FileNotFoundError:
-            raise NotFound("the object is missing from storage") from None
-        return stream, ObjectInfo(os.fstat(stream.fileno()).st_size, _content_type(key))
+        stream, size = _open_regular(self._file(key), "the object is missing from storage")
+        return stream, ObjectInfo(size, _content_type(key))
 
     def authorize_put(self, key: str, expires: str, signature: str) -> None:
         self._verify("PUT", key, expires, signature)
@@ -153,10 +163,7 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
-        try:
-            stream = open(self._path(key), "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise NotFound(f"object {key} is missing from storage") from None
+        stream, _size = _open_regular(self._file(key), f"object {key} is missing from storage")
         with stream:
             yield stream
 
@@ -172,17 +179,20 @@ class LocalStorage:
                 if not key.startswith(prefix):
                     continue
                 try:
-                    status = path.stat()
+                    status = path.stat(follow_symlinks=False)
                 except FileNotFoundError:  # renamed or removed meanwhile
                     continue
-                yield StoredObject(key, status.st_size, status.st_mtime)
+                if stat.S_ISREG(status.st_mode):  # a link is no object (open and stat refuse it too)
+                    yield StoredObject(key, status.st_size, status.st_mtime)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            size = self._path(key).stat().st_size
+            status = os.stat(self._file(key), follow_symlinks=False)
         except FileNotFoundError:
             return None
-        return ObjectInfo(size, _content_type(key))
+        if not stat.S_ISREG(status.st_mode):
+            return None  # a link or anything else is no object of ours (open refuses it too)
+        return ObjectInfo(status.st_size, _content_type(key))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -190,6 +200,26 @@ class LocalStorage:
     def check(self) -> None:
         if not os.access(self._root, os.W_OK):
             raise BackendUnavailable(f"storage folder {self._root} is not writable")
+
+
+def _open_regular(path: str, missing: str) -> tuple[BinaryIO, int]:
+    """The regular file at ``path`` and its size. A symbolic link there is not followed and anything
+    but a regular file is not opened for reading (a FIFO would hang): both are :class:`NotFound`
+    (``missing``), as a file that is not there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(missing) from None
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENXIO):
+            raise NotFound(missing) from None
+        raise
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        raise NotFound(missing)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), status.st_size
 
 
 def _content_type(key: str) -> str:

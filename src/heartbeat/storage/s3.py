@@ -131,6 +131,11 @@ class S3Storage:
         self._signer = signer or client
         self._bucket = bucket
 
+    @property
+    def bucket(self) -> str:
+        """The server's own bucket."""
+        return self._bucket
+
     def _locate(self, key: str) -> tuple[str, str]:
         """(bucket, object name) of a key: the server's bucket, or the one an ``s3://`` locator names."""
         if key.startswith(LOCATOR_SCHEME):
