@@ -117,7 +117,10 @@ class Exporter:
         """The export, chunk by chunk (errors as :meth:`check`, before the first chunk).
 
         The snapshot begins when the first chunk is read and ends when the last is, or when the
-        iterator is closed or collected before: a stream never read holds nothing open.
+        iterator is closed or collected before: a stream never read holds nothing open. The first
+        chunk holds the first page of images (and its query's errors, such as
+        :class:`~heartbeat.errors.StatementTimeout`), so that a caller that reads it before it
+        answers can still answer with an error rather than a body cut short.
         """
         self.check(request)
         if request.format == "jsonl":
@@ -192,15 +195,16 @@ class Exporter:
     def _coco(self, request: ExportRequest, software: Software, table: str) -> Iterator[bytes]:
         """Two passes in the same order, in the same snapshot: the images, then their boxes; image
         ``id`` n is the n-th image."""
-        yield b'{"info":{"description":"Heartbeat export"},"images":['
+        head = b'{"info":{"description":"Heartbeat export"},"images":['  # sent with the first page: see stream()
         number = 0
         for images in self._pages(request):
             chunk = []
             for image in images:
                 number += 1
                 chunk.append(jsontext.dumps(self._coco_image(number, image)))
-            yield (b"," if number > len(images) else b"") + b",".join(chunk)
-        yield b'],"annotations":['
+            yield head + (b"," if number > len(images) else b"") + b",".join(chunk)
+            head = b""
+        yield head + b'],"annotations":['
         number = annotation = 0
         categories: dict[str, int] = {}
         for images in self._pages(request):

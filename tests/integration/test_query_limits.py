@@ -293,3 +293,20 @@ def test_a_query_stops_at_heartbeat_query_seconds_with_503_and_retry_after(
     monkeypatch.setattr(database, "query_seconds", 60)
     assert selected(client, slow_where()) == []  # the same query, given the time
     assert client.simulate_post("/v1/software/sw/claim", json={"max": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "coco"])
+def test_an_export_past_heartbeat_query_seconds_is_a_503_not_a_body_cut_short(
+    client, database, one_big_table, monkeypatch, fmt
+):
+    boxes = {"x": "float", "y": "float", "w": "float", "h": "float"}
+    register(client, "detector", tables={"boxes": boxes})
+    params = {"format": fmt, "where": slow_where()} | ({"table": "detector.boxes"} if fmt == "coco" else {})
+    monkeypatch.setattr(database, "query_seconds", 0.01)
+    answer = client.simulate_get("/v1/export", params=params)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers.get("Retry-After"), answer.headers
+    assert "HEARTBEAT_QUERY_SECONDS" in answer.json["description"]
+    assert not database.in_transaction(), "its snapshot ended with it"
+    monkeypatch.setattr(database, "query_seconds", 60)
+    assert client.simulate_get("/v1/export", params=params).status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import falcon
 
 from heartbeat.api import schemas
@@ -15,8 +17,8 @@ from heartbeat.registry import Registry
 
 class Export:
     """The body streams after the responder returns, on the same server thread and its connection:
-    the export's snapshot is opened by the first chunk and closed by the last, or by the server
-    closing the stream (a client gone midway)."""
+    the export's snapshot is opened by the first chunk, which the responder reads, and closed by the
+    last, or by the server closing the stream (a client gone midway)."""
 
     def __init__(self, database: Database, catalog: Catalog, queue: JobQueue, registry: Registry):
         self._database = database
@@ -35,7 +37,23 @@ class Export:
         )
         exporter = Exporter(self._database, self._catalog, self._queue, registered)
         chunks = exporter.stream(request)  # refuses a bad request before the first byte
+        # The first page is read before the status goes out: a query past HEARTBEAT_QUERY_SECONDS
+        # there (where it is most likely: the first page walks the most) is a 503 with Retry-After,
+        # not a 200 whose body stops short. A fault on a later page cuts the connection, so a client
+        # sees an incomplete body (a chunked answer without its last chunk), never a shorter export.
+        first = next(chunks, b"")
         resp.content_type = FORMATS[request.format]
         extension = "json" if request.format == "coco" else request.format
         resp.set_header("Content-Disposition", f'attachment; filename="heartbeat-export.{extension}"')
-        resp.stream = chunks
+        resp.stream = _beginning_with(first, chunks)
+
+
+def _beginning_with(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """``first``, then ``rest``; closing this closes ``rest`` (and so ends the export's snapshot)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
