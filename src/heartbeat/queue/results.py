@@ -101,7 +101,11 @@ class Results(Pipelines):
                 outcomes.append(job)
             else:
                 outcomes.append(StaleToken())
-        current = self._current(software)
+        # Read with a shared lock: a change of version commits before this read (which then sees it),
+        # or waits for this transaction, and its reopening then finds these results done.
+        current = table.settings(software.id, lock=self._database.features.share_lock)
+        if current is None:
+            raise NotFound(f"no software named {software.name!r}")
         outdated = self._arrived_outdated(current, [held[image_id] for image_id in (*on_time, *late)])
         changes: dict[JobStatus | str, int] = {}
         for group, late_error in ((on_time, None), (late, LEASE_EXPIRED)):

@@ -104,9 +104,10 @@ class JobTable:
         marks = self._database.params(7)
         self._database.execute(self._insert + ", ".join(marks for _ in jobs), values)
 
-    def settings(self, software_id: int) -> Settings | None:
-        """The software's settings as they are now (None: it is gone)."""
-        row = self._database.execute(self._settings, (software_id,)).fetchone()
+    def settings(self, software_id: int, *, lock: str = "") -> Settings | None:
+        """The software's settings as they are now (None: it is gone), read with ``lock`` (a
+        :class:`~heartbeat.db.database.Features` lock suffix) when the transaction must hold them."""
+        row = self._database.execute(self._settings + lock, (software_id,)).fetchone()
         if row is None:
             return None
         paused, version, lease_seconds, max_attempts, recompute = row
