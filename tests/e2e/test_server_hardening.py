@@ -63,6 +63,23 @@ def test_waitress_own_error_answers_carry_the_security_headers(start_server):
     assert {key: answer.headers.get(key) for key in SECURITY_HEADERS} == SECURITY_HEADERS
 
 
+def test_head_of_a_streamed_export_has_the_headers_of_get_and_no_body(start_server):
+    """An export's length is unknown: GET is chunked, and HEAD must not send the chunked terminator
+    (five bytes of body, which a client would take for the start of its next answer)."""
+    server = start_server()
+    port = urlsplit(server.url).port
+    for fmt in ("jsonl", "csv", "coco"):
+        head = f"HEAD /v1/export?format={fmt} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT) as connection:
+            connection.sendall(head.encode())
+            received = b""
+            while chunk := connection.recv(65536):
+                received += chunk
+        first, _, body = received.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 "), received
+        assert body == b"", f"HEAD of {fmt} sent a body: {body[:20]!r}"
+
+
 def test_a_live_open_server_refuses_a_rebinding_pages_host_and_cross_site_writes(start_server):
     server = start_server()
     port = urlsplit(server.url).port

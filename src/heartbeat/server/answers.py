@@ -8,7 +8,7 @@ app that failed before it answered (500). Its error task is the one place all of
 from __future__ import annotations
 
 from waitress.channel import HTTPChannel
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 
 from heartbeat.api.middleware import SECURITY_HEADERS
 
@@ -21,7 +21,20 @@ class HeadedErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type 
         super().execute()
 
 
+class BodilessHeadTask(WSGITask):  # type: ignore[misc]
+    """waitress's task of an app answer: an answer to HEAD of unknown length (a streamed export)
+    ends with no chunked terminator, which would be a body (RFC 9110 9.3.2) and spoil the connection."""
+
+    def finish(self) -> None:
+        if self.request.command == "HEAD":
+            if not self.wrote_header:
+                self.write(b"")  # the headers (as GET's: chunked), which decide chunked_response
+            self.chunked_response = False
+        super().finish()
+
+
 class HeadedChannel(HTTPChannel):  # type: ignore[misc]
     """waitress's connection, answering its errors with :class:`HeadedErrorTask`."""
 
     error_task_class = HeadedErrorTask
+    task_class = BodilessHeadTask
