@@ -22,6 +22,12 @@ from heartbeat.api.open_server import is_loopback_name, sent_from_another_origin
         ("user@localhost", None),
         ("localhost/path", None),
         ("", None),
+        # Two Host headers (waitress joins them with ", ") and other text that only ends in .localhost
+        ("evil.com, a.localhost", None),
+        ("evil.com a.localhost", None),
+        ("evil.com;.localhost", None),
+        ("<script>.localhost", None),
+        ('evil.com".localhost', None),
     ],
 )
 def test_a_host_header_is_split_into_its_name_and_port_or_refused(host, expected):

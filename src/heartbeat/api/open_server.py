@@ -24,6 +24,7 @@ database anything for a request it lets through.
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 import falcon
@@ -32,6 +33,7 @@ from heartbeat import tokens
 from heartbeat.db.database import Database
 from heartbeat.errors import Forbidden
 
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.{0,2}")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SAME_ORIGIN_FETCHES = frozenset({"same-origin", "none"})  # "none": the user's own navigation
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -47,7 +49,12 @@ def split_host(text: str) -> tuple[str, int | None] | None:
         return None
     if not parts.hostname or parts.username is not None or parts.path or parts.query or parts.fragment:
         return None
-    return parts.hostname.rstrip("."), port
+    name = parts.hostname
+    # A DNS name (RFC 1123 labels) or an [IPv6] literal: not two Host headers joined with ", ", nor
+    # any other text that merely ends in ".localhost".
+    if not (HOST_NAME.fullmatch(name) or (":" in name and text.strip().startswith("["))):
+        return None
+    return name.rstrip("."), port
 
 
 def is_loopback_name(name: str) -> bool:
