@@ -236,6 +236,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_PROCESSES = 64  # server processes on one machine: each holds a database connection per thread
+
+
+def process_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_PROCESSES:
+        raise ValueError(f"expected at most {MAX_PROCESSES} processes, not {text!r}")
+    return value
+
+
 def natural_int(text: str) -> int:
     value = whole_number(text)
     if value < 0:
@@ -305,8 +315,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "processes",
         "HEARTBEAT_PROCESSES",
-        "server processes sharing the port, to use more cores (default 1)",
-        positive_int,
+        f"server processes sharing the port, to use more cores (default 1, at most {MAX_PROCESSES})",
+        process_count,
     ),
     Option(
         "max_waiting_claims",

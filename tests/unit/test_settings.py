@@ -98,6 +98,8 @@ def test_each_database_field_replaces_that_key_of_db_auth_whatever_its_character
         ("HEARTBEAT_URL_DEADLINE_SECONDS", "0"),
         ("HEARTBEAT_URL_DEADLINE_SECONDS", "inf"),
         ("HEARTBEAT_CONNECTION_LIMIT", "0"),
+        ("HEARTBEAT_PROCESSES", "100000"),  # it forked until the machine's memory ran out
+        ("HEARTBEAT_PROCESSES", "65"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(variable, text, tmp_path):
@@ -111,6 +113,9 @@ def test_a_bad_flag_is_refused_naming_it(tmp_path):
     done = heartbeat("serve", "--data-dir", str(tmp_path), "--s3-secure", "maybe")
     assert done.returncode == 2
     assert "--s3-secure" in done.stderr
+    done = heartbeat("serve", "--data-dir", str(tmp_path), "--processes", "100000")
+    assert done.returncode == 2
+    assert "--processes" in done.stderr and "at most 64" in done.stderr
 
 
 def test_the_readme_documents_every_variable_and_its_flag():

@@ -75,6 +75,8 @@ class Supervisor:
         try:
             with on_stop_signals(self._stop.set):
                 for index in range(self._settings.processes):
+                    if self._stop.is_set():  # a stop while they start: none more
+                        break
                     self.spawn(index)
                 status = self._watch()
         finally:
