@@ -151,7 +151,10 @@ class PrivateMariaDB:
         self.folder = folder
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        subprocess.run(
+        # --force and --skip-name-resolve: a CI container's host name often resolves nowhere, and the
+        # script would then refuse to run; no native AIO: a container's aio-max-nr can be used up by
+        # the MariaDB already running. The server only ever listens on 127.0.0.1 here.
+        installed = subprocess.run(
             [
                 "mariadb-install-db",
                 "--no-defaults",
@@ -159,10 +162,15 @@ class PrivateMariaDB:
                 "--user=root",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
+                "--force",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-use-native-aio=0",
             ],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        assert installed.returncode == 0, f"mariadb-install-db failed:\n{installed.stdout}\n{installed.stderr}"
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -175,6 +183,7 @@ class PrivateMariaDB:
                 "--bind-address=127.0.0.1",
                 f"--socket={self.folder / 'sock'}",
                 "--innodb-buffer-pool-size=32M",
+                "--innodb-use-native-aio=0",
                 "--skip-log-bin",
                 f"--log-error={self.folder / 'error.log'}",
             ],
