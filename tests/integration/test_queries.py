@@ -111,7 +111,10 @@ def term(kind: str) -> st.SearchStrategy[tuple[str, Any]]:
         )
     if kind == "job":
         return (
-            st.tuples(st.sampled_from(["status", "version"]), ops, st.sampled_from(["done", "pending", "1", None]))
+            st.one_of(
+                st.tuples(st.just("status"), ops, st.sampled_from(["done", "pending", "failed", None])),
+                st.tuples(st.just("version"), ops, st.sampled_from(["done", "1", "2", None])),
+            )
             .filter(_sensible)
             .map(lambda t: (f"sw.{t[0]} {t[1]} {literal(t[2])}", lambda p: _holds(getattr(p, t[0]), t[1], t[2])))
         )

@@ -310,3 +310,63 @@ def test_an_export_past_heartbeat_query_seconds_is_a_503_not_a_body_cut_short(
     assert not database.in_transaction(), "its snapshot ended with it"
     monkeypatch.setattr(database, "query_seconds", 60)
     assert client.simulate_get("/v1/export", params=params).status_code == 200
+
+
+# -- what QA found past the issue's examples -------------------------------------------------------
+
+
+def test_info_doubles_written_with_an_exponent_compare_as_their_value_on_every_engine(client):
+    """JSON writers put small and large doubles as 1e-05 or 1e+16; MariaDB types those INTEGER."""
+    register(client, "sw")
+    scores = [1e-05, 5e-06, 1e16, 3e17, 7e-10, 1.5, 1]
+    ids = {}
+    for index, score in enumerate(scores):
+        answer = upload(client, image_bytes((index * 30, 7, 7)), origin=f"s{index}")
+        ids[score] = answer.json["id"]
+    for job in client.simulate_post("/v1/software/sw/claim", json={"max": 10}).json["jobs"]:
+        [score] = [score for score, image_id in ids.items() if image_id == job["image_id"]]
+        body = {"token": job["token"], "info": {"score": score}}
+        assert client.simulate_put(f"/v1/software/sw/jobs/{job['image_id']}/result", json=body).status_code == 200
+    for where, truth in (
+        ("sw.info.score = 1", lambda v: v == 1),
+        ("sw.info.score > 0.5", lambda v: v > 0.5),
+        ("sw.info.score = 1e-05", lambda v: v == 1e-05),
+        ("sw.info.score < 1e-05", lambda v: v < 1e-05),
+        ("sw.info.score >= 1e16", lambda v: v >= 1e16),
+    ):
+        assert sorted(selected(client, where)) == sorted(ids[v] for v in scores if truth(v)), where
+
+
+def test_number_literals_of_any_length_answer_no_5xx(client):
+    store(client)
+    zeros = "0" * 5000
+    assert selected(client, f"width = {zeros}16") == selected(client, "width = 16")
+    assert selected(client, f"width > -{zeros}1") == selected(client, "width > -1")
+    for where in (f"sw.t.count >= {zeros}", f"sw.t.count(x = {zeros}1) >= 0"):
+        assert images(client, where).status_code == 200, where
+    underflow = images(client, "width > 1e-400")
+    assert underflow.status_code == 400 and "nearer to 0" in underflow.json["description"]
+    assert selected(client, "width > 0e-400") == selected(client, "width > 0")
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("sw.status == 'done'", "expected `=`"),
+        ('sw.status = "done"', "text takes single quotes"),
+        ('origin = "o1"', "text takes single quotes"),
+        ("sw.status = 'dne'", "no job is ever 'dne'"),
+        ("sw.status = 'DONE'", "no job is ever 'DONE'"),
+        ("sw.status != 'outdated'", "no job is ever 'outdated'"),
+    ],
+)
+def test_a_refusal_says_what_was_expected_and_a_status_no_job_can_have_is_refused(client, where, said):
+    store(client)
+    for answer in (
+        images(client, where),
+        client.simulate_get("/v1/export", params={"where": where}),
+        client.simulate_post("/v1/software/sw/requeue", json={"status": "done", "where": where}),
+    ):
+        assert answer.status_code == 400, answer.text
+        assert said in answer.json["description"], answer.json
+    assert client.simulate_get("/v1/software/sw").json["counts"]["done"] == len(IMAGES), "nothing requeued"

@@ -117,12 +117,23 @@ class _ToTree(lark.Transformer[Any, Expression]):
     def number(self, tokens: list[lark.Token]) -> Value:
         text = str(tokens[0])
         number = float(text)
-        if not math.isfinite(number):  # (also keeps int() below to ~310 digits)
-            shown = text if len(text) <= 24 else f"{text[:20]}..."
+        shown = text if len(text) <= 24 else f"{text[:20]}..."
+        if not math.isfinite(number):
             raise InvalidInput(
                 f"where: at column {tokens[0].column}: {shown} is beyond {MAX_NUMBER:g}, the largest number it compares"
             )
-        return int(text) if text.lstrip("+-").isdigit() else number
+        digits = text.lstrip("+-")
+        if digits.isdigit():
+            # Its leading zeros dropped first: int() refuses text of more than 4,300 digits, and a
+            # finite number has at most 309 digits without them.
+            whole = int(digits.lstrip("0") or "0")
+            return -whole if text.startswith("-") else whole
+        if number == 0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
+            raise InvalidInput(
+                f"where: at column {tokens[0].column}: {shown} is nearer to 0 than the smallest number it "
+                "compares (about 5e-324)"
+            )
+        return number
 
     def text(self, tokens: list[lark.Token]) -> Value:
         return str(tokens[0])[1:-1].replace("''", "'")
@@ -160,7 +171,7 @@ def parse(expression: str) -> Expression:
         token = getattr(error, "token", None)
         if isinstance(error, lark.exceptions.UnexpectedEOF) or getattr(token, "type", None) == "$END":
             raise InvalidInput(f"where: the expression ends too early, at column {len(expression) + 1}") from None
-        raise InvalidInput(f"where: unexpected input at column {error.column}") from None
+        raise InvalidInput(f"where: unexpected input at column {error.column}{_expected(expression, error)}") from None
     _check_size(tree)
     try:
         return _ToTree().transform(tree)
@@ -168,6 +179,17 @@ def parse(expression: str) -> Expression:
         if isinstance(error.orig_exc, InvalidInput):
             raise error.orig_exc from None
         raise
+
+
+def _expected(expression: str, error: lark.exceptions.UnexpectedInput) -> str:
+    """What was expected where ``error`` is, for the mistakes people make: ``==`` (SQL's ``=``) and
+    text in double quotes; else nothing more."""
+    at = max(error.pos_in_stream or 0, 0)
+    if expression[at : at + 1] == "=" and expression[at - 1 : at] == "=":
+        return ": expected `=` (one equals sign)"
+    if expression[at : at + 1] == '"':
+        return ": text takes single quotes ('done', with '' for a quote)"
+    return ""
 
 
 def _check_size(tree: lark.Tree[lark.Token]) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from heartbeat.db.models import Software
+from heartbeat.db.models import JobStatus, Software
 from heartbeat.errors import InvalidInput
 from heartbeat.query.parse import Comparison, Expression, Logic, Not, RowCount, Value
+
+STATUSES = tuple(status.value for status in JobStatus)
 
 TEXT_FIELDS = frozenset({"origin", "content_type", "filename"})
 NUMBER_FIELDS = frozenset({"uploaded_date", "width", "height", "size", "priority"})
@@ -116,6 +118,8 @@ def _comparison(term: Comparison, software: Mapping[str, Software], columns: Map
     owner = _software(software, path[0], column)
     if path[1:] in (("status",), ("version",)):
         _check("text", op, value, column)
+        if path[1] == "status" and value is not None and value not in STATUSES:
+            raise _fault(column, f"no job is ever {value!r}: a status is one of {', '.join(STATUSES)}")
         return JobTerm(owner, path[1], op, value)
     if path[1] == "info":
         _check("any", op, value, column)

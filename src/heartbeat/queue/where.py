@@ -153,6 +153,8 @@ class _Compiler:
                 "and",
                 [
                     fn.JSON_TYPE(fn.JSON_EXTRACT(info, path)) == "INTEGER",
+                    # MariaDB types 1e-05 (how JSON writers put small and large doubles) as INTEGER too
+                    peewee.NodeList((text, peewee.SQL("REGEXP '^-?[0-9]+$'"))),
                     peewee.Cast(text, "DECIMAL(65, 0)").between(INT64_MIN, INT64_MAX),
                 ],
             )
