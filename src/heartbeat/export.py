@@ -217,7 +217,10 @@ class Exporter:
                     name = table if request.category is None else row[request.category]
                     if box is None or name is None:
                         continue  # not a box, or one of no category
-                    category = categories.setdefault(str(name), len(categories) + 1)
+                    # As stored: a text as it is, any other value (a number, true, a JSON column's
+                    # object) as its JSON text, not Python's spelling of it (True, {'a': 1}).
+                    label = name if isinstance(name, str) else jsontext.dumps(name).decode()
+                    category = categories.setdefault(label, len(categories) + 1)
                     annotation += 1
                     entry = {
                         "id": annotation,
@@ -256,10 +259,11 @@ def coco_file_name(image: Image) -> str:
 
 def coco_box(row: dict[str, Any]) -> list[float] | None:
     """``[x, y, w, h]`` of an extra-table row, or None unless all four are finite numbers and the box
-    has an area (``w > 0`` and ``h > 0``)."""
+    has an area (``w > 0`` and ``h > 0``, and ``w * h`` a finite number: COCO's ``area``)."""
     values = [row.get(column) for column in BOX_COLUMNS]
     box: list[float] = [value for value in values if _finite_number(value)]
-    return box if len(box) == len(BOX_COLUMNS) and box[2] > 0 and box[3] > 0 else None
+    has_area = len(box) == len(BOX_COLUMNS) and box[2] > 0 and box[3] > 0 and math.isfinite(box[2] * box[3])
+    return box if has_area else None
 
 
 def _finite_number(value: Any) -> TypeGuard[float]:

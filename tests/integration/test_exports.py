@@ -143,6 +143,7 @@ def coco_of_one_result(client, rows: list[dict]) -> dict:
         {"w": None},
         {"h": None},
         {"kind": None},  # a box of no category
+        {"w": 1e200, "h": 1e200},  # an area past the largest double: COCO's area would be null
     ],
 )
 def test_coco_leaves_out_rows_that_are_no_box_of_a_category(client, bad):
@@ -150,6 +151,25 @@ def test_coco_leaves_out_rows_that_are_no_box_of_a_category(client, bad):
     assert [annotation["bbox"] for annotation in document["annotations"]] == [[1, 2, 3, 4]]
     assert [annotation["area"] for annotation in document["annotations"]] == [12]
     assert [category["name"] for category in document["categories"]] == ["cat"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "names"),
+    [
+        ("bool", [True, False], ["true", "false"]),
+        ("int", [7, 7, 8], ["7", "8"]),
+        ("json", [{"a": [1, "x"]}, "cat"], ['{"a": [1, "x"]}', "cat"]),
+    ],
+)
+def test_coco_names_a_category_by_the_value_as_stored(client, kind, values, names):
+    register(client, "faces", tables={"boxes": {"x": "float", "y": "float", "w": "float", "h": "float", "kind": kind}})
+    upload(client, image_bytes())
+    [job] = claim(client, "faces")
+    rows = [{"x": 1, "y": 2, "w": 3, "h": 4, "kind": value} for value in values]
+    body = {"token": job["token"], "info": {}, "rows": {"boxes": rows}}
+    assert client.simulate_put(f"{SW}/jobs/{job['image_id']}/result", json=body).status_code == 200
+    document = export(client, format="coco", table="faces.boxes", category="kind").json
+    assert [category["name"] for category in document["categories"]] == names
 
 
 @pytest.mark.parametrize("column", ["x", "y", "w", "h"])
