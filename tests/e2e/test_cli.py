@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 import requests
 
+from conftest import BACKEND
+from heartbeat.db.database import sqlite_path
 from helpers import free_port, heartbeat, image_bytes, upload
 
 
@@ -203,3 +206,21 @@ def test_export_takes_a_software_named_twice_once(client, db_flags, tmp_path):
     header, row = out.read_text().splitlines()
     assert header.endswith(",priority,ocr.status")  # one column, not three
     assert row.endswith(",pending") and ",'=1+1," in row  # the CLI's CSV is guarded as the API's
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's one write lock; MySQL locks rows")
+def test_export_runs_while_a_server_holds_the_sqlite_write_lock(client, db_flags, session_data_dir, tmp_path):
+    """A read-only command beside a busy server: it must not wait for (or fail on) the write lock."""
+    assert heartbeat("software", "add", "ocr", *db_flags).returncode == 0
+    upload(client, image_bytes(), origin="north")
+    writer = sqlite3.connect(sqlite_path(session_data_dir), isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # as a server's transaction holds it
+        out = tmp_path / "export.jsonl"
+        # Waiting for the lock would take busy_timeout (30 s): the 20 s limit turns that into a failure.
+        done = heartbeat("export", "--format", "jsonl", "-o", str(out), *db_flags, timeout=20)
+    finally:
+        writer.rollback()
+        writer.close()
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["origin"] for line in out.read_text().splitlines()] == ["north"]

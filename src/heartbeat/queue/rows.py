@@ -37,7 +37,12 @@ class Rows(Pipelines, Counts):
             self._database.add_missing_indexes(job)
             # Results stored before versions existed came from the software's first (and only) version.
             unversioned = (job.status == JobStatus.DONE) & job.version.is_null()
-            if job.update(version=software.version).where(unversioned).execute():
+            # Looked for first: a read-only command (export, check) running beside a server must not
+            # take SQLite's write lock, which a busy server's transactions may refuse it at once.
+            if (
+                job.select().where(unversioned).exists()
+                and job.update(version=software.version).where(unversioned).execute()
+            ):
                 self.repair_counts(software)
         self.add_missing_counters()
 
