@@ -122,7 +122,7 @@ class Catalog:
         if by_import:  # an object imported again after its image is gone is read again, as a new one
             ImportedObject.delete().where(records).execute()
         else:
-            ImportedObject.update(outcome=DELETED_OUTCOME, image_id=None).where(records).execute()
+            ImportedObject.update(outcome=DELETED_OUTCOME, image_id=None, key="").where(records).execute()
             deleted = {"sha256": image.sha256, "deleted_at": time.time()}
             DeletedPicture.insert(deleted).on_conflict_replace().execute()
         return image

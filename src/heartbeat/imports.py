@@ -49,6 +49,7 @@ from heartbeat.storage.sources import (
     NotAFile,
     Skipped,
     Source,
+    Unreadable,
     filename_of,
     text_of,
 )
@@ -72,9 +73,14 @@ class Outcome(enum.StrEnum):
     ALREADY = "already"  # imported by another run meanwhile
     VANISHED = "vanished"  # gone between the listing and its read
     SKIPPED = "skipped"  # no longer a regular file when it was opened (not recorded)
+    UNREADABLE = "unreadable"  # there, but could not be opened (not recorded; its record is not gone)
 
 
 DELETED_REASON = "its picture was deleted through the API: not imported again"
+
+
+class _DeletedMeanwhile(Exception):
+    """A picture read by an import was deleted through the API before its row committed."""
 
 
 @dataclasses.dataclass
@@ -104,8 +110,11 @@ def check_source(text: str, settings: Settings) -> None:
         return
     if "://" in text:
         raise SettingError(f"SOURCE {text}: expected s3://BUCKET/PREFIX or a folder")
-    if not Path(text).resolve().is_dir():
+    folder = Path(text).resolve()
+    if not folder.is_dir():
         raise SettingError(f"SOURCE {text}: no such folder")
+    if len(text_of(str(folder))) > MAX_SOURCE_CHARS:  # what is recorded is the folder's absolute path
+        raise SettingError(f"SOURCE {text}: its absolute path is longer than {MAX_SOURCE_CHARS} characters")
     if on_s3:
         raise SettingError(f"SOURCE {text}: importing a folder needs local storage; with S3, import from a bucket")
 
@@ -115,7 +124,11 @@ def open_source(text: str, storage: Storage) -> Source:
     naming SOURCE when its bucket does not exist, or it is not of the storage's kind."""
     if text.startswith(LOCATOR_SCHEME) and isinstance(storage, S3Storage):
         bucket, _, prefix = text.removeprefix(LOCATOR_SCHEME).partition("/")
-        if not bucket or not storage.bucket_exists(bucket):
+        try:
+            exists = bool(bucket) and storage.bucket_exists(bucket)
+        except ValueError as error:  # the S3 client's refusal of a name no bucket can have
+            raise SettingError(f"SOURCE {text}: {error}") from None
+        if not exists:
             raise SettingError(f"SOURCE {text}: the S3 store has no bucket {bucket!r}")
         return BucketSource(storage, bucket, prefix)
     if isinstance(storage, LocalStorage) and "://" not in text:
@@ -147,8 +160,10 @@ class ImportReport:
             self.duplicate += 1
         elif outcome == Outcome.REFUSED:
             self.refused.append((key, reason))
-        elif outcome in (Outcome.SKIPPED, Outcome.DELETED):
+        elif outcome in (Outcome.SKIPPED, Outcome.UNREADABLE):
             self.skipped.append((key, reason))
+        elif outcome == Outcome.DELETED:
+            self.skipped.append((key, DELETED_REASON))
         elif outcome == Outcome.ALREADY:
             self.unchanged += 1
 
@@ -272,6 +287,8 @@ class Importer:
                         waiting.append(result)
                     elif result[0] != Outcome.VANISHED:  # a vanished object has no record: not listed
                         report.count(text_of(stored.key), *result)
+                        if result[0] == Outcome.UNREADABLE and record is not None:
+                            self._still_there(stored.key, listed_since)
                     # Rows commit in batches of COMMIT_BATCH, or of what was read in COMMIT_SECONDS: a
                     # commit costs the database a log flush, and a killed run redoes at most a batch.
                     due = time.monotonic() - last_commit >= COMMIT_SECONDS
@@ -303,6 +320,8 @@ class Importer:
             for entry in entries:
                 if isinstance(entry, Skipped):
                     report.skip(entry)
+                    if entry.unreadable:
+                        self._still_there(entry.key, listed_since)
                 else:
                     page.append(entry)
             if not page:
@@ -336,6 +355,19 @@ class Importer:
             todo = [(stored, records.get(key)) for key, stored in by_id.items() if key not in unchanged]
             advance(len(todo), 0)
             yield from todo
+
+    def _still_there(self, key: str, listed_since: float) -> None:
+        """The records of an entry that could not be read (a file, or a folder: ``key`` ends in ``/``)
+        marked as listed: an unreadable folder is no deleted one, and ``--prune`` must not take its
+        images. A folder's records are found by their key's start (``LIKE``, which may take in a few
+        more, of names that differ in case only: never fewer)."""
+        records = ImportedObject.source == self._source.name
+        if key.endswith("/"):
+            records &= ImportedObject.key.startswith(text_of(key))
+        else:
+            records &= ImportedObject.id == record_id(self._source.name, key)
+        with self._database.connection():
+            self._database.transaction(ImportedObject.update(seen_at=listed_since).where(records).execute)
 
     def _settle_gone(self, listed_since: float, report: ImportReport, prune: bool) -> None:
         """Records of objects this run did not list (seen before ``listed_since``), a page at a time:
@@ -381,6 +413,8 @@ class Importer:
             return Outcome.VANISHED, ""
         except NotAFile as error:
             return Outcome.SKIPPED, str(error)
+        except Unreadable as error:
+            return Outcome.UNREADABLE, str(error)
         except (UnsupportedImage, TooLarge) as error:
             return self._refuse(stored, error.description)
 
@@ -456,20 +490,17 @@ class Importer:
             outcomes: list[tuple[_Read, Outcome]] = []
             try:
                 if fresh:
-                    self._ingest.register_all(
-                        [read.row for read in fresh],
-                        lambda images: self._record_all(
-                            [
-                                (read.stored, Outcome.NEW, image.id, None)
-                                for read, image in zip(fresh, images, strict=True)
-                            ]
-                        ),
-                    )
+                    self._ingest.register_all([read.row for read in fresh], self._recorder(*fresh))
                 outcomes.extend((read, Outcome.NEW) for read in fresh)
-            except peewee.IntegrityError:
+            except (peewee.IntegrityError, _DeletedMeanwhile):
                 later = fresh + later
             for read in later:
-                ingested = self._ingest.register_row(read.row, owns_object=read.owned, also=self._recorder(read.stored))
+                try:
+                    ingested = self._ingest.register_row(read.row, owns_object=read.owned, also=self._recorder(read))
+                except _DeletedMeanwhile:  # its row, object and thumbnail are gone again
+                    self._record(read.stored, Outcome.DELETED, None)
+                    outcomes.append((read, Outcome.DELETED))
+                    continue
                 outcome = Outcome.NEW if ingested.created else self._duplicate(read.stored, ingested.image)[0]
                 outcomes.append((read, outcome))
         # After the rows: a reservation must not end before the row that owns its objects commits.
@@ -481,8 +512,22 @@ class Importer:
             self._record(stored, Outcome.REFUSED, None, reason)
         return Outcome.REFUSED, reason
 
-    def _recorder(self, stored: StoredObject) -> Callable[[list[Image]], None]:
-        return lambda images: self._record(stored, Outcome.NEW, images[0].id)
+    def _recorder(self, *reads: _Read) -> Callable[[list[Image]], None]:
+        """What the transaction that registers the images of ``reads`` also does: refuse a picture
+        deleted through the API since it was read (:class:`_DeletedMeanwhile`; a locking read, so that a
+        deletion committing at the same moment is seen, or waits for this commit), and record them."""
+
+        def record(images: list[Image]) -> None:
+            digests = [image.sha256 for image in images]
+            deleted = DeletedPicture.select(DeletedPicture.sha256).where(DeletedPicture.sha256.in_(digests))
+            if self._database.features.mysql:
+                deleted = deleted.for_update(self._database.features.share_lock.strip())  # type: ignore[arg-type]
+            if deleted.exists():
+                raise _DeletedMeanwhile
+            seen = zip(reads, images, strict=True)
+            self._record_all([(read.stored, Outcome.NEW, image.id, None) for read, image in seen])
+
+        return record
 
     def _duplicate(self, stored: StoredObject, existing: Image) -> tuple[Outcome, str]:
         """Bytes an image has already: this very object imported by another run, or a duplicate."""
@@ -516,7 +561,8 @@ class Importer:
             {
                 "id": record_id(self._source.name, stored.key),
                 "source": self._source.name,
-                "key": text_of(stored.key),
+                # A deleted picture's object keeps no name: it may name the person (the ID is a digest).
+                "key": "" if outcome == Outcome.DELETED else text_of(stored.key),
                 "size": stored.size,
                 "version": _version(stored),
                 "outcome": outcome.value,

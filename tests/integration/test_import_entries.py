@@ -8,6 +8,7 @@ and a link to the data dir's ``secret.key`` served the URL-signing secret as a p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -389,6 +390,68 @@ def test_an_import_of_the_stores_own_objects_takes_none_of_them_for_pictures(
     assert len(stored_keys(storage, "thumbnails/")) == 3 + users
 
 
+# --- entries that cannot be read ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def refused(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Names whose opening the system refuses (EACCES), as for a user without the permission; the
+    tests run as root, whom no mode bit stops."""
+    names: set[str] = set()
+    real_open = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fsdecode(path) in names:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    return names
+
+
+def test_a_folder_that_cannot_be_read_is_skipped_and_prune_never_takes_its_images(local, database, tmp_path, refused):
+    storage = open_storage(local)
+    outside, inside, deeper = distinct_images(3)
+    folder = tmp_path / "camera"
+    (folder / "private" / "deeper").mkdir(parents=True)
+    (folder / "a.png").write_bytes(outside)
+    (folder / "private" / "b.png").write_bytes(inside)
+    (folder / "private" / "deeper" / "c.png").write_bytes(deeper)
+    place_ = Place("local", str(folder), local, lambda *a: None, lambda *a: None, dict, str)
+    assert run_import(place_, database, storage).new == 3
+
+    refused.add("private")
+    report = run_import(place_, database, storage, prune=True)
+    assert report.skipped == [("private/", "a folder that cannot be read: Permission denied")]
+    assert (report.gone, report.pruned, report.new) == ([], 0, 0)
+    assert set(images_by_sha()) == {sha(outside), sha(inside), sha(deeper)}
+
+    refused.clear()
+    (folder / "private" / "b.png").unlink()  # now really gone: pruned
+    report = run_import(place_, database, storage, prune=True)
+    assert (report.gone, report.pruned, report.unchanged) == (["private/b.png"], 1, 2)
+    assert set(images_by_sha()) == {sha(outside), sha(deeper)}
+
+
+def test_a_file_that_cannot_be_opened_is_skipped_saying_why_and_read_once_it_can(local, database, tmp_path, refused):
+    storage = open_storage(local)
+    locked, other = distinct_images(2)
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    (folder / "locked.png").write_bytes(locked)
+    (folder / "other.png").write_bytes(other)
+    place_ = Place("local", str(folder), local, lambda *a: None, lambda *a: None, dict, str)
+    refused.add("locked.png")
+    report = run_import(place_, database, storage)
+    assert (report.new, report.skipped) == (1, [("locked.png", "cannot be read: Permission denied")])
+    assert set(images_by_sha()) == {sha(other)}
+    assert [record.key for record in ImportedObject.select()] == ["other.png"]
+    refused.clear()
+    report = run_import(place_, database, storage)
+    assert (report.new, report.unchanged, report.skipped) == (1, 1, [])
+    assert set(images_by_sha()) == {sha(other), sha(locked)}
+
+
 # --- pictures deleted through the API ------------------------------------------------------------------
 
 
@@ -411,6 +474,7 @@ def test_a_picture_deleted_through_the_api_is_not_imported_again_from_its_object
     assert storage.stat(doomed.storage_key) is None
     assert [row.sha256 for row in DeletedPicture.select()] == [sha(deleted)]
     assert ImportedObject.select().where(ImportedObject.image_id == doomed.id).count() == 0
+    assert [record.key for record in ImportedObject.select().where(ImportedObject.outcome == "deleted")] == [""]
 
     # Not again from its own object, nor from a copy of its bytes elsewhere; said so. (In a bucket its
     # object went with the image, as every trace does: the user puts it back.)
@@ -441,6 +505,38 @@ def test_a_picture_deleted_through_the_api_is_not_imported_again_from_its_object
 
     # An upload through the API is not an import: the user may upload the picture again.
     assert upload(client, deleted).status_code == 201
+
+
+def test_a_picture_deleted_through_the_api_while_an_import_reads_it_is_not_registered_again(
+    place, database, tmp_path, monkeypatch
+):
+    """The deletion commits after the run looked for deleted pictures and before its rows commit."""
+    picture, other = distinct_images(2)
+    storage = open_storage(place.settings)
+    client = falcon.testing.TestClient(create_app(place.settings, database=database, storage=storage))
+    doomed = upload(client, picture).json["id"]
+    place.put("alice-at-home.png", picture)
+    place.put("other.png", other)
+    commit = imports.Importer._commit
+
+    def delete_then_commit(self: imports.Importer, batch: list[Any]) -> Any:
+        if Image.get_or_none(Image.id == doomed) is not None:
+            assert client.simulate_delete(f"/v1/images/{doomed}").status_code == 204
+        return commit(self, batch)
+
+    monkeypatch.setattr(imports.Importer, "_commit", delete_then_commit)
+    report = run_import(place, database, storage)
+    assert (report.new, report.skipped) == (1, [(place.key("alice-at-home.png"), DELETED)])
+    assert set(images_by_sha()) == {sha(other)}
+    [kept] = Image.select()
+    # No trace of the picture: its row, bytes and thumbnail, and the name of its object.
+    expected = {f"thumbnails/{kept.id[:2]}/{kept.id}.jpg"} | ({kept.storage_key} if place.kind == "local" else set())
+    assert set(stored_keys(storage)) == expected  # a bucket's object stays where it lies
+    records = {record.outcome: record.key for record in ImportedObject.select()}
+    assert records == {"new": place.key("other.png"), "deleted": ""}
+    monkeypatch.undo()
+    assert run_import(place, database, storage).skipped == [(place.key("alice-at-home.png"), DELETED)]
+    assert set(images_by_sha()) == {sha(other)}
 
 
 def test_an_imported_file_that_becomes_a_link_is_gone_and_pruned_and_its_target_never_read(

@@ -447,6 +447,7 @@ def test_an_import_killed_midway_then_run_again_finishes_with_nothing_doubled_or
     [
         ("{tmp}/no-such-folder", None, "no such folder"),
         ("s3://no-such-bucket/photos/", "s3", "no bucket 'no-such-bucket'"),
+        ("s3://Not_A..Bucket!/photos/", "s3", "invalid bucket name Not_A..Bucket!"),
         ("s3://photos/", None, "needs S3 storage"),
         ("{tmp}", "s3", "needs local storage"),
         ("ftp://host/photos", None, "expected s3://BUCKET/PREFIX or a folder"),
@@ -465,6 +466,16 @@ def test_a_source_that_cannot_be_read_is_one_line_naming_it_and_creates_nothing(
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: SOURCE ") and named in lines[0], done.stderr
+    assert not (tmp_path / "data").exists(), "nothing is created"
+
+
+def test_a_folder_whose_absolute_path_is_too_long_to_record_is_refused_naming_it(tmp_path):
+    """SOURCE given relative to a deep folder: what is recorded is its absolute path, 255 characters at most."""
+    deep = tmp_path / ("a" * 200) / ("b" * 60)
+    deep.mkdir(parents=True)
+    done = heartbeat("import", ".", "--data-dir", str(tmp_path / "data"), cwd=deep)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: SOURCE .: its absolute path is longer than 255 characters"
     assert not (tmp_path / "data").exists(), "nothing is created"
 
 

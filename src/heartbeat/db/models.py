@@ -173,7 +173,7 @@ class ImportedObject(BaseModel):
     whatever the length of its key. ``outcome`` is ``new`` (``image_id`` is the image the object
     became), ``duplicate`` (``image_id`` is the image its bytes were already), ``refused`` (no
     image; ``refused`` says why) or ``deleted`` (its picture was deleted through the API: no image,
-    and none again while the object is unchanged).
+    and none again while the object is unchanged; ``key`` is blank, as a name may name a person).
     """
 
     id = peewee.CharField(max_length=64, primary_key=True)

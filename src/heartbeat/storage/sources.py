@@ -41,14 +41,21 @@ FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CL
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
-    """An entry of a source that is no object to read: its key, and why (shown to the user)."""
+    """An entry of a source that is no object to read: its key, and why (shown to the user).
+    ``unreadable``: it is there but could not be read (a folder's key ends in ``/``): what was
+    recorded of it, or under it, is not gone."""
 
     key: str
     reason: str
+    unreadable: bool = False
 
 
 class NotAFile(Exception):
     """The entry is not (or no longer) a regular file inside the folder; the message says what it is."""
+
+
+class Unreadable(Exception):
+    """The file is there but cannot be opened (no permission, an I/O error); the message says why."""
 
 
 class Source(Protocol):
@@ -141,13 +148,13 @@ class FolderSource:
                 except FileNotFoundError:  # removed meanwhile
                     continue
                 except OSError as error:
-                    yield Skipped(key, f"cannot be read: {error.strerror}")
+                    yield Skipped(key, f"cannot be read: {error.strerror}", unreadable=True)
                     continue
                 if stat.S_ISDIR(status.st_mode):
                     inside = "" if _identity(status) == self._store_root else _below(in_store, entry.name)
                     opened = _open_folder(folder, entry.name)
                     if isinstance(opened, Skipped):
-                        yield Skipped(key + "/", opened.reason)
+                        yield Skipped(key + "/", opened.reason, unreadable=True)
                     else:
                         levels.append((opened[0], opened[1], key + "/", inside))
                 elif not stat.S_ISREG(status.st_mode):
@@ -194,7 +201,7 @@ class FolderSource:
                 raise NotAFile("a symbolic link, or a folder on its path became one: not followed") from None
             if error.errno == errno.ENXIO:
                 raise NotAFile("a socket, not a file") from None
-            raise
+            raise Unreadable(f"cannot be read: {error.strerror}") from None
         finally:
             os.close(parent)
         status = os.fstat(opened)
