@@ -59,12 +59,12 @@ STORED_TURNS = {
 
 def oriented(upright: PIL.Image.Image, orientation: int, fmt: str = "JPEG") -> bytes:
     """``upright`` as a camera stores it with EXIF ``orientation`` (1 to 8), saying so: a JPEG (quality
-    95), or a PNG (lossless: its pixels turned back are the upright ones exactly)."""
+    95), or a PNG, TIFF or WebP (lossless: its pixels turned back are the upright ones exactly)."""
     turn = STORED_TURNS[orientation]
     stored = (upright if turn is None else upright.transpose(turn)).convert("RGB")
     exif = PIL.Image.Exif()
     exif[0x0112] = orientation
-    options: dict[str, Any] = {"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}
+    options: dict[str, Any] = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}.get(fmt, {})
     out = io.BytesIO()
     stored.save(out, fmt, exif=exif.tobytes(), **options)
     return out.getvalue()

@@ -254,7 +254,7 @@ class Ingest:
     def store_thumbnail(self, picture: Picture, image_id: str, thumbnail: Path) -> None:
         """The thumbnail of ``picture`` into storage, by way of the scratch file ``thumbnail``."""
         try:
-            write_thumbnail(picture.decoded, picture.orientation, thumbnail)
+            write_thumbnail(picture.decoded, picture.turn, thumbnail)
         except (OSError, ValueError) as error:  # a picture Pillow decodes but cannot convert to RGB: no thumbnail
             log.warning("no thumbnail for %s: %s", image_id, error)
             return

@@ -21,7 +21,7 @@ from heartbeat.db.database import Database
 from heartbeat.db.models import Image
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.storage import Storage
-from heartbeat.worker.pictures import read_orientation, upright_size
+from heartbeat.worker.pictures import TURNED_BY_PILLOW, read_orientation, upright_size
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def _read(storage: Storage, image: Image) -> tuple[str, int, int, int]:
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
             with PIL.Image.open(stream) as picture:
                 orientation = read_orientation(picture)
+                if picture.format in TURNED_BY_PILLOW:  # its size is upright as opened
+                    return (image.id, orientation, *picture.size)
                 return (image.id, orientation, *upright_size(*picture.size, orientation))
     except BackendUnavailable:
         raise

@@ -24,7 +24,7 @@ import PIL.ImageOps
 from heartbeat.errors import TooLarge, UnsupportedImage
 from heartbeat.image_types import IMAGE_TYPES, ImageType
 from heartbeat.thumbnails import thumbnail_size
-from heartbeat.worker.pictures import read_orientation, upright_size
+from heartbeat.worker.pictures import TURNED_BY_PILLOW, read_orientation, upright_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +34,9 @@ class Picture:
     image_type: ImageType
     width: int  # upright: after ``orientation``
     height: int
-    orientation: int  # EXIF orientation, 1 to 8 (1 when absent)
-    decoded: PIL.Image.Image  # the first frame's pixels as stored (not turned), at least thumbnail-sized
+    orientation: int  # EXIF orientation of the bytes, 1 to 8 (1 when absent)
+    decoded: PIL.Image.Image  # the first frame's pixels as Pillow decoded them, at least thumbnail-sized
+    turn: int  # the orientation still to apply to ``decoded``: 1 for a TIFF, which Pillow turned
 
 
 def read_picture(file: BinaryIO, max_pixels: int) -> Picture:
@@ -56,8 +57,10 @@ def read_picture(file: BinaryIO, max_pixels: int) -> Picture:
                     raise TooLarge(f"the image has {width * height} pixels, more than {max_pixels}")
                 if picture.format == "JPEG":
                     picture.draft(None, thumbnail_size(width, height))
+                in_bytes = read_orientation(picture)  # a TIFF's, which its loading drops
                 picture.load()
-                orientation = read_orientation(picture)
+                turn = read_orientation(picture)  # after the pixels: a PNG's EXIF comes with them
+                orientation = in_bytes if picture.format in TURNED_BY_PILLOW else turn
     except PIL.Image.DecompressionBombError:
         raise TooLarge(f"the image has more than {max_pixels} pixels") from None
     except PIL.UnidentifiedImageError:  # its message names the spooled file: no detail to give
@@ -66,8 +69,8 @@ def read_picture(file: BinaryIO, max_pixels: int) -> Picture:
         raise
     except Exception as error:  # whatever Pillow raises on these bytes (OSError mostly), they are no picture
         raise UnsupportedImage(f"{UnsupportedImage().description} It does not decode whole: {error}") from None
-    width, height = upright_size(width, height, orientation)
-    return Picture(image_type, width, height, orientation, picture)
+    width, height = upright_size(width, height, turn)  # a TIFF's size is upright as opened
+    return Picture(image_type, width, height, orientation, picture, turn)
 
 
 # Encoder options of a picture saved again: JPEG near its own quality; PNG, GIF and the rest lossless.

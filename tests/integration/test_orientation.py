@@ -22,6 +22,7 @@ from helpers import as_stored_before_orientation, claim, oriented, register, upl
 
 ORIENTATIONS = range(1, 9)
 UPRIGHT = upright_astronaut()
+FORMATS = ["JPEG", "PNG", "TIFF", "WEBP"]  # TIFF: Pillow turns it upright itself, as it loads it
 ASTRONAUT_FACE = {"x": 175, "y": 65, "w": 90, "h": 100}
 TOLERANCE_PIXELS = 4
 
@@ -37,7 +38,7 @@ def upright_face() -> dict[str, int]:
     return the_face(face_detection.find_faces(np.asarray(UPRIGHT)))
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_the_test_pictures_are_what_pillow_shows_upright(orientation, fmt):
     stored = PIL.Image.open(io.BytesIO(oriented(UPRIGHT, orientation, fmt)))
@@ -45,7 +46,7 @@ def test_the_test_pictures_are_what_pillow_shows_upright(orientation, fmt):
     assert np.abs(shown - np.asarray(UPRIGHT, dtype="float64")).mean() < 2
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_a_photo_in_each_orientation_is_recorded_upright(client, orientation, fmt):
     register(client, "upright")
@@ -81,6 +82,7 @@ def test_images_stored_before_orientation_get_it_and_their_upright_size_from_the
     client, database, storage, caplog
 ):
     ids = {orientation: upload(client, oriented(UPRIGHT, orientation)).json["id"] for orientation in (1, 3, 6, 8)}
+    tiff = upload(client, oriented(UPRIGHT, 6, "TIFF")).json["id"]  # Pillow opens it upright already
     missing = upload(client, oriented(UPRIGHT.resize((200, 100)), 6)).json
     storage.delete(f"images/{missing['id'][:2]}/{missing['id']}.jpg")
     with database.connection():
@@ -90,10 +92,10 @@ def test_images_stored_before_orientation_get_it_and_their_upright_size_from_the
         assert {image["id"]: (image["width"], image["height"]) for image in listed}[ids[6]] == (384, 512)
 
         with caplog.at_level(logging.WARNING, logger="heartbeat.orientations"):
-            assert fill_orientations(database, storage) == 5
+            assert fill_orientations(database, storage) == 6
         assert fill_orientations(database, storage) == 0  # once only
 
-    for orientation, image_id in ids.items():
+    for orientation, image_id in [*ids.items(), (6, tiff)]:
         image = client.simulate_get(f"/v1/images/{image_id}").json
         assert (image["width"], image["height"], image["orientation"]) == (512, 384, orientation)
     kept = client.simulate_get(f"/v1/images/{missing['id']}").json

@@ -13,6 +13,7 @@ from heartbeat.db.models import Image
 from helpers import fetch_url, oriented, upload, upright_astronaut
 
 UPRIGHT = upright_astronaut()
+FORMATS = ["JPEG", "PNG", "TIFF", "WEBP"]  # TIFF: Pillow turns it upright itself, as it loads it
 ORIENTATION_TAG = 0x0112
 
 
@@ -20,7 +21,7 @@ def content(client, image_id: str, **params: str):
     return client.simulate_get(f"/v1/images/{image_id}/content", params=params)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("orientation", range(2, 9))
 def test_a_picture_stored_turned_is_served_upright_without_its_orientation_tag(client, storage, orientation, fmt):
     stored = oriented(UPRIGHT, orientation, fmt)

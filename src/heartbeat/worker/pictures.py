@@ -34,6 +34,9 @@ UPRIGHT_TRANSPOSES = {
     8: "ROTATE_90",
 }
 SIDEWAYS = frozenset({5, 6, 7, 8})  # the orientations whose upright width is the stored height
+# The formats Pillow itself turns upright: a TIFF's size is upright once opened, its pixels once loaded
+# (its orientation tag then dropped; PIL.TiffImagePlugin, since Pillow 8).
+TURNED_BY_PILLOW = frozenset({"TIFF"})
 
 
 def upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
@@ -67,5 +70,7 @@ def open_upright(image_bytes: bytes, image: Image | None = None) -> PIL.Image.Im
 
     picture = PIL.Image.open(io.BytesIO(image_bytes))
     picture.load()
+    if picture.format in TURNED_BY_PILLOW:
+        return picture  # upright already
     orientation = image.orientation if image is not None and image.orientation is not None else None
     return turn_upright(picture, read_orientation(picture) if orientation is None else orientation)
