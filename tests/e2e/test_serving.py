@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -290,6 +291,12 @@ def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server)
     finally:
         for pid in running(workers):  # left behind by a failure: no test leaves a server running
             os.kill(pid, signal.SIGKILL)
+    # Its metrics folder stays behind; the next supervisor to start removes it (and no live one's).
+    left = list(Path(tempfile.gettempdir()).glob(f"heartbeat-metrics-{server.process.pid}-*"))
+    assert len(left) == 1, left
+    other = start_server("--processes", "2")
+    assert not left[0].exists()
+    assert list(Path(tempfile.gettempdir()).glob(f"heartbeat-metrics-{other.process.pid}-*"))
 
 
 def running(pids: set[int]) -> set[int]:

@@ -9,6 +9,7 @@ mode), so that ``/metrics`` answers for the whole server whichever process serve
 A supervisor killed outright (SIGKILL, the OOM killer) cannot pass a stop on: its children stop by
 themselves. On Linux the kernel sends each SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``);
 everywhere, each watches a pipe whose writing end only the supervisor holds, and stops when it closes.
+The metrics folder it leaves (named with its PID) is removed by the next supervisor that starts.
 """
 
 from __future__ import annotations
@@ -42,6 +43,32 @@ STARTUP_SECONDS = 10.0  # a process that fails sooner than this after its start 
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+METRICS_DIR_PREFIX = "heartbeat-metrics-"  # then the supervisor's PID, "-", mkdtemp's suffix
+
+
+def remove_stale_metrics_dirs(folder: str) -> list[str]:
+    """Remove the metrics folders in ``folder`` that supervisors killed outright left behind: this
+    user's, named for a process that no longer runs. The names of those removed."""
+    removed = []
+    for entry in os.scandir(folder):
+        pid = entry.name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
+        if not entry.name.startswith(METRICS_DIR_PREFIX) or not pid.isdigit() or _running(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == os.getuid():
+                shutil.rmtree(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -68,7 +95,9 @@ class Supervisor:
         self._lifeline_read, self._lifeline_write = -1, -1  # the pipe the children watch
 
     def run(self) -> int:
-        metrics_dir = tempfile.mkdtemp(prefix="heartbeat-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+        with contextlib.suppress(OSError):
+            remove_stale_metrics_dirs(os.path.dirname(metrics_dir))
         os.environ[METRICS_DIR_VARIABLE] = metrics_dir
         status = 0
         self._lifeline_read, self._lifeline_write = os.pipe()
