@@ -79,11 +79,6 @@ def run_worker(server_url: str, target: str, software: str, *flags: str) -> subp
     )
 
 
-# The examples' old package (one letter from the SDK's) still works for one release, saying so.
-DEPRECATED = "heartbeat.workers is renamed heartbeat.examples"
-
-
-@pytest.mark.parametrize("package", ["heartbeat.examples", "heartbeat.workers"])
 def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_server, package):
     server = start_server()
     client = Client(server.url)
@@ -91,10 +86,9 @@ def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_
     astronaut = client.upload(photo("astronaut.png")).id
     brick = client.upload(photo("brick.png")).id
 
-    done = run_worker(server.url, f"{package}.face_detection:detect", "face_detection", "--concurrency", "2")
+    done = run_worker(server.url, "heartbeat.examples.face_detection:detect", "face_detection", "--concurrency", "2")
 
     assert done.returncode == 0, done.stderr
-    assert (DEPRECATED in done.stderr) == (package == "heartbeat.workers"), done.stderr
     found = client.job("face_detection", astronaut)
     assert found.status == "done"
     assert max(overlap(box, ASTRONAUT_FACE) for box in found.info) > 0.5
@@ -115,12 +109,3 @@ def test_the_face_colours_worker_registers_itself_and_fills_its_extra_table(star
     assert job.status == "done" and job.info == {"faces": len(rows)}
     assert max(overlap(row, ASTRONAUT_FACE) for row in rows) > 0.5
     assert all(row["image_id"] == astronaut for row in rows)
-
-
-def test_the_old_package_name_is_the_same_modules_with_a_deprecation_warning(monkeypatch):
-    for name in [name for name in sys.modules if name == "heartbeat.workers" or name.startswith("heartbeat.workers.")]:
-        monkeypatch.delitem(sys.modules, name)  # imported afresh, so that the warning is raised again
-    with pytest.warns(DeprecationWarning, match=DEPRECATED):
-        from heartbeat.workers import face_colours as old_colours
-        from heartbeat.workers import face_detection as old_detection
-    assert old_detection is face_detection and old_colours is face_colours

@@ -46,19 +46,16 @@ class Rows(Pipelines, Counts):
                 self.repair_counts(software)
         self.add_missing_counters()
 
-    def create_jobs(self, image: Image) -> list[str]:
-        """Give a new image a job in every software's table; call inside its transaction. Returns the
-        names of the software whose job can be claimed at once (to wake their waiting claims).
+    def create_jobs_for(self, images: Sequence[Image]) -> list[str]:
+        """Give new images a job in every software's table; call inside their transaction (an upload's,
+        or an import's batch). Returns the names of the software whose job can be claimed at once (to
+        wake their waiting claims). One read of the registry, and per software one statement for the
+        jobs and one for the counts.
 
         Pending (waiting, for software with upstream software), or skipped for an origin the software
         does not take. On MySQL the registry is read with a shared lock, so a software being registered
         waits for this upload to commit and then backfills it; it can never miss the image.
         """
-        return self.create_jobs_for([image])
-
-    def create_jobs_for(self, images: Sequence[Image]) -> list[str]:
-        """:meth:`create_jobs` of many new images in their one transaction (an import's batch): one
-        read of the registry, and per software one statement for the jobs and one for the counts."""
         registered = self._registered_for_upload()
         skipped: dict[str, set[str]] = {image.id: set() for image in images}
         claimable = []
@@ -82,7 +79,7 @@ class Rows(Pipelines, Counts):
 
     def _registered_for_upload(self) -> dict[str, Software]:
         """Every software's name, ``after`` and ``origins``, read as an upload must (see
-        :meth:`create_jobs`); SQL text rather than peewee's query builder, which cost more CPU than
+        :meth:`create_jobs_for`); SQL text rather than peewee's query builder, which cost more CPU than
         the read."""
         quote = self._database.quote
         sql = f"SELECT name, {quote('after')}, origins FROM {quote('software')}{self._database.features.share_lock}"

@@ -31,7 +31,6 @@ from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.storage.base import ObjectInfo, SignedUrl, StoredObject
 
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
-MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
 LOCATOR_SCHEME = "s3://"
 
 
