@@ -40,7 +40,8 @@ from minio.error import MinioException
 
 from heartbeat.app import create_app
 from heartbeat.config import OPTIONS, DbAuth, Settings
-from heartbeat.db.database import Database, connect
+from heartbeat.db.connect import connect
+from heartbeat.db.database import Database
 from heartbeat.db.models import create_base_tables, forget_models
 from heartbeat.storage import Storage, open_storage
 from heartbeat.storage.s3 import parse_endpoint

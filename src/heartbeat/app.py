@@ -1,7 +1,8 @@
 """``create_app``: the Falcon app, built from the objects it is given. It never reads the environment.
 
-:func:`build_service` gives the app with the parts of it that outlive a request, for ``heartbeat
-serve`` to start (the lease reaper) and stop (waiting claims); tests use :func:`create_app`.
+:func:`build_app` gives the app over a :class:`heartbeat.service.Service`, with the parts of it that
+outlive a request, for ``heartbeat serve`` to start (the lease reaper) and stop (waiting claims); tests
+use :func:`create_app`.
 """
 
 from __future__ import annotations
@@ -19,64 +20,47 @@ from heartbeat.api.middleware import DatabaseConnection, RequestLog, SecurityHea
 from heartbeat.api.params import UnicodeRequestLine, json_handler
 from heartbeat.api.resources import make_resources
 from heartbeat.api.routes import add_routes
-from heartbeat.catalog import Catalog
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
-from heartbeat.ingest import Ingest, new_image_id
+from heartbeat.ingest.direct_uploads import DirectUploads
+from heartbeat.ingest.registration import new_image_id
 from heartbeat.metrics import Metrics
-from heartbeat.queue import JobQueue
 from heartbeat.queue.reaper import LeaseReaper
 from heartbeat.queue.waiting import WaitingClaims
-from heartbeat.registry import Registry
+from heartbeat.service import Service
 from heartbeat.storage import Storage
-from heartbeat.uploads import DirectUploads
 
 
 @dataclasses.dataclass(frozen=True)
-class Service:
-    """The app, and what of it lives beyond a request."""
+class ServedApp:
+    """The app, the :class:`Service` under it, and what of it lives beyond a request."""
 
     app: falcon.App[falcon.Request, falcon.Response]
-    database: Database
-    queue: JobQueue
-    registry: Registry
+    service: Service
     metrics: Metrics
     waiting: WaitingClaims
 
     def lease_reaper(self, interval_seconds: float) -> LeaseReaper:
         """A reaper (not started) that fails the jobs whose last lease ran out, every ``interval_seconds``."""
-        return LeaseReaper(self.database, self.queue, self.registry, self.metrics, interval_seconds=interval_seconds)
+        service = self.service
+        return LeaseReaper(
+            service.database, service.queue, service.registry, self.metrics, interval_seconds=interval_seconds
+        )
 
     def close(self) -> None:
         """The server is stopping: waiting claims answer now, and no new claim waits."""
         self.waiting.close()
 
 
-def build_service(
-    settings: Settings,
-    *,
-    database: Database,
-    storage: Storage,
-    clock: Callable[[], float] = time.time,
-    new_id: Callable[[], str] = new_image_id,
-    metrics_dir: str | None = None,
-) -> Service:
-    """The WSGI app over an already connected ``database`` and a ``storage`` backend.
+def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
+    """The WSGI app over ``service`` (its database connected, its tables upgraded by the caller).
 
     ``metrics_dir``: prometheus-client's multiprocess folder, when several processes serve.
     """
-    queue = JobQueue(database, clock)
-    registry = Registry(
-        database,
-        queue,
-        clock,
-        default_lease_seconds=settings.default_lease_seconds,
-        default_max_attempts=settings.default_max_attempts,
-    )
-    waiting = WaitingClaims(database, queue, max_waiting=settings.waiting_claims_limit)
-    ingest = Ingest(settings, storage, database, queue, clock=clock, new_id=new_id)
+    settings, database = service.settings, service.database
+    waiting = WaitingClaims(database, service.queue, max_waiting=settings.waiting_claims_limit)
     metrics = Metrics(metrics_dir)
-    metrics.watch_jobs(registry, queue)
+    metrics.watch_jobs(service.registry, service.queue)
     middleware: list[Any] = [
         SecurityHeaders(),
         RequestLog(metrics),
@@ -93,17 +77,17 @@ def build_service(
     resources = make_resources(
         settings=settings,
         database=database,
-        storage=storage,
-        registry=registry,
-        queue=queue,
+        storage=service.storage,
+        registry=service.registry,
+        queue=service.queue,
         waiting=waiting,
         metrics=metrics,
-        catalog=Catalog(database, storage, registry, queue),
-        ingest=ingest,
-        uploads=DirectUploads(settings, storage, ingest, clock=clock),
+        catalog=service.catalog,
+        ingest=service.ingest,
+        uploads=DirectUploads(settings, service.storage, service.ingest, clock=service.clock),
     )
     add_routes(app, resources)
-    return Service(app, database, queue, registry, metrics, waiting)
+    return ServedApp(app, service, metrics, waiting)
 
 
 def create_app(
@@ -115,4 +99,4 @@ def create_app(
     new_id: Callable[[], str] = new_image_id,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app alone (no reaper: tests move the clock and expire leases by hand)."""
-    return build_service(settings, database=database, storage=storage, clock=clock, new_id=new_id).app
+    return build_app(Service(settings, database, storage=storage, clock=clock, new_id=new_id)).app

@@ -22,8 +22,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from heartbeat.catalog.registry import Registry
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 
 
 class JobGauges(Collector):

@@ -7,12 +7,12 @@ import functools
 
 import falcon
 
-from heartbeat.app import build_service
+from heartbeat.app import build_app
 from heartbeat.config import Settings
-from heartbeat.db.database import connect
-from heartbeat.orientations import fill_orientations
+from heartbeat.db.connect import connect
 from heartbeat.private_files import use_private_umask
 from heartbeat.server import REAP_LEASES_EVERY_SECONDS
+from heartbeat.service import Service
 from heartbeat.storage import open_storage
 
 
@@ -26,13 +26,12 @@ def app_from_settings(settings: Settings) -> falcon.App[falcon.Request, falcon.R
         threads=settings.threads,
         query_seconds=settings.query_seconds,
     )
-    storage = open_storage(settings)
-    service = build_service(settings, database=database, storage=storage)
+    service = Service(settings, database, storage=open_storage(settings))
     with database.connection():
-        service.queue.upgrade()
-        fill_orientations(database, storage)
-    service.lease_reaper(REAP_LEASES_EVERY_SECONDS).start()
-    return service.app
+        service.upgrade()
+    served = build_app(service)
+    served.lease_reaper(REAP_LEASES_EVERY_SECONDS).start()
+    return served.app
 
 
 def __getattr__(name: str) -> falcon.App[falcon.Request, falcon.Response]:

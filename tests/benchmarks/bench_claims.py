@@ -159,7 +159,7 @@ def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, call
     ``Pipelines._downstream_closure`` (``queue/pipeline.py``), one short SELECT of every software's
     ``after`` (a claim of such a software runs no pipeline statement at all). Run here, in this
     process, on the same MariaDB."""
-    from heartbeat.db.database import connect
+    from heartbeat.db.connect import connect
     from heartbeat.db.models import Software
     from heartbeat.queue import JobQueue
 

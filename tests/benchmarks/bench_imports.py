@@ -37,11 +37,12 @@ from harness import Figure, cpu_seconds, drop_database, fresh_database, jpeg_var
 from minio import Minio
 
 from heartbeat.config import DbAuth, Settings
-from heartbeat.db.database import connect
-from heartbeat.imports import open_importer, open_source
-from heartbeat.pictures import read_picture
+from heartbeat.db.connect import connect
+from heartbeat.ingest.decode import read_picture
+from heartbeat.ingest.thumbnails import THUMBNAIL_TYPE, write_thumbnail
+from heartbeat.service import open_importer
 from heartbeat.storage import open_storage
-from heartbeat.thumbnails import THUMBNAIL_TYPE, write_thumbnail
+from heartbeat.storage.sources import open_source
 
 IMPORT_AUTH = DbAuth(host="127.0.0.1", port=3306, user="root", password="", database="heartbeat_bench_import")
 ACCESS_KEY, SECRET_KEY = "heartbeat-bench", "heartbeat-bench-secret"
@@ -127,7 +128,7 @@ def describe_cpu(spent: dict[str, float]) -> str:
 
 def required_work(client: Minio, rclone_pid: int, pictures: list[Path], scratch: Path) -> dict[str, float]:
     """CPU an object (ms, by process) of what an import does beyond a plain read, on one thread: the
-    decode (:func:`heartbeat.pictures.read_picture`), the thumbnail and its PUT, as the import does them."""
+    decode (:func:`heartbeat.ingest.decode.read_picture`), the thumbnail and its PUT, as the import does them."""
     meter = CpuMeter(rclone_pid)
     for index, path in enumerate(pictures):
         with path.open("rb") as file:

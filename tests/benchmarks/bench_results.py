@@ -83,10 +83,10 @@ def query_vs_sql(workdir: Path, port: int, images: int) -> Figure:
 
 def sql_of(server: Server) -> tuple[str, tuple[object, ...]]:
     """The statement the API runs for the first page of QUERY, made by the API's own code."""
-    from heartbeat.db.database import connect
+    from heartbeat.catalog.registry import Registry
+    from heartbeat.db.connect import connect
     from heartbeat.db.models import Image
     from heartbeat.queue import JobQueue
-    from heartbeat.registry import Registry
 
     database = connect(data_dir=server.log_path.parent / "sql", db_auth=server.auth)
     with database.connection():

@@ -32,8 +32,9 @@ import urllib3
 from harness import Api, LoadResult, Server, jpeg_variants, run_load
 
 from heartbeat.config import Settings
-from heartbeat.db.database import Database, connect
-from heartbeat.ingest import Ingest
+from heartbeat.db.connect import connect
+from heartbeat.db.database import Database
+from heartbeat.ingest.registration import Ingest
 from heartbeat.queue import JobQueue
 from heartbeat.storage import open_storage
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FakeClock
 from heartbeat.db.models import Image, JobCount, Upload, job_model
-from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS
+from heartbeat.ingest.direct_uploads import STALE_UPLOAD_GRACE_SECONDS
 from helpers import distinct_images, heartbeat, register, stored_keys, upload
 
 

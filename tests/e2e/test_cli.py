@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import BACKEND
-from heartbeat.db.database import sqlite_path
+from heartbeat.db.connect import sqlite_path
 from helpers import free_port, heartbeat, image_bytes, upload
 
 

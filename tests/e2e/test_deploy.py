@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
+from heartbeat.auth.tokens import MIN_SECRET_LENGTH
 from heartbeat.config import OPTIONS, Settings
 from heartbeat.server.supervisor import KILL_AFTER_SECONDS
 from heartbeat.storage.s3 import parse_endpoint
-from heartbeat.tokens import MIN_SECRET_LENGTH
 from helpers import load_make_env
 
 ROOT = Path(__file__).parents[2]

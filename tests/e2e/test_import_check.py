@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from heartbeat import imports
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, PendingImage
-from heartbeat.storage import Storage, open_storage
-from heartbeat.thumbnails import thumbnail_key
+from heartbeat.ingest import source_import
+from heartbeat.ingest.thumbnails import thumbnail_key
+from heartbeat.service import open_importer
+from heartbeat.storage import Storage, open_storage, sources
 from helpers import heartbeat, image_bytes
 
 HOUR_AGO = time.time() - 3600
@@ -93,18 +94,16 @@ def test_check_fix_between_an_imports_objects_and_their_rows_removes_none_of_the
     storage = open_storage(settings)
     stored = threading.Event()
     checked = threading.Event()
-    commit = imports.Importer._commit
+    commit = source_import.Importer._commit
 
-    def commit_after_check(self: imports.Importer, batch: list[Any]) -> Any:
+    def commit_after_check(self: source_import.Importer, batch: list[Any]) -> Any:
         stored.set()
         assert checked.wait(120)
         return commit(self, batch)
 
-    monkeypatch.setattr(imports.Importer, "_commit", commit_after_check)
-    importer = imports.open_importer(
-        settings, database, storage, imports.open_source(source, storage), origin=None, workers=2
-    )
-    reports: list[imports.ImportReport] = []
+    monkeypatch.setattr(source_import.Importer, "_commit", commit_after_check)
+    importer = open_importer(settings, database, storage, sources.open_source(source, storage), origin=None, workers=2)
+    reports: list[source_import.ImportReport] = []
     run = threading.Thread(target=lambda: reports.append(importer.run()))
     run.start()
     try:
@@ -157,18 +156,16 @@ def test_every_image_an_import_stores_stays_reserved_until_its_row_commits_run_a
     in a second run of the same importer too (its first run's reservations have ended)."""
     settings, source, _pictures = pictures_to_import("local", 3, tmp_path, request, db_auth)
     storage = open_storage(settings)
-    commit = imports.Importer._commit
+    commit = source_import.Importer._commit
     unreserved: list[str] = []
 
-    def checked_commit(self: imports.Importer, batch: list[Any]) -> Any:
+    def checked_commit(self: source_import.Importer, batch: list[Any]) -> Any:
         reserved = {pending.id for pending in PendingImage.select()}
         unreserved.extend(read.row["id"] for read in batch if read.row["id"] not in reserved)
         return commit(self, batch)
 
-    monkeypatch.setattr(imports.Importer, "_commit", checked_commit)
-    importer = imports.open_importer(
-        settings, database, storage, imports.open_source(source, storage), origin=None, workers=1
-    )
+    monkeypatch.setattr(source_import.Importer, "_commit", checked_commit)
+    importer = open_importer(settings, database, storage, sources.open_source(source, storage), origin=None, workers=1)
     assert importer.run().new == 3
     assert PendingImage.select().count() == 0
     (Path(source) / "later.png").write_bytes(image_bytes((1, 2, 3), fmt="PNG"))

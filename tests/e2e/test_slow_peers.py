@@ -75,7 +75,9 @@ def test_a_client_reading_a_large_download_slowly_holds_no_thread(start_server, 
     with open(large, "wb") as out:
         out.truncate(LARGE_DOWNLOAD_BYTES)
     storage.put_file("images/la/large.png", large, "image/png")
-    signed = urlsplit(storage.presigned_get("images/la/large.png", expires_seconds=600, base_url=server.url).url)
+    signed = urlsplit(
+        storage.presigned_get("images/la/large.png", expires_seconds=600, base_url=f"{server.url}/v1/blobs").url
+    )
 
     with socket.socket() as reader:
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the slowest reader: one that reads nothing

@@ -12,7 +12,7 @@ import falcon.inspect
 import pytest
 import requests
 
-from heartbeat import tokens
+from heartbeat.auth import tokens
 from heartbeat.db.models import ApiToken, Image
 from helpers import claim, image_bytes, multipart, register, upload
 

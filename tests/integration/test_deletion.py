@@ -24,9 +24,9 @@ from conftest import BACKEND, FakeClock
 from heartbeat.app import create_app
 from heartbeat.config import Settings
 from heartbeat.errors import BackendUnavailable
+from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, open_storage
-from heartbeat.thumbnails import thumbnail_key
 from helpers import claim, free_port, heartbeat, register, stored_keys, upload
 
 FACES = {"faces": {"x": "int"}}

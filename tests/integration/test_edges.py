@@ -13,8 +13,8 @@ import requests
 
 from conftest import BACKEND
 from heartbeat.app import create_app
+from heartbeat.catalog.registry import Registry
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 from helpers import claim, distinct_images, register, unreachable_database, upload
 
 FD = "/v1/software/face_detection"

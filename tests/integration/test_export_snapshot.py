@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import falcon.testing
 import pytest
 
-from heartbeat.export import Exporter, ExportRequest
+from heartbeat.catalog.export import Exporter, ExportRequest
 from helpers import TEST_CLIENT_HOST, claim, distinct_images, register, upload
 
 SW = "/v1/software/faces"
@@ -89,7 +89,7 @@ def commit_meanwhile(client, database, images: list[str]) -> None:
 def test_an_export_holds_what_was_there_when_it_began_and_its_snapshot_ends_with_its_stream(
     app, client, database, images, monkeypatch, fmt
 ):
-    monkeypatch.setattr("heartbeat.export.PAGE_IMAGES", 2)  # four pages: the export reads them one by one
+    monkeypatch.setattr("heartbeat.catalog.export.PAGE_IMAGES", 2)  # four pages: the export reads them one by one
     params = EXPORTS[fmt]
     before = client.simulate_get("/v1/export", params=params).content
     stream = Stream(app, params)

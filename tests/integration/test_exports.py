@@ -229,7 +229,7 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_get_a_leading_quote_and_o
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
 def test_every_kind_of_csv_cell_is_guarded_but_numbers_stay_numbers(start):
-    from heartbeat.export import csv_cell
+    from heartbeat.catalog.export import csv_cell
 
     assert csv_cell(f"{start}x") == f"'{start}x"  # an ID, a status, any text column
     assert json.loads(csv_cell({"note": f"{start}x"})) == {"note": f"{start}x"}  # JSON text: begins with {

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from heartbeat import tokens
 from heartbeat.api.routes import ROUTES
-from heartbeat.roles import Access
+from heartbeat.auth import tokens
+from heartbeat.auth.roles import Access
 from helpers import claim, register, upload
 
 VARYING = {"date", "x-request-id"}  # differ between any two answers

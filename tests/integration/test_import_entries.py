@@ -25,15 +25,16 @@ import pytest
 import test_imports
 from test_imports import Place, images_by_sha, run_import
 
-from heartbeat import imports
 from heartbeat.app import create_app
-from heartbeat.check import find_problems
+from heartbeat.catalog.check import find_problems
 from heartbeat.config import Settings
 from heartbeat.db.models import DeletedPicture, Image, ImportedObject, Upload
-from heartbeat.storage import Storage, open_storage
+from heartbeat.ingest import source_import
+from heartbeat.service import open_importer
+from heartbeat.storage import Storage, open_storage, sources
 from helpers import distinct_images, fetch_url, heartbeat, image_bytes, put_url, stored_keys, upload
 
-DELETED = imports.DELETED_REASON
+DELETED = source_import.DELETED_REASON
 place = test_imports.place  # the fixture: a folder, or a prefix of another bucket
 
 
@@ -174,7 +175,7 @@ def test_an_entry_swapped_after_the_listing_is_skipped_neither_waited_on_nor_fol
     (folder / "day").mkdir(parents=True)
     (folder / "day" / "swapped.png").write_bytes(swapped)
     (folder / "kept.png").write_bytes(kept)
-    listing = imports.FolderSource.list
+    listing = sources.FolderSource.list
 
     def list_then_swap(self: Any) -> Iterator[Any]:
         for entry in listing(self):
@@ -182,7 +183,7 @@ def test_an_entry_swapped_after_the_listing_is_skipped_neither_waited_on_nor_fol
             if getattr(entry, "key", "") == "day/swapped.png" and not getattr(entry, "reason", ""):
                 swap(folder / "day" / "swapped.png", secret)
 
-    monkeypatch.setattr(imports.FolderSource, "list", list_then_swap)
+    monkeypatch.setattr(sources.FolderSource, "list", list_then_swap)
     place_ = Place("local", str(folder), local, lambda *a: None, lambda *a: None, dict, str)
     report = run_import(place_, database, storage)
     assert (report.new, report.refused) == (1, [])
@@ -202,14 +203,14 @@ def test_what_is_linked_into_the_store_is_the_file_read_never_a_link_put_in_its_
     folder = tmp_path / "camera"
     folder.mkdir()
     (folder / "photo.png").write_bytes(picture)
-    place_file = imports.FolderSource.place
+    place_file = sources.FolderSource.place
 
     def swap_then_place(self: Any, *args: Any) -> Any:
         (folder / "photo.png").unlink()
         (folder / "photo.png").symlink_to(secret)
         return place_file(self, *args)
 
-    monkeypatch.setattr(imports.FolderSource, "place", swap_then_place)
+    monkeypatch.setattr(sources.FolderSource, "place", swap_then_place)
     place_ = Place("local", str(folder), local, lambda *a: None, lambda *a: None, dict, str)
     assert run_import(place_, database, storage).new == 1
     image = Image.get()
@@ -232,7 +233,7 @@ def test_a_stored_object_that_is_a_link_is_neither_served_nor_written_through(cl
     url = client.simulate_get(f"/v1/images/{image['id']}/url")
     assert url.status_code == 404 or fetch_url(client, url.json["url"]).status_code == 404
     assert storage.stat(stored_key) is None
-    with pytest.raises(imports.NotFound), storage.open(stored_key):
+    with pytest.raises(sources.NotFound), storage.open(stored_key):
         pass
     # `heartbeat check` finds such an image, as one whose bytes are gone.
     assert find_problems(storage, now=time.time(), grace_seconds=0).rows_without_objects == [(image["id"], stored_key)]
@@ -379,8 +380,8 @@ def test_an_import_of_the_stores_own_objects_takes_none_of_them_for_pictures(
         data=settings.data_dir.resolve(),
         first=ids[0][:2],
     )
-    importing = imports.open_source(text, storage)
-    importer = imports.open_importer(settings, database, storage, importing, origin=None, workers=2)
+    importing = sources.open_source(text, storage)
+    importer = open_importer(settings, database, storage, importing, origin=None, workers=2)
     for run in range(3):  # each run used to add the last run's thumbnails
         report = importer.run()
         assert report.new == (1 if users and run == 0 else 0), report
@@ -517,14 +518,14 @@ def test_a_picture_deleted_through_the_api_while_an_import_reads_it_is_not_regis
     doomed = upload(client, picture).json["id"]
     place.put("alice-at-home.png", picture)
     place.put("other.png", other)
-    commit = imports.Importer._commit
+    commit = source_import.Importer._commit
 
-    def delete_then_commit(self: imports.Importer, batch: list[Any]) -> Any:
+    def delete_then_commit(self: source_import.Importer, batch: list[Any]) -> Any:
         if Image.get_or_none(Image.id == doomed) is not None:
             assert client.simulate_delete(f"/v1/images/{doomed}").status_code == 204
         return commit(self, batch)
 
-    monkeypatch.setattr(imports.Importer, "_commit", delete_then_commit)
+    monkeypatch.setattr(source_import.Importer, "_commit", delete_then_commit)
     report = run_import(place, database, storage)
     assert (report.new, report.skipped) == (1, [(place.key("alice-at-home.png"), DELETED)])
     assert set(images_by_sha()) == {sha(other)}
@@ -569,8 +570,8 @@ def test_an_s3_key_is_never_taken_for_a_heartbeat_object_of_another_bucket(s3_st
     try:
         data = image_bytes((9, 9, 9))
         service_client.put_object(bucket, "images/mine.png", io.BytesIO(data), len(data))
-        importer = imports.open_importer(
-            s3_store, database, storage, imports.open_source(f"s3://{bucket}/", storage), origin=None, workers=1
+        importer = open_importer(
+            s3_store, database, storage, sources.open_source(f"s3://{bucket}/", storage), origin=None, workers=1
         )
         report = importer.run()
         assert (report.new, report.own) == (1, 0)

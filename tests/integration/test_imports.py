@@ -23,14 +23,16 @@ import falcon.testing
 import minio
 import pytest
 
-from heartbeat import imports
 from heartbeat.app import create_app
-from heartbeat.check import find_problems
+from heartbeat.catalog.check import find_problems
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, ImportedObject, create_base_tables, job_model
-from heartbeat.imports import ImportReport, open_importer, open_source
-from heartbeat.storage import Storage, open_storage
+from heartbeat.ingest import source_import
+from heartbeat.ingest.source_import import ImportReport
+from heartbeat.service import open_importer
+from heartbeat.storage import Storage, open_storage, sources
+from heartbeat.storage.sources import open_source
 from helpers import claim, distinct_images, fetch_url, heartbeat, image_bytes, register, stored_keys
 
 PICTURES = 480
@@ -140,14 +142,14 @@ def counted_reads(place: Place, monkeypatch: pytest.MonkeyPatch) -> Iterator[lis
 
         monkeypatch.setattr(minio.Minio, "get_object", get_object)
     else:
-        opened = imports.FolderSource.open
+        opened = sources.FolderSource.open
 
-        def open_file(self: imports.FolderSource, key: str) -> Any:
+        def open_file(self: sources.FolderSource, key: str) -> Any:
             with lock:
                 read.append(key)
             return opened(self, key)
 
-        monkeypatch.setattr(imports.FolderSource, "open", open_file)
+        monkeypatch.setattr(sources.FolderSource, "open", open_file)
     yield read
     monkeypatch.undo()
 
@@ -294,7 +296,7 @@ def test_an_import_reads_no_further_ahead_of_its_commits_than_a_batch_and_a_few_
     """A bucket of millions of objects is not queued (nor its results held) all at once."""
     fill(place)
     workers = 4
-    ahead = imports.COMMIT_BATCH + 2 * workers
+    ahead = source_import.COMMIT_BATCH + 2 * workers
     submitted = 0
     committed = 0
     most_ahead = 0
@@ -305,16 +307,16 @@ def test_an_import_reads_no_further_ahead_of_its_commits_than_a_batch_and_a_few_
             submitted += 1
             return super().submit(*args, **kwargs)
 
-    commit = imports.Importer._commit
+    commit = source_import.Importer._commit
 
-    def counted_commit(self: imports.Importer, batch: list[Any]) -> Any:
+    def counted_commit(self: source_import.Importer, batch: list[Any]) -> Any:
         nonlocal committed, most_ahead
         committed += len(batch)
         most_ahead = max(most_ahead, submitted - committed)
         return commit(self, batch)
 
-    monkeypatch.setattr(imports.concurrent.futures, "ThreadPoolExecutor", CountingPool)
-    monkeypatch.setattr(imports.Importer, "_commit", counted_commit)
+    monkeypatch.setattr(source_import.concurrent.futures, "ThreadPoolExecutor", CountingPool)
+    monkeypatch.setattr(source_import.Importer, "_commit", counted_commit)
     report = run_import(place, database, open_storage(place.settings), workers=workers)
     assert report.new == PICTURES and submitted == 500
     # Submitted but not committed: read ahead, and the objects that are no picture (never committed).
@@ -326,7 +328,7 @@ def test_an_import_lists_a_page_at_a_time_ahead_of_its_reads(place, database, mo
     consumed no further than a page past the reads, and a second run still finds what is new and gone."""
     pictures = fill(place)
     page = 50
-    monkeypatch.setattr(imports, "LIST_PAGE", page)
+    monkeypatch.setattr(source_import, "LIST_PAGE", page)
     listed = 0
     most_ahead = 0
 
@@ -339,22 +341,22 @@ def test_an_import_lists_a_page_at_a_time_ahead_of_its_reads(place, database, mo
 
         return listing
 
-    for kind in (imports.BucketSource, imports.FolderSource):
+    for kind in (sources.BucketSource, sources.FolderSource):
         monkeypatch.setattr(kind, "list", counting(kind.list))
-    read_one = imports.Importer._read_one
+    read_one = source_import.Importer._read_one
     started = 0
 
-    def counted_read(self: imports.Importer, *args: Any) -> Any:
+    def counted_read(self: source_import.Importer, *args: Any) -> Any:
         nonlocal started, most_ahead
         started += 1
         most_ahead = max(most_ahead, listed - started)
         return read_one(self, *args)
 
-    monkeypatch.setattr(imports.Importer, "_read_one", counted_read)
+    monkeypatch.setattr(source_import.Importer, "_read_one", counted_read)
     storage = open_storage(place.settings)
     report = run_import(place, database, storage)
     assert (report.listed, report.new, started) == (500, PICTURES, 500)
-    assert most_ahead <= page + imports.COMMIT_BATCH + 2 * 4, most_ahead
+    assert most_ahead <= page + source_import.COMMIT_BATCH + 2 * 4, most_ahead
     gone = sorted(pictures)[DUPLICATES : DUPLICATES + 3]  # pictures no copy duplicates
     for key in gone:
         place.remove(key)
@@ -368,7 +370,7 @@ READ_PICTURES = PICTURES + DUPLICATES  # a duplicate's row is found out at its c
 
 
 @pytest.mark.parametrize(
-    ("commit_seconds", "batches"), [(3600.0, -(-READ_PICTURES // imports.COMMIT_BATCH)), (0.0, READ_PICTURES)]
+    ("commit_seconds", "batches"), [(3600.0, -(-READ_PICTURES // source_import.COMMIT_BATCH)), (0.0, READ_PICTURES)]
 )
 def test_an_import_commits_a_batch_of_rows_at_a_time_or_what_was_read_within_commit_seconds(
     place, database, monkeypatch, commit_seconds, batches
@@ -377,18 +379,18 @@ def test_an_import_commits_a_batch_of_rows_at_a_time_or_what_was_read_within_com
     COMMIT_SECONDS (with 0, each picture commits as soon as it is read)."""
     fill(place)
     sizes: list[int] = []
-    commit = imports.Importer._commit
+    commit = source_import.Importer._commit
 
-    def counted_commit(self: imports.Importer, batch: list[Any]) -> Any:
+    def counted_commit(self: source_import.Importer, batch: list[Any]) -> Any:
         sizes.append(len(batch))
         return commit(self, batch)
 
-    monkeypatch.setattr(imports, "COMMIT_SECONDS", commit_seconds)
-    monkeypatch.setattr(imports.Importer, "_commit", counted_commit)
+    monkeypatch.setattr(source_import, "COMMIT_SECONDS", commit_seconds)
+    monkeypatch.setattr(source_import.Importer, "_commit", counted_commit)
     report = run_import(place, database, open_storage(place.settings), workers=4)
     assert (report.new, report.duplicate) == (PICTURES, DUPLICATES)
     assert sum(sizes) == READ_PICTURES
-    assert len(sizes) == batches and max(sizes) <= imports.COMMIT_BATCH, sizes
+    assert len(sizes) == batches and max(sizes) <= source_import.COMMIT_BATCH, sizes
 
 
 def test_an_import_killed_midway_then_run_again_finishes_with_nothing_doubled_or_missing(
@@ -438,7 +440,7 @@ def test_an_import_killed_midway_then_run_again_finishes_with_nothing_doubled_or
     assert findings.rows_without_objects == []
     # What the kill left behind is at most the objects of the reads in flight and of the batch of rows
     # that had not committed (thumbnails, and links on local storage): check lists them.
-    assert len(findings.orphaned_objects) <= 2 * (imports.COMMIT_BATCH + 1)
+    assert len(findings.orphaned_objects) <= 2 * (source_import.COMMIT_BATCH + 1)
     assert {stored.key.split("/")[0] for stored in findings.orphaned_objects} <= {"thumbnails", "images"}
 
 

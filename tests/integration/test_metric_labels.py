@@ -11,8 +11,8 @@ import falcon.testing
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from heartbeat import tokens
 from heartbeat.api.routes import ROUTES
+from heartbeat.auth import tokens
 from helpers import register
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}

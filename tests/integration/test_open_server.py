@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import falcon.testing
 import pytest
 
-from heartbeat import tokens
 from heartbeat.api.routes import ROUTES
 from heartbeat.app import create_app
+from heartbeat.auth import tokens
+from heartbeat.auth.roles import Access
 from heartbeat.db.models import ApiToken, Image, Software
-from heartbeat.roles import Access
 from helpers import image_bytes, multipart, register, upload
 
 FOREIGN_HOSTS = [

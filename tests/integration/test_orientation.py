@@ -14,8 +14,8 @@ import PIL.ImageOps
 import pytest
 
 from heartbeat.db.models import create_base_tables
+from heartbeat.db.orientation_backfill import fill_orientations
 from heartbeat.examples import face_colours, face_detection
-from heartbeat.orientations import fill_orientations
 from heartbeat.worker import Image as ImageRecord
 from heartbeat.worker import open_upright
 from helpers import as_stored_before_orientation, claim, oriented, register, upload, upright_astronaut
@@ -91,9 +91,9 @@ def test_images_stored_before_orientation_get_it_and_their_upright_size_from_the
         listed = client.simulate_get("/v1/images").json["images"]
         assert {image["id"]: (image["width"], image["height"]) for image in listed}[ids[6]] == (384, 512)
 
-        with caplog.at_level(logging.WARNING, logger="heartbeat.orientations"):
-            assert fill_orientations(database, storage) == 6
-        assert fill_orientations(database, storage) == 0  # once only
+        with caplog.at_level(logging.WARNING, logger="heartbeat.db.orientation_backfill"):
+            assert fill_orientations(database, lambda: storage) == 6
+        assert fill_orientations(database, lambda: storage) == 0  # once only
 
     for orientation, image_id in [*ids.items(), (6, tiff)]:
         image = client.simulate_get(f"/v1/images/{image_id}").json

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import BACKEND
-from heartbeat.catalog import Catalog
+from heartbeat.catalog.images import Catalog
 from helpers import claim, distinct_images, register, upload
 
 
@@ -163,8 +163,8 @@ def test_a_cycle_or_an_unknown_upstream_is_refused_and_registers_nothing(client,
 
 
 def test_a_longer_cycle_is_refused_by_the_dependency_check():
+    from heartbeat.catalog.pipeline import dependency_order
     from heartbeat.errors import Refused
-    from heartbeat.pipeline import dependency_order
 
     assert dependency_order({"c": ["b"], "b": ["a"], "a": []}) == ["a", "b", "c"]
     with pytest.raises(Refused, match="a -> c -> b -> a"):

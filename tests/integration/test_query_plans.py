@@ -8,13 +8,13 @@ import dataclasses
 import peewee
 import pytest
 
+from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, ImportedObject, JobStatus, Software, Stage, job_model
-from heartbeat.imports import unlisted_records
-from heartbeat.paging import after
+from heartbeat.db.paging import after
+from heartbeat.ingest.source_import import unlisted_records
 from heartbeat.queue import JobQueue
 from heartbeat.queue.statements import JobTable
-from heartbeat.registry import Registry
 
 IMAGES = 3000
 

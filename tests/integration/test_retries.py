@@ -15,9 +15,9 @@ import pymysql
 import pytest
 
 from conftest import BACKEND
+from heartbeat.catalog.registry import Registry
 from heartbeat.db.models import database_proxy
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 from helpers import register, upload
 
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,6 @@ import falcon.inspect
 import falcon.testing
 import pytest
 
-from heartbeat import tokens
 from heartbeat.api import schemas
 from heartbeat.api.auth import Authorization
 from heartbeat.api.errors import add_error_handlers
@@ -20,9 +19,10 @@ from heartbeat.api.middleware import DatabaseConnection
 from heartbeat.api.openapi import OpenApi, openapi_document
 from heartbeat.api.routes import ROUTES, add_routes
 from heartbeat.api.routes.table import Operation, Reply, Route
+from heartbeat.auth import tokens
+from heartbeat.auth.roles import Access, Role
 from heartbeat.cli import main
 from heartbeat.errors import InvalidInput
-from heartbeat.roles import Access, Role
 from helpers import unreachable_database, upload
 
 

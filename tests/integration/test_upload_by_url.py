@@ -29,8 +29,8 @@ import requests
 
 from heartbeat.app import create_app
 from heartbeat.config import Settings, UrlAllowList
+from heartbeat.ingest.urlsyntax import check_url
 from heartbeat.storage import Storage
-from heartbeat.urlsyntax import check_url
 from helpers import fetch_url, free_port, image_bytes, multipart, stored_keys
 
 LOOPBACK = UrlAllowList.parse("127.0.0.0/8")

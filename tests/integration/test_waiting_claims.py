@@ -11,29 +11,30 @@ from collections.abc import Callable, Iterator
 import falcon.testing
 import pytest
 
-from heartbeat.app import Service, build_service
+from heartbeat.app import ServedApp, build_app
 from heartbeat.config import Settings
 from heartbeat.queue.waiting import RETURNS_PER_SECOND
+from heartbeat.service import Service
 from helpers import claim, distinct_images, register, upload
 
 CLAIM = "/v1/software/face_detection/claim"
 
 
 @pytest.fixture
-def service(settings: Settings, database, storage, clock) -> Iterator[Service]:
+def service(settings: Settings, database, storage, clock) -> Iterator[ServedApp]:
     """The app with room for one waiting claim."""
     limited = dataclasses.replace(settings, threads=4, max_waiting_claims=1)
-    service = build_service(limited, database=database, storage=storage, clock=clock)
+    service = build_app(Service(limited, database, storage=storage, clock=clock))
     yield service
     service.close()  # no claim of a failed test keeps waiting
 
 
 @pytest.fixture
-def client(service: Service) -> falcon.testing.TestClient:
+def client(service: ServedApp) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(service.app)
 
 
-def waiting_now(service: Service, count: int) -> None:
+def waiting_now(service: ServedApp, count: int) -> None:
     """Until ``count`` claims wait (they have entered the wait: nothing else to await but the count)."""
     deadline = time.monotonic() + 10
     while service.waiting.waiting != count:
@@ -121,8 +122,8 @@ def test_closing_the_service_answers_the_waiting_claims_at_once(client, service)
 
 
 def test_with_no_room_to_wait_every_waiting_claim_is_turned_away(settings, database, storage, clock):
-    service = build_service(
-        dataclasses.replace(settings, max_waiting_claims=0), database=database, storage=storage, clock=clock
+    service = build_app(
+        Service(dataclasses.replace(settings, max_waiting_claims=0), database, storage=storage, clock=clock)
     )
     client = falcon.testing.TestClient(service.app)
     register(client)
@@ -144,8 +145,8 @@ def test_the_metrics_count_waiting_and_turned_away_claims(client, service):
 
 
 def test_however_many_claims_are_turned_away_they_come_back_at_a_bounded_rate(settings, database, storage, clock):
-    service = build_service(
-        dataclasses.replace(settings, max_waiting_claims=0), database=database, storage=storage, clock=clock
+    service = build_app(
+        Service(dataclasses.replace(settings, max_waiting_claims=0), database, storage=storage, clock=clock)
     )
     client = falcon.testing.TestClient(service.app)
     register(client)

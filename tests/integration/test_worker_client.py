@@ -21,7 +21,7 @@ import PIL.Image
 import pytest
 import requests
 
-from heartbeat import tokens
+from heartbeat.auth import tokens
 from heartbeat.worker import (
     ClaimedJob,
     Client,

@@ -9,8 +9,8 @@ import pytest
 
 from heartbeat.api import schemas
 from heartbeat.db.models import JobStatus
-from heartbeat.image_types import IMAGE_SUFFIXES, IMAGE_TYPES
-from heartbeat.ingest import MAX_PRIORITY, new_image_id
+from heartbeat.ingest.image_types import IMAGE_SUFFIXES, IMAGE_TYPES
+from heartbeat.ingest.registration import MAX_PRIORITY, new_image_id
 
 
 def test_the_form_priority_pattern_takes_exactly_the_priorities_from_minus_to_plus_max():

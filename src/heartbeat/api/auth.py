@@ -1,5 +1,5 @@
 """Who may call what, checked once per request before the resource runs: the access the route table
-gives the request's method and route, against what the caller's role allows (``heartbeat.roles``).
+gives the request's method and route, against what the caller's role allows (``heartbeat.auth.roles``).
 
 Health, the dashboard page and the signed URLs the server hands out need no token. A server on a
 loopback address that has never had a token is open: it serves loopback clients without one, under
@@ -16,13 +16,13 @@ from typing import Any
 
 import falcon
 
-from heartbeat import tokens
 from heartbeat.api.open_server import OpenServer
 from heartbeat.api.routes import ROUTES
 from heartbeat.api.routes.table import Route
+from heartbeat.auth import tokens
+from heartbeat.auth.roles import ALLOWED, Access
 from heartbeat.db.database import Database
 from heartbeat.errors import Forbidden, Unauthorized
-from heartbeat.roles import ALLOWED, Access
 
 
 def allows(principal: tokens.Principal, access: Access, software: str | None) -> bool:

@@ -6,9 +6,10 @@ from typing import BinaryIO, cast
 
 import falcon
 
-from heartbeat.ingest import Ingest
+from heartbeat.ingest.registration import Ingest
 from heartbeat.storage import Storage
 
+SIGNED_ROUTE = "/v1/blobs/"  # then the object's key, and the signature's query
 UPLOADED_TYPE = "application/octet-stream"  # what the client claims is not trusted; completing the upload decides
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from heartbeat.api import schemas
 from heartbeat.api.schemas import Schema
 from heartbeat.db.models import JobStatus
-from heartbeat.paging import DEFAULT_LIMIT, CursorGrammar
+from heartbeat.db.paging import DEFAULT_LIMIT, CursorGrammar
 
 NUMBER_OR_NULL: Schema = {"type": ["number", "null"]}
 STRING_OR_NULL: Schema = {"type": ["string", "null"]}

@@ -8,11 +8,11 @@ import falcon
 
 from heartbeat.api import schemas
 from heartbeat.api.params import query
-from heartbeat.catalog import Catalog
+from heartbeat.catalog.export import FORMATS, Exporter, ExportRequest, software_named
+from heartbeat.catalog.images import Catalog
+from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database
-from heartbeat.export import FORMATS, Exporter, ExportRequest, software_named
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 
 
 class Export:

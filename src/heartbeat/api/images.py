@@ -11,19 +11,19 @@ import falcon.media.multipart
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
-from heartbeat.api.params import base_url, check, page_limit, query, read_body
+from heartbeat.api.params import check, page_limit, query, read_body, signed_url_base
 from heartbeat.api.routes.images import IMAGE
-from heartbeat.catalog import Catalog, describe_image
+from heartbeat.catalog.images import Catalog, describe_image
+from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
 from heartbeat.db.models import Image
 from heartbeat.errors import InvalidInput, MissingObject, NotFound
-from heartbeat.ingest import Ingest, Ingested, check_metadata
+from heartbeat.ingest.decode import upright_picture
+from heartbeat.ingest.registration import Ingest, Ingested, check_metadata
+from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.metrics import Metrics
-from heartbeat.pictures import upright_picture
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 from heartbeat.storage import SignedUrl, Storage
-from heartbeat.thumbnails import thumbnail_key
 
 FORM_FIELDS = tuple(schemas.UPLOAD_FORM_FIELDS["properties"])
 
@@ -161,7 +161,7 @@ class UrlSigner:
         return self._storage.presigned_get(
             key,
             expires_seconds=self._settings.signed_url_seconds,
-            base_url=base_url(req, self._settings.public_url),
+            base_url=signed_url_base(req, self._settings.public_url),
         )
 
     def image(self, req: falcon.Request, image: Image) -> SignedUrl:

@@ -10,15 +10,15 @@ import falcon
 from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.errors import status_of
-from heartbeat.api.params import base_url, check, check_storable, page_limit, query, read_body
-from heartbeat.catalog import Catalog, describe_image
+from heartbeat.api.params import check, check_storable, page_limit, query, read_body, signed_url_base
+from heartbeat.catalog.images import Catalog, describe_image
+from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
 from heartbeat.db.models import JobStatus, Software
 from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, describe_job
 from heartbeat.queue.waiting import WaitingClaims
-from heartbeat.registry import Registry
 from heartbeat.storage import Storage
 
 
@@ -102,7 +102,7 @@ class Claim:
             signed = self._storage.presigned_get(
                 image.storage_key,
                 expires_seconds=self._settings.signed_url_seconds,
-                base_url=base_url(req, self._settings.public_url),
+                base_url=signed_url_base(req, self._settings.public_url),
             )
             described.append(
                 {

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import falcon
 
-from heartbeat import tokens
+from heartbeat.auth import tokens
 from heartbeat.db.database import Database
 from heartbeat.errors import Forbidden
 

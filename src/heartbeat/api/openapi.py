@@ -17,7 +17,7 @@ from heartbeat.api.components import COMPONENTS, PATH_FIELDS, RETRY_AFTER, ref
 from heartbeat.api.routes import ROUTES
 from heartbeat.api.routes.table import PATH_FIELD, Body, Operation, Reply, Route
 from heartbeat.api.schemas import Schema
-from heartbeat.roles import Access
+from heartbeat.auth.roles import Access
 
 __all__ = ["COMPONENTS", "OpenApi", "openapi_document"]
 

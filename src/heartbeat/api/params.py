@@ -16,8 +16,9 @@ import falcon.media
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
+from heartbeat.api.blobs import SIGNED_ROUTE
+from heartbeat.db.paging import DEFAULT_LIMIT
 from heartbeat.errors import InvalidInput, NotFound, NotJson, TooLarge
-from heartbeat.paging import DEFAULT_LIMIT
 from heartbeat.validation import check as check
 from heartbeat.validation import integral
 
@@ -51,9 +52,10 @@ def query(req: falcon.Request, name: str, schema: dict[str, Any]) -> str | None:
     return value
 
 
-def base_url(req: falcon.Request, public_url: str | None) -> str:
-    """How workers reach this API: the configured public URL, else the request's own host."""
-    return public_url.rstrip("/") if public_url else req.prefix
+def signed_url_base(req: falcon.Request, public_url: str | None) -> str:
+    """Where the API serves the URLs local storage signs (:data:`SIGNED_ROUTE`), as workers reach it:
+    under the configured public URL, else the request's own host."""
+    return (public_url.rstrip("/") if public_url else req.prefix) + SIGNED_ROUTE.rstrip("/")
 
 
 def json_handler() -> falcon.media.JSONHandler:

@@ -15,16 +15,16 @@ from heartbeat.api.routes import ROUTES
 from heartbeat.api.routes.table import Route
 from heartbeat.api.software import ExtraTable, SoftwareCollection, SoftwareItem
 from heartbeat.api.uploads import UploadCollection, UploadItem
-from heartbeat.catalog import Catalog
+from heartbeat.catalog.images import Catalog
+from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
-from heartbeat.ingest import Ingest
+from heartbeat.ingest.direct_uploads import DirectUploads
+from heartbeat.ingest.registration import Ingest
 from heartbeat.metrics import Metrics, MetricsPage
 from heartbeat.queue import JobQueue
 from heartbeat.queue.waiting import WaitingClaims
-from heartbeat.registry import Registry
 from heartbeat.storage import Storage
-from heartbeat.uploads import DirectUploads
 
 
 def make_resources(

@@ -8,16 +8,16 @@ and the document says so in words.
 
 from __future__ import annotations
 
+from heartbeat.catalog.registry import LEASE_SECONDS as LEASE_SECONDS
+from heartbeat.catalog.registry import NAME as NAME
+from heartbeat.catalog.registry import NAME_PATTERN, SOFTWARE_CHANGES, SOFTWARE_FIELDS
+from heartbeat.catalog.registry import VERSION as VERSION
+from heartbeat.catalog.registry import Schema as Schema
 from heartbeat.db.models import JobStatus
-from heartbeat.ingest import MAX_PRIORITY
-from heartbeat.paging import MAX_LIMIT
+from heartbeat.db.paging import MAX_LIMIT
+from heartbeat.ingest.registration import MAX_PRIORITY
 from heartbeat.query.parse import MAX_EXPRESSION_CHARS
 from heartbeat.queue import REQUEUABLE
-from heartbeat.registry import LEASE_SECONDS as LEASE_SECONDS
-from heartbeat.registry import NAME as NAME
-from heartbeat.registry import NAME_PATTERN, SOFTWARE_CHANGES, SOFTWARE_FIELDS
-from heartbeat.registry import VERSION as VERSION
-from heartbeat.registry import Schema as Schema
 
 IMAGE_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
 TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 64}

@@ -7,9 +7,9 @@ import falcon
 from heartbeat.api import schemas
 from heartbeat.api.params import page_limit, query, read_body
 from heartbeat.api.routes.software import SOFTWARE
-from heartbeat.extra_rows import read_rows
+from heartbeat.catalog.extra_rows import read_rows
+from heartbeat.catalog.registry import Registry
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 
 
 class SoftwareCollection:

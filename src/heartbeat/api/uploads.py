@@ -6,10 +6,10 @@ import falcon
 
 from heartbeat.api import schemas
 from heartbeat.api.images import answer_ingested
-from heartbeat.api.params import base_url, read_body
+from heartbeat.api.params import read_body, signed_url_base
 from heartbeat.config import Settings
+from heartbeat.ingest.direct_uploads import DirectUploads
 from heartbeat.metrics import Metrics
-from heartbeat.uploads import DirectUploads
 
 
 class UploadCollection:
@@ -20,7 +20,7 @@ class UploadCollection:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         media = read_body(req, schemas.UPLOAD, optional=True)
         upload, signed = self._uploads.start(
-            filename=media.get("filename"), base_url=base_url(req, self._settings.public_url)
+            filename=media.get("filename"), base_url=signed_url_base(req, self._settings.public_url)
         )
         resp.status = falcon.HTTP_201
         resp.media = {

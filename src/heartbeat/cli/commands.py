@@ -16,17 +16,16 @@ from heartbeat.logs import configure_logging
 from heartbeat.private_files import private_dir
 
 if TYPE_CHECKING:
+    from heartbeat.catalog.picture_folder import UprightFolder
     from heartbeat.db.database import Database
-    from heartbeat.picture_folder import UprightFolder
-    from heartbeat.queue import JobQueue
-    from heartbeat.registry import Registry
+    from heartbeat.service import Service
 
 
 def _connect(settings: Settings, *, create: bool = True, threads: int = 16) -> Database:
     """The configured database. ``create``: a command that writes makes it when missing, and says where
     (else :class:`DatabaseMissing`, exit 2: a command that only reads never creates a database).
     ``threads``: how many threads will use it at once."""
-    from heartbeat.db.database import DatabaseMissing, connect, sqlite_path
+    from heartbeat.db.connect import DatabaseMissing, connect, sqlite_path
 
     new_file = settings.db_auth is None and not sqlite_path(settings.data_dir).exists()
     if new_file and create:
@@ -56,35 +55,23 @@ def _private_data_dir(settings: Settings) -> None:
         ) from None
 
 
-def _open_queue(settings: Settings, database: Database) -> JobQueue:
-    """The job queue over ``database``, its tables brought up to this release (call with a connection)."""
-    from heartbeat.queue import JobQueue
+def _service(settings: Settings, database: Database) -> Service:
+    """The object graph over ``database``, its tables brought up to this release (call with a
+    connection; a command's upgrade reads no pictures: see :meth:`Service.upgrade`)."""
+    from heartbeat.service import Service
 
-    queue = JobQueue(database, time.time)
-    queue.upgrade()
-    return queue
-
-
-def _registry(settings: Settings, database: Database, queue: JobQueue) -> Registry:
-    """The software registry over ``database``, with the settings' defaults for new software."""
-    from heartbeat.registry import Registry
-
-    return Registry(
-        database,
-        queue,
-        time.time,
-        default_lease_seconds=settings.default_lease_seconds,
-        default_max_attempts=settings.default_max_attempts,
-    )
+    service = Service(settings, database)
+    service.upgrade(pictures=False)
+    return service
 
 
 def serve(args: argparse.Namespace) -> int:
     from heartbeat.api.auth import is_loopback
-    from heartbeat.orientations import fill_orientations
+    from heartbeat.auth.tokens import tokens_exist
     from heartbeat.server import serve as serve_forever
     from heartbeat.server.process import listening_socket
+    from heartbeat.service import Service
     from heartbeat.storage import open_storage
-    from heartbeat.tokens import tokens_exist
 
     settings = settings_from_args(args)
     settings.check_serving()
@@ -95,7 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     database = _connect(settings)
     try:
         with database.connection():
-            _open_queue(settings, database)
+            _service(settings, database)
             open_server = not tokens_exist(database)
         if open_server and not is_loopback(settings.host):
             print(
@@ -107,22 +94,21 @@ def serve(args: argparse.Namespace) -> int:
             return 2
         storage = open_storage(settings)  # an unreachable store stops the start here, with one line
         with database.connection():
-            fill_orientations(database, storage)
+            Service(settings, database, storage=storage).upgrade()
     finally:
         database.close_all()
     return serve_forever(settings)
 
 
 def check(args: argparse.Namespace) -> int:
-    from heartbeat.check import run_check
-    from heartbeat.storage import open_storage
+    from heartbeat.catalog.check import run_check
 
     settings = settings_from_args(args)
     database = _connect(settings, create=False)
     with database.connection():
         grace = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
-        queue = _open_queue(settings, database)
-        return run_check(open_storage(settings), queue, fix=args.fix, out=sys.stdout, **grace)
+        service = _service(settings, database)
+        return run_check(service.storage, service.queue, fix=args.fix, out=sys.stdout, **grace)
 
 
 def software(args: argparse.Namespace) -> int:
@@ -130,8 +116,8 @@ def software(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     database = _connect(settings, create=args.software_command == "add")
-    queue = _open_queue(settings, database)
-    registry = _registry(settings, database, queue)
+    service = _service(settings, database)
+    queue, registry = service.queue, service.registry
     if args.software_command == "add":
         try:
             item = registry.register(
@@ -177,21 +163,17 @@ def software(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from heartbeat.catalog import Catalog
+    from heartbeat.catalog.export import Exporter, ExportRequest, software_named
+    from heartbeat.catalog.picture_folder import UprightFolder
     from heartbeat.errors import HeartbeatError
-    from heartbeat.export import Exporter, ExportRequest, software_named
-    from heartbeat.picture_folder import UprightFolder
-    from heartbeat.storage import open_storage
 
     if args.images is not None:
         _picture_folder(args.format, args.images)
     settings = settings_from_args(args)
     database = _connect(settings, create=False)
     with database.connection():
-        queue = _open_queue(settings, database)
-        registry = _registry(settings, database, queue)
-        storage = open_storage(settings)
-        catalog = Catalog(database, storage, registry, queue)
+        service = _service(settings, database)
+        registry, storage, catalog = service.registry, service.storage, service.catalog
         registered = registry.all()
         try:
             chosen = software_named(args.software, registered)
@@ -199,7 +181,9 @@ def export(args: argparse.Namespace) -> int:
             pictures = None if args.images is None else UprightFolder(storage, args.images)
             total = catalog.count(where=request.where) * (2 if args.format == "coco" else 1)
             with tqdm(total=total, unit="image", file=sys.stderr) as bar:
-                exporter = Exporter(database, catalog, queue, registered, progress=bar.update, pictures=pictures)
+                exporter = Exporter(
+                    database, catalog, service.queue, registered, progress=bar.update, pictures=pictures
+                )
                 _write_chunks(exporter.stream(request), args.output)
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
@@ -239,7 +223,7 @@ def _report_pictures(pictures: UprightFolder) -> int:
 
 
 def token(args: argparse.Namespace) -> int:
-    from heartbeat import tokens
+    from heartbeat.auth import tokens
     from heartbeat.errors import HeartbeatError
 
     secret = None
@@ -313,7 +297,7 @@ def s3(args: argparse.Namespace) -> int:
 
 
 def import_images(args: argparse.Namespace) -> int:
-    from heartbeat.imports import import_command
+    from heartbeat.cli.import_command import import_command
     from heartbeat.storage import open_storage
 
     settings = settings_from_args(args)

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from heartbeat.auth.roles import Role
 from heartbeat.config import OPTIONS, Option, Settings
-from heartbeat.roles import Role
 
 DEFAULT_API = "http://127.0.0.1:8080"
 MAX_BATCH = 100  # the API's limit on a claim's jobs and a batch submit's results

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from heartbeat.image_types import IMAGE_SUFFIXES
+from heartbeat.ingest.image_types import IMAGE_SUFFIXES
 
 
 def _upload_targets(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:

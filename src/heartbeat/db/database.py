@@ -1,9 +1,9 @@
-"""The seam to the database: one :class:`Database`, made by :func:`connect` and passed to whatever
-needs it. It owns the connections, the retrying :meth:`Database.transaction`, quoting and parameter
+"""The seam to the database: one :class:`Database`, made by :func:`heartbeat.db.connect.connect` and
+passed to whatever needs it. It owns the connections, the retrying :meth:`Database.transaction`, quoting and parameter
 markers, and the server's :class:`Features`, probed once at connect.
 
-The peewee models (``db/models.py``) are bound to the connected database here too, so that model
-queries and the hand-written statements run on the same connection of a thread.
+The peewee models (``db/models.py``) are bound to the connected database too (by ``connect``), so
+that model queries and the hand-written statements run on the same connection of a thread.
 """
 
 from __future__ import annotations
@@ -15,26 +15,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import peewee
 import playhouse.migrate
-import pymysql
 from playhouse.pool import PooledMySQLDatabase
 
-from heartbeat.config import DbAuth, SettingError
 from heartbeat.db.engines import (
-    DATABASE_ACCESS_DENIED_ERROR,
-    NO_PAD_BINARY_COLLATIONS,
     SNAPSHOT_BEGIN_MYSQL,
     SNAPSHOT_BEGIN_SQLITE,
-    UNKNOWN_DATABASE_ERROR,
     TimeLimits,
-    create_database_sql,
-    create_mysql_database,
-    mysql_database,
-    sqlite_database,
     timed_out,
 )
 from heartbeat.errors import StatementTimeout
@@ -58,10 +48,6 @@ UNAVAILABLE_ERRORS = DEADLOCK_ERRORS | TABLE_CHANGED_ERRORS | LOST_CONNECTION_ER
 CLIENT_ERRORS = range(2000, 3000)
 SQLITE_UNAVAILABLE_ERRORS = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 TRANSACTION_ATTEMPTS = 5
-# Connections a server process may hold besides one per thread: the lease reaper, the claim watcher.
-BACKGROUND_CONNECTIONS = 4
-# Room a statement needs besides a result's JSON text (escaping may double the text's length).
-STATEMENT_OVERHEAD_BYTES = 64 * 1024
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -140,7 +126,7 @@ class Database:
         sqlite_code = getattr(original, "sqlite_errorcode", None)
         if sqlite_code is not None:
             return "unavailable" if sqlite_code & 0xFF in SQLITE_UNAVAILABLE_ERRORS else None
-        code = _error_code(error)
+        code = error_code(error)
         if code is None or code in UNAVAILABLE_ERRORS or code in CLIENT_ERRORS:
             return "unavailable"  # no code: pymysql's own errors, of the connection
         return None
@@ -354,100 +340,7 @@ def transactional(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenat
     return functools.update_wrapper(run, method)  # type: ignore[return-value]  # the wrapper is the method's shape
 
 
-class DatabaseMissing(SettingError):
-    """The configured database does not exist, and this command creates none (or could not)."""
-
-
-SQLITE_FILE = "heartbeat.db"
-
-
-def sqlite_path(data_dir: str | Path) -> Path:
-    """Where the embedded database of ``data_dir`` lives."""
-    return Path(data_dir) / SQLITE_FILE
-
-
-def connect(
-    *,
-    data_dir: str | Path,
-    db_auth: DbAuth | None,
-    threads: int = 16,
-    create: bool = True,
-    query_seconds: float | None = None,
-) -> Database:
-    """Open the configured database (MySQL/MariaDB when ``db_auth`` is given, else SQLite in
-    ``data_dir``), probe its features, bind the models to it and create missing tables.
-
-    ``threads``: how many server threads will use it (a MySQL pool holds one connection for each).
-    ``query_seconds``: how long a query's statement may run (:meth:`Database.time_limit`).
-    ``create``: make the database when it does not exist (the SQLite file and its folder; on MySQL,
-    ``CREATE DATABASE`` when the user may); else, and when the user may not, :class:`DatabaseMissing`
-    says which database is missing (and what to run to create it).
-    """
-    from heartbeat.db.models import bind_models, create_base_tables
-
-    if db_auth:
-        engine = mysql_database(db_auth, max_connections=threads + BACKGROUND_CONNECTIONS)
-    else:
-        path = sqlite_path(data_dir)
-        if not create and not path.exists():
-            raise DatabaseMissing(f"no Heartbeat database in {data_dir} ({path} does not exist)")
-        engine = sqlite_database(path)
-    try:
-        engine.connect()
-    except peewee.OperationalError as error:
-        code = _error_code(error)
-        if not db_auth or code not in (UNKNOWN_DATABASE_ERROR, DATABASE_ACCESS_DENIED_ERROR):
-            raise
-        if code == DATABASE_ACCESS_DENIED_ERROR and not create:
-            raise
-        _create_missing(db_auth, create)
-        engine.connect()
-    try:
-        database = Database(engine, probe_features(engine), query_seconds=query_seconds)
-    finally:
-        engine.close()
-    bind_models(database)
-    with database.connection():
-        create_base_tables(database)
-    return database
-
-
-def _error_code(error: Exception) -> int | None:
+def error_code(error: Exception) -> int | None:
+    """The MySQL (or SQLite) error number a driver's error carries, if any."""
     args = error.args
     return args[0] if args and isinstance(args[0], int) else None
-
-
-def _create_missing(auth: DbAuth, create: bool) -> None:
-    """Create the missing MySQL database ``auth.database``, or :class:`DatabaseMissing` saying what to run."""
-    where = f"database {auth.database!r} does not exist on {auth.host}:{auth.port}"
-    statement = create_database_sql(auth.database)
-    if not create:
-        raise DatabaseMissing(f"{where} (this command creates none: `heartbeat serve` does, or run {statement})")
-    try:
-        create_mysql_database(auth)
-    except pymysql.err.OperationalError as error:
-        grant = f"GRANT ALL ON `{auth.database.replace('`', '``')}`.* TO '{auth.user}'@'%'"
-        raise DatabaseMissing(
-            f"database {auth.database!r} on {auth.host}:{auth.port} is missing or not allowed to user "
-            f"{auth.user!r}, who may not create it ({error.args[-1]}); as a MySQL/MariaDB administrator, "
-            f"run: {statement}; {grant};"
-        ) from None
-    log.info("created the database %s on %s:%s", auth.database, auth.host, auth.port)
-
-
-def probe_features(engine: peewee.Database) -> Features:
-    """Ask the server what it is and what it allows."""
-    if not isinstance(engine, peewee.MySQLDatabase):
-        return Features(mysql=False, skip_locked=False, max_result_bytes=None, collation=None)
-    version, packet = engine.execute_sql("SELECT VERSION(), @@max_allowed_packet").fetchone()
-    flavour = "mariadb" if "mariadb" in version.lower() else "mysql"
-    engine.mariadb = flavour == "mariadb"  # how it bounds a statement's time
-    major, minor = (int(part) for part in version.split("-")[0].split(".")[:2])
-    # no NO PAD binary collation before MySQL 8
-    collation = "utf8mb4_bin" if flavour == "mysql" and major < 8 else NO_PAD_BINARY_COLLATIONS[flavour]
-    return Features(
-        mysql=True,
-        skip_locked=(major, minor) >= ((10, 6) if flavour == "mariadb" else (8, 0)),
-        max_result_bytes=int(packet) // 2 - STATEMENT_OVERHEAD_BYTES,
-        collation=collation,
-    )

@@ -16,7 +16,7 @@ import peewee
 if TYPE_CHECKING:
     from heartbeat.db.database import Database
 
-# The models' database: bound once by :func:`heartbeat.db.database.connect` (see :func:`bind_models`).
+# The models' database: bound once by :func:`heartbeat.db.connect.connect` (see :func:`bind_models`).
 database_proxy = peewee.DatabaseProxy()
 
 
@@ -57,7 +57,7 @@ class Image(BaseModel):
     priority = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     # EXIF orientation, 1 to 8. NULL: not read yet, in a row stored before the column existed (or by a
     # server of that release still running): the migration at start reads it, and the upright size,
-    # from the bytes (heartbeat/orientations.py). No default, so that such a row cannot pass for upright.
+    # from the bytes (heartbeat/db/orientation_backfill.py). No default, so that such a row cannot pass for upright.
     orientation = peewee.SmallIntegerField(null=True)
 
     class Meta:

@@ -1,6 +1,6 @@
 """Jobs moved through a pipeline: settled when their upstream jobs end, reopened when those go back.
 
-The rules (which software builds on which, why a job is skipped) are in :mod:`heartbeat.pipeline`.
+The rules (which software builds on which, why a job is skipped) are in :mod:`heartbeat.catalog.pipeline`.
 Every statement here is a set-based UPDATE over one software's table, with the upstream tables in
 subqueries: settling a million waiting jobs after a registration costs a few statements, and
 settling one image after a submit one or two per downstream software. On MySQL those subqueries
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 
+from heartbeat.catalog.pipeline import UPSTREAM_PREFIX, dependency_order
 from heartbeat.db.models import JobStatus, Software, Stage, job_model
-from heartbeat.pipeline import UPSTREAM_PREFIX, dependency_order
 from heartbeat.queue.counts import Counts
 
 

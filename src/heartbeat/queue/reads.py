@@ -8,7 +8,7 @@ from typing import Any
 import peewee
 
 from heartbeat.db.models import Image, Job, JobStatus, Software, job_model
-from heartbeat.paging import UPLOAD_ORDER, keyset_page
+from heartbeat.db.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import QueueCore
 from heartbeat.queue.where import compile_where

@@ -8,10 +8,10 @@ import threading
 
 import peewee
 
+from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database
 from heartbeat.metrics import Metrics
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import peewee
 
+from heartbeat.catalog.extra_rows import prepare_rows
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Job, JobStatus, Software, extra_table_model
 from heartbeat.errors import HeartbeatError, NotFound, StaleToken, TooLarge
-from heartbeat.extra_rows import prepare_rows
 from heartbeat.queue.core import LEASE_EXPIRED, counted_as
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Settings

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import peewee
 
+from heartbeat.catalog.pipeline import dependency_order, skip_reason
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, JobStatus, Software, Stage, extra_table_model, job_model
-from heartbeat.pipeline import dependency_order, skip_reason
 from heartbeat.queue.core import counted_as
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.pipeline import Pipelines

@@ -65,8 +65,9 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
     ready (a single process: connections are refused, not kept waiting, while it starts).
     ``lifeline``: the reading end of a pipe the supervisor holds open; the process stops when it closes.
     """
-    from heartbeat.app import build_service
-    from heartbeat.db.database import connect
+    from heartbeat.app import build_app
+    from heartbeat.db.connect import connect
+    from heartbeat.service import Service
     from heartbeat.storage import open_storage
 
     stop = threading.Event()
@@ -84,20 +85,19 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
             threads=settings.threads,
             query_seconds=settings.query_seconds,
         )
-        service = build_service(
-            settings, database=database, storage=open_storage(settings), metrics_dir=metrics_dir or None
-        )
+        # Upgraded once by `heartbeat serve` before any process started.
+        served = build_app(Service(settings, database, storage=open_storage(settings)), metrics_dir=metrics_dir or None)
         if sock is None:
             sock = listening_socket(settings.host, settings.port)
             announce(settings)
-        reaper = service.lease_reaper(REAP_LEASES_EVERY_SECONDS) if first else None
+        reaper = served.lease_reaper(REAP_LEASES_EVERY_SECONDS) if first else None
         if reaper is not None:
             reaper.start()
-        server = waitress.create_server(service.app, sockets=[sock], **waitress_options(settings))
+        server = waitress.create_server(served.app, sockets=[sock], **waitress_options(settings))
         server.channel_class = HeadedChannel
         try:
             _loop(server, until=stop.is_set)
-            service.close()
+            served.close()
             _drain(server, GRACE_SECONDS)
         finally:
             if reaper is not None:

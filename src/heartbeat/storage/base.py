@@ -43,8 +43,8 @@ class Storage(Protocol):
     def presigned_get(self, key: str, *, expires_seconds: int, base_url: str) -> SignedUrl:
         """A URL that lets anyone holding it GET the bytes until it expires.
 
-        ``base_url`` is how the caller reached the API; backends that sign their own
-        URLs ignore it.
+        ``base_url``: where the API serves this store's own signed URLs, as the caller reached it
+        (``https://host/v1/blobs``: the key is appended); backends that sign their own URLs ignore it.
         """
 
     def presigned_put(self, key: str, *, expires_seconds: int, base_url: str) -> SignedUrl:

@@ -24,7 +24,6 @@ from heartbeat.private_files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private
 from heartbeat.storage.base import ObjectInfo, SignedUrl, StoredObject
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_./-]{0,254}$")
-SIGNED_ROUTE = "/v1/blobs/"
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -137,7 +136,7 @@ class LocalStorage:
         expires_at = int(self._clock()) + expires_seconds
         signature = self._signature(method, key, str(expires_at))
         query = urlencode({"expires": expires_at, "signature": signature})
-        return SignedUrl(f"{base_url.rstrip('/')}{SIGNED_ROUTE}{quote(key)}?{query}", expires_at)
+        return SignedUrl(f"{base_url.rstrip('/')}/{quote(key)}?{query}", expires_at)
 
     def _verify(self, method: str, key: str, expires: str, signature: str) -> None:
         expected = self._signature(method, key, expires)

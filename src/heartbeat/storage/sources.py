@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from heartbeat.config import SettingError
 from heartbeat.errors import NotFound
-from heartbeat.storage.base import StoredObject
+from heartbeat.storage.base import Storage, StoredObject
 from heartbeat.storage.local import LocalStorage
 from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage, object_locator
 
@@ -256,3 +257,20 @@ def _what(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device, not a file"
     return "not a regular file"
+
+
+def open_source(text: str, storage: Storage) -> Source:
+    """The source ``text`` names on ``storage`` (checked first by :func:`check_source`); :class:`SettingError`
+    naming SOURCE when its bucket does not exist, or it is not of the storage's kind."""
+    if text.startswith(LOCATOR_SCHEME) and isinstance(storage, S3Storage):
+        bucket, _, prefix = text.removeprefix(LOCATOR_SCHEME).partition("/")
+        try:
+            exists = bool(bucket) and storage.bucket_exists(bucket)
+        except ValueError as error:  # the S3 client's refusal of a name no bucket can have
+            raise SettingError(f"SOURCE {text}: {error}") from None
+        if not exists:
+            raise SettingError(f"SOURCE {text}: the S3 store has no bucket {bucket!r}")
+        return BucketSource(storage, bucket, prefix)
+    if isinstance(storage, LocalStorage) and "://" not in text:
+        return FolderSource(storage, Path(text).resolve())
+    raise SettingError(f"SOURCE {text}: not a source of this storage")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from heartbeat.api import schemas
+from heartbeat.api.blobs import SIGNED_ROUTE
 from heartbeat.api.components import IMAGE_WITH_JOBS, UPLOADED, page, paging, query, ref
 from heartbeat.api.routes.table import Body, Operation, Reply, Route, json_body
 from heartbeat.api.schemas import Schema
-from heartbeat.export import FORMATS
-from heartbeat.paging import UPLOAD_ORDER
-from heartbeat.roles import Access
-from heartbeat.storage.local import SIGNED_ROUTE
+from heartbeat.auth.roles import Access
+from heartbeat.catalog.export import FORMATS
+from heartbeat.db.paging import UPLOAD_ORDER
 
 IMAGE = "/v1/images/{image_id}"  # also where an upload's Location points
 

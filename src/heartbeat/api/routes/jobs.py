@@ -5,9 +5,9 @@ from __future__ import annotations
 from heartbeat.api import schemas
 from heartbeat.api.components import RETRY_AFTER, STRING_OR_NULL, obj, page, paging, query, ref
 from heartbeat.api.routes.table import Operation, Reply, Route, json_body
-from heartbeat.paging import UPLOAD_ORDER
+from heartbeat.auth.roles import Access
+from heartbeat.db.paging import UPLOAD_ORDER
 from heartbeat.queue import Verdict
-from heartbeat.roles import Access
 
 CLAIMED = Reply(
     200,

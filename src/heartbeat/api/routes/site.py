@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from heartbeat.api.routes.table import Operation, Reply, Route
-from heartbeat.roles import Access
+from heartbeat.auth.roles import Access
 
 ROUTES = [
     Route(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from heartbeat.api import schemas
 from heartbeat.api.components import obj, page, paging, query, ref
 from heartbeat.api.routes.table import Operation, Reply, Route, json_body
-from heartbeat.paging import NAME_ORDER, ROW_ORDER
-from heartbeat.roles import Access
+from heartbeat.auth.roles import Access
+from heartbeat.db.paging import NAME_ORDER, ROW_ORDER
 
 SOFTWARE = "/v1/software/{name}"  # also where a registration's Location points
 

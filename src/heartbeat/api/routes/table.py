@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 
 from heartbeat.api.schemas import Schema
-from heartbeat.roles import Access
+from heartbeat.auth.roles import Access
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PATH_FIELD = re.compile(r"\{(\w+)(?::\w+)?\}")  # a field of a URI template, with its converter if any

@@ -11,12 +11,12 @@ from typing import BinaryIO
 
 from heartbeat.db.models import Image
 from heartbeat.errors import NotFound
-from heartbeat.pictures import upright_picture
+from heartbeat.ingest.decode import upright_picture
 from heartbeat.storage import Storage
 
 
 class UprightFolder:
-    """A picture sink for :class:`heartbeat.export.Exporter`: ``folder(image, file_name)`` reads the
+    """A picture sink for :class:`heartbeat.catalog.export.Exporter`: ``folder(image, file_name)`` reads the
     image's bytes through the storage (local or S3) and writes them into the folder, one picture at a
     time. A picture stored upright (orientation 1) is copied as it is; any other is turned upright
     (:func:`upright_picture`). Each file appears whole or not at all.

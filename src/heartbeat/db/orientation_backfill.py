@@ -1,8 +1,8 @@
 """Images stored before ``orientation`` was recorded get it, and their upright size, at start.
 
 Their rows have ``orientation`` NULL (the column came without a default: see ``db/models.py``) and
-``width``/``height`` as the pixels are stored, not upright. ``heartbeat serve`` and ``heartbeat.wsgi``
-call :func:`fill_orientations` before they serve: it reads each such image's bytes from storage once
+``width``/``height`` as the pixels are stored, not upright. ``Service.upgrade`` calls
+:func:`fill_orientations` at every start: it reads each such image's bytes from storage once
 (a few at a time, for stores where each read is a round trip), lets Pillow read the size and EXIF,
 and writes both, a batch per transaction, so an interrupted run resumes where it stopped.
 """
@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 
 import PIL.Image
 from tqdm import tqdm
@@ -21,7 +22,7 @@ from heartbeat.db.database import Database
 from heartbeat.db.models import Image
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.storage import Storage
-from heartbeat.worker.pictures import TURNED_BY_PILLOW, read_orientation, upright_size
+from heartbeat.upright import TURNED_BY_PILLOW, read_orientation, upright_size
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ READERS = 8  # images read from storage at once
 PROGRESS_BAR_FROM = 1000  # images: fewer are done before anyone would watch a bar
 
 
-def fill_orientations(database: Database, storage: Storage) -> int:
+def fill_orientations(database: Database, storage: Callable[[], Storage]) -> int:
     """Read the orientation and upright size of every image whose row has none; returns how many.
+    ``storage()`` opens the store, called only when such images exist.
 
     Call with a connection. An image whose bytes are missing or unreadable keeps its size and gets
     orientation 1, with a warning (``heartbeat check`` lists rows without their bytes). Raises
@@ -42,13 +44,14 @@ def fill_orientations(database: Database, storage: Storage) -> int:
     if not total:
         return 0
     log.info("reading the orientation of %d images stored before it was recorded", total)
+    store = storage()
     done = 0
     seen: set[str] = set()
     bar = tqdm(total=total, unit="image", desc="orientations", disable=total < PROGRESS_BAR_FROM, file=sys.stderr)
     with bar, concurrent.futures.ThreadPoolExecutor(READERS) as pool:
         while batch := [image for image in waiting.limit(BATCH_ROWS) if image.id not in seen]:
             seen.update(image.id for image in batch)
-            found = list(pool.map(lambda image: _read(storage, image), batch))
+            found = list(pool.map(lambda image: _read(store, image), batch))
             database.transaction(_write, found)
             done += len(found)
             bar.update(len(found))

@@ -22,9 +22,9 @@ import PIL.Image
 import PIL.ImageOps
 
 from heartbeat.errors import TooLarge, UnsupportedImage
-from heartbeat.image_types import IMAGE_TYPES, ImageType
-from heartbeat.thumbnails import thumbnail_size
-from heartbeat.worker.pictures import TURNED_BY_PILLOW, read_orientation, upright_size
+from heartbeat.ingest.image_types import IMAGE_TYPES, ImageType
+from heartbeat.ingest.thumbnails import thumbnail_size
+from heartbeat.upright import TURNED_BY_PILLOW, read_orientation, upright_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ def upright_picture(stream: BinaryIO) -> bytes:
     orientation tag removed, saved again in its own format with its other EXIF and its colour
     profile: what a person sees, and a reader that ignores EXIF sees the same. One picture in memory.
 
-    (``PIL.ImageOps.exif_transpose``: the same table as ``heartbeat.worker.pictures``.) Raises what
+    (``PIL.ImageOps.exif_transpose``: the same table as ``heartbeat.upright``.) Raises what
     Pillow raises for bytes it cannot decode.
     """
     with warnings.catch_warnings():

@@ -34,7 +34,7 @@ from urllib3.util.connection import create_connection
 
 from heartbeat.config import UrlAllowList
 from heartbeat.errors import TooLarge, UrlRefused
-from heartbeat.urlsyntax import check_url
+from heartbeat.ingest.urlsyntax import check_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CHUNK_BYTES = 64 * 1024

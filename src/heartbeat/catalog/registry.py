@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
+from heartbeat.catalog.pipeline import check_dependencies
 from heartbeat.db.database import Database
 from heartbeat.db.models import COLUMN_FIELDS, DEFAULT_VERSION, Software, extra_table_model
+from heartbeat.db.paging import NAME_ORDER, keyset_page
 from heartbeat.errors import Conflict, NotFound
-from heartbeat.paging import NAME_ORDER, keyset_page
-from heartbeat.pipeline import check_dependencies
 from heartbeat.query import parse, resolve
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS

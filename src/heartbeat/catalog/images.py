@@ -8,15 +8,15 @@ from typing import Any
 
 import peewee
 
+from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Image, ImportedObject, JobStatus
+from heartbeat.db.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.errors import BackendUnavailable, NotFound
-from heartbeat.paging import UPLOAD_ORDER, keyset_page
+from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue import JobQueue
-from heartbeat.registry import Registry
 from heartbeat.storage import Storage
-from heartbeat.thumbnails import thumbnail_key
 
 log = logging.getLogger(__name__)
 

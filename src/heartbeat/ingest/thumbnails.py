@@ -7,7 +7,7 @@ from pathlib import Path
 
 import PIL.Image
 
-from heartbeat.worker.pictures import turn_upright
+from heartbeat.upright import turn_upright
 
 THUMBNAIL_SIZE = (320, 320)
 THUMBNAIL_TYPE = "image/jpeg"

@@ -1,7 +1,7 @@
 """Direct uploads: the client PUTs the bytes straight to the store, then asks for them to be registered.
 
 ``start`` records the upload and presigns a PUT URL for ``uploads/<id>``; ``complete`` reads the object
-back through :class:`heartbeat.ingest.Ingest`, so it is judged exactly as a normal upload (size, type,
+back through :class:`heartbeat.ingest.registration.Ingest`, so it is judged exactly as a normal upload (size, type,
 pixels, sha256 dedupe). Whatever the verdict, the object under ``uploads/`` is removed: either its
 bytes now live under ``images/``, or they were refused. Only an unreachable store keeps it, so that
 the client can try again.
@@ -16,7 +16,7 @@ from typing import Any
 from heartbeat.config import Settings
 from heartbeat.db.models import Upload
 from heartbeat.errors import BackendUnavailable, Conflict, HeartbeatError, NotFound, TooLarge
-from heartbeat.ingest import Ingest, Ingested, check_metadata
+from heartbeat.ingest.registration import Ingest, Ingested, check_metadata
 from heartbeat.storage import SignedUrl, Storage
 
 # How long after its URL expired an upload that was never completed is left alone by `heartbeat check`.

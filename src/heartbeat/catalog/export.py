@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 from heartbeat import jsontext
-from heartbeat.catalog import Catalog, describe_image
+from heartbeat.catalog.extra_rows import rows_of
+from heartbeat.catalog.images import Catalog, describe_image
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, Software
 from heartbeat.errors import InvalidInput, NotFound
-from heartbeat.extra_rows import rows_of
-from heartbeat.image_types import extension_of
+from heartbeat.ingest.image_types import extension_of
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue import JobQueue
 

@@ -17,15 +17,16 @@ from typing import IO, Any, BinaryIO, cast
 
 import peewee
 
-from heartbeat import jsontext, urlfetch
+from heartbeat import jsontext
 from heartbeat.config import Settings
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image
 from heartbeat.errors import Busy, InvalidInput, TooLarge
-from heartbeat.pictures import Picture, read_picture
+from heartbeat.ingest import urlfetch
+from heartbeat.ingest.decode import Picture, read_picture
+from heartbeat.ingest.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage
-from heartbeat.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +341,7 @@ def check_stream(stream: BinaryIO, max_bytes: int, max_pixels: int) -> CheckedIm
 
 
 def check_image(path: Path, max_pixels: int) -> CheckedImage:
-    """Hash the file and decode it whole (:func:`heartbeat.pictures.read_picture`, which raises
+    """Hash the file and decode it whole (:func:`heartbeat.ingest.decode.read_picture`, which raises
     :class:`UnsupportedImage` or :class:`TooLarge` for what is not a picture within the limit)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import TextIO
 
 from heartbeat.db.models import Image, ImportedObject, PendingImage, Software, Upload
+from heartbeat.ingest.direct_uploads import STALE_UPLOAD_GRACE_SECONDS, discard_upload
+from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, StoredObject
 from heartbeat.storage.sources import OWN_PREFIXES
-from heartbeat.thumbnails import thumbnail_key
-from heartbeat.uploads import STALE_UPLOAD_GRACE_SECONDS, discard_upload
 
 # The key prefixes Heartbeat writes; anything else in a shared bucket is none of its business.
 PREFIXES = OWN_PREFIXES

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 from heartbeat.db.models import Software, column_attribute, extra_table_model
+from heartbeat.db.paging import ROW_ORDER, keyset_page
 from heartbeat.errors import NotFound, Refused
-from heartbeat.paging import ROW_ORDER, keyset_page
 
 MAX_ROWS_PER_SUBMIT = 10_000
 

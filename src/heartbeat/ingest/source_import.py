@@ -1,7 +1,7 @@
 """``heartbeat import SOURCE``: images that already lie in a bucket (or, with local storage, a folder)
 registered where they are.
 
-Each object is read once (:func:`heartbeat.ingest.check_stream`: sha256, decoded whole, size, upright
+Each object is read once (:func:`heartbeat.ingest.registration.check_stream`: sha256, decoded whole, size, upright
 size) and its thumbnail stored; then its image row, its jobs and its record in ``imported_objects``
 commit in one transaction, so an import killed at any point and run again redoes only what had not
 committed. The records are what a run has seen (key, size, ETag or modification time): the next run
@@ -24,28 +24,24 @@ import dataclasses
 import enum
 import hashlib
 import itertools
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 import peewee
 
-from heartbeat.catalog import Catalog
+from heartbeat.catalog.images import Catalog
 from heartbeat.config import SettingError, Settings
 from heartbeat.db.database import Database
 from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Image, ImportedObject, PendingImage
-from heartbeat.errors import InvalidInput, NotFound, TooLarge, UnsupportedImage
-from heartbeat.ingest import Ingest, check_metadata, check_stream, image_key, image_row
-from heartbeat.storage import Storage, StoredObject
-from heartbeat.storage.local import LocalStorage
-from heartbeat.storage.s3 import LOCATOR_SCHEME, S3Storage
+from heartbeat.errors import NotFound, TooLarge, UnsupportedImage
+from heartbeat.ingest.registration import Ingest, check_metadata, check_stream, image_key, image_row
+from heartbeat.storage import StoredObject
+from heartbeat.storage.s3 import LOCATOR_SCHEME
 from heartbeat.storage.sources import (
     OWN_OBJECT,
-    BucketSource,
-    FolderSource,
     NotAFile,
     Skipped,
     Source,
@@ -54,7 +50,7 @@ from heartbeat.storage.sources import (
     text_of,
 )
 
-__all__ = ["BucketSource", "FolderSource", "ImportReport", "Importer", "Source", "import_command", "open_source"]
+__all__ = ["ImportReport", "Importer", "check_source"]
 
 MAX_STORAGE_KEY_CHARS = Image.storage_key.max_length
 MAX_SOURCE_CHARS = ImportedObject.source.max_length
@@ -85,7 +81,7 @@ class _DeletedMeanwhile(Exception):
 
 @dataclasses.dataclass
 class _Read:
-    """A picture read and its thumbnail stored, its row (:func:`heartbeat.ingest.image_row`) waiting."""
+    """A picture read and its thumbnail stored, its row (:func:`heartbeat.ingest.registration.image_row`) waiting."""
 
     stored: StoredObject
     row: dict[str, Any]
@@ -117,23 +113,6 @@ def check_source(text: str, settings: Settings) -> None:
         raise SettingError(f"SOURCE {text}: its absolute path is longer than {MAX_SOURCE_CHARS} characters")
     if on_s3:
         raise SettingError(f"SOURCE {text}: importing a folder needs local storage; with S3, import from a bucket")
-
-
-def open_source(text: str, storage: Storage) -> Source:
-    """The source ``text`` names on ``storage`` (checked first by :func:`check_source`); :class:`SettingError`
-    naming SOURCE when its bucket does not exist, or it is not of the storage's kind."""
-    if text.startswith(LOCATOR_SCHEME) and isinstance(storage, S3Storage):
-        bucket, _, prefix = text.removeprefix(LOCATOR_SCHEME).partition("/")
-        try:
-            exists = bool(bucket) and storage.bucket_exists(bucket)
-        except ValueError as error:  # the S3 client's refusal of a name no bucket can have
-            raise SettingError(f"SOURCE {text}: {error}") from None
-        if not exists:
-            raise SettingError(f"SOURCE {text}: the S3 store has no bucket {bucket!r}")
-        return BucketSource(storage, bucket, prefix)
-    if isinstance(storage, LocalStorage) and "://" not in text:
-        return FolderSource(storage, Path(text).resolve())
-    raise SettingError(f"SOURCE {text}: not a source of this storage")
 
 
 @dataclasses.dataclass
@@ -183,11 +162,6 @@ class ImportReport:
             + f", {len(self.skipped)} skipped"
             + (f"; {self.own} of Heartbeat's own objects left alone" if self.own else "")
         )
-
-
-def printable(text: str) -> str:
-    """``text`` on one line of a terminal: control characters (a newline in a name) as escapes."""
-    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
 
 
 def record_id(source: str, key: str) -> str:
@@ -575,101 +549,6 @@ class Importer:
         ImportedObject.insert_many(rows).on_conflict_replace().execute()
 
 
-def open_importer(
-    settings: Settings, database: Database, storage: Storage, source: Source, *, origin: str | None, workers: int
-) -> Importer:
-    """An :class:`Importer` of ``source`` into the server's database and store, as ``heartbeat import`` runs it."""
-    from heartbeat.ingest import new_image_id
-    from heartbeat.queue import JobQueue
-    from heartbeat.registry import Registry
-
-    with database.connection():
-        queue = JobQueue(database, time.time)
-        queue.upgrade()
-    registry = Registry(
-        database,
-        queue,
-        time.time,
-        default_lease_seconds=settings.default_lease_seconds,
-        default_max_attempts=settings.default_max_attempts,
-    )
-    ingest = Ingest(settings, storage, database, queue, clock=time.time)
-    catalog = Catalog(database, storage, registry, queue)
-    return Importer(settings, database, ingest, catalog, source, origin=origin, workers=workers, new_id=new_image_id)
-
-
 @contextlib.contextmanager
 def _no_progress() -> Iterator[Callable[[int, int], object]]:
     yield lambda found, read: None
-
-
-def import_command(
-    settings: Settings,
-    connect: Callable[[], Database],
-    open_storage: Callable[[], Storage],
-    source_text: str,
-    *,
-    origin: str | None,
-    prune: bool,
-    workers: int,
-    out: TextIO,
-) -> int:
-    """``heartbeat import``: the run with a progress bar on stderr, then its counts and lists on ``out``.
-    0 when every object was read (refused ones included: they are listed), else what failed is raised.
-
-    ``open_storage`` and ``connect`` open the store and the database once the source and the origin
-    are known to be usable (a wrong SOURCE or --origin creates nothing).
-    """
-    check_source(source_text, settings)
-    try:
-        check_metadata(origin, None)
-    except InvalidInput as error:
-        raise SettingError(f"--origin: {error.description}") from None
-    storage = open_storage()
-    source = open_source(source_text, storage)
-    database = connect()
-    try:
-        return _import(settings, database, storage, source, origin=origin, prune=prune, workers=workers, out=out)
-    finally:
-        database.close_all()
-
-
-def _import(
-    settings: Settings,
-    database: Database,
-    storage: Storage,
-    source: Source,
-    *,
-    origin: str | None,
-    prune: bool,
-    workers: int,
-    out: TextIO,
-) -> int:
-    from tqdm import tqdm
-
-    importer = open_importer(settings, database, storage, source, origin=origin, workers=workers)
-
-    @contextlib.contextmanager
-    def bar() -> Iterator[Callable[[int, int], object]]:
-        """Objects read out of those found to read so far: the total grows as the listing goes on."""
-        with tqdm(total=0, unit="object", desc=f"importing {printable(source.name)}", file=sys.stderr) as shown:
-
-            def advance(found: int, read: int) -> None:
-                if found:
-                    shown.total += found
-                    shown.refresh()
-                shown.update(read)
-
-            yield advance
-
-    report = importer.run(prune=prune, progress=bar)
-    for key, reason in report.refused:
-        print(f"refused: {printable(key)}: {reason}", file=out)
-    for key, reason in report.skipped:
-        print(f"skipped: {printable(key)}: {reason}", file=out)
-    for key in report.gone:
-        print(f"gone{' (its image deleted)' if prune else ''}: {printable(key)}", file=out)
-    print(report.summary(), file=out)
-    if report.gone and not prune:
-        print("run again with --prune to delete the images of the objects that are gone", file=out)
-    return 0

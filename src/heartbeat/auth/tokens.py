@@ -18,11 +18,11 @@ import hmac
 import secrets
 from collections.abc import Callable
 
+from heartbeat.auth.roles import Role
+from heartbeat.catalog.registry import NAME_PATTERN
 from heartbeat.db.database import Database
 from heartbeat.db.models import ApiToken
 from heartbeat.errors import InvalidInput, NotFound
-from heartbeat.registry import NAME_PATTERN
-from heartbeat.roles import Role
 
 TOKEN_PREFIX = "hb_"
 MIN_SECRET_LENGTH = 32
