@@ -26,6 +26,8 @@ def unsigned(headers: dict[str, str]) -> dict[str, str]:
     url = urlsplit(headers["location"])
     query = "&".join(part for part in url.query.split("&") if part.partition("=")[0] not in SIGNING_TIME)
     return headers | {"location": url._replace(query=query).geturl()}
+
+
 FILES = {"/dashboard/{name}": "app.js", "/docs/assets/{name}": "swagger-ui.css"}
 GET_ROUTES = [route for route in ROUTES if "GET" in route.operations]
 

@@ -11,8 +11,9 @@ holds the hot statements' SQL, ``signal.py`` wakes waiting claims and ``waiting.
 from heartbeat.queue.claims import REQUEUABLE, ClaimedJob, ClaimOutcome, Claims
 from heartbeat.queue.core import LEASE_EXPIRED
 from heartbeat.queue.counts import Counts
+from heartbeat.queue.judging import PreparedResult, Verdict
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS, Reads, describe_job
-from heartbeat.queue.results import PreparedResult, Results, Verdict
+from heartbeat.queue.results import Results
 from heartbeat.queue.rows import Rows
 from heartbeat.queue.signal import WorkSignal
 
