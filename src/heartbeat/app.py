@@ -18,8 +18,8 @@ from heartbeat.api.auth import Authorization, is_loopback
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection, RequestLog, SecurityHeaders
 from heartbeat.api.params import UnicodeRequestLine, json_handler
-from heartbeat.api.resources import make_resources
-from heartbeat.api.routes import add_routes
+from heartbeat.api.routes import ROUTES
+from heartbeat.api.routing import Parts, add_routes
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
 from heartbeat.ingest.direct_uploads import DirectUploads
@@ -74,7 +74,7 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
         json_handler()
     )
     add_error_handlers(app, database)
-    resources = make_resources(
+    parts = Parts(
         settings=settings,
         database=database,
         storage=service.storage,
@@ -85,8 +85,9 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
         catalog=service.catalog,
         ingest=service.ingest,
         uploads=DirectUploads(settings, service.storage, service.ingest, clock=service.clock),
+        table=ROUTES,
     )
-    add_routes(app, resources)
+    add_routes(app, parts, ROUTES)
     return ServedApp(app, service, metrics, waiting)
 
 

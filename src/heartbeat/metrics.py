@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import falcon
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -96,14 +94,3 @@ class Metrics:
         for gauges in self._gauges:
             scraped.register(gauges)
         return bytes(generate_latest(scraped))
-
-
-class MetricsPage:
-    """``GET /metrics``: the Prometheus text format."""
-
-    def __init__(self, metrics: Metrics):
-        self._metrics = metrics
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = self._metrics.exposition()

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from heartbeat.api import schemas
 from heartbeat.api.openapi import openapi_document
+from heartbeat.api.routes import ROUTES
 from helpers import claim, distinct_images, image_bytes, register, upload
 from strict_json import storable, strict_json
 
@@ -42,7 +43,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-DOCUMENT = openapi_document()
+DOCUMENT = openapi_document(ROUTES)
 PLACEHOLDER = "\x01fuzz\x01"  # stands where the drawn fragment goes; no generated body holds it
 
 # --- what is drawn --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ OpenAPI document are all read off it, so a route added to it is served, guarded 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,13 +13,13 @@ import falcon.inspect
 import falcon.testing
 import pytest
 
-from heartbeat.api import schemas
+from heartbeat.api import openapi, schemas
 from heartbeat.api.auth import Authorization
 from heartbeat.api.errors import add_error_handlers
 from heartbeat.api.middleware import DatabaseConnection
-from heartbeat.api.openapi import OpenApi, openapi_document
-from heartbeat.api.routes import ROUTES, add_routes
-from heartbeat.api.routes.table import Operation, Reply, Route
+from heartbeat.api.openapi import openapi_document
+from heartbeat.api.routes import ROUTES
+from heartbeat.api.routing import Operation, Parts, Reply, Route, add_routes
 from heartbeat.auth import tokens
 from heartbeat.auth.roles import Access, Role
 from heartbeat.cli import main
@@ -33,21 +34,27 @@ class Echo:
         resp.media = {"name": name}
 
 
+def echo(parts: Parts) -> Echo:
+    return Echo()
+
+
 SCRATCH = Route(
     "/v1/software/{name}/echo",
-    "echo",
+    echo,
     {"POST": Operation(Access.WORK, "echo the software's name", Reply(200, {"type": "object"}), errors=(404,))},
 )
-DOCUMENT = next(route for route in ROUTES if route.resource == "openapi")
+DOCUMENT = next(route for route in ROUTES if route.resource is openapi.openapi)
 
 
-def scratch_app(table: list[Route], resources: dict[str, object], database: Any) -> falcon.testing.TestClient:
+def scratch_app(table: list[Route], database: Any) -> falcon.testing.TestClient:
     """An app built on ``table`` alone, as ``create_app`` builds one on the real table."""
     app = falcon.App(
         middleware=[DatabaseConnection(database), Authorization(database, table, serving_on_loopback=False)]
     )
     add_error_handlers(app, database)
-    add_routes(app, resources, table)
+    # The resources of these tables need no more of the app's parts than its table.
+    parts = Parts(**dict.fromkeys(field.name for field in dataclasses.fields(Parts)) | {"table": table})
+    add_routes(app, parts, table)
     return falcon.testing.TestClient(app)
 
 
@@ -57,7 +64,7 @@ def bearer(secret: str) -> dict[str, str]:
 
 def test_a_route_added_to_the_table_is_served_guarded_and_documented(database, clock):
     table = [DOCUMENT, SCRATCH]
-    client = scratch_app(table, {"echo": Echo(), "openapi": OpenApi(table)}, database)
+    client = scratch_app(table, database)
     worker = bearer(tokens.create_token("worker", software="face_detection", clock=clock)[1])
     reader = bearer(tokens.create_token("reader", clock=clock)[1])
 
@@ -82,7 +89,7 @@ def test_a_route_added_to_the_table_is_served_guarded_and_documented(database, c
 
 
 def test_adding_a_route_to_the_real_table_changes_nothing_of_the_others():
-    real = openapi_document()
+    real = openapi_document(ROUTES)
     grown = openapi_document([*ROUTES, SCRATCH])
     assert set(grown["paths"]) == set(real["paths"]) | {SCRATCH.path}
     assert {path: grown["paths"][path] for path in real["paths"]} == real["paths"]
@@ -101,6 +108,10 @@ class Resource:
         resp.status = falcon.HTTP_204
 
 
+def resource(parts: Parts | None) -> Resource:
+    return Resource()
+
+
 def only(method: str) -> dict[str, Operation]:
     return {method: Operation(Access.READ, "a test", Reply(200))}
 
@@ -108,20 +119,30 @@ def only(method: str) -> dict[str, Operation]:
 @pytest.mark.parametrize(
     "table",
     [
-        [Route("/v1/undocumented", "resource", only("GET"))],  # on_delete is served but not declared
-        [Route("/v1/unserved", "resource", only("GET") | only("DELETE") | only("PUT"))],  # PUT declared, not served
-        [Route("/v1/twice", "resource", only("GET") | only("DELETE"))] * 2,
+        [Route("/v1/undocumented", resource, only("GET"))],  # on_delete is served but not declared
+        [Route("/v1/unserved", resource, only("GET") | only("DELETE") | only("PUT"))],  # PUT declared, not served
+        [Route("/v1/twice", resource, only("GET") | only("DELETE"))] * 2,
     ],
     ids=["served-not-declared", "declared-not-served", "path-twice"],
 )
 def test_an_app_whose_resources_differ_from_the_table_is_refused_at_once(table):
     with pytest.raises(ValueError):
-        add_routes(falcon.App(), {"resource": Resource()}, table)
+        add_routes(falcon.App(), None, table)
 
 
-def test_a_table_naming_a_resource_nobody_made_is_refused_at_once():
-    with pytest.raises(KeyError):
-        add_routes(falcon.App(), {}, [SCRATCH])
+def test_routes_that_name_one_resource_function_share_one_resource():
+    made: list[Resource] = []
+
+    def counted(parts: Parts | None) -> Resource:
+        made.append(Resource())
+        return made[-1]
+
+    table = [Route(f"/v1/shared/{n}", counted, only("GET") | only("DELETE")) for n in range(3)]
+    app = falcon.App()
+    add_routes(app, None, table)
+    assert len(made) == 1
+    client = falcon.testing.TestClient(app)
+    assert [client.simulate_get(route.path).status_code for route in table] == [200] * 3
 
 
 @pytest.mark.parametrize(

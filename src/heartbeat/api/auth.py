@@ -18,7 +18,7 @@ import falcon
 
 from heartbeat.api.open_server import OpenServer
 from heartbeat.api.routes import ROUTES
-from heartbeat.api.routes.table import Route
+from heartbeat.api.routing import Route
 from heartbeat.auth import tokens
 from heartbeat.auth.roles import ALLOWED, Access
 from heartbeat.db.database import Database

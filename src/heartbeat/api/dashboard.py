@@ -15,6 +15,8 @@ from pathlib import Path
 import falcon
 
 from heartbeat.api.middleware import PAGE_POLICY
+from heartbeat.api.routing import Operation, Parts, Reply, Route
+from heartbeat.auth.roles import Access
 from heartbeat.errors import NotFound
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
@@ -24,7 +26,7 @@ SWAGGER_UI_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-16x16.png
 DOCS_POLICY = PAGE_POLICY.replace("img-src 'self'", "img-src 'self' data:")
 
 
-class Page:
+class HtmlPage:
     """One HTML page of :data:`DASHBOARD_DIR`, with its Content-Security-Policy (default: the middleware's)."""
 
     def __init__(self, name: str, policy: str | None = None):
@@ -59,3 +61,70 @@ class StaticFiles:
         resp.content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         resp.data = path.read_bytes()
         resp.cache_control = ["no-cache"]  # revalidated: a new release's files are seen at once
+
+
+# --- its routes ----------------------------------------------------------------------------------
+
+
+def dashboard_page(parts: Parts) -> HtmlPage:
+    return HtmlPage("index.html")
+
+
+def dashboard_files(parts: Parts) -> StaticFiles:
+    return StaticFiles(DASHBOARD_DIR)
+
+
+def docs_page(parts: Parts) -> HtmlPage:
+    return HtmlPage("docs.html", DOCS_POLICY)
+
+
+def docs_assets(parts: Parts) -> StaticFiles:
+    return StaticFiles(SWAGGER_UI_DIR, SWAGGER_UI_FILES)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "/",
+        dashboard_page,
+        {
+            "GET": Operation(
+                Access.PUBLIC, "the dashboard page", Reply(200, media_type="text/html", description="the dashboard")
+            )
+        },
+    ),
+    Route(
+        "/dashboard/{name}",
+        dashboard_files,
+        {
+            "GET": Operation(
+                Access.PUBLIC,
+                "a file of the dashboard or the API reference page (app.js, style.css, docs.js, docs.css)",
+                Reply(200, media_type="text/plain", description="the file, as its media type"),
+                errors=(404,),
+            )
+        },
+    ),
+    Route(
+        "/docs",
+        docs_page,
+        {
+            "GET": Operation(
+                Access.PUBLIC,
+                "the API reference: this document, rendered (Swagger UI, served from here: it works offline)",
+                Reply(200, media_type="text/html", description="the page"),
+            )
+        },
+    ),
+    Route(
+        "/docs/assets/{name}",
+        docs_assets,
+        {
+            "GET": Operation(
+                Access.PUBLIC,
+                "Swagger UI's script, style and icons, for /docs",
+                Reply(200, media_type="text/plain", description="the file, as its media type"),
+                errors=(404,),
+            )
+        },
+    ),
+]

@@ -7,12 +7,26 @@ from collections.abc import Iterator
 import falcon
 
 from heartbeat.api import schemas
+from heartbeat.api.components import query as parameter
 from heartbeat.api.params import query
+from heartbeat.api.routing import Operation, Parts, Reply, Route
+from heartbeat.api.schemas import Schema
+from heartbeat.auth.roles import Access
 from heartbeat.catalog.export import FORMATS, Exporter, ExportRequest, software_named
 from heartbeat.catalog.images import Catalog
 from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database
 from heartbeat.queue import JobQueue
+
+EXPORT_FORMATS: Schema = {"enum": list(FORMATS)}
+
+EXPORT_PARAMETERS = (
+    parameter("format", EXPORT_FORMATS, "`jsonl` (default), `csv` or `coco`"),
+    parameter("where", schemas.WHERE, schemas.WHERE["description"]),
+    parameter("software", schemas.TEXT, "software to include, comma separated (default: every one)"),
+    parameter("table", schemas.TEXT, "coco: `SOFTWARE.TABLE`, an extra table with x, y, w, h columns: the boxes"),
+    parameter("category", schemas.TEXT, "coco: the column of that table naming each box's category"),
+)
 
 
 class Export:
@@ -57,3 +71,27 @@ def _beginning_with(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
         close = getattr(rest, "close", None)
         if close is not None:
             close()
+
+
+# --- its routes ----------------------------------------------------------------------------------
+
+
+def export(parts: Parts) -> Export:
+    return Export(parts.database, parts.catalog, parts.queue, parts.registry)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "/v1/export",
+        export,
+        {
+            "GET": Operation(
+                Access.READ,
+                "every image a query selects, with what each software found, streamed (no image bytes)",
+                tuple(Reply(200, media_type=media_type) for media_type in dict.fromkeys(FORMATS.values())),
+                errors=(400, 404),
+                parameters=EXPORT_PARAMETERS,
+            )
+        },
+    ),
+]

@@ -11,12 +11,17 @@ import falcon.media.multipart
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
+from heartbeat.api.components import IMAGE_WITH_JOBS, UPLOADED, page, paging, ref
+from heartbeat.api.components import query as parameter
 from heartbeat.api.params import check, page_limit, query, read_body, signed_url_base
-from heartbeat.api.routes.images import IMAGE
+from heartbeat.api.routing import Body, Operation, Parts, Reply, Route, json_body
+from heartbeat.api.schemas import Schema
+from heartbeat.auth.roles import Access
 from heartbeat.catalog.images import Catalog, describe_image
 from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
 from heartbeat.db.models import Image
+from heartbeat.db.paging import UPLOAD_ORDER
 from heartbeat.errors import InvalidInput, MissingObject, NotFound
 from heartbeat.ingest.decode import upright_picture
 from heartbeat.ingest.registration import Ingest, Ingested, check_metadata
@@ -26,6 +31,32 @@ from heartbeat.queue import JobQueue
 from heartbeat.storage import SignedUrl, Storage
 
 FORM_FIELDS = tuple(schemas.UPLOAD_FORM_FIELDS["properties"])
+
+
+IMAGE = "/v1/images/{image_id}"  # also where an upload's Location points
+
+
+def _upload_form() -> Schema:
+    fields = schemas.UPLOAD_FORM_FIELDS
+    url = fields["properties"]["url"]
+    return fields | {
+        # An empty field counts as absent, so the url field may be empty where a file is sent.
+        "properties": {"file": {"type": "string", "format": "binary"}}
+        | fields["properties"]
+        | {"url": url | {"minLength": 0}},
+        "oneOf": [
+            {"required": ["file"], "properties": {"url": {"maxLength": 0}}},
+            {"required": ["url"], "properties": {"url": {"minLength": 1}, "file": False}},
+        ],
+        "description": "`file` (the bytes) or `url` (the server fetches it), not both; an empty field counts as "
+        "absent. Bytes that are not a supported image answer 415, too many bytes or pixels 413.",
+    }
+
+
+UPLOAD = Body(
+    {"multipart/form-data": _upload_form(), "application/json": schemas.IMAGE_BY_URL},
+    encoding={"other_data": {"contentType": "application/json"}},
+)
 
 
 class ImageCollection:
@@ -218,3 +249,122 @@ class ImageItem:
 
     def on_get_thumbnail(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         raise falcon.HTTPTemporaryRedirect(self._signer.thumbnail(req, self._catalog.get(image_id).id).url)
+
+
+# --- its routes ----------------------------------------------------------------------------------
+
+
+def image_collection(parts: Parts) -> ImageCollection:
+    return ImageCollection(
+        parts.ingest,
+        parts.catalog,
+        parts.registry,
+        parts.queue,
+        UrlSigner(parts.storage, parts.settings),
+        parts.metrics,
+    )
+
+
+def image_item(parts: Parts) -> ImageItem:
+    return ImageItem(
+        parts.catalog, parts.registry, parts.queue, UrlSigner(parts.storage, parts.settings), parts.storage
+    )
+
+
+ROUTES: list[Route] = [
+    Route(
+        "/v1/images",
+        image_collection,
+        {
+            "GET": Operation(
+                Access.READ,
+                "images, oldest first",
+                Reply(200, page("images", ref("Image"), UPLOAD_ORDER)),
+                errors=(400, 404),
+                parameters=(
+                    *paging(UPLOAD_ORDER),
+                    parameter("origin", schemas.TEXT, "only images of this origin"),
+                    parameter("status", schemas.IMAGE_STATUS, schemas.IMAGE_STATUS["description"]),
+                    parameter("where", schemas.WHERE, schemas.WHERE["description"]),
+                    parameter("order", schemas.ORDER, "oldest first (default) or newest first"),
+                    parameter(
+                        "include",
+                        schemas.INCLUDE,
+                        "`jobs` (each software's job status), `thumbnail` (a presigned `thumbnail_url`)",
+                    ),
+                ),
+            ),
+            "POST": Operation(
+                Access.UPLOAD,
+                "upload an image: multipart `file` or `url`, or a JSON body with `url`. A malformed url (host, port, "
+                "IPv6 brackets, spaces, control characters, user info), one the address guard refuses, or a fetch past "
+                "HEARTBEAT_URL_DEADLINE_SECONDS answers 422; more uploads by URL at once than --max-url-fetches, 503",
+                (Reply(201, UPLOADED), Reply(200, UPLOADED)),
+                errors=(400, 413, 415, 422, 503),
+                body=UPLOAD,
+            ),
+        },
+    ),
+    Route(
+        IMAGE,
+        image_item,
+        {
+            "GET": Operation(
+                Access.READ, "the image, with each software's job status", Reply(200, IMAGE_WITH_JOBS), errors=(404,)
+            ),
+            "PATCH": Operation(
+                Access.ADMIN,
+                "change the image's priority",
+                Reply(200, IMAGE_WITH_JOBS),
+                errors=(400, 404),
+                body=json_body(schemas.IMAGE_CHANGES),
+            ),
+            "DELETE": Operation(
+                Access.ADMIN,
+                "delete the image, its jobs and rows, then its bytes (bytes a failing store keeps are removed by "
+                "`heartbeat check --fix`)",
+                Reply(204),
+                errors=(404, 503),
+            ),
+        },
+    ),
+    Route(
+        "/v1/images/{image_id}/url",
+        image_item,
+        {
+            "GET": Operation(
+                Access.READ,
+                "a presigned GET URL for the bytes (404 also when the store has lost them)",
+                Reply(200, ref("SignedUrl")),
+                errors=(404, 503),
+            )
+        },
+        suffix="url",
+    ),
+    Route(
+        "/v1/images/{image_id}/thumbnail",
+        image_item,
+        {
+            "GET": Operation(
+                Access.READ, "a redirect to a presigned URL of the image's thumbnail", Reply(307), errors=(404,)
+            )
+        },
+        suffix="thumbnail",
+    ),
+    Route(
+        "/v1/images/{image_id}/content",
+        image_item,
+        {
+            "GET": Operation(
+                Access.READ,
+                "a redirect to the presigned URL; with `upright=true`, a picture stored turned (EXIF orientation other "
+                "than 1) is answered upright (the orientation applied, its tag removed), in the frame of its width, "
+                "height and boxes",
+                (Reply(307), Reply(200, media_type="image/*")),
+                errors=(400, 404, 503),
+                parameters=(parameter("upright", schemas.UPRIGHT, "`true`: the picture upright (default `false`)"),),
+            )
+        },
+        suffix="content",
+    ),
+]

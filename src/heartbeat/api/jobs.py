@@ -9,20 +9,49 @@ import falcon
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
+from heartbeat.api.components import RETRY_AFTER, STRING_OR_NULL, obj, page, paging, ref
+from heartbeat.api.components import query as parameter
 from heartbeat.api.errors import status_of
 from heartbeat.api.params import check, check_storable, page_limit, query, read_body, signed_url_base
+from heartbeat.api.routing import Operation, Parts, Reply, Route, json_body
+from heartbeat.auth.roles import Access
 from heartbeat.catalog.images import Catalog, describe_image
 from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
 from heartbeat.db.models import JobStatus, Software
+from heartbeat.db.paging import UPLOAD_ORDER
 from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.storage import Storage
 
+CLAIMED = Reply(
+    200,
+    obj({"jobs": {"type": "array", "items": ref("ClaimedJob")}}),
+    headers={
+        "Retry-After": RETRY_AFTER | {"description": "with no jobs: no room to wait; claim again after this long"}
+    },
+)
 
-class Claim:
+JUDGED = obj(
+    {
+        "results": {
+            "type": "array",
+            "items": obj(
+                {
+                    "image_id": STRING_OR_NULL,
+                    "status": {"enum": [str(verdict) for verdict in Verdict]},
+                    "description": {"type": "string"},
+                },
+                ("image_id", "status"),
+            ),
+        }
+    }
+)
+
+
+class JobClaims:
     """``POST /v1/software/{name}/claim``: lease jobs, or wait up to ``wait_seconds`` for one.
 
     Waiting is bounded per process by :class:`WaitingClaims`; a claim that finds no job and no room to
@@ -218,3 +247,134 @@ def _judge(verdict: dict[str, Any], error: HeartbeatError) -> None:
         raise error
     verdict["status"] = Verdict.STALE if isinstance(error, StaleToken) else Verdict.INVALID
     verdict["description"] = error.description
+
+
+# --- its routes ----------------------------------------------------------------------------------
+
+
+def claim(parts: Parts) -> JobClaims:
+    return JobClaims(
+        parts.registry, parts.queue, parts.catalog, parts.waiting, parts.storage, parts.settings, parts.metrics
+    )
+
+
+def batch_results(parts: Parts) -> BatchResults:
+    return BatchResults(parts.registry, parts.queue, parts.metrics)
+
+
+def job_collection(parts: Parts) -> JobCollection:
+    return JobCollection(parts.registry, parts.queue)
+
+
+def job_item(parts: Parts) -> JobItem:
+    return JobItem(parts.registry, parts.queue, parts.metrics)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "/v1/software/{name}/claim",
+        claim,
+        {
+            "POST": Operation(
+                Access.WORK,
+                "lease the earliest-uploaded claimable jobs, waiting up to `wait_seconds` for one. A process lets at "
+                "most --max-waiting-claims claims wait at once: a claim beyond that which finds no job is answered at "
+                "once with no jobs and `Retry-After`",
+                CLAIMED,
+                errors=(400, 404),
+                body=json_body(schemas.CLAIM, required=False),
+            )
+        },
+    ),
+    Route(
+        "/v1/software/{name}/results",
+        batch_results,
+        {
+            "POST": Operation(
+                Access.WORK,
+                "submit many results; each judged on its own",
+                Reply(200, JUDGED),
+                errors=(400, 404),
+                body=json_body(schemas.BATCH_RESULTS),
+            )
+        },
+    ),
+    Route(
+        "/v1/software/{name}/jobs",
+        job_collection,
+        {
+            "GET": Operation(
+                Access.READ,
+                "the software's jobs, in upload order",
+                Reply(200, page("jobs", ref("Job"), UPLOAD_ORDER)),
+                errors=(400, 404),
+                parameters=(
+                    *paging(UPLOAD_ORDER),
+                    parameter("status", schemas.JOB_STATUS, "only jobs with this status"),
+                    parameter("version", schemas.VERSION, "only jobs whose result came from this version"),
+                ),
+            )
+        },
+    ),
+    Route(
+        "/v1/software/{name}/jobs/{image_id}",
+        job_item,
+        {"GET": Operation(Access.READ, "one job", Reply(200, ref("Job")), errors=(404,))},
+    ),
+    Route(
+        "/v1/software/{name}/jobs/{image_id}/extend",
+        job_item,
+        {
+            "POST": Operation(
+                Access.WORK,
+                "extend the lease",
+                Reply(200, obj({"lease_expires_at": {"type": "number"}})),
+                errors=(400, 404, 409),
+                body=json_body(schemas.EXTEND),
+            )
+        },
+        suffix="extend",
+    ),
+    Route(
+        "/v1/software/{name}/jobs/{image_id}/result",
+        job_item,
+        {
+            "PUT": Operation(
+                Access.WORK,
+                "submit the result and extra-table rows",
+                Reply(200, ref("Job")),
+                errors=(400, 404, 409, 422),
+                body=json_body(schemas.RESULT),
+            )
+        },
+        suffix="result",
+    ),
+    Route(
+        "/v1/software/{name}/jobs/{image_id}/fail",
+        job_item,
+        {
+            "POST": Operation(
+                Access.WORK,
+                "report a failure: retry after a backoff, or failed",
+                Reply(200, ref("Job")),
+                errors=(400, 404, 409),
+                body=json_body(schemas.FAIL),
+            )
+        },
+        suffix="fail",
+    ),
+    Route(
+        "/v1/software/{name}/jobs/{image_id}/release",
+        job_item,
+        {
+            "POST": Operation(
+                Access.WORK,
+                "give the job back at once",
+                Reply(200, ref("Job")),
+                errors=(400, 404, 409),
+                body=json_body(schemas.RELEASE),
+            )
+        },
+        suffix="release",
+    ),
+]

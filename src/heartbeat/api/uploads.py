@@ -5,8 +5,11 @@ from __future__ import annotations
 import falcon
 
 from heartbeat.api import schemas
+from heartbeat.api.components import UPLOADED, ref
 from heartbeat.api.images import answer_ingested
 from heartbeat.api.params import read_body, signed_url_base
+from heartbeat.api.routing import Operation, Parts, Reply, Route, json_body
+from heartbeat.auth.roles import Access
 from heartbeat.config import Settings
 from heartbeat.ingest.direct_uploads import DirectUploads
 from heartbeat.metrics import Metrics
@@ -43,3 +46,45 @@ class UploadItem:
             upload_id, origin=media.get("origin"), other_data=media.get("other_data"), priority=media.get("priority", 0)
         )
         answer_ingested(req, resp, result, self._metrics)
+
+
+# --- its routes ----------------------------------------------------------------------------------
+
+
+def upload_collection(parts: Parts) -> UploadCollection:
+    return UploadCollection(parts.uploads, parts.settings)
+
+
+def upload_item(parts: Parts) -> UploadItem:
+    return UploadItem(parts.uploads, parts.metrics)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "/v1/uploads",
+        upload_collection,
+        {
+            "POST": Operation(
+                Access.UPLOAD,
+                "start a direct upload: a presigned URL to PUT the bytes to, straight into the store",
+                Reply(201, ref("Upload")),
+                errors=(400, 503),
+                body=json_body(schemas.UPLOAD, required=False),
+            )
+        },
+    ),
+    Route(
+        "/v1/uploads/{upload_id}/complete",
+        upload_item,
+        {
+            "POST": Operation(
+                Access.UPLOAD,
+                "check the uploaded bytes as an upload and register the image (refused bytes are deleted)",
+                (Reply(201, UPLOADED), Reply(200, UPLOADED)),
+                errors=(400, 404, 409, 413, 415, 503),
+                body=json_body(schemas.UPLOAD_COMPLETE, required=False),
+            )
+        },
+        suffix="complete",
+    ),
+]

@@ -5,7 +5,7 @@
 - ``worker``: read, and the job routes of the software it is scoped to (or of all).
 - ``reader``: GET only.
 
-Each route's operations say which access they need (``api/routes/``); a token carries one role
+Each route's operations say which access they need (the ``ROUTES`` of each ``api/`` module); a token carries one role
 (``tokens.py``); ``api/auth.py`` checks one against the other. This module imports nothing of the
 server, so that the command line can offer the roles without loading it.
 """

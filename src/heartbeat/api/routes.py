@@ -1,0 +1,19 @@
+"""Every route of the contract, in one table: ``ROUTES``, gathered from the resource modules that
+declare each beside its resource (see :mod:`heartbeat.api.routing`)."""
+
+from __future__ import annotations
+
+from heartbeat.api import blobs, dashboard, exports, health, images, jobs, openapi, software, uploads
+from heartbeat.api.routing import Route
+
+ROUTES: list[Route] = [
+    *dashboard.ROUTES,
+    *health.ROUTES,
+    *openapi.ROUTES,
+    *exports.ROUTES,
+    *images.ROUTES,
+    *blobs.ROUTES,
+    *uploads.ROUTES,
+    *software.ROUTES,
+    *jobs.ROUTES,
+]
