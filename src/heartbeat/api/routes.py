@@ -3,7 +3,7 @@ declare each beside its resource (see :mod:`heartbeat.api.routing`)."""
 
 from __future__ import annotations
 
-from heartbeat.api import blobs, dashboard, exports, health, images, jobs, openapi, software, uploads
+from heartbeat.api import blobs, dashboard, direct_uploads, exports, health, images, jobs, openapi, software
 from heartbeat.api.routing import Route
 
 ROUTES: list[Route] = [
@@ -13,7 +13,7 @@ ROUTES: list[Route] = [
     *exports.ROUTES,
     *images.ROUTES,
     *blobs.ROUTES,
-    *uploads.ROUTES,
+    *direct_uploads.ROUTES,
     *software.ROUTES,
     *jobs.ROUTES,
 ]

@@ -35,7 +35,7 @@ from heartbeat.worker.models import (
     SignedUrl,
     Software,
 )
-from heartbeat.worker.upload import UploadBody
+from heartbeat.worker.upload_body import UploadBody
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 10
