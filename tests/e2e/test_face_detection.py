@@ -79,7 +79,7 @@ def run_worker(server_url: str, target: str, software: str, *flags: str) -> subp
     )
 
 
-def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_server, package):
+def test_the_face_detection_worker_command_stores_the_faces_of_each_image(start_server):
     server = start_server()
     client = Client(server.url)
     client.register(**face_detection.SOFTWARE)
