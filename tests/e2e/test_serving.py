@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from heartbeat.server.supervisor import METRICS_DIR_LOCK
 from helpers import distinct_images, free_port, heartbeat
 
 pytestmark = pytest.mark.concurrency
@@ -278,6 +278,7 @@ def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server)
     server = start_server("--processes", "2")
     workers = children(server.process.pid)
     assert len(workers) == 2
+    left = metrics_dir_of(server.process.pid)
     server.process.send_signal(signal.SIGKILL)  # no stop is passed on: the children must see it alone
     server.process.wait(timeout=10)
     deadline = time.monotonic() + GRACE_SECONDS + 10
@@ -292,11 +293,32 @@ def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server)
         for pid in running(workers):  # left behind by a failure: no test leaves a server running
             os.kill(pid, signal.SIGKILL)
     # Its metrics folder stays behind; the next supervisor to start removes it (and no live one's).
-    left = list(Path(tempfile.gettempdir()).glob(f"heartbeat-metrics-{server.process.pid}-*"))
-    assert len(left) == 1, left
+    assert left.is_dir()
     other = start_server("--processes", "2")
-    assert not left[0].exists()
-    assert list(Path(tempfile.gettempdir()).glob(f"heartbeat-metrics-{other.process.pid}-*"))
+    assert not left.exists()
+    assert metrics_dir_of(other.process.pid).is_dir()
+
+
+def metrics_dir_of(supervisor: int) -> Path:
+    """The metrics folder of a running supervisor: the folder of the lock it holds open."""
+    for fd in Path(f"/proc/{supervisor}/fd").iterdir():
+        target = Path(os.readlink(fd))
+        if target.name == METRICS_DIR_LOCK:
+            return target.parent
+    raise AssertionError(f"process {supervisor} holds no metrics folder's lock")
+
+
+def test_a_supervisor_in_another_pid_namespace_leaves_the_running_ones_metrics_alone(start_server):
+    """Two servers sharing /tmp, one in a PID namespace of its own (a container's): the one starting
+    later must not take the other's live metrics folder for a dead supervisor's."""
+    if not pid_1_available():
+        pytest.skip("no PID namespace can be made here (unshare --pid needs root or user namespaces)")
+    first = start_server("--processes", "2")
+    folder = metrics_dir_of(first.process.pid)
+    start_server("--processes", "2", wrapper=AS_PID_1)
+    assert folder.is_dir()
+    scraped = requests.get(f"{first.url}/metrics", timeout=HTTP_TIMEOUT)
+    assert scraped.status_code == 200 and "heartbeat_" in scraped.text
 
 
 def running(pids: set[int]) -> set[int]:

@@ -9,18 +9,20 @@ mode), so that ``/metrics`` answers for the whole server whichever process serve
 A supervisor killed outright (SIGKILL, the OOM killer) cannot pass a stop on: its children stop by
 themselves. On Linux the kernel sends each SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``);
 everywhere, each watches a pipe whose writing end only the supervisor holds, and stops when it closes.
-The metrics folder it leaves (named with its PID) is removed by the next supervisor that starts.
+The metrics folder it leaves (its lock no longer held) is removed by the next supervisor that starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -43,32 +45,46 @@ STARTUP_SECONDS = 10.0  # a process that fails sooner than this after its start 
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-METRICS_DIR_PREFIX = "heartbeat-metrics-"  # then the supervisor's PID, "-", mkdtemp's suffix
+METRICS_DIR_PREFIX = "heartbeat-metrics-"
+METRICS_DIR_LOCK = ".supervisor.lock"  # held (flock) by the supervisor for as long as it runs
+UNLOCKED_GRACE_SECONDS = 600  # a folder without a lock file may be a supervisor's still starting
 
 
-def remove_stale_metrics_dirs(folder: str) -> list[str]:
+def lock_metrics_dir(folder: str) -> int:
+    """Hold ``folder``'s lock for as long as this process lives; the descriptor. The kernel releases a
+    ``flock`` when its holder dies, however it dies."""
+    fd = os.open(os.path.join(folder, METRICS_DIR_LOCK), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale_metrics_dirs(folder: str, now: float) -> list[str]:
     """Remove the metrics folders in ``folder`` that supervisors killed outright left behind: this
-    user's, named for a process that no longer runs. The names of those removed."""
+    user's, whose lock no process holds (a lock, not a PID: a supervisor in another PID namespace
+    sharing the folder has PIDs this one cannot see), or without a lock file and older than
+    ``UNLOCKED_GRACE_SECONDS`` (an older release's). The names of those removed."""
     removed = []
     for entry in os.scandir(folder):
-        pid = entry.name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
-        if not entry.name.startswith(METRICS_DIR_PREFIX) or not pid.isdigit() or _running(int(pid)):
+        if not entry.name.startswith(METRICS_DIR_PREFIX):
             continue
         with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == os.getuid():
+            status = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid():
+                continue
+            try:
+                fd = os.open(os.path.join(entry.path, METRICS_DIR_LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if now - status.st_mtime > UNLOCKED_GRACE_SECONDS:
+                    shutil.rmtree(entry.path)
+                    removed.append(entry.name)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its supervisor runs
                 shutil.rmtree(entry.path)
                 removed.append(entry.name)
+            finally:
+                os.close(fd)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -95,9 +111,10 @@ class Supervisor:
         self._lifeline_read, self._lifeline_write = -1, -1  # the pipe the children watch
 
     def run(self) -> int:
-        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+        metrics_dir = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+        lock = lock_metrics_dir(metrics_dir)
         with contextlib.suppress(OSError):
-            remove_stale_metrics_dirs(os.path.dirname(metrics_dir))
+            remove_stale_metrics_dirs(os.path.dirname(metrics_dir), time.time())
         os.environ[METRICS_DIR_VARIABLE] = metrics_dir
         status = 0
         self._lifeline_read, self._lifeline_write = os.pipe()
@@ -110,6 +127,7 @@ class Supervisor:
                 status = self._watch()
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.close(lock)
             os.close(self._lifeline_read)
             os.close(self._lifeline_write)
         return status
