@@ -540,6 +540,33 @@ def test_a_picture_deleted_through_the_api_while_an_import_reads_it_is_not_regis
     assert set(images_by_sha()) == {sha(other)}
 
 
+def test_a_picture_moved_within_the_source_keeps_its_image_and_is_neither_gone_nor_pruned(place, database, tmp_path):
+    picture, other = distinct_images(2)
+    place.put("a.png", picture)
+    place.put("other.png", other)
+    storage = open_storage(place.settings)
+    client = falcon.testing.TestClient(create_app(place.settings, database=database, storage=storage))
+    assert run_import(place, database, storage).new == 2
+    image = Image.get(Image.sha256 == sha(picture))
+
+    place.put("renamed/a.png", picture)  # moved: the same bytes under another name, the old one gone
+    place.remove("a.png")
+    report = run_import(place, database, storage, prune=True)
+    assert (report.gone, report.pruned, report.new, report.duplicate) == ([], 0, 0, 1)
+    assert Image.get(Image.sha256 == sha(picture)).id == image.id  # the same image: its jobs, results, ID
+    assert served(client, image.id) == picture
+    other_id = Image.get(Image.sha256 == sha(other)).id
+    records = {record.key: (record.outcome, record.image_id) for record in ImportedObject.select()}
+    assert records == {place.key("renamed/a.png"): ("new", image.id), place.key("other.png"): ("new", other_id)}
+
+    report = run_import(place, database, storage, prune=True)
+    assert (report.unchanged, report.gone, report.pruned) == (2, [], 0)
+    place.remove("renamed/a.png")  # now really gone
+    report = run_import(place, database, storage, prune=True)
+    assert (report.gone, report.pruned) == ([place.key("renamed/a.png")], 1)
+    assert set(images_by_sha()) == {sha(other)}
+
+
 def test_an_imported_file_that_becomes_a_link_is_gone_and_pruned_and_its_target_never_read(
     local, database, tmp_path, monkeypatch
 ):

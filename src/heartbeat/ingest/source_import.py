@@ -345,8 +345,9 @@ class Importer:
 
     def _settle_gone(self, listed_since: float, report: ImportReport, prune: bool) -> None:
         """Records of objects this run did not list (seen before ``listed_since``), a page at a time:
-        forgotten when they made no image of their own, else listed (and with ``prune``, their images
-        deleted, every trace)."""
+        forgotten when they made no image of their own; handed over when an object this run listed
+        holds the same picture (a file moved or renamed, or a copy: :meth:`_hand_over`); else listed
+        (and with ``prune``, their images deleted, every trace)."""
         past: str | None = None
         while True:
             with self._database.connection():
@@ -361,6 +362,15 @@ class Importer:
                     if image is None or record.outcome != Outcome.NEW:
                         forgotten.append(record.id)
                         continue
+                    heir = ImportedObject.get_or_none(
+                        (ImportedObject.source == self._source.name)
+                        & (ImportedObject.image_id == image.id)
+                        & (ImportedObject.outcome == Outcome.DUPLICATE.value)
+                        & (ImportedObject.seen_at >= listed_since)
+                    )
+                    if heir is not None:
+                        self._database.transaction(self._hand_over, image, record, heir)
+                        continue
                     report.gone.append(record.key)
                     if prune:
                         with contextlib.suppress(NotFound):  # deleted meanwhile
@@ -368,6 +378,17 @@ class Importer:
                         report.pruned += 1
                 if forgotten:
                     self._database.transaction(ImportedObject.delete().where(ImportedObject.id.in_(forgotten)).execute)
+
+    @staticmethod
+    def _hand_over(image: Image, gone: ImportedObject, heir: ImportedObject) -> None:
+        """The image of the object ``gone`` becomes the image of ``heir``, an object listed now that
+        holds the same bytes (recorded as its duplicate): the picture is still in the source, so it is
+        neither gone nor pruned. Where the image's bytes were the gone object itself (a bucket's, kept
+        where it lay), they are now the heir."""
+        if image.storage_key == gone.key:
+            Image.update(storage_key=heir.key).where(Image.id == image.id).execute()
+        ImportedObject.update(outcome=Outcome.NEW.value).where(ImportedObject.id == heir.id).execute()
+        ImportedObject.delete().where(ImportedObject.id == gone.id).execute()
 
     def _read_one(
         self, stored: StoredObject, record: ImportedObject | None, image_id: str, scratch: Path
