@@ -151,15 +151,15 @@ class Route:
         return writes.pop() if len(writes) == 1 else Access.ADMIN
 
 
-def add_routes(app: falcon.App[falcon.Request, falcon.Response], parts: Parts | None, table: Sequence[Route]) -> None:
+def add_routes(app: falcon.App[falcon.Request, falcon.Response], parts: Parts, table: Sequence[Route]) -> None:
     """Serve each route of ``table`` by the resource its entry makes from ``parts`` (one for the
     routes that name the same function).
 
-    Raises ValueError for a path the table gives twice
-    (Falcon would keep the last silently) or where a resource's responders (``on_get``, ``on_post_url``
-    ...) are not exactly the methods the table gives its route: a method served but not declared would
-    be undocumented, one declared but not served a 405. Every route that serves GET also serves HEAD,
-    by its GET responder (:func:`head_from_get`).
+    Raises ValueError for a path the table gives twice (Falcon would keep the last silently) or where
+    a resource's responders (``on_get``, ``on_post_url`` ...) are not exactly the methods the table
+    gives its route: a method served but not declared would be undocumented, one declared but not
+    served a 405. Every route that serves GET also serves HEAD, by its GET responder
+    (:func:`head_from_get`).
     """
     paths = [route.path for route in table]
     if len(set(paths)) < len(paths):
@@ -167,7 +167,7 @@ def add_routes(app: falcon.App[falcon.Request, falcon.Response], parts: Parts | 
     made: dict[MakeResource, object] = {}
     for route in table:
         if route.resource not in made:
-            made[route.resource] = route.resource(parts)  # type: ignore[arg-type]  # None: a test's table
+            made[route.resource] = route.resource(parts)
         resource = made[route.resource]
         head_from_table_get = "GET" in route.operations and "HEAD" not in route.operations
         served = {method for method in falcon.constants.COMBINED_METHODS if hasattr(resource, route.responder(method))}
