@@ -35,7 +35,7 @@ class JobGauges(Collector):
         gauge = GaugeMetricFamily("heartbeat_jobs", "Jobs per software and status", labels=["software", "status"])
         paused = GaugeMetricFamily("heartbeat_software_paused", "1 while a software is paused", labels=["software"])
         for software in self._registry.all():  # on the scrape request's own connection
-            for status, count in self._queue.counts(software).items():
+            for status, count in self._queue.counters.counts(software).items():
                 gauge.add_metric([software.name, status], count)
             paused.add_metric([software.name], 1 if software.paused else 0)
         yield gauge

@@ -156,7 +156,7 @@ def naive_2019(auth: DbAuth, software: str, *, threads: int, seconds: float) -> 
 
 def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, calls: int = 2000) -> float:
     """CPU seconds per call of what pipelines add to each submit of a software without dependencies:
-    ``Pipelines._downstream_closure`` (``queue/pipeline.py``), one short SELECT of every software's
+    ``Pipelines.downstream_closure`` (``queue/pipeline.py``), one short SELECT of every software's
     ``after`` (a claim of such a software runs no pipeline statement at all). Run here, in this
     process, on the same MariaDB."""
     from heartbeat.db.connect import connect
@@ -164,7 +164,7 @@ def pipeline_check_cpu_seconds(server: Server, software: str, workdir: Any, call
     from heartbeat.queue import JobQueue
 
     database = connect(data_dir=workdir, db_auth=server.auth)
-    downstream_closure = JobQueue(database, time.time)._downstream_closure  # what each submit runs
+    downstream_closure = JobQueue(database, time.time).pipelines.downstream_closure  # what each submit runs
     with database.connection():
         row = Software.get(Software.name == software)
         downstream_closure(row)  # warm

@@ -94,7 +94,7 @@ def sql_of(server: Server) -> tuple[str, tuple[object, ...]]:
         registry = Registry(database, queue, time.time, default_lease_seconds=60, default_max_attempts=3)
         resolved = registry.where(QUERY)
         assert resolved is not None
-        where = queue.where(resolved)
+        where = queue.reads.where(resolved)
         query = Image.select().where(where).order_by(Image.uploaded_date, Image.id).limit(101)
         sql, params = query.sql()
     database.close_all()

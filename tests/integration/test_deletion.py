@@ -25,7 +25,7 @@ from heartbeat.app import create_app
 from heartbeat.config import Settings
 from heartbeat.errors import BackendUnavailable
 from heartbeat.ingest.thumbnails import thumbnail_key
-from heartbeat.queue import JobQueue
+from heartbeat.queue.rows import Rows
 from heartbeat.storage import Storage, open_storage
 from helpers import claim, free_port, heartbeat, register, stored_keys, upload
 
@@ -181,19 +181,19 @@ def test_a_store_failing_during_a_delete_leaves_only_bytes_that_check_fix_remove
 def test_a_database_failing_during_a_delete_answers_503_and_changes_nothing(client, storage, monkeypatch):
     image_id = image_with_a_result(client)
     kept = stored_keys(storage)
-    real = JobQueue.delete_image_rows
+    real = Rows.delete_image_rows
 
-    def rows_deleted_then_connection_lost(queue: JobQueue, image: str) -> None:
+    def rows_deleted_then_connection_lost(queue: Rows, image: str) -> None:
         real(queue, image)  # the jobs and extra-table rows are gone inside the transaction ...
         raise peewee.OperationalError(2013, "Lost connection to server during query")  # ... which never commits
 
-    monkeypatch.setattr(JobQueue, "delete_image_rows", rows_deleted_then_connection_lost)
+    monkeypatch.setattr(Rows, "delete_image_rows", rows_deleted_then_connection_lost)
     result = client.simulate_delete(f"/v1/images/{image_id}")
     assert result.status_code == 503, result.text
     assert_every_row_kept(client, image_id)
     assert stored_keys(storage) == kept
 
-    monkeypatch.setattr(JobQueue, "delete_image_rows", real)
+    monkeypatch.setattr(Rows, "delete_image_rows", real)
     assert client.simulate_delete(f"/v1/images/{image_id}").status_code == 204
     assert_every_row_gone(client, image_id)
     assert stored_keys(storage) == []
@@ -207,14 +207,14 @@ def test_a_software_registered_during_a_delete_keeps_no_job_of_the_deleted_image
     delete's first read and before the delete removes the image's jobs: that job goes too."""
     image_id = upload(client).json["id"]
     delete_read, registered = threading.Event(), threading.Event()
-    delete_image_rows = JobQueue.delete_image_rows
+    delete_image_rows = Rows.delete_image_rows
 
-    def after_a_registration(queue: JobQueue, doomed: str) -> None:
+    def after_a_registration(queue: Rows, doomed: str) -> None:
         delete_read.set()
         assert registered.wait(timeout=60)
         delete_image_rows(queue, doomed)
 
-    monkeypatch.setattr(JobQueue, "delete_image_rows", after_a_registration)
+    monkeypatch.setattr(Rows, "delete_image_rows", after_a_registration)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         deletion = pool.submit(client.simulate_delete, f"/v1/images/{image_id}")
         assert delete_read.wait(timeout=60)

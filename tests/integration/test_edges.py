@@ -191,14 +191,16 @@ def test_a_lease_that_runs_out_on_the_last_attempt_is_failed_without_another_cla
         height=1,
         storage_key="k",
     )
-    queue.backfill_jobs(software)
-    [held] = queue.claim(software, max_jobs=1).jobs
-    assert queue.expire_leases(software) == 0  # the lease still runs
+    queue.rows.backfill_jobs(software)
+    [held] = queue.claims.claim(software, max_jobs=1).jobs
+    assert queue.claims.expire_leases(software) == 0  # the lease still runs
     clock.advance(11)
-    assert queue.expire_leases(software) == 1
+    assert queue.claims.expire_leases(software) == 1
     job = queue.get(software, "img1")
     assert (job.status, job.error) == ("failed", "lease expired")
-    assert queue.submit(software, "img1", held.token, {"late": True}).status == "done"  # a late result still counts
+    assert (
+        queue.results.submit(software, "img1", held.token, {"late": True}).status == "done"
+    )  # a late result still counts
 
 
 def test_a_served_api_fails_an_unwatched_lease_on_its_last_attempt_by_itself(start_server):

@@ -24,7 +24,7 @@ def counts(client, name: str) -> dict[str, int]:
 def assert_counts_true(client, queue: JobQueue) -> None:
     """Every software's counts, as the API shows them, equal a recount of its job rows."""
     for software in Software.select():
-        assert counts(client, software.name) == queue.recount(software), software.name
+        assert counts(client, software.name) == queue.counters.recount(software), software.name
 
 
 def test_counts_follow_every_status_change(client, clock, queue):
@@ -73,7 +73,7 @@ def test_counts_follow_every_status_change(client, clock, queue):
     [again] = claim(client, "detect")  # the lease ran out: the same job, claimed again (still claimed)
     assert again["image_id"] == lapsing["image_id"]
     clock.advance(11)
-    assert queue.expire_leases(Software.get(Software.name == "detect")) == 1  # the last attempt ran out
+    assert queue.claims.expire_leases(Software.get(Software.name == "detect")) == 1  # the last attempt ran out
     assert counts(client, "detect")["failed"] == 1
     late = {"token": again["token"], "info": {}}
     assert client.simulate_put(f"/v1/software/detect/jobs/{again['image_id']}/result", json=late).status_code == 200
@@ -101,9 +101,9 @@ def test_reading_counts_does_not_count_rows(client, queue, database):
     ).execute()
     assert counts(client, "detect") == {"pending": 3, "claimed": 0, "done": 0, "failed": 5, "skipped": 0, "outdated": 0}
     software = Software.get(Software.name == "detect")
-    assert queue.count_differences(software) == {"failed": (5, 0)}
-    assert queue.repair_counts(software)["pending"] == 3
-    assert queue.count_differences(software) == {}
+    assert queue.counters.count_differences(software) == {"failed": (5, 0)}
+    assert queue.counters.repair_counts(software)["pending"] == 3
+    assert queue.counters.count_differences(software) == {}
     assert counts(client, "detect")["failed"] == 0
 
 

@@ -42,7 +42,7 @@ def filled(database: Database) -> JobQueue:
     with database.atomic():
         for chunk in peewee.chunked(rows, 500):
             Image.insert_many(chunk).execute()
-    queue.backfill_jobs(Software.get(Software.name == "face_detection"))
+    queue.rows.backfill_jobs(Software.get(Software.name == "face_detection"))
     job = job_model("face_detection")
     finished = {"stage": Stage.FINISHED, "status": JobStatus.DONE, "finished_at": job.uploaded_date}
     job.update(**finished).where(job.uploaded_date < IMAGES - 100).execute()
@@ -80,7 +80,7 @@ def test_a_page_of_jobs_of_one_status_is_read_along_the_status_index(database, f
 
 def test_a_page_of_images_by_a_softwares_status_is_read_along_the_job_status_index(database, filled):
     software = Software.get(Software.name == "face_detection")
-    query, order = filled.images_with_status(software, JobStatus.PENDING)
+    query, order = filled.reads.images_with_status(software, JobStatus.PENDING)
     sql, params = query.order_by(*order).limit(101).sql()  # as ``Catalog.page`` reads it
     assert_along(plan(database, sql, params), "status_uploaded_date_image_id")
 

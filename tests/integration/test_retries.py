@@ -84,7 +84,7 @@ def test_a_claim_whose_connection_was_killed_runs_again_on_a_new_connection(clie
             assert time.monotonic() < deadline, "the killed connection did not go away"
             time.sleep(0.05)
 
-    [job] = queue.claim(software, max_jobs=1).jobs
+    [job] = queue.claims.claim(software, max_jobs=1).jobs
     assert job.image_id == image["id"]
     (now_using,) = database.execute("SELECT CONNECTION_ID()").fetchone()
     assert now_using != victim

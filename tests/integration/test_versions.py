@@ -77,7 +77,7 @@ def test_a_new_version_reopens_exactly_the_done_jobs_of_other_versions(client, i
 def submit_late(client, clock, database, job: dict, info: object, rows: list[dict]) -> None:
     """The result of ``job`` after its lease ran out on the last attempt (the reaper failed the job)."""
     clock.advance(3600)
-    assert JobQueue(database, clock).expire_leases(Software.get(Software.name == "detect")) == 1
+    assert JobQueue(database, clock).claims.expire_leases(Software.get(Software.name == "detect")) == 1
     assert client.simulate_get(f"{SW}/jobs/{job['image_id']}").json["status"] == "failed"
     submit(client, job, info, rows)
 
@@ -169,8 +169,8 @@ def test_an_older_database_gets_the_version_columns_and_its_results_their_versio
     queue = JobQueue(database, lambda: 0.0)
     queue.upgrade()
     software = Software.get(Software.name == "detect")
-    assert queue.counts(software)["done"] == 2
-    assert queue.counts(software)["outdated"] == 0
+    assert queue.counters.counts(software)["done"] == 2
+    assert queue.counters.counts(software)["outdated"] == 0
     assert {job["version"] for job in client.simulate_get(f"{SW}/jobs", params={"status": "done"}).json["jobs"]} == {
         "v1"
     }

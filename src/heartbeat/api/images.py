@@ -84,7 +84,7 @@ class ImageCollection:
         described = []
         software = self._registry.all() if "jobs" in include else []
         for image in images:
-            item = describe_image(image, self._queue.statuses(image.id, software) if "jobs" in include else None)
+            item = describe_image(image, self._queue.reads.statuses(image.id, software) if "jobs" in include else None)
             if "thumbnail" in include:
                 item["thumbnail_url"] = self._signer.thumbnail(req, image.id).url
             described.append(item)
@@ -217,12 +217,12 @@ class ImageItem:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         image = self._catalog.get(image_id)
-        resp.media = describe_image(image, self._queue.statuses(image.id, self._registry.all()))
+        resp.media = describe_image(image, self._queue.reads.statuses(image.id, self._registry.all()))
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         media = read_body(req, schemas.IMAGE_CHANGES)
         image = self._catalog.set_priority(image_id, media["priority"])
-        resp.media = describe_image(image, self._queue.statuses(image.id, self._registry.all()))
+        resp.media = describe_image(image, self._queue.reads.statuses(image.id, self._registry.all()))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         self._catalog.delete(image_id)

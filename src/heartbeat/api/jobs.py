@@ -102,7 +102,7 @@ class JobClaims:
         resp.media = {"jobs": self._describe(req, software, claimed)}
 
     def _claim(self, software: Software, max_jobs: int, lease_seconds: int | None) -> list[ClaimedJob]:
-        outcome = self._queue.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
+        outcome = self._queue.claims.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
         self._metrics.lease_expiries.labels(software.name).inc(outcome.expired_leases)
         return outcome.jobs
 
@@ -122,7 +122,7 @@ class JobClaims:
     def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
         image_ids = [job.image_id for job in claimed]
         images = self._catalog.by_id(image_ids)
-        upstream = self._queue.upstream_results(software, image_ids) if software.after else {}
+        upstream = self._queue.reads.upstream_results(software, image_ids) if software.after else {}
         described = []
         for job in claimed:
             image = images.get(job.image_id)
@@ -157,7 +157,7 @@ class JobCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         software = self._registry.get(name)
         status = query(req, "status", schemas.JOB_STATUS)
-        rows, next_cursor = self._queue.page(
+        rows, next_cursor = self._queue.reads.page(
             software,
             status=None if status is None else JobStatus(status),
             version=query(req, "version", schemas.VERSION),
@@ -179,20 +179,20 @@ class JobItem:
     def on_post_extend(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
         media = read_body(req, schemas.EXTEND)
         software = self._registry.get(name)
-        expires_at = self._queue.extend(software, image_id, media["token"], media.get("lease_seconds"))
+        expires_at = self._queue.claims.extend(software, image_id, media["token"], media.get("lease_seconds"))
         resp.media = {"lease_expires_at": expires_at}
 
     def on_put_result(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
         media = read_body(req, schemas.RESULT)
         software = self._registry.get(name)
-        job = self._queue.submit(software, image_id, media["token"], media["info"], media.get("rows"))
+        job = self._queue.results.submit(software, image_id, media["token"], media["info"], media.get("rows"))
         self._metrics.submits.labels(name).inc()
         resp.media = describe_job(job)
 
     def on_post_fail(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
         media = read_body(req, schemas.FAIL)
         software = self._registry.get(name)
-        job = self._queue.fail(
+        job = self._queue.claims.fail(
             software,
             image_id,
             media["token"],
@@ -205,7 +205,7 @@ class JobItem:
 
     def on_post_release(self, req: falcon.Request, resp: falcon.Response, name: str, image_id: str) -> None:
         media = read_body(req, schemas.RELEASE)
-        resp.media = describe_job(self._queue.release(self._registry.get(name), image_id, media["token"]))
+        resp.media = describe_job(self._queue.claims.release(self._registry.get(name), image_id, media["token"]))
 
 
 class BatchResults:
@@ -227,14 +227,14 @@ class BatchResults:
             try:
                 check_storable(result, jsontext.MAX_JSON_DEPTH - 2)  # the item sits two levels down the body
                 check(result, schemas.BATCH_RESULT)
-                item = self._queue.prepare_result(
+                item = self._queue.results.prepare_result(
                     software, result["image_id"], result["token"], result["info"], result.get("rows")
                 )
             except HeartbeatError as error:
                 _judge(verdicts[index], error)
                 continue
             prepared.append((index, item))
-        refusals = self._queue.submit_many(software, [item for _index, item in prepared])
+        refusals = self._queue.results.submit_many(software, [item for _index, item in prepared])
         for (index, _item), refusal in zip(prepared, refusals, strict=True):
             if refusal is not None:
                 _judge(verdicts[index], refusal)

@@ -66,7 +66,7 @@ class SoftwareItem:
         software = self._registry.get(name)
         media = read_body(req, schemas.REQUEUE)
         where = self._registry.where(media.get("where"))
-        count = self._queue.requeue(software, media["status"], media.get("image_ids"), where)
+        count = self._queue.claims.requeue(software, media["status"], media.get("image_ids"), where)
         resp.media = {"requeued": count}
 
 

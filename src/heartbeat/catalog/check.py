@@ -157,12 +157,12 @@ def _check_counts(queue: JobQueue, *, fix: bool, out: TextIO) -> int:
     """Compare every software's maintained job counts with a recount; returns how many differ."""
     miscounted = 0
     for software in Software.select().order_by(Software.name):
-        differences = queue.count_differences(software)
+        differences = queue.counters.count_differences(software)
         if not differences:
             continue
         miscounted += 1
         if fix:
-            queue.repair_counts(software)
+            queue.counters.repair_counts(software)
         told = ", ".join(f"{status} {kept} (recount {actual})" for status, (kept, actual) in differences.items())
         print(
             f"job counts of {software.name} differ from a recount: {told}" + (" (set to the recount)" if fix else ""),

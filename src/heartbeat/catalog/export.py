@@ -159,7 +159,7 @@ class Exporter:
         software = self._software(request)
         for images in self._pages(request):
             ids = [image.id for image in images]
-            jobs = {item.name: self._queue.jobs_of(item, ids) for item in software}
+            jobs = {item.name: self._queue.reads.jobs_of(item, ids) for item in software}
             rows = {item.name: {table: rows_of(item, table, ids) for table in item.tables} for item in software}
             lines = []
             for image in images:
@@ -182,7 +182,7 @@ class Exporter:
         writer.writerow([csv_cell(name) for name in [*IMAGE_FIELDS, *(f"{item.name}.status" for item in software)]])
         for images in self._pages(request):
             ids = [image.id for image in images]
-            jobs = {item.name: self._queue.jobs_of(item, ids) for item in software}
+            jobs = {item.name: self._queue.reads.jobs_of(item, ids) for item in software}
             for image in images:
                 described = describe_image(image)
                 statuses = [getattr(jobs[item.name].get(image.id), "status", None) for item in software]

@@ -57,11 +57,11 @@ class Catalog:
         if status is not None:
             software_name, _, job_status = status.partition(":")
             software = self._registry.get(software_name)
-            query, order = self._queue.images_with_status(software, JobStatus(job_status))
+            query, order = self._queue.reads.images_with_status(software, JobStatus(job_status))
         if origin is not None:
             query = query.where(Image.origin == origin)
         if where is not None:
-            query = query.where(self._queue.where(where))
+            query = query.where(self._queue.reads.where(where))
         with self._database.time_limit():
             return keyset_page(query, order, UPLOAD_ORDER, cursor, limit, descending=newest_first, key=_upload_position)
 
@@ -70,7 +70,7 @@ class Catalog:
         Stops at the database's time limit (:class:`~heartbeat.errors.StatementTimeout`)."""
         query = Image.select()
         if where is not None:
-            query = query.where(self._queue.where(where))
+            query = query.where(self._queue.reads.where(where))
         with self._database.time_limit():
             return int(query.count())
 
@@ -83,7 +83,7 @@ class Catalog:
     def _set_priority(self, image_id: str, priority: int) -> None:
         self.get(image_id)  # 404 for an unknown image
         Image.update(priority=priority).where(Image.id == image_id).execute()
-        self._queue.reprioritize(image_id, priority)
+        self._queue.rows.reprioritize(image_id, priority)
 
     def delete(self, image_id: str, *, keep_object: bool = False, by_import: bool = False) -> None:
         """The row, its jobs, extra-table rows and import records in one transaction, then its bytes
@@ -115,7 +115,7 @@ class Catalog:
     @transactional
     def _delete_rows(self, image_id: str, by_import: bool) -> Image:
         image = self.get(image_id)
-        self._queue.delete_image_rows(image_id)
+        self._queue.rows.delete_image_rows(image_id)
         image.delete_instance()
         # After the image's row: the jobs' and the image's deletes follow each other as closely as before.
         records = ImportedObject.image_id == image_id

@@ -127,7 +127,7 @@ class Registry:
         if Software.get_or_none(Software.name == name) is not None:
             raise Conflict(f"software {name!r} is already registered")
         check_dependencies(name, after, self.all())  # before any table is made: a refusal changes nothing
-        self._queue.create_job_table(name, version)
+        self._queue.rows.create_job_table(name, version)
         try:
             # No cycle can come of a race: every name in ``after`` was registered before this one.
             software = Software.create(
@@ -143,7 +143,7 @@ class Registry:
         except peewee.IntegrityError:
             raise Conflict(f"software {name!r} is already registered") from None
         self._database.create_tables(extra_models(software))
-        self._queue.backfill_jobs(software)
+        self._queue.rows.backfill_jobs(software)
         return software
 
     def get(self, name: str) -> Software:
@@ -180,9 +180,9 @@ class Registry:
             Software.update(**settings).where(Software.id == software.id).execute()
         changed = self.fresh(name)
         if "version" in settings:
-            self._queue.create_counters(name, changed.version)
+            self._queue.counters.create_counters(name, changed.version)
             if changed.recompute:
-                self._queue.reopen_outdated(changed)
+                self._queue.claims.reopen_outdated(changed)
         return changed
 
     def where(self, expression: str | None) -> Resolved | None:
@@ -211,8 +211,11 @@ class Registry:
             "paused": software.paused,
             "after": software.after,
             "origins": software.origins,
-            "counts": self._queue.counts(software),
-            "throughput": {"window_seconds": THROUGHPUT_WINDOW_SECONDS, **self._queue.finished_recently(software)},
+            "counts": self._queue.counters.counts(software),
+            "throughput": {
+                "window_seconds": THROUGHPUT_WINDOW_SECONDS,
+                **self._queue.reads.finished_recently(software),
+            },
         }
 
 

@@ -151,11 +151,11 @@ def software(args: argparse.Namespace) -> int:
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
             return 1
-        counts = queue.counts(item)
+        counts = queue.counters.counts(item)
         print(f"{item.name}: version {item.version}, {counts['pending']} pending, {counts['outdated']} outdated")
         return 0
     for item in registry.all():
-        counts = queue.counts(item)
+        counts = queue.counters.counts(item)
         print(f"{item.name}\t" + "\t".join(f"{status}={count}" for status, count in counts.items()))
     return 0
 

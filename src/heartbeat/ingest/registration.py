@@ -230,7 +230,7 @@ class Ingest:
             [field.db_value(row[field.name]) for row in rows for field in IMAGE_FIELDS],
         )
         images = [Image(**row) for row in rows]
-        claimable = self._queue.create_jobs_for(images)
+        claimable = self._queue.rows.create_jobs_for(images)
         if also is not None:
             also(images)
         return images, claimable

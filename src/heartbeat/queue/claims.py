@@ -18,8 +18,7 @@ from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, Job, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput
 from heartbeat.query.resolve import Resolved
-from heartbeat.queue.core import LEASE_EXPIRED, counted_as, new_token
-from heartbeat.queue.counts import Counts
+from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart, counted_as, new_token
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Candidate
 from heartbeat.queue.where import compile_where
@@ -45,8 +44,12 @@ class ClaimOutcome:
     expired_leases: int = 0  # leases found run out: their jobs handed out again, or failed on the last attempt
 
 
-class Claims(Pipelines, Counts):
+class Claims(QueuePart):
     """The worker protocol over the per-software job tables."""
+
+    def __init__(self, core: QueueCore, pipelines: Pipelines):
+        super().__init__(core)
+        self._pipelines = pipelines
 
     def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
         """Lease up to ``max_jobs`` claimable jobs, earliest upload first (none while it is paused);
@@ -65,7 +68,7 @@ class Claims(Pipelines, Counts):
     def _claim_round(self, software: Software, wanted: int, lease_seconds: int | None) -> tuple[int, ClaimOutcome]:
         """Read up to ``wanted`` candidates and lease them: (found, outcome)."""
         outcome = ClaimOutcome()
-        table = self._table(software)
+        table = self._core.table(software)
         now = self._clock()
         settings = table.settings(software.id)  # not a subquery of the candidates: it would lock the row
         if settings is None or settings.paused:
@@ -101,12 +104,12 @@ class Claims(Pipelines, Counts):
             outcome.jobs.append(ClaimedJob(row.image_id, token, row.attempts + 1, lease_expires_at, version))
             outcome.expired_leases += row.status == JobStatus.CLAIMED
         pending = sum(1 for row, _token in taken if row.status == JobStatus.PENDING)
-        self._count(software.name, {JobStatus.PENDING: -pending, JobStatus.CLAIMED: pending})
+        self._core.count(software.name, {JobStatus.PENDING: -pending, JobStatus.CLAIMED: pending})
         return len(candidates), outcome
 
     def has_claimable(self, software: Software) -> bool:
         """Whether a claim for ``software`` would find a job now (outside any transaction; no locks)."""
-        return self._table(software).has_claimable(software.id, self._clock())
+        return self._core.table(software).has_claimable(software.id, self._clock())
 
     def _unchanged(self, software: Software, row: Candidate) -> peewee.Expression:
         """The row is still as the candidate query read it: nobody took it meanwhile."""
@@ -130,8 +133,8 @@ class Claims(Pipelines, Counts):
         }
         expired = int(job.update(**changes).where(self._unchanged(software, row)).execute())
         if expired:
-            self._count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
-            self._settle_downstream(software, self._clock(), [row.image_id])
+            self._core.count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
+            self._pipelines.settle_downstream(software, self._clock(), [row.image_id])
         return expired
 
     def expire_leases(self, software: Software) -> int:
@@ -154,22 +157,22 @@ class Claims(Pipelines, Counts):
             return 0
         changes = {"status": JobStatus.FAILED, "stage": Stage.FINISHED, "error": LEASE_EXPIRED, "finished_at": now}
         expired = int(job.update(**changes).where(ran_out & job.image_id.in_(image_ids)).execute())
-        self._count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
-        self._settle_downstream(software, now, image_ids)
+        self._core.count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
+        self._pipelines.settle_downstream(software, now, image_ids)
         return expired
 
     @transactional
     def extend(self, software: Software, image_id: str, token: str, lease_seconds: int | None = None) -> float:
         """Push the lease's expiry to ``lease_seconds`` from now."""
         job = job_model(software.name)
-        lease_expires_at = self._clock() + (lease_seconds or self._current(software).lease_seconds)
+        lease_expires_at = self._clock() + (lease_seconds or self._core.current(software).lease_seconds)
         updated = (
             job.update(lease_expires_at=lease_expires_at, available_at=lease_expires_at)
             .where((job.image_id == image_id) & (job.token == token) & (job.status == JobStatus.CLAIMED))
             .execute()
         )
         if updated != 1:
-            self._raise_missing_or_stale(software, image_id)
+            self._core.raise_missing_or_stale(software, image_id)
         return lease_expires_at
 
     def fail(
@@ -188,10 +191,10 @@ class Claims(Pipelines, Counts):
         held = (job.image_id == image_id) & (job.token == token) & (job.status == JobStatus.CLAIMED)
         current = job.get_or_none(held)
         if current is None:
-            self._raise_missing_or_stale(software, image_id)
+            self._core.raise_missing_or_stale(software, image_id)
         now = self._clock()
         changes: dict[str, object]
-        if retry and current.attempts < self._current(software).max_attempts:
+        if retry and current.attempts < self._core.current(software).max_attempts:
             # The worker's own retry_after (up to a day, as the schema allows) is taken as it is.
             backoff = retry_after if retry_after is not None else min(2**current.attempts, MAX_BACKOFF_SECONDS)
             status, changes = JobStatus.PENDING, {"available_at": now + backoff}
@@ -201,10 +204,10 @@ class Claims(Pipelines, Counts):
             job.update(status=status, token=None, lease_expires_at=None, error=error, **changes).where(held).execute()
             != 1
         ):
-            self._raise_missing_or_stale(software, image_id)  # someone else changed it since we read it
-        self._count(software.name, {JobStatus.CLAIMED: -1, status: 1})
+            self._core.raise_missing_or_stale(software, image_id)  # someone else changed it since we read it
+        self._core.count(software.name, {JobStatus.CLAIMED: -1, status: 1})
         if status == JobStatus.FAILED:
-            self._settle_downstream(software, now, [image_id])
+            self._pipelines.settle_downstream(software, now, [image_id])
         return job.get(job.image_id == image_id)
 
     def release(self, software: Software, image_id: str, token: str) -> Job:
@@ -228,8 +231,8 @@ class Claims(Pipelines, Counts):
             .execute()
         )
         if updated != 1:
-            self._raise_missing_or_stale(software, image_id)
-        self._count(software.name, {JobStatus.CLAIMED: -1, JobStatus.PENDING: 1})
+            self._core.raise_missing_or_stale(software, image_id)
+        self._core.count(software.name, {JobStatus.CLAIMED: -1, JobStatus.PENDING: 1})
         return job.get(job.image_id == image_id)
 
     def reopen_outdated(self, software: Software) -> int:
@@ -243,7 +246,7 @@ class Claims(Pipelines, Counts):
 
     @transactional
     def _reopen_outdated(self, software: Software) -> int:
-        return self._reopen_results_of_other_versions(software, software.version)
+        return self._pipelines.reopen_results_of_other_versions(software, software.version)
 
     def requeue(
         self, software: Software, status: str, image_ids: list[str] | None, where: Resolved | None = None
@@ -309,8 +312,8 @@ class Claims(Pipelines, Counts):
                 .execute()
             )
         if count:
-            self._count(software.name, was | {JobStatus.PENDING: count})
+            self._core.count(software.name, was | {JobStatus.PENDING: count})
             now = self._clock()
-            self._settle(software, now, image_ids)
-            self._reopen_downstream(software, now, image_ids)
+            self._pipelines.settle(software, now, image_ids)
+            self._pipelines.reopen_downstream(software, now, image_ids)
         return count

@@ -44,20 +44,25 @@ def new_token() -> str:
 
 
 class QueueCore:
+    """What every part of the queue shares: the database, the clock, the signal that wakes waiting
+    claims, the job tables' statements and the maintained counts."""
+
     def __init__(self, database: Database, clock: Callable[[], float], signal: WorkSignal | None = None):
         self._database = database
-        self._clock = clock
+        self.database = database
+        self.clock = clock
         self.signal = signal or WorkSignal()
         self._tables: dict[str, JobTable] = {}
         self._count_sql: dict[int, str] = {}  # by how many statuses a change touches
 
-    def _table(self, software: Software) -> JobTable:
+    def table(self, software: Software) -> JobTable:
+        """The statements of the software's job table (made once)."""
         table = self._tables.get(software.name)
         if table is None:
             table = self._tables[software.name] = JobTable(software.name, self._database)
         return table
 
-    def _count(self, software_name: str, changes: Mapping[JobStatus | str, int]) -> None:
+    def count(self, software_name: str, changes: Mapping[JobStatus | str, int]) -> None:
         """Adjust the software's maintained counts by ``changes`` (``{status or counter: +n or -n}``, the
         row counts of the statement that just changed those jobs; done jobs by their counter,
         :func:`counted_as`); call in that statement's transaction."""
@@ -79,10 +84,10 @@ class QueueCore:
         params += [software_name, random.randrange(COUNT_SLOTS), *(counter for counter, _delta in changed)]
         if self._database.execute(sql, params).rowcount < len(changed):
             # A counter this software never had (the first result of a version): made, then counted.
-            self._create_counters(software_name, [counter for counter, _delta in changed])
+            self.zero_counters(software_name, [counter for counter, _delta in changed])
             self._database.execute(sql, params)
 
-    def _create_counters(self, software_name: str, counters: Sequence[str]) -> None:
+    def zero_counters(self, software_name: str, counters: Sequence[str]) -> None:
         """Zeroed rows for these counters of a software (those that exist are kept)."""
         rows = [
             {"software": software_name, "status": counter, "slot": slot, "count": 0}
@@ -91,9 +96,9 @@ class QueueCore:
         ]
         JobCount.insert_many(rows).on_conflict_ignore().execute()
 
-    def _current(self, software: Software) -> Settings:
+    def current(self, software: Software) -> Settings:
         """The software's changeable settings as they are now (another process may have changed them)."""
-        settings = self._table(software).settings(software.id)
+        settings = self.table(software).settings(software.id)
         if settings is None:
             raise NotFound(f"no software named {software.name!r}")
         return settings
@@ -106,6 +111,18 @@ class QueueCore:
             raise NotFound(f"{software.name} has no job for image {image_id!r}")
         return row
 
-    def _raise_missing_or_stale(self, software: Software, image_id: str) -> NoReturn:
+    def raise_missing_or_stale(self, software: Software, image_id: str) -> NoReturn:
+        """:class:`NotFound` when the software has no job for the image, else :class:`StaleToken`."""
         self.get(software, image_id)
         raise StaleToken()
+
+
+class QueuePart:
+    """A part of the queue (claims, results, reads, rows, counts, pipelines) over the shared
+    :class:`QueueCore`; the parts that need another part are given it."""
+
+    def __init__(self, core: QueueCore):
+        self._core = core
+        self._database = core.database
+        self._clock = core.clock
+        self.signal = core.signal

@@ -1,7 +1,7 @@
 """Maintained job counts: read in one short statement whatever the number of jobs.
 
 Every statement that changes a job's status adjusts ``job_counts`` in its own transaction, by its
-affected row count (``QueueCore._count``). A software has ``COUNT_SLOTS`` rows for each of ``open``
+affected row count (``QueueCore.count``). A software has ``COUNT_SLOTS`` rows for each of ``open``
 (pending and claimed), ``done``, ``failed`` and ``skipped``, summed on read; how many open jobs are
 claimed is counted along the status index (no more than the leases out), so that a claim, a release
 and a lease taken over change no counter. :meth:`Counts.count_differences` compares the counts with
@@ -16,14 +16,16 @@ import peewee
 
 from heartbeat.db.database import transactional
 from heartbeat.db.models import JobCount, JobStatus, Software, job_model, job_table_name
-from heartbeat.queue.core import COUNTED, DONE_AT, OPEN, QueueCore, counted_as
+from heartbeat.queue.core import COUNTED, DONE_AT, OPEN, QueuePart, counted_as
 
 
-class Counts(QueueCore):
+class Counts(QueuePart):
+    """The maintained job counts of each software."""
+
     def create_counters(self, software_name: str, version: str) -> None:
         """Zeroed counter rows for a software about to be registered, or to get a new ``version``
         (those that exist are kept)."""
-        self._create_counters(software_name, [*COUNTED, counted_as(JobStatus.DONE, version)])
+        self._core.zero_counters(software_name, [*COUNTED, counted_as(JobStatus.DONE, version)])
 
     def counts(self, software: Software) -> dict[str, int]:
         """Jobs per status, ``{status: count}`` for every :class:`JobStatus`, and ``outdated`` (done
@@ -82,7 +84,7 @@ class Counts(QueueCore):
         self.create_counters(software.name, software.version)
         self._lock_counters(software)
         by_counter = self._recount_counters(software)
-        self._create_counters(software.name, list(by_counter))
+        self._core.zero_counters(software.name, list(by_counter))
         JobCount.update(count=0).where(JobCount.software == software.name).execute()
         for counter, count in by_counter.items():
             where = (JobCount.software == software.name) & (JobCount.status == counter) & (JobCount.slot == 0)

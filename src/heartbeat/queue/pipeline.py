@@ -15,11 +15,18 @@ import json
 
 from heartbeat.catalog.pipeline import UPSTREAM_PREFIX, dependency_order
 from heartbeat.db.models import JobStatus, Software, Stage, job_model
+from heartbeat.queue.core import QueueCore, QueuePart
 from heartbeat.queue.counts import Counts
 
 
-class Pipelines(Counts):
-    def _downstream_closure(self, software: Software) -> list[Software]:
+class Pipelines(QueuePart):
+    """Settling and reopening the jobs of software built on other software."""
+
+    def __init__(self, core: QueueCore, counts: Counts):
+        super().__init__(core)
+        self._counts = counts
+
+    def downstream_closure(self, software: Software) -> list[Software]:
         """Every software that builds on ``software``, directly or not, upstream first.
 
         Derived from every software's ``after``, read afresh (one short statement, not a model query):
@@ -41,7 +48,7 @@ class Pipelines(Counts):
         graph = {name: [up for up in after[name] if up in reached] for name in reached}
         return [registered[name] for name in dependency_order(graph)]
 
-    def _reopen_results_of_other_versions(
+    def reopen_results_of_other_versions(
         self, software: Software, version: str, image_ids: list[str] | None = None
     ) -> int:
         """Done jobs whose result came from another version than ``version`` back to pending, in one
@@ -72,13 +79,13 @@ class Pipelines(Counts):
             return 0
         if image_ids is None:
             # Done jobs are counted per version: a recount (one statement, as the UPDATE was) sets them.
-            self.repair_counts(software)
+            self._counts.repair_counts(software)
         now = self._clock()
-        self._settle(software, now, image_ids)
-        self._reopen_downstream(software, now, image_ids)
+        self.settle(software, now, image_ids)
+        self.reopen_downstream(software, now, image_ids)
         return count
 
-    def _settle(self, software: Software, now: float, image_ids: list[str] | None = None) -> int:
+    def settle(self, software: Software, now: float, image_ids: list[str] | None = None) -> int:
         """Waiting jobs whose upstream jobs are all done become claimable; those with one failed or
         skipped are skipped. ``image_ids`` None: every image. Returns how many jobs changed."""
         if not software.after:
@@ -97,7 +104,7 @@ class Pipelines(Counts):
                 changes = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
                 error = f"{UPSTREAM_PREFIX}{upstream} {status}"
                 skipped = int(job.update(error=error, **changes).where(waiting & job.image_id.in_(ended)).execute())
-                self._count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
+                self._core.count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
                 changed += skipped
         ready = waiting
         for upstream in software.after:
@@ -109,15 +116,15 @@ class Pipelines(Counts):
         changed += job.update(stage=Stage.READY, available_at=now).where(ready).execute()  # still pending
         return int(changed)
 
-    def _settle_downstream(self, software: Software, now: float, image_ids: list[str]) -> int:
+    def settle_downstream(self, software: Software, now: float, image_ids: list[str]) -> int:
         """After jobs of ``software`` ended (done, failed or skipped): settle everything built on them."""
-        return sum(self._settle(item, now, image_ids) for item in self._downstream_closure(software))
+        return sum(self.settle(item, now, image_ids) for item in self.downstream_closure(software))
 
-    def _reopen_downstream(self, software: Software, now: float, image_ids: list[str] | None) -> int:
+    def reopen_downstream(self, software: Software, now: float, image_ids: list[str] | None) -> int:
         """After jobs of ``software`` went back to pending, or turned done after failing: jobs built on
         them that were skipped for it, or were ready but not yet claimed, wait again, and are settled."""
         changed = 0
-        for item in self._downstream_closure(software):
+        for item in self.downstream_closure(software):
             job = job_model(item.name)
             skipped = (job.status == JobStatus.SKIPPED) & job.error.startswith(UPSTREAM_PREFIX)
             unclaimed = (job.status == JobStatus.PENDING) & (job.stage == Stage.READY)
@@ -132,8 +139,8 @@ class Pipelines(Counts):
                 "attempts": 0,
             }
             count = int(job.update(**reopened).where(skipped).execute())
-            self._count(item.name, {JobStatus.SKIPPED: -count, JobStatus.PENDING: count})
+            self._core.count(item.name, {JobStatus.SKIPPED: -count, JobStatus.PENDING: count})
             changed += count
             changed += job.update(stage=Stage.WAITING).where(unclaimed).execute()
-            self._settle(item, now, image_ids)
+            self.settle(item, now, image_ids)
         return changed

@@ -10,13 +10,15 @@ import peewee
 from heartbeat.db.models import Image, Job, JobStatus, Software, job_model
 from heartbeat.db.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.query.resolve import Resolved
-from heartbeat.queue.core import QueueCore
+from heartbeat.queue.core import QueuePart
 from heartbeat.queue.where import compile_where
 
 THROUGHPUT_WINDOW_SECONDS = 300
 
 
-class Reads(QueueCore):
+class Reads(QueuePart):
+    """Reading jobs: pages, statuses, results of upstream software, throughput."""
+
     def page(
         self,
         software: Software,

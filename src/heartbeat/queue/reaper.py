@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class LeaseReaper:
-    """Every ``interval_seconds``, for every software: :meth:`JobQueue.expire_leases`.
+    """Every ``interval_seconds``, for every software: :meth:`Claims.expire_leases`.
 
     ``heartbeat serve`` runs one per server (in the first of its processes); servers on other hosts
     run their own, and the conditional UPDATE lets them all run without harm.
@@ -39,7 +39,7 @@ class LeaseReaper:
         total = 0
         with self._database.connection():
             for software in self._registry.all():
-                expired = self._queue.expire_leases(software)
+                expired = self._queue.claims.expire_leases(software)
                 self._metrics.lease_expiries.labels(software.name).inc(expired)
                 total += expired
         return total

@@ -17,13 +17,19 @@ from heartbeat.catalog.extra_rows import prepare_rows
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Job, Software, extra_table_model
 from heartbeat.errors import HeartbeatError, NotFound, TooLarge
-from heartbeat.queue.core import LEASE_EXPIRED
+from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart
 from heartbeat.queue.judging import PreparedResult, count_changes, judge
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Settings
 
 
-class Results(Pipelines):
+class Results(QueuePart):
+    """Storing results: one path for a single submit and for a batch."""
+
+    def __init__(self, core: QueueCore, pipelines: Pipelines):
+        super().__init__(core)
+        self._pipelines = pipelines
+
     def prepare_result(self, software: Software, image_id: str, token: str, info: Any, rows: Any) -> PreparedResult:
         """A result checked before any database work: its size (:class:`TooLarge`, 413, past what the
         server takes in one statement), and its rows against the extra tables (:class:`InvalidInput`)."""
@@ -55,7 +61,7 @@ class Results(Pipelines):
     def _store(self, software: Software, results: list[PreparedResult]) -> list[Job | HeartbeatError]:
         """Read the jobs ``results`` name with their rows locked, judge each (:func:`judge`), then
         store the accepted ones, their counts, extra-table rows and what follows downstream."""
-        table = self._table(software)
+        table = self._core.table(software)
         now = self._clock()
         held = table.read_locked(
             sorted({result.image_id for result in results}), lock=self._database.features.update_lock
@@ -73,7 +79,7 @@ class Results(Pipelines):
             if items and table.store_results(items, now, late_error=late_error) != len(items):
                 raise RuntimeError("a job changed while this transaction held its row locked")
         # One counter slot a transaction: a second would deadlock with a recount that locks them all.
-        self._count(software.name, count_changes(judgement, held, outdated))
+        self._core.count(software.name, count_changes(judgement, held, outdated))
         for result in [*on_time.values(), *late.values()]:
             if held[result.image_id].version is not None:
                 self._delete_rows(software, result.image_id)  # a reopened job's last result: replaced now
@@ -83,11 +89,11 @@ class Results(Pipelines):
                 blank = {name: None for name in model._meta.fields if name != model._meta.primary_key.name}
                 for chunk in peewee.chunked([{**blank, **row, "image_id": result.image_id} for row in model_rows], 500):
                     model.insert_many(chunk).execute()
-        changed = self._settle_downstream(software, now, list(on_time)) if on_time else 0
+        changed = self._pipelines.settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
-        changed += self._reopen_downstream(software, now, list(late)) if late else 0
+        changed += self._pipelines.reopen_downstream(software, now, list(late)) if late else 0
         if outdated:
-            changed += self._reopen_results_of_other_versions(software, current.version, sorted(outdated))
+            changed += self._pipelines.reopen_results_of_other_versions(software, current.version, sorted(outdated))
         if changed:
             self.signal.notify()
         return judgement.outcomes

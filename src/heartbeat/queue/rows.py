@@ -16,16 +16,23 @@ import peewee
 from heartbeat.catalog.pipeline import dependency_order, skip_reason
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, JobStatus, Software, Stage, extra_table_model, job_model
-from heartbeat.queue.core import counted_as
+from heartbeat.queue.core import QueueCore, QueuePart, counted_as
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.pipeline import Pipelines
 
 
-class Rows(Pipelines, Counts):
+class Rows(QueuePart):
+    """Job rows made and removed at registration, upload and deletion; upgrading older tables."""
+
+    def __init__(self, core: QueueCore, pipelines: Pipelines, counts: Counts):
+        super().__init__(core)
+        self._pipelines = pipelines
+        self._counts = counts
+
     def create_job_table(self, software_name: str, version: str) -> None:
         """The job table of a software about to be registered, and its counters (nothing that exists)."""
         self._database.create_tables([job_model(software_name)])
-        self.create_counters(software_name, version)
+        self._counts.create_counters(software_name, version)
 
     def upgrade(self) -> None:
         """Bring the job tables of a database made by an older release up to this one: every index
@@ -43,8 +50,8 @@ class Rows(Pipelines, Counts):
                 job.select().where(unversioned).exists()
                 and job.update(version=software.version).where(unversioned).execute()
             ):
-                self.repair_counts(software)
-        self.add_missing_counters()
+                self._counts.repair_counts(software)
+        self._counts.add_missing_counters()
 
     def create_jobs_for(self, images: Sequence[Image]) -> list[str]:
         """Give new images a job in every software's table; call inside their transaction (an upload's,
@@ -69,12 +76,12 @@ class Rows(Pipelines, Counts):
                 else:
                     skipped[image.id].add(name)
                     jobs.append((image, Stage.FINISHED, JobStatus.SKIPPED, reason))
-            self._table(software).insert_jobs(jobs)
+            self._core.table(software).insert_jobs(jobs)
             if any(stage == Stage.READY for _, stage, _, _ in jobs):
                 claimable.append(name)
             # One statement per software, on its counter rows' primary key: a statement naming several
             # software would scan, and so lock, the other software's counter rows too (InnoDB).
-            self._count(name, collections.Counter(status for _, _, status, _ in jobs))
+            self._core.count(name, collections.Counter(status for _, _, status, _ in jobs))
         return claimable
 
     def _registered_for_upload(self) -> dict[str, Software]:
@@ -103,15 +110,15 @@ class Rows(Pipelines, Counts):
         )
         columns = [job.image_id, job.uploaded_date, job.sort_priority, job.stage]
         count = int(job.insert_from(missing, columns).as_rowcount().execute())
-        self._count(software.name, {JobStatus.PENDING: count})
+        self._core.count(software.name, {JobStatus.PENDING: count})
         if software.origins is not None:
             elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
             skip = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
             error = f"origin is not one of {software.name}'s origins"
             pending = (job.status == JobStatus.PENDING) & job.image_id.in_(elsewhere)
             skipped = int(job.update(error=error, **skip).where(pending).execute())
-            self._count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
-        self._settle(software, now)
+            self._core.count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
+        self._pipelines.settle(software, now)
         return count
 
     def _registry_for_image_change(self) -> peewee.ModelSelect[Software]:
@@ -133,7 +140,7 @@ class Rows(Pipelines, Counts):
             query = job.select(job.status, job.version).where(job.image_id == image_id)
             row = (query.for_update() if self._database.features.mysql else query).first()
             if row is not None and job.delete().where(job.image_id == image_id).execute():
-                self._count(software.name, {counted_as(JobStatus(row.status), row.version): -1})
+                self._core.count(software.name, {counted_as(JobStatus(row.status), row.version): -1})
             for table, columns in software.tables.items():
                 extra = extra_table_model(software.id, table, columns)
                 extra.delete().where(extra.image_id == image_id).execute()

@@ -10,7 +10,7 @@ Waiting claims do not ask the database again and again. Work made in this proces
 release, a resume ...) wakes them through the :class:`WorkSignal`; work made elsewhere (another API
 process, a lease running out, a retry's backoff ending) is found by one watcher thread per process,
 which asks, every ``poll_seconds`` and for each software that has waiting claims, whether a claim
-would find a job (:meth:`JobQueue.has_claimable`: two short reads along indexes), and wakes that
+would find a job (:meth:`Claims.has_claimable`: two short reads along indexes), and wakes that
 software's waiting claims when it would. The database so sees a few reads a second per process and
 waited-for software, however many workers wait. What the watcher last saw also answers claims that
 are turned away: while it found nothing a moment ago and nothing woke the software since, such a
@@ -149,7 +149,7 @@ class WaitingClaims:
 
     def _look(self, software: Software) -> None:
         generation = self._signal.generation(software.name)
-        found = self._queue.has_claimable(software)
+        found = self._queue.claims.has_claimable(software)
         with self._lock:
             self._looks[software.name] = _Look(time.monotonic(), generation, found)
         if found:
