@@ -153,7 +153,10 @@ class PrivateMariaDB:
         self.process: subprocess.Popen[bytes] | None = None
         # --force and --skip-name-resolve: a CI container's host name often resolves nowhere, and the
         # script would then refuse to run; no native AIO: a container's aio-max-nr can be used up by
-        # the MariaDB already running. The server only ever listens on 127.0.0.1 here.
+        # the MariaDB already running. The server only ever listens on 127.0.0.1 here. A tmpdir of its
+        # own: a starting mariadbd deletes every #sql* file in its tmpdir, and in the shared /tmp those
+        # are the temporary tables of the MariaDB every other test is using at that moment.
+        (folder / "tmp").mkdir(parents=True)
         installed = subprocess.run(
             [
                 "mariadb-install-db",
@@ -166,6 +169,7 @@ class PrivateMariaDB:
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=32M",
                 "--innodb-use-native-aio=0",
+                f"--tmpdir={folder / 'tmp'}",
             ],
             capture_output=True,
             text=True,
@@ -184,6 +188,7 @@ class PrivateMariaDB:
                 f"--socket={self.folder / 'sock'}",
                 "--innodb-buffer-pool-size=32M",
                 "--innodb-use-native-aio=0",
+                f"--tmpdir={self.folder / 'tmp'}",
                 "--skip-log-bin",
                 f"--log-error={self.folder / 'error.log'}",
             ],
