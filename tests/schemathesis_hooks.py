@@ -1,7 +1,8 @@
 """Schemathesis hooks for tests/integration/test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
 
-A claim may wait up to 20 s for work, and the fuzzer pauses software now and then: cap the wait at
-half a second so that the run stays short. Only the waiting is shortened; the value is still valid.
+A claim (and an event read) may wait up to 20 s, an event stream 300 s, and the fuzzer pauses
+software now and then: cap the wait (and a stream) at half a second so that the run stays short.
+Only the waiting is shortened; the value is still valid.
 
 Every part of a multipart form is text. When the negative check turns a text field's value into
 ``true``, ``5``, ``null`` or ``{"a": 1}``, schemathesis sends that very text, which the field takes:
@@ -35,6 +36,20 @@ def _cap(body: Any) -> None:
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     _cap(case.body)
     _cap(kwargs.get("json"))
+    params = kwargs.get("params")
+    if isinstance(params, dict):  # an event read's wait, and a stream's length
+        for name in ("wait_seconds", "max_seconds"):
+            if name in params and _over(params[name]):
+                params[name] = MAX_WAIT_SECONDS
+        if case.operation.path == "/v1/events/stream" and "max_seconds" not in params:
+            params["max_seconds"] = MAX_WAIT_SECONDS
+
+
+def _over(value: Any) -> bool:
+    try:
+        return float(value) > MAX_WAIT_SECONDS
+    except (TypeError, ValueError):
+        return False
 
 
 @schemathesis.hook

@@ -22,6 +22,8 @@ from heartbeat.api.routes import ROUTES
 from heartbeat.api.routing import Parts, add_routes
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
+from heartbeat.events.feed import EventFeed
+from heartbeat.events.sequencer import Sequencer
 from heartbeat.ingest.direct_uploads import DirectUploads
 from heartbeat.ingest.registration import new_image_id
 from heartbeat.metrics import Metrics
@@ -39,6 +41,7 @@ class ServedApp:
     service: Service
     metrics: Metrics
     waiting: WaitingClaims
+    events: EventFeed
 
     def lease_reaper(self, interval_seconds: float) -> LeaseReaper:
         """A reaper (not started) that fails the jobs whose last lease ran out, every ``interval_seconds``."""
@@ -47,9 +50,14 @@ class ServedApp:
             service.database, service.queue, service.registry, self.metrics, interval_seconds=interval_seconds
         )
 
+    def event_sequencer(self) -> Sequencer:
+        """The events' sequencer (not started): every server process runs its thread."""
+        return self.service.sequencer
+
     def close(self) -> None:
-        """The server is stopping: waiting claims answer now, and no new claim waits."""
+        """The server is stopping: waiting claims and event readers answer now, and no new one waits."""
         self.waiting.close()
+        self.events.close()
 
 
 def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
@@ -60,6 +68,7 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
     settings, database = service.settings, service.database
     waiting = WaitingClaims(database, service.queue, max_waiting=settings.waiting_claims_limit)
     metrics = Metrics(metrics_dir)
+    events = EventFeed(database, service.sequencer)
     metrics.watch_jobs(service.registry, service.queue)
     middleware: list[Any] = [
         SecurityHeaders(),
@@ -85,10 +94,11 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
         catalog=service.catalog,
         ingest=service.ingest,
         uploads=DirectUploads(settings, service.storage, service.ingest, clock=service.clock),
+        events=events,
         table=ROUTES,
     )
     add_routes(app, parts, ROUTES)
-    return ServedApp(app, service, metrics, waiting)
+    return ServedApp(app, service, metrics, waiting, events)
 
 
 def create_app(

@@ -118,6 +118,8 @@ class Settings:
     default_max_attempts: int = 3
     threads: int = 16
     query_seconds: float = 30.0  # the longest one statement of a query (where=, exports, requeue) may run
+    events_retain_seconds: float = 7 * 86400.0  # events older than this are removed; older cursors are 410
+    webhook_retry_seconds: float = 86400.0  # a webhook delivery is tried again for this long, then failed
     connection_limit: int = 1000  # open connections each server process accepts at once
     processes: int = 1
     max_waiting_claims: int | None = None  # None: half the threads
@@ -303,6 +305,18 @@ OPTIONS: tuple[Option, ...] = (
         "query_seconds",
         "HEARTBEAT_QUERY_SECONDS",
         "the longest one statement of a query (where=, exports, requeue) may run; then 503 (default 30)",
+        positive_seconds,
+    ),
+    Option(
+        "events_retain_seconds",
+        "HEARTBEAT_EVENTS_RETAIN_SECONDS",
+        "events are kept this long; an older cursor answers 410 (default 604800: 7 days)",
+        positive_seconds,
+    ),
+    Option(
+        "webhook_retry_seconds",
+        "HEARTBEAT_WEBHOOK_RETRY_SECONDS",
+        "a webhook delivery is tried again for this long, then failed (default 86400: 24 h)",
         positive_seconds,
     ),
     Option("threads", "HEARTBEAT_THREADS", "waitress worker threads of each process (default 16)", positive_int),

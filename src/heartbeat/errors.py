@@ -8,6 +8,7 @@ HeartbeatError
  │    └── MissingObject   the row is there, its bytes are not
  ├── Conflict             the state does not allow it               (409)
  │    └── StaleToken      the token no longer holds the lease
+ ├── Gone                 no longer kept (an event cursor past retention) (410)
  ├── TooLarge             over a byte or pixel limit                (413)
  ├── UnsupportedImage     the bytes are not a supported image       (415)
  ├── NotJson              a body that should be JSON is not         (415)
@@ -55,6 +56,10 @@ class Conflict(HeartbeatError):
 
 class StaleToken(Conflict):
     """The token no longer holds the lease on this job."""
+
+
+class Gone(HeartbeatError):
+    """What this names is no longer kept."""
 
 
 class TooLarge(HeartbeatError):

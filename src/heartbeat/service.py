@@ -1,10 +1,11 @@
 """The object graph every entry point works on, built in this one place: the server's app
 (:func:`heartbeat.app.build_app`), each ``heartbeat`` command and an import.
 
-A :class:`Service` holds the settings, the connected database, the job queue and the software
-registry; storage (and what needs it: ingest, the catalog) is opened on first use, so that a command
-that never touches bytes (``heartbeat software``) never reaches the store. :meth:`Service.upgrade` is
-the one start-up upgrade: every entry point calls it before it works on the database.
+A :class:`Service` holds the settings, the connected database, the job queue, the software
+registry and the events' sequencer; storage (and what needs it: ingest, the catalog) is opened on
+first use, so that a command that never touches bytes (``heartbeat software``) never reaches the
+store. :meth:`Service.upgrade` is the one start-up upgrade: every entry point calls it before it
+works on the database.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
 from heartbeat.db.orientation_backfill import fill_orientations
+from heartbeat.events.sequencer import Sequencer
 from heartbeat.ingest.registration import Ingest, new_image_id
 from heartbeat.ingest.source_import import Importer
 from heartbeat.queue import JobQueue
@@ -52,6 +54,7 @@ class Service:
             default_lease_seconds=settings.default_lease_seconds,
             default_max_attempts=settings.default_max_attempts,
         )
+        self.sequencer = Sequencer(database, self.queue.outbox, clock, retain_seconds=settings.events_retain_seconds)
 
     @functools.cached_property
     def storage(self) -> Storage:

@@ -75,6 +75,10 @@ REFUSED_BY_STATE = {
     ("GET", "/v1/images"): ["400"],
     ("GET", "/v1/export"): ["400"],  # and a coco export needs a table of boxes
     ("POST", "/v1/software/{name}/requeue"): ["400"],
+    # An event cursor is a position: one past the last event was not made by the server (400), one
+    # older than the events kept is 410.
+    ("GET", "/v1/events"): ["400", "410"],
+    ("GET", "/v1/events/stream"): ["400", "410"],
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]  # schemathesis's own, but 5xx, which is a bug
 

@@ -19,6 +19,7 @@ STATUS_BY_ERROR: dict[type[errors.HeartbeatError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.Gone: 410,
     errors.TooLarge: 413,
     errors.UnsupportedImage: 415,
     errors.NotJson: 415,

@@ -26,6 +26,7 @@ ERRORS = {
     403: "the token's role does not allow this",
     404: "unknown image, software or table",
     409: "stale or wrong token, or a conflict",
+    410: "no longer kept: an event cursor older than HEARTBEAT_EVENTS_RETAIN_SECONDS",
     413: "too large",
     415: "not a supported image, or a body that is not JSON",
     422: "well-formed but refused",

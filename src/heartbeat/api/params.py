@@ -44,6 +44,17 @@ def query_integer(req: falcon.Request, name: str, schema: dict[str, Any]) -> int
     return int(number)
 
 
+def query_number(req: falcon.Request, name: str, schema: dict[str, Any]) -> float | None:
+    """The query parameter ``name`` as a JSON number that ``schema`` takes (None when absent); 400 else."""
+    text = req.get_param(name)
+    if text is None:
+        return None
+    if not JSON_NUMBER.fullmatch(text):
+        raise InvalidInput(f"{name}: {text[:40]!r} is not a number")
+    check(float(text), schema, where=name)
+    return float(text)
+
+
 def query(req: falcon.Request, name: str, schema: dict[str, Any]) -> str | None:
     """The query parameter ``name`` (None when absent), checked against ``schema``; 400 on mismatch."""
     value = req.get_param(name)

@@ -3,7 +3,18 @@ declare each beside its resource (see :mod:`heartbeat.api.routing`)."""
 
 from __future__ import annotations
 
-from heartbeat.api import blobs, dashboard, direct_uploads, exports, health, images, jobs, openapi, software
+from heartbeat.api import (
+    blobs,
+    dashboard,
+    direct_uploads,
+    events,
+    exports,
+    health,
+    images,
+    jobs,
+    openapi,
+    software,
+)
 from heartbeat.api.routing import Route
 
 ROUTES: list[Route] = [
@@ -16,4 +27,5 @@ ROUTES: list[Route] = [
     *direct_uploads.ROUTES,
     *software.ROUTES,
     *jobs.ROUTES,
+    *events.ROUTES,
 ]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from heartbeat.catalog.registry import Registry
     from heartbeat.config import Settings
     from heartbeat.db.database import Database
+    from heartbeat.events.feed import EventFeed
     from heartbeat.ingest.direct_uploads import DirectUploads
     from heartbeat.ingest.registration import Ingest
     from heartbeat.metrics import Metrics
@@ -52,6 +53,7 @@ class Parts:
     catalog: Catalog
     ingest: Ingest
     uploads: DirectUploads
+    events: EventFeed
     table: Sequence[Route]  # the routes the app serves (the OpenAPI document describes them)
 
 

@@ -10,9 +10,10 @@ import peewee
 
 from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database, transactional
-from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Image, ImportedObject, JobStatus
+from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Event, Image, ImportedObject, JobStatus
 from heartbeat.db.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.errors import BackendUnavailable, NotFound
+from heartbeat.events.outbox import ERASED_DATA, IMAGE_DELETED
 from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue import JobQueue
@@ -125,6 +126,9 @@ class Catalog:
             ImportedObject.update(outcome=DELETED_OUTCOME, image_id=None, key="").where(records).execute()
             deleted = {"sha256": image.sha256, "deleted_at": time.time()}
             DeletedPicture.insert(deleted).on_conflict_replace().execute()
+        # Every trace: the earlier events of the image keep its ID and type, no longer its fields or results.
+        Event.update(data=ERASED_DATA).where(Event.image_id == image_id).execute()
+        self._queue.outbox.add(IMAGE_DELETED, {"id": image_id}, image_id=image_id)
         return image
 
     def by_id(self, image_ids: list[str]) -> dict[str, Image]:

@@ -13,6 +13,7 @@ from heartbeat.db.database import Database
 from heartbeat.db.models import COLUMN_FIELDS, DEFAULT_VERSION, Software, extra_table_model
 from heartbeat.db.paging import NAME_ORDER, keyset_page
 from heartbeat.errors import Conflict, NotFound
+from heartbeat.events.outbox import SOFTWARE_CHANGED, SOFTWARE_CREATED
 from heartbeat.query import parse, resolve
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS
@@ -128,22 +129,28 @@ class Registry:
             raise Conflict(f"software {name!r} is already registered")
         check_dependencies(name, after, self.all())  # before any table is made: a refusal changes nothing
         self._queue.rows.create_job_table(name, version)
+        fields = {
+            "name": name,
+            "lease_seconds": lease_seconds,
+            "max_attempts": max_attempts,
+            "tables": tables,
+            "after": after,
+            "origins": origins,
+            "version": version,
+            "created_at": self._clock(),
+        }
         try:
             # No cycle can come of a race: every name in ``after`` was registered before this one.
-            software = Software.create(
-                name=name,
-                lease_seconds=lease_seconds,
-                max_attempts=max_attempts,
-                tables=tables,
-                after=after,
-                origins=origins,
-                version=version,
-                created_at=self._clock(),
-            )
+            software = self._database.transaction(self._create, fields)
         except peewee.IntegrityError:
             raise Conflict(f"software {name!r} is already registered") from None
         self._database.create_tables(extra_models(software))
         self._queue.rows.backfill_jobs(software)
+        return software
+
+    def _create(self, fields: dict[str, Any]) -> Software:
+        software = Software.create(**fields)
+        self._queue.outbox.add(SOFTWARE_CREATED, software_settings(software), software=software.name)
         return software
 
     def get(self, name: str) -> Software:
@@ -176,13 +183,23 @@ class Registry:
         settings = {key: value for key, value in changes.items() if key != "recompute"}
         if "version" in settings:
             settings["recompute"] = changes.get("recompute", True)
-        if settings:
-            Software.update(**settings).where(Software.id == software.id).execute()
-        changed = self.fresh(name)
+        changed = self._database.transaction(self._change, software, settings)
         if "version" in settings:
             self._queue.counters.create_counters(name, changed.version)
             if changed.recompute:
                 self._queue.claims.reopen_outdated(changed)
+        return changed
+
+    def _change(self, software: Software, settings: dict[str, Any]) -> Software:
+        """Set ``settings`` and write ``software.changed`` with those that differ from before (if any)."""
+        before = self.fresh(software.name)
+        if settings:
+            Software.update(**settings).where(Software.id == software.id).execute()
+        changed = self.fresh(software.name)
+        differ = {key: getattr(changed, key) for key in settings if getattr(before, key) != getattr(changed, key)}
+        if differ:
+            data = {"changes": differ, "software": software_settings(changed)}
+            self._queue.outbox.add(SOFTWARE_CHANGED, data, software=software.name)
         return changed
 
     def where(self, expression: str | None) -> Resolved | None:
@@ -217,6 +234,20 @@ class Registry:
                 **self._queue.reads.finished_recently(software),
             },
         }
+
+
+def software_settings(software: Software) -> dict[str, Any]:
+    """What a ``software.created`` or ``software.changed`` event carries: the software without its counts."""
+    return {
+        "name": software.name,
+        "version": software.version,
+        "lease_seconds": software.lease_seconds,
+        "max_attempts": software.max_attempts,
+        "tables": software.tables,
+        "paused": software.paused,
+        "after": software.after,
+        "origins": software.origins,
+    }
 
 
 def extra_models(software: Software) -> list[type[peewee.Model]]:

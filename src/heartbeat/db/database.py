@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
@@ -94,6 +95,7 @@ class Database:
         self.param = str(engine.param)  # the driver's parameter marker: "?" or "%s"
         # How long a statement of a query (``time_limit``) may run, in seconds; None: no bound.
         self.query_seconds = query_seconds
+        self._local = threading.local()  # this thread's callbacks due after its transaction commits
 
     # -- time limits --------------------------------------------------------------------------------
 
@@ -292,9 +294,15 @@ class Database:
             return function(*args, **kwargs)
         attempt = 1
         while True:
+            callbacks: dict[Callable[[], None], Callable[[], None]] = {}
+            self._local.after_commit = callbacks
             try:
                 with self.engine.atomic():
-                    return function(*args, **kwargs)
+                    result = function(*args, **kwargs)
+                self._local.after_commit = None
+                for callback in callbacks.values():
+                    callback()
+                return result
             except (peewee.OperationalError, peewee.InterfaceError) as error:
                 reason = self._retry_reason(error)
                 if reason is None or attempt >= TRANSACTION_ATTEMPTS:
@@ -308,6 +316,17 @@ class Database:
                     # Both sides of a deadlock retry; a random pause keeps them from meeting again.
                     time.sleep(random.uniform(0, 0.02 * 2**attempt))
                 attempt += 1
+            finally:
+                self._local.after_commit = None
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this thread's :meth:`transaction` commits (once however often it is
+        asked for in that transaction; never if it rolls back); outside one, now."""
+        callbacks = getattr(self._local, "after_commit", None)
+        if callbacks is None or not self.engine.in_transaction():
+            callback()
+        else:
+            callbacks[callback] = callback
 
     def _retry_reason(self, error: peewee.PeeweeException) -> str | None:
         """``"deadlock"``, ``"table made since it began"``, ``"lost connection"``, or None for an error that

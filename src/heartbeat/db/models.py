@@ -217,6 +217,85 @@ class PendingImage(BaseModel):
         table_name = "pending_images"
 
 
+class Event(BaseModel):
+    """The outbox: one row per change a consumer may act on, written in the change's transaction.
+
+    ``id`` is taken at insert, so IDs do not come in commit order; ``position`` is given once the row
+    has committed, by the one sequencer pass running at a time (``events/sequencer.py``), and readers
+    page along it. NULL: committed (or about to) and not yet sequenced."""
+
+    id = peewee.BigAutoField()
+    position = peewee.BigIntegerField(null=True)
+    type = peewee.CharField(max_length=32)
+    time = peewee.DoubleField()
+    software = peewee.CharField(max_length=48, null=True)
+    image_id = peewee.CharField(max_length=32, null=True, index=True)
+    data = JsonTextField()
+
+    class Meta:
+        table_name = "events"
+        # Unsequenced rows (position NULL) in insert order, and the sequenced ones in their order.
+        indexes = ((("position", "id"), False),)
+
+
+class EventState(BaseModel):
+    """The sequencer's small state, by name: ``position`` (the last position given; its row is the
+    lock that lets one sequencer pass run at a time), ``retained_after`` (positions up to this one were
+    removed as older than the retention), ``open:<software>`` (1 when the software had pending or
+    claimed jobs at the last pass, 0 when not: a change to 0 is ``software.drained``)."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    value = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "event_state"
+
+
+class Webhook(BaseModel):
+    """A webhook subscription: events of ``types`` (None: all) and of ``software`` (None: any) are
+    POSTed to ``url``, signed with ``secret`` (Standard Webhooks' ``whsec_`` form). ``next_attempt_at``
+    holds every delivery of a receiver that did not answer; ``lease_expires_at`` is the lease of the
+    server thread sending its deliveries (one at a time, so that one image's events arrive in order)."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)
+    url = peewee.CharField(max_length=2048)
+    types = JsonTextField(null=True)
+    software = peewee.CharField(max_length=48, null=True)
+    secret = peewee.CharField(max_length=128)
+    created_at = peewee.DoubleField()
+    next_attempt_at = peewee.DoubleField(default=0)
+    lease_expires_at = peewee.DoubleField(default=0)
+    lease_token = peewee.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "webhooks"
+
+
+class Delivery(BaseModel):
+    """One event (by ``position``) for one webhook: ``pending`` until a 2xx (``delivered``) or a refusal
+    or the end of the retry time (``failed``). ``order_key`` is the image's ID (or ``software:NAME``,
+    else empty): a webhook receives one key's events in order."""
+
+    id = peewee.BigAutoField()
+    webhook_id = peewee.CharField(max_length=32)
+    position = peewee.BigIntegerField()
+    order_key = peewee.CharField(max_length=64)
+    status = peewee.CharField(max_length=16, default="pending")
+    attempts = peewee.IntegerField(default=0)
+    created_at = peewee.DoubleField()
+    next_attempt_at = peewee.DoubleField()
+    last_status_code = peewee.IntegerField(null=True)
+    last_error = peewee.CharField(max_length=255, null=True)
+    finished_at = peewee.DoubleField(null=True)
+
+    class Meta:
+        table_name = "deliveries"
+        indexes = (
+            (("webhook_id", "position"), True),
+            (("webhook_id", "status", "position"), False),
+        )
+
+
 class Job(BaseModel):
     """Columns every software's job table has; subclassed per software by :func:`job_model`.
 
@@ -347,6 +426,10 @@ def create_base_tables(database: Database) -> None:
         ImportedObject,
         DeletedPicture,
         PendingImage,
+        Event,
+        EventState,
+        Webhook,
+        Delivery,
     ]
     existing = set(database.tables())
     for model in models:
@@ -355,6 +438,8 @@ def create_base_tables(database: Database) -> None:
             # a column it lacks as the text of its name.
             database.add_missing_columns(model)
     database.create_tables(models)
+    if EventState._meta.table_name not in existing:  # the sequencer's lock row, and where retention stands
+        EventState.insert_many([{"name": "position", "value": 0}, {"name": "retained_after", "value": 0}]).execute()
     for model in models:
         database.add_missing_columns(model)
         database.widen_columns(model)

@@ -18,10 +18,12 @@ from typing import IO, Any, BinaryIO, cast
 import peewee
 
 from heartbeat import jsontext
+from heartbeat.catalog.images import describe_image
 from heartbeat.config import Settings
 from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Image
 from heartbeat.errors import Busy, InvalidInput, TooLarge
+from heartbeat.events.outbox import IMAGE_CREATED, NewEvent
 from heartbeat.ingest import urlfetch
 from heartbeat.ingest.decode import Picture, read_picture
 from heartbeat.ingest.thumbnails import THUMBNAIL_TYPE, thumbnail_key, write_thumbnail
@@ -233,6 +235,9 @@ class Ingest:
         claimable = self._queue.rows.create_jobs_for(images)
         if also is not None:
             also(images)
+        self._queue.outbox.add_many(
+            [NewEvent(IMAGE_CREATED, describe_image(image), image_id=image.id) for image in images]
+        )
         return images, claimable
 
     def existing(self, sha256s: list[str]) -> set[str]:

@@ -32,6 +32,7 @@ class JobQueue:
     def __init__(self, database: Database, clock: Callable[[], float]):
         self.core = QueueCore(database, clock)
         self.signal = self.core.signal
+        self.outbox = self.core.outbox
         self.counters = Counts(self.core)
         self.pipelines = Pipelines(self.core, self.counters)
         self.claims = Claims(self.core, self.pipelines)

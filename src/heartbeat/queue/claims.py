@@ -17,6 +17,7 @@ import peewee
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, Job, JobStatus, Software, Stage, extra_table_model, job_model
 from heartbeat.errors import InvalidInput
+from heartbeat.events.outbox import JOB_FAILED, JOB_REOPENED, reopened_because
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart, counted_as, new_token
 from heartbeat.queue.pipeline import Pipelines
@@ -133,6 +134,7 @@ class Claims(QueuePart):
         }
         expired = int(job.update(**changes).where(self._unchanged(software, row)).execute())
         if expired:
+            self._outbox.add(JOB_FAILED, expired_data(row.attempts), software=software.name, image_id=row.image_id)
             self._core.count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
             self._pipelines.settle_downstream(software, self._clock(), [row.image_id])
         return expired
@@ -156,6 +158,9 @@ class Claims(QueuePart):
         if not image_ids:
             return 0
         changes = {"status": JobStatus.FAILED, "stage": Stage.FINISHED, "error": LEASE_EXPIRED, "finished_at": now}
+        self._outbox.add_selected(
+            JOB_FAILED, software.name, job, ran_out & job.image_id.in_(image_ids), expired_data(software.max_attempts)
+        )
         expired = int(job.update(**changes).where(ran_out & job.image_id.in_(image_ids)).execute())
         self._core.count(software.name, {JobStatus.CLAIMED: -expired, JobStatus.FAILED: expired})
         self._pipelines.settle_downstream(software, now, image_ids)
@@ -206,6 +211,10 @@ class Claims(QueuePart):
         ):
             self._core.raise_missing_or_stale(software, image_id)  # someone else changed it since we read it
         self._core.count(software.name, {JobStatus.CLAIMED: -1, status: 1})
+        data: dict[str, object] = {"status": str(status), "attempt": current.attempts, "error": error}
+        if status == JobStatus.PENDING:
+            data["retry_at"] = changes["available_at"]
+        self._outbox.add(JOB_FAILED, data, software=software.name, image_id=image_id)
         if status == JobStatus.FAILED:
             self._pipelines.settle_downstream(software, now, [image_id])
         return job.get(job.image_id == image_id)
@@ -294,6 +303,8 @@ class Claims(QueuePart):
                 for table, columns in software.tables.items():
                     extra = extra_table_model(software.id, table, columns)
                     extra.delete().where(extra.image_id.in_(chunk)).execute()
+            requeued = (job.status == status) & job.image_id.in_(chunk)
+            self._outbox.add_selected(JOB_REOPENED, software.name, job, requeued, reopened_because("requeue"))
             count += int(
                 job.update(
                     status=JobStatus.PENDING,
@@ -308,7 +319,7 @@ class Claims(QueuePart):
                     error=None,
                     version=None,
                 )
-                .where((job.status == status) & job.image_id.in_(chunk))
+                .where(requeued)
                 .execute()
             )
         if count:
@@ -317,3 +328,8 @@ class Claims(QueuePart):
             self._pipelines.settle(software, now, image_ids)
             self._pipelines.reopen_downstream(software, now, image_ids)
         return count
+
+
+def expired_data(attempts: int) -> dict[str, object]:
+    """A ``job.failed`` event's data for a job whose last lease ran out on attempt ``attempts``."""
+    return {"status": "failed", "attempt": attempts, "error": LEASE_EXPIRED}

@@ -11,6 +11,7 @@ from typing import NoReturn
 from heartbeat.db.database import Database
 from heartbeat.db.models import Job, JobCount, JobStatus, Software, job_model
 from heartbeat.errors import NotFound, StaleToken
+from heartbeat.events.outbox import Outbox
 from heartbeat.queue.signal import WorkSignal
 from heartbeat.queue.statements import JobTable, Settings
 
@@ -52,6 +53,7 @@ class QueueCore:
         self.database = database
         self.clock = clock
         self.signal = signal or WorkSignal()
+        self.outbox = Outbox(database, clock)
         self._tables: dict[str, JobTable] = {}
         self._count_sql: dict[int, str] = {}  # by how many statuses a change touches
 
@@ -126,3 +128,4 @@ class QueuePart:
         self._database = core.database
         self._clock = core.clock
         self.signal = core.signal
+        self._outbox = core.outbox

@@ -15,6 +15,7 @@ import json
 
 from heartbeat.catalog.pipeline import UPSTREAM_PREFIX, dependency_order
 from heartbeat.db.models import JobStatus, Software, Stage, job_model
+from heartbeat.events.outbox import JOB_REOPENED, JOB_SKIPPED, reopened_because
 from heartbeat.queue.core import QueueCore, QueuePart
 from heartbeat.queue.counts import Counts
 
@@ -72,6 +73,7 @@ class Pipelines(QueuePart):
             "lease_expires_at": None,
             "error": None,
         }
+        self._outbox.add_selected(JOB_REOPENED, software.name, job, outdated, reopened_because("version"))
         count = int(job.update(**reopened).where(outdated).execute())
         if image_ids is not None and count != len(image_ids):
             raise RuntimeError("a job changed while this transaction held its row locked")
@@ -103,7 +105,11 @@ class Pipelines(QueuePart):
                     ended = ended.where(up.image_id.in_(image_ids))
                 changes = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
                 error = f"{UPSTREAM_PREFIX}{upstream} {status}"
-                skipped = int(job.update(error=error, **changes).where(waiting & job.image_id.in_(ended)).execute())
+                skipping = waiting & job.image_id.in_(ended)
+                self._outbox.add_selected(
+                    JOB_SKIPPED, software.name, job, skipping, {"status": "skipped", "error": error}
+                )
+                skipped = int(job.update(error=error, **changes).where(skipping).execute())
                 self._core.count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
                 changed += skipped
         ready = waiting
@@ -138,6 +144,7 @@ class Pipelines(QueuePart):
                 "finished_at": None,
                 "attempts": 0,
             }
+            self._outbox.add_selected(JOB_REOPENED, item.name, job, skipped, reopened_because("upstream"))
             count = int(job.update(**reopened).where(skipped).execute())
             self._core.count(item.name, {JobStatus.SKIPPED: -count, JobStatus.PENDING: count})
             changed += count

@@ -17,6 +17,7 @@ from heartbeat.catalog.extra_rows import prepare_rows
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Job, Software, extra_table_model
 from heartbeat.errors import HeartbeatError, NotFound, TooLarge
+from heartbeat.events.outbox import JOB_DONE, NewEvent
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart
 from heartbeat.queue.judging import PreparedResult, count_changes, judge
 from heartbeat.queue.pipeline import Pipelines
@@ -89,6 +90,13 @@ class Results(QueuePart):
                 blank = {name: None for name in model._meta.fields if name != model._meta.primary_key.name}
                 for chunk in peewee.chunked([{**blank, **row, "image_id": result.image_id} for row in model_rows], 500):
                     model.insert_many(chunk).execute()
+        self._outbox.add_many(
+            [
+                NewEvent(JOB_DONE, done_data(held[result.image_id], result, is_late), software.name, result.image_id)
+                for group, is_late in ((on_time, False), (late, True))
+                for result in group.values()
+            ]
+        )
         changed = self._pipelines.settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
         changed += self._pipelines.reopen_downstream(software, now, list(late)) if late else 0
@@ -114,3 +122,9 @@ class Results(QueuePart):
         for table, columns in software.tables.items():
             extra = extra_table_model(software.id, table, columns)
             extra.delete().where(extra.image_id == image_id).execute()
+
+
+def done_data(held: Job, result: PreparedResult, late: bool) -> dict[str, Any]:
+    """A ``job.done`` event's data: the result as stored (``late``: after the last lease ran out)."""
+    data = {"status": "done", "version": held.claimed_version, "attempt": held.attempts, "info": result.info}
+    return data | {"late": True} if late else data

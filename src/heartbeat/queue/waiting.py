@@ -66,6 +66,7 @@ class WaitingClaims:
         self._poll_seconds = poll_seconds
         self._lock = threading.Lock()
         self._waiting: Counter[str] = Counter()
+        self._readers = 0  # event readers waiting (GET /v1/events, streams): they share the bound
         self._software: dict[str, Software] = {}
         self._looks: dict[str, _Look] = {}
         self._watcher: threading.Thread | None = None
@@ -76,12 +77,12 @@ class WaitingClaims:
     def waiting(self) -> int:
         """How many claims wait now."""
         with self._lock:
-            return self._waiting.total()
+            return self._waiting.total() + self._readers
 
     def enter(self, software: Software) -> bool:
         """Make room for one more claim waiting for ``software``: False when ``max_waiting`` wait already."""
         with self._lock:
-            if self._waiting.total() >= self.max_waiting:
+            if self._waiting.total() + self._readers >= self.max_waiting:
                 return False
             self._waiting[software.name] += 1
             self._software[software.name] = software
@@ -89,6 +90,18 @@ class WaitingClaims:
                 self._watcher = threading.Thread(target=self._watch, name="claim-watcher", daemon=True)
                 self._watcher.start()
             return True
+
+    def enter_reader(self) -> bool:
+        """Make room for one more waiting event reader: False when ``max_waiting`` wait already."""
+        with self._lock:
+            if self._waiting.total() + self._readers >= self.max_waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def leave_reader(self) -> None:
+        with self._lock:
+            self._readers -= 1
 
     def leave(self, software: Software) -> None:
         with self._lock:

@@ -93,6 +93,8 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         reaper = served.lease_reaper(REAP_LEASES_EVERY_SECONDS) if first else None
         if reaper is not None:
             reaper.start()
+        sequencer = served.event_sequencer()  # every process: its own commits wake it
+        sequencer.start()
         server = waitress.create_server(served.app, sockets=[sock], **waitress_options(settings))
         server.channel_class = HeadedChannel
         try:
@@ -102,6 +104,7 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         finally:
             if reaper is not None:
                 reaper.stop()
+            sequencer.stop()
             database.close_all()
     return 0
 

@@ -1,0 +1,105 @@
+"""The outbox: each change writes its events in its own transaction, so that an event exists if and
+only if its change committed (the transactional outbox pattern).
+
+An event row gets its ``id`` at insert, which is not commit order; the :class:`~heartbeat.events.sequencer.Sequencer`
+gives it its ``position`` after it committed, and only then can a reader see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+
+from heartbeat.db.database import Database
+from heartbeat.db.models import Event
+from heartbeat.events.bell import Bell
+
+IMAGE_CREATED = "image.created"
+IMAGE_DELETED = "image.deleted"
+JOB_DONE = "job.done"
+JOB_FAILED = "job.failed"
+JOB_REOPENED = "job.reopened"
+JOB_SKIPPED = "job.skipped"
+SOFTWARE_CREATED = "software.created"
+SOFTWARE_CHANGED = "software.changed"
+SOFTWARE_DRAINED = "software.drained"
+EVENT_TYPES = (
+    IMAGE_CREATED,
+    IMAGE_DELETED,
+    JOB_DONE,
+    JOB_FAILED,
+    JOB_REOPENED,
+    JOB_SKIPPED,
+    SOFTWARE_CREATED,
+    SOFTWARE_CHANGED,
+    SOFTWARE_DRAINED,
+)
+# What an event of a deleted image holds from then on: its type, time, software and the image's ID stay.
+ERASED_DATA = {"erased": True}
+INSERT_CHUNK = 200  # event rows in one INSERT
+
+
+@dataclasses.dataclass(frozen=True)
+class NewEvent:
+    """An event about to be written: its type, the software and image it is about (if any), its data."""
+
+    type: str
+    data: dict[str, Any]
+    software: str | None = None
+    image_id: str | None = None
+
+
+class Outbox:
+    """Writes events in the caller's transaction; :attr:`written` rings once such a transaction commits."""
+
+    def __init__(self, database: Database, clock: Callable[[], float]):
+        self._database = database
+        self._clock = clock
+        self.written = Bell()
+
+    def add(self, type: str, data: dict[str, Any], *, software: str | None = None, image_id: str | None = None) -> None:
+        """One event; call inside the change's transaction."""
+        self.add_many([NewEvent(type, data, software, image_id)])
+
+    def add_many(self, events: Sequence[NewEvent]) -> None:
+        """Events in the order given; call inside the changes' transaction."""
+        if not events:
+            return
+        now = self._clock()
+        rows = [
+            {"type": e.type, "time": now, "software": e.software, "image_id": e.image_id, "data": e.data}
+            for e in events
+        ]
+        for chunk in peewee.chunked(rows, INSERT_CHUNK):
+            Event.insert_many(chunk).execute()
+        self._database.after_commit(self.written.ring)
+
+    def add_selected(
+        self, type: str, software: str, job: Any, selected: peewee.Expression, data: dict[str, Any]
+    ) -> None:
+        """One event of ``type`` and ``data`` for each job of ``software`` (its job model ``job``) that
+        ``selected`` matches, in one ``INSERT ... SELECT``: call just before the statement that changes
+        those jobs, in its transaction, with the same condition (it locks the rows it reads on MySQL)."""
+        query = job.select(
+            peewee.Value(type),
+            peewee.Value(self._clock()),
+            peewee.Value(software),
+            job.image_id,
+            peewee.Value(json.dumps(data, separators=(",", ":"))),
+        ).where(selected)
+        if self._database.features.mysql:
+            # Locked for the change that follows: a shared lock here, taken by two transactions at once,
+            # would deadlock them when each then asks for the exclusive one.
+            query = query.for_update()
+        columns = [Event.type, Event.time, Event.software, Event.image_id, Event.data]
+        if Event.insert_from(query, columns).as_rowcount().execute():
+            self._database.after_commit(self.written.ring)
+
+
+def reopened_because(reason: str) -> dict[str, Any]:
+    """A ``job.reopened`` event's data: back to pending for ``reason`` (``requeue``, ``version``, ``upstream``)."""
+    return {"status": "pending", "reason": reason}

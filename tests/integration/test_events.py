@@ -1,0 +1,159 @@
+"""Events: every path that changes state writes its event in the same transaction, and a reader
+following ``next_cursor`` sees each once, in commit order, skipping none."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import claim, distinct_images, register, upload
+
+FD = "/v1/software/face_detection"
+
+
+def read_all(client, after=None, **params):
+    """Every event after ``after`` (following ``next_cursor`` to the end), and the last cursor."""
+    events = []
+    while True:
+        query = {**params, **({"after": after} if after is not None else {})}
+        answer = client.simulate_get("/v1/events", params=query)
+        assert answer.status_code == 200, answer.text
+        events += answer.json["events"]
+        if answer.json["next_cursor"] == after or not answer.json["events"]:
+            return events, answer.json["next_cursor"]
+        after = answer.json["next_cursor"]
+
+
+def kinds(events):
+    return [(event["type"], event.get("software"), event.get("image_id")) for event in events]
+
+
+def submit(client, job, info=None):
+    return client.simulate_put(
+        f"{FD}/jobs/{job['image_id']}/result", json={"token": job["token"], "info": info or {"faces": []}}
+    )
+
+
+def test_a_software_an_upload_a_result_and_a_deletion_each_make_their_event(client):
+    register(client, "face_detection")
+    [image_id] = [upload(client, data).json["id"] for data in distinct_images(1)]
+    [job] = claim(client)
+    assert submit(client, job, {"faces": [1]}).status_code == 200
+    read_all(client)  # a read sequences what committed: drained is placed after the result
+    assert client.simulate_delete(f"/v1/images/{image_id}").status_code == 204
+    events, cursor = read_all(client)
+    assert kinds(events) == [
+        ("software.created", "face_detection", None),
+        ("image.created", None, image_id),
+        ("job.done", "face_detection", image_id),
+        ("software.drained", "face_detection", None),
+        ("image.deleted", None, image_id),
+    ]
+    ids = [int(event["id"]) for event in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert events[-1]["data"] == {"id": image_id}
+    # Every trace: the image's earlier events keep its ID, not its fields or results.
+    assert events[1]["data"] == events[2]["data"] == {"erased": True}
+    # Nothing more after the last cursor.
+    assert read_all(client, after=cursor) == ([], cursor)
+
+
+def test_job_done_carries_the_result_and_image_created_the_image(client):
+    register(client, "face_detection", version="v2")
+    image = upload(client).json
+    [job] = claim(client)
+    submit(client, job, {"faces": [{"x": 1}]})
+    events, _ = read_all(client, types="job.done,image.created")
+    assert events[0]["type"] == "image.created" and events[0]["data"]["sha256"] == image["sha256"]
+    assert events[1]["data"] == {"status": "done", "version": "v2", "attempt": 1, "info": {"faces": [{"x": 1}]}}
+
+
+def test_a_refused_change_makes_no_event(client):
+    register(client, "face_detection")
+    upload(client)
+    [job] = claim(client)
+    _, cursor = read_all(client)
+    assert submit(client, {**job, "token": "stale"}).status_code == 409
+    assert client.simulate_post("/v1/software", json={"name": "face_detection"}).status_code == 409
+    assert client.simulate_patch(f"{FD}", json={"paused": False}).status_code == 200  # no change made
+    assert upload(client, b"not an image").status_code == 415
+    assert read_all(client, after=cursor) == ([], cursor)
+
+
+def test_batch_submit_fail_requeue_version_and_pause_each_make_events(client, clock):
+    register(client, "face_detection", max_attempts=1)
+    for data in distinct_images(3):
+        upload(client, data)
+        clock.advance(1)
+    _, cursor = read_all(client)
+    jobs = claim(client, max=3)
+    ids = [job["image_id"] for job in jobs]
+    results = [{"image_id": job["image_id"], "token": job["token"], "info": {"n": 1}} for job in jobs[:2]]
+    answer = client.simulate_post(f"{FD}/results", json={"results": results})
+    assert [item["status"] for item in answer.json["results"]] == ["done", "done"]
+    fail = {"token": jobs[2]["token"], "error": "broken", "retry": False}
+    assert client.simulate_post(f"{FD}/jobs/{ids[2]}/fail", json=fail).status_code == 200
+    events, cursor = read_all(client, after=cursor)
+    assert kinds(events) == [
+        ("job.done", "face_detection", ids[0]),
+        ("job.done", "face_detection", ids[1]),
+        ("job.failed", "face_detection", ids[2]),
+        ("software.drained", "face_detection", None),
+    ]
+    assert events[2]["data"]["status"] == "failed" and events[2]["data"]["error"] == "broken"
+    assert events[3]["data"] == {"done": 2, "failed": 1, "skipped": 0}
+
+    assert client.simulate_post(f"{FD}/requeue", json={"status": "failed"}).status_code == 200
+    assert client.simulate_patch(FD, json={"version": "2"}).status_code == 200
+    assert client.simulate_patch(FD, json={"paused": True}).status_code == 200
+    events, cursor = read_all(client, after=cursor)
+    reopened = [(event["image_id"], event["data"]["reason"]) for event in events if event["type"] == "job.reopened"]
+    assert sorted(reopened) == sorted([(ids[2], "requeue"), (ids[0], "version"), (ids[1], "version")])
+    changed = [event["data"]["changes"] for event in events if event["type"] == "software.changed"]
+    assert changed == [{"version": "2"}, {"paused": True}]
+
+
+def test_a_lease_that_runs_out_on_its_last_attempt_is_job_failed(client, clock, app):
+    register(client, "face_detection", max_attempts=1, lease_seconds=10)
+    image_id = upload(client).json["id"]
+    claim(client)
+    _, cursor = read_all(client)
+    clock.advance(11)
+    claim(client)  # takes the expired lease over: the job fails
+    events, _ = read_all(client, after=cursor, types="job.failed")
+    assert [(event["image_id"], event["data"]["error"]) for event in events] == [(image_id, "lease expired")]
+
+
+def test_filters_and_cursors(client):
+    register(client, "face_detection")
+    register(client, "ocr")
+    upload(client)
+    events, cursor = read_all(client, software="ocr")
+    assert {event.get("software") for event in events} == {"ocr"}
+    assert client.simulate_get("/v1/events", params={"types": "job.nope"}).status_code == 400
+    assert client.simulate_get("/v1/events", params={"after": str(int(cursor) + 1000)}).status_code == 400
+    assert client.simulate_get("/v1/events", params={"after": "abc"}).status_code == 400
+    assert client.simulate_get("/v1/events", params={"after": "now"}).json["events"] == []
+    page = client.simulate_get("/v1/events", params={"limit": 1}).json
+    assert len(page["events"]) == 1 and page["next_cursor"] == page["events"][0]["id"]
+
+
+def test_a_cursor_older_than_the_events_kept_is_gone(client, clock, app, settings, database):
+    from heartbeat.events.outbox import Outbox
+    from heartbeat.events.sequencer import Sequencer
+
+    register(client, "face_detection")
+    upload(client)
+    events, _ = read_all(client)
+    clock.advance(8 * 86400)
+    sequencer = Sequencer(database, Outbox(database, clock), clock, retain_seconds=7 * 86400)
+    with database.connection():
+        assert sequencer.remove_expired() == len(events)
+    assert client.simulate_get("/v1/events", params={"after": events[0]["id"]}).status_code == 410
+    assert client.simulate_get("/v1/events", params={"after": events[-1]["id"]}).json["events"] == []
+    assert client.simulate_get("/v1/events").json["events"] == []
+
+
+@pytest.mark.parametrize("wait", [0.2])
+def test_a_waiting_read_answers_when_the_time_is_up(client, wait):
+    answer = client.simulate_get("/v1/events", params={"after": "now", "wait_seconds": wait})
+    assert answer.status_code == 200 and answer.json["events"] == []
