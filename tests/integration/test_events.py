@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import claim, distinct_images, register, upload
+from helpers import claim, distinct_images, image_bytes, put_url, register, upload
 
 FD = "/v1/software/face_detection"
 
@@ -157,3 +157,70 @@ def test_a_cursor_older_than_the_events_kept_is_gone(client, clock, app, setting
 def test_a_waiting_read_answers_when_the_time_is_up(client, wait):
     answer = client.simulate_get("/v1/events", params={"after": "now", "wait_seconds": wait})
     assert answer.status_code == 200 and answer.json["events"] == []
+
+
+def test_a_direct_upload_is_image_created_and_a_claim_or_release_is_no_event(client, storage):
+    register(client, "face_detection")
+    started = client.simulate_post("/v1/uploads", json={"filename": "a.png"}).json
+    assert put_url(client, started["url"], image_bytes(size=(20, 10), fmt="PNG")) in (200, 204)
+    image = client.simulate_post(f"/v1/uploads/{started['upload_id']}/complete", json={}).json
+    events, cursor = read_all(client, types="image.created")
+    assert [(event["image_id"], event["data"]["width"]) for event in events] == [(image["id"], 20)]
+    _, cursor = read_all(client)
+    [job] = claim(client)
+    release = client.simulate_post(f"{FD}/jobs/{image['id']}/release", json={"token": job["token"]})
+    assert release.status_code == 200
+    assert read_all(client, after=cursor) == ([], cursor)  # nothing a consumer acts on changed
+
+
+def test_the_reaper_a_pipeline_skip_and_its_reopening(client, clock, database):
+    from heartbeat.db.models import Software
+    from heartbeat.queue import JobQueue
+
+    register(client, "face_detection", max_attempts=1, lease_seconds=10)
+    register(client, "ocr", after=["face_detection"])
+    image_id = upload(client).json["id"]
+    [job] = claim(client)
+    _, cursor = read_all(client)
+    clock.advance(11)
+    with database.connection():
+        assert JobQueue(database, clock).claims.expire_leases(Software.get(Software.name == "face_detection")) == 1
+    events, cursor = read_all(client, after=cursor)
+    assert kinds(events)[:2] == [
+        ("job.failed", "face_detection", image_id),
+        ("job.skipped", "ocr", image_id),
+    ]
+    assert events[0]["data"] == {"status": "failed", "attempt": 1, "error": "lease expired"}
+    assert events[1]["data"]["status"] == "skipped"
+    # The late result of that lease is taken: done, and the skipped job downstream reopens.
+    assert submit(client, job, {"late": True}).status_code == 200
+    events, _ = read_all(client, after=cursor)
+    assert kinds(events)[:2] == [("job.done", "face_detection", image_id), ("job.reopened", "ocr", image_id)]
+    assert events[0]["data"]["late"] is True and events[1]["data"]["reason"] == "upstream"
+
+
+def test_an_import_makes_image_created_and_its_prune_image_deleted(tmp_path, settings, database, storage, client):
+    from heartbeat.service import open_importer
+    from heartbeat.storage.sources import open_source
+
+    if settings.storage.startswith("s3"):
+        pytest.skip("a folder is imported into local storage (buckets: test_imports)")
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for index, data in enumerate(distinct_images(2)):
+        (folder / f"p{index}.png").write_bytes(data)
+    _, cursor = read_all(client)
+
+    def run(prune: bool = False):
+        source = open_source(str(folder), storage)
+        return open_importer(settings, database, storage, source, origin="cam", workers=1).run(prune=prune)
+
+    assert run().new == 2
+    events, cursor = read_all(client, after=cursor)
+    assert [event["type"] for event in events] == ["image.created", "image.created"]
+    assert {event["data"]["origin"] for event in events} == {"cam"}
+    gone = events[0]["image_id"] if events[0]["data"]["filename"] == "p0.png" else events[1]["image_id"]
+    (folder / "p0.png").unlink()
+    assert run(prune=True).pruned == 1
+    events, _ = read_all(client, after=cursor)
+    assert kinds(events) == [("image.deleted", None, gone)]
