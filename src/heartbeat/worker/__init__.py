@@ -14,9 +14,11 @@ Every coordinate a handler reports is in the upright picture (after the image's 
 """
 
 from heartbeat.worker.client import Client
+from heartbeat.worker.events import EventFollower
 from heartbeat.worker.exceptions import (
     Conflict,
     ContentMismatch,
+    CursorExpired,
     Forbidden,
     HeartbeatError,
     InvalidRequest,
@@ -29,6 +31,7 @@ from heartbeat.worker.exceptions import (
 from heartbeat.worker.models import (
     Claim,
     ClaimedJob,
+    EventPage,
     Health,
     Image,
     Job,
@@ -47,6 +50,9 @@ __all__ = [
     "Client",
     "Conflict",
     "ContentMismatch",
+    "CursorExpired",
+    "EventFollower",
+    "EventPage",
     "Forbidden",
     "Handler",
     "Health",

@@ -22,10 +22,12 @@ from urllib3.util.retry import Retry
 
 from heartbeat import __version__
 from heartbeat.worker.download import Downloads
+from heartbeat.worker.events import EventFollower
 from heartbeat.worker.exceptions import HeartbeatError, ServerUnavailable, error_from_answer
 from heartbeat.worker.models import (
     Claim,
     ClaimedJob,
+    EventPage,
     Health,
     Image,
     Job,
@@ -108,6 +110,10 @@ def _seconds(header: str | None) -> float | None:
         return None
 
 
+def _comma_separated(values: str | Sequence[str] | None) -> str | None:
+    return values if values is None or isinstance(values, str) else ",".join(values)
+
+
 def _params(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -134,6 +140,8 @@ class Client:
     ):
         self.api_url = api_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
+        self._backoff_seconds = backoff_seconds
+        self._max_backoff_seconds = max_backoff_seconds
         self._session = retrying_session(retries, backoff_seconds, max_backoff_seconds)
         _settle_environment(self._session, self.api_url)
         if token:
@@ -169,7 +177,8 @@ class Client:
                 body: Any = response.json()
             except ValueError:
                 body = response.text
-            raise error_from_answer(response.status_code, body, job_route=job_route)
+            retry_after = _seconds(response.headers.get("Retry-After"))
+            raise error_from_answer(response.status_code, body, job_route=job_route, retry_after=retry_after)
         return response
 
     def _json(self, method: str, path: str, **options: Any) -> Any:
@@ -456,3 +465,64 @@ class Client:
     def job(self, name: str, image_id: str) -> Job:
         """One job row."""
         return Job.from_json(self._json("GET", _path("software", name, "jobs", image_id)))
+
+    # --- events -----------------------------------------------------------------------------
+
+    def events_page(
+        self,
+        after: str | None = None,
+        *,
+        types: str | Sequence[str] | None = None,
+        software: str | None = None,
+        limit: int | None = None,
+        wait_seconds: float = 0,
+    ) -> EventPage:
+        """One page of the events after the cursor ``after`` (an event's ``id``, a ``next_cursor``, or
+        ``"now"``; None: the oldest kept), in commit order, waiting up to ``wait_seconds`` (at most 20)
+        for one. ``types``: only these (a list, or comma separated); ``software``: only its events.
+        :class:`CursorExpired` (410) for a cursor older than the events kept."""
+        params = _params(
+            after=after,
+            types=_comma_separated(types),
+            software=software,
+            limit=limit,
+            wait_seconds=wait_seconds or None,
+        )
+        response = self._request("GET", "/v1/events", params=params, wait_seconds=wait_seconds)
+        body = response.json()
+        return EventPage(body["events"], body["next_cursor"], _seconds(response.headers.get("Retry-After")))
+
+    def events(
+        self,
+        after: str | None = None,
+        types: str | Sequence[str] | None = None,
+        software: str | None = None,
+        wait_seconds: float = 20,
+        *,
+        limit: int | None = None,
+        follow: bool = True,
+    ) -> EventFollower:
+        """Every event after the cursor ``after``, one dict at a time, each once, following
+        ``next_cursor`` with long polls of ``wait_seconds``; an iterator that never ends unless
+        ``follow`` is False (then it ends once it has caught up). Connection errors and 5xx answers are
+        waited out (backoff, or the server's ``Retry-After``) and asked again; a 4xx is raised, a 410
+        as :class:`CursorExpired` (start again without a cursor). The iterator's ``cursor`` is where to
+        resume from::
+
+            feed = client.events(after=saved, types=["job.done"])
+            for event in feed:
+                handle(event)
+                saved = feed.cursor  # store it: pass it back as after= to miss nothing
+        """
+
+        def fetch(cursor: str | None, wait: float) -> EventPage:
+            return self.events_page(cursor, types=types, software=software, limit=limit, wait_seconds=wait)
+
+        return EventFollower(
+            fetch,
+            after,
+            follow=follow,
+            wait_seconds=wait_seconds,
+            backoff_seconds=self._backoff_seconds,
+            max_backoff_seconds=self._max_backoff_seconds,
+        )

@@ -1,5 +1,6 @@
 """What the worker SDK raises. Every error carries the answer's ``status`` (``None`` when no answer
-came), its ``title`` and its ``description``, as the API sent them.
+came), its ``title`` and its ``description``, as the API sent them, and its ``Retry-After`` in
+seconds (``retry_after``, ``None`` when it had none).
 
 HeartbeatError                 the root: catch this to catch them all
  ├── ServerUnavailable         503, or no answer at all, after the retries
@@ -10,6 +11,7 @@ HeartbeatError                 the root: catch this to catch them all
  ├── NotFound                  404: no such image, software, job or table
  ├── Conflict                  409
  │    └── LeaseLost            409 on a job route: the token no longer holds the job's lease
+ ├── CursorExpired             410: an event cursor older than the events the server keeps
  └── ContentMismatch           downloaded bytes whose size or sha256 is not the image record's
 """
 
@@ -21,10 +23,18 @@ from typing import Any
 class HeartbeatError(Exception):
     """The Heartbeat API refused the request."""
 
-    def __init__(self, description: str | None = None, *, status: int | None = None, title: str | None = None):
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        status: int | None = None,
+        title: str | None = None,
+        retry_after: float | None = None,
+    ):
         self.description = description or (self.__doc__ or "").strip()
         self.status = status
         self.title = title or type(self).__name__
+        self.retry_after = retry_after
         # Falcon's titles start with the status already ("415 Unsupported Media Type"): said once
         heading = self.title if self.title.startswith(str(status)) else f"{status} {self.title}"
         super().__init__(f"{heading}: {self.description}" if status else self.description)
@@ -62,6 +72,11 @@ class LeaseLost(Conflict):
     """The token no longer holds the lease on this job: another worker may have it now."""
 
 
+class CursorExpired(HeartbeatError):
+    """The events after this cursor are no longer kept (HEARTBEAT_EVENTS_RETAIN_SECONDS): start again
+    without a cursor (the oldest event kept) or from ``"now"``."""
+
+
 class ContentMismatch(HeartbeatError):
     """The downloaded bytes are not the ones the image record describes."""
 
@@ -72,6 +87,7 @@ ERROR_BY_STATUS: dict[int, type[HeartbeatError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    410: CursorExpired,
     413: InvalidRequest,
     415: InvalidRequest,
     422: InvalidRequest,
@@ -79,8 +95,11 @@ ERROR_BY_STATUS: dict[int, type[HeartbeatError]] = {
 }
 
 
-def error_from_answer(status: int, body: Any, *, job_route: bool = False) -> HeartbeatError:
-    """The exception for an error answer whose JSON body is ``body`` (``{"title", "description"}``)."""
+def error_from_answer(
+    status: int, body: Any, *, job_route: bool = False, retry_after: float | None = None
+) -> HeartbeatError:
+    """The exception for an error answer whose JSON body is ``body`` (``{"title", "description"}``)
+    and whose ``Retry-After`` asked for ``retry_after`` seconds."""
     kind = ERROR_BY_STATUS.get(status) or (ServerError if status >= 500 else HeartbeatError)
     if kind is Conflict and job_route:
         kind = LeaseLost
@@ -89,4 +108,4 @@ def error_from_answer(status: int, body: Any, *, job_route: bool = False) -> Hea
         title, description = body.get("title"), body.get("description")
     elif isinstance(body, str) and body.strip():
         description = body.strip()[:500]
-    return kind(description, status=status, title=title)
+    return kind(description, status=status, title=title, retry_after=retry_after)

@@ -165,3 +165,15 @@ class Health:
 
     ok: bool
     checks: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventPage:
+    """One page of ``GET /v1/events``: the events (dicts as the API sends them: ``id``, ``type``,
+    ``time``, ``software``?, ``image_id``?, ``data``) and the cursor to ask after next. When it is empty
+    because the server had no room to let the request wait, ``retry_after_seconds`` says how long to
+    wait before asking again (its ``Retry-After``)."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str
+    retry_after_seconds: float | None = None
