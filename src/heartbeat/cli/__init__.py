@@ -1,6 +1,6 @@
-"""``heartbeat serve | check | software | token | export | s3 | upload | worker | import``: the command
-line (its arguments in ``parser.py``, what each command does in ``commands.py``,
-``upload_command.py`` and ``import_command.py``).
+"""``heartbeat serve | check | software | token | export | s3 | upload | worker | import | events``: the
+command line (its arguments in ``parser.py``, what each command does in ``commands.py``,
+``upload_command.py``, ``import_command.py`` and ``events_command.py``).
 
 A mistake on the command line stops it with one line naming the flag or variable as given, and exit
 status 2 (a wrong or missing flag shows the command's own usage first); no user mistake prints a
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from heartbeat.cli.commands import check, export, import_images, s3, serve, software, token, worker
+from heartbeat.cli.events_command import events
 from heartbeat.cli.parser import build_parser, parse_args, settings_from_args
 from heartbeat.cli.upload_command import upload
 from heartbeat.config import SettingError
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upload": upload,
         "worker": worker,
         "import": import_images,
+        "events": events,
     }
     try:
         return handlers[args.command](args)

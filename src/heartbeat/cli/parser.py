@@ -83,6 +83,24 @@ def _existing_path(text: str) -> Path:
     return path
 
 
+def _event_types(text: str) -> list[str]:
+    """``--types``: event types, comma separated, each one the server makes."""
+    from heartbeat.events.outbox import EVENT_TYPES
+
+    types = [part.strip() for part in text.split(",")]
+    unknown = [part for part in types if part not in EVENT_TYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown event type {unknown[0]!r}: one of {', '.join(EVENT_TYPES)}")
+    return types
+
+
+def _event_cursor(text: str) -> str:
+    """``--after``: an event's ``id`` (a whole number), or ``now``."""
+    if text != "now" and not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise argparse.ArgumentTypeError(f"expected an event's id (a whole number) or now, not {text!r}")
+    return text
+
+
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:
     """Each command's parser in its own namespace (``parser``), so that an unknown flag is reported
     with that command's usage rather than the top level's."""
@@ -210,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--parallel", type=_whole_number(1), default=4, help="uploads at once (default 4)")
     _worker_parser(commands)
     _import_parser(commands)
+    _events_parser(commands)
     _remember_parsers(parser)
     return parser
 
@@ -246,6 +265,24 @@ def _import_parser(commands: Any) -> None:
         help=f"objects read at once (default 4, at most {MAX_IMPORT_WORKERS})",
     )
     _setting_flags(register, DATABASE_SETTINGS + STORAGE_SETTINGS)
+
+
+def _events_parser(commands: Any) -> None:
+    events = commands.add_parser(
+        "events", help="print the API's events, one JSON object a line; --follow waits for new ones"
+    )
+    events.add_argument("--follow", action="store_true", help="keep printing events as they happen, until Ctrl-C")
+    events.add_argument(
+        "--types", type=_event_types, metavar="TYPE,TYPE", help="only these event types, comma separated"
+    )
+    events.add_argument("--software", metavar="NAME", help="only the events of this software")
+    events.add_argument(
+        "--after",
+        type=_event_cursor,
+        metavar="CURSOR",
+        help="the events after this event id (the last one printed), or now (default: the oldest kept)",
+    )
+    _api_flags(events)
 
 
 def _worker_parser(commands: Any) -> None:
