@@ -22,8 +22,10 @@ from heartbeat.api.routes import ROUTES
 from heartbeat.api.routing import Parts, add_routes
 from heartbeat.config import Settings
 from heartbeat.db.database import Database
+from heartbeat.events.delivery import WebhookSender
 from heartbeat.events.feed import EventFeed
 from heartbeat.events.sequencer import Sequencer
+from heartbeat.events.webhooks import Webhooks
 from heartbeat.ingest.direct_uploads import DirectUploads
 from heartbeat.ingest.registration import new_image_id
 from heartbeat.metrics import Metrics
@@ -54,6 +56,17 @@ class ServedApp:
         """The events' sequencer (not started): every server process runs its thread."""
         return self.service.sequencer
 
+    def webhook_sender(self) -> WebhookSender:
+        """The webhook deliveries' sender (not started): every server process runs its threads."""
+        service = self.service
+        return WebhookSender(
+            service.database,
+            service.sequencer,
+            service.clock,
+            allow=service.settings.url_allow,
+            retry_seconds=service.settings.webhook_retry_seconds,
+        )
+
     def close(self) -> None:
         """The server is stopping: waiting claims and event readers answer now, and no new one waits."""
         self.waiting.close()
@@ -69,6 +82,8 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
     waiting = WaitingClaims(database, service.queue, max_waiting=settings.waiting_claims_limit)
     metrics = Metrics(metrics_dir)
     events = EventFeed(database, service.sequencer)
+    # Each sequencing pass makes the deliveries of its events, in its transaction.
+    service.sequencer.listeners.append(Webhooks(database, service.clock, settings.url_allow).fan_out)
     metrics.watch_jobs(service.registry, service.queue)
     middleware: list[Any] = [
         SecurityHeaders(),

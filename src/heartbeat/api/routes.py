@@ -14,6 +14,7 @@ from heartbeat.api import (
     jobs,
     openapi,
     software,
+    webhooks,
 )
 from heartbeat.api.routing import Route
 
@@ -28,4 +29,5 @@ ROUTES: list[Route] = [
     *software.ROUTES,
     *jobs.ROUTES,
     *events.ROUTES,
+    *webhooks.ROUTES,
 ]

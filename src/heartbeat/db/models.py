@@ -293,6 +293,7 @@ class Delivery(BaseModel):
         indexes = (
             (("webhook_id", "position"), True),
             (("webhook_id", "status", "position"), False),
+            (("position",), False),  # retention removes the deliveries of removed events
         )
 
 

@@ -95,6 +95,8 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
             reaper.start()
         sequencer = served.event_sequencer()  # every process: its own commits wake it
         sequencer.start()
+        webhook_sender = served.webhook_sender()  # every process: a few threads, one webhook each at a time
+        webhook_sender.start()
         server = waitress.create_server(served.app, sockets=[sock], **waitress_options(settings))
         server.channel_class = HeadedChannel
         try:
@@ -104,6 +106,7 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         finally:
             if reaper is not None:
                 reaper.stop()
+            webhook_sender.stop()
             sequencer.stop()
             database.close_all()
     return 0
