@@ -16,6 +16,7 @@ from typing import Any
 
 import falcon.testing
 import pytest
+import requests
 import standardwebhooks
 
 from heartbeat.app import ServedApp, build_app
@@ -402,3 +403,43 @@ def test_two_senders_never_send_one_webhooks_deliveries_at_once(setup, receivers
     with setup.served.service.database.connection():
         assert Delivery.select().where(Delivery.status == "delivered").count() == 15
     assert {item["attempts"] for item in setup.deliveries(made)} == {1}
+
+
+def wait_for_attempt(url: str, hook: dict[str, Any], timeout_seconds: float = 20) -> dict[str, Any]:
+    """The webhook's first delivery once it was tried (a server's API is polled: no event to await)."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        listed = requests.get(f"{url}/v1/webhooks/{hook['id']}/deliveries", timeout=10).json()["deliveries"]
+        if listed and listed[0]["attempts"]:
+            return listed[0]
+        time.sleep(0.05)
+    raise AssertionError("the delivery was never tried")
+
+
+@pytest.mark.concurrency
+def test_served_deliveries_go_once_from_two_server_processes_and_survive_a_restart(
+    start_server, receivers, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HEARTBEAT_URL_ALLOW", "127.0.0.0/8")
+    shared = tmp_path / "shared-data"
+    servers = [start_server(data_dir=shared), start_server(data_dir=shared)]
+    receiver, down_port = receivers(pause=0.005), free_port()
+    made = requests.post(f"{servers[0].url}/v1/webhooks", json={"url": receiver.url}, timeout=10).json()
+    down = requests.post(
+        f"{servers[1].url}/v1/webhooks", json={"url": f"http://127.0.0.1:{down_port}/hook"}, timeout=10
+    ).json()
+    for number, data in enumerate(distinct_images(12)):
+        files = {"file": ("a.png", data, "image/png")}
+        url = servers[number % 2].url
+        assert requests.post(f"{url}/v1/images", files=files, timeout=10).status_code == 201
+    assert receiver.wait_for(12, timeout_seconds=30)
+    ids = [headers["webhook-id"] for headers, _ in receiver.received]
+    assert len(set(ids)) == len(ids) == 12 and receiver.most_in_flight == 1
+    assert len(receiver.events(made["secret"])) == 12
+    assert wait_for_attempt(servers[0].url, down)["last_error"].startswith("connection error")
+    for server in servers:
+        server.stop()
+    back = receivers(port=down_port)  # the receiver comes back while no server runs
+    start_server(data_dir=shared)
+    assert back.wait_for(12, timeout_seconds=30)  # the first retry is due within 2 s (full jitter)
+    assert len(back.events(down["secret"])) == 12
