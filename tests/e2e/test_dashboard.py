@@ -304,6 +304,51 @@ def test_the_dashboard_refreshes_by_itself(start_server, page: Page):
     expect(page.get_by_test_id("image-tile")).to_have_count(1)
 
 
+def test_the_counts_follow_the_event_stream_with_the_token_and_no_poll(
+    start_server, create_token, tmp_path, page: Page
+):
+    """A result submitted elsewhere shows in its software's counts as its event arrives: the card alone is
+    read again (no poll interval passes: the fallback poll is half a minute apart), over a stream that
+    carries the tab's token, which EventSource could not send."""
+    data = tmp_path / "data"
+    admin, reader = create_token("admin", data), create_token("reader", data)
+    server = start_server(data_dir=data)
+    api = Api(server.url, admin)
+    api("POST", "/v1/software", json={"name": "ocr"})
+    image_id = api("POST", "/v1/images", files={"file": ("a.jpg", image_bytes())})["id"]
+    page.goto(server.url + "/")
+    page.get_by_test_id("token").fill(reader)
+    page.get_by_test_id("token").press("Enter")
+    card = page.get_by_test_id("software-ocr")
+    expect(card.get_by_test_id("count-pending")).to_have_text("1")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-live", "true")  # the stream is open
+
+    [job] = api("POST", "/v1/software/ocr/claim", json={})["jobs"]
+    with page.expect_request(lambda request: request.url == f"{server.url}/v1/software/ocr") as card_read:
+        api("PUT", f"/v1/software/ocr/jobs/{image_id}/result", json={"token": job["token"], "info": {}})
+    assert card_read.value.headers["authorization"] == f"Bearer {reader}"
+    expect(card.get_by_test_id("count-done")).to_have_text("1")
+    expect(card.get_by_test_id("count-pending")).to_have_text("0")
+    expect(card.get_by_test_id("count-claimed")).to_have_text("0")
+
+    api("POST", "/v1/images", files={"file": ("b.jpg", image_bytes((0, 90, 200)))})  # a job for every software
+    expect(card.get_by_test_id("count-pending")).to_have_text("1")
+    expect(page.get_by_test_id("image-tile")).to_have_count(2)  # the page too, drawn again for the event
+
+
+def test_without_the_event_stream_the_dashboard_polls_instead(start_server, page: Page):
+    server = start_server()
+    api = Api(server.url)
+    api("POST", "/v1/software", json={"name": "ocr"})
+    page.route("**/v1/events/stream*", lambda route: route.abort())  # a proxy that will not pass it
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("software-ocr").get_by_test_id("count-pending")).to_have_text("0")
+    api("POST", "/v1/images", files={"file": ("a.jpg", image_bytes())})
+    # The first poll comes three seconds after the stream failed, the next ones later and later.
+    expect(page.get_by_test_id("software-ocr").get_by_test_id("count-pending")).to_have_text("1", timeout=15_000)
+    expect(page.get_by_test_id("status")).to_have_attribute("data-live", "false")
+
+
 def test_with_auth_on_the_dashboard_asks_for_a_token_once_and_keeps_it_for_the_tab(
     start_server, create_token, tmp_path, page: Page
 ):

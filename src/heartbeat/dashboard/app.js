@@ -1,7 +1,13 @@
 // Heartbeat's dashboard: plain JavaScript over the public API, no build step.
 "use strict";
 
-const REFRESH_MS = 3000;
+// The page follows the server's event stream: a software's counts at most twice a second after one
+// of its events, the rest of the page (thumbnails, failed jobs) at most every three seconds. Without
+// the stream (it cannot be opened) the page is drawn again every half minute.
+const COUNTS_MS = 500;
+const PAGE_MS = 3000;
+const FALLBACK_MS = 30000;
+const QUIET_MS = 45000; // the server writes a line at least every 15 s: silence this long is a dead connection
 const FAILED_SHOWN = 20; // per software on the overview; the software's page lists up to 200
 const view = document.getElementById("view");
 let timer = null;
@@ -35,10 +41,12 @@ document.getElementById("login").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem("heartbeat-token", document.getElementById("token").value.trim());
   document.getElementById("token").value = "";
+  restartEvents();
   route();
 });
 document.getElementById("logout").addEventListener("click", () => {
   sessionStorage.removeItem("heartbeat-token");
+  restartEvents();
   route();
 });
 
@@ -244,9 +252,14 @@ async function imagePage(id) {
 // A page being drawn for the first time says so, rather than showing an empty page (or the last one).
 let shown = null;
 
+function currentPage() {
+  const [, page, arg] = (location.hash || "#/").split("/");
+  return { page, arg: arg === undefined ? undefined : decodeURIComponent(arg) };
+}
+
 async function route() {
   clearTimeout(timer);
-  const [, page, arg] = (location.hash || "#/").split("/");
+  const { page, arg } = currentPage();
   const status = document.getElementById("status");
   if (shown !== location.hash) {
     shown = location.hash;
@@ -254,13 +267,14 @@ async function route() {
     view.replaceChildren(el("p", { class: "muted loading", "data-testid": "loading" }, "Loading…"));
   }
   try {
-    if (page === "image") await imagePage(decodeURIComponent(arg));
-    else if (page === "software") await softwarePage(decodeURIComponent(arg));
+    if (lastEventId === null) lastEventId = await eventsHead(); // before the page is read: see the event stream
+    if (page === "image") await imagePage(arg);
+    else if (page === "software") await softwarePage(arg);
     else await overview();
     showLogin(false);
     view.setAttribute("aria-busy", "false");
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
-    if (page !== "image") timer = setTimeout(refresh, REFRESH_MS);
+    followEvents();
   } catch (error) {
     if (error instanceof Unauthorized) {
       showLogin(true);
@@ -271,15 +285,156 @@ async function route() {
     } else {
       status.textContent = `error: ${error.message}`;
       view.setAttribute("aria-busy", "false");
-      timer = setTimeout(route, REFRESH_MS);
+      timer = setTimeout(route, PAGE_MS);
     }
   }
 }
 
+// At most one call of `draw` every `ms`, the first at once: a burst of events makes one.
+function throttled(draw, ms) {
+  let pending = null;
+  let last = 0;
+  return () => {
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; last = Date.now(); draw(); }, Math.max(0, last + ms - Date.now()));
+  };
+}
+
 // Not while someone types a filter: a new page would take the text box from under their fingers.
-function refresh() {
-  if (document.activeElement === filterInput) timer = setTimeout(refresh, REFRESH_MS);
+const redrawPage = throttled(function redraw() {
+  if (document.activeElement === filterInput) setTimeout(redrawPage, PAGE_MS);
   else route();
+}, PAGE_MS);
+
+// The software whose counts changed ("*": every one, as an upload adds a job to each), drawn again alone.
+const staleCards = new Set();
+const redrawCards = throttled(async () => {
+  const names = [...staleCards];
+  staleCards.clear();
+  try {
+    const items = names.includes("*") ? (await api("GET", "/v1/software")).software
+      : await Promise.all(names.map((name) => api("GET", `/v1/software/${encodeURIComponent(name)}`)));
+    for (const item of items) document.querySelector(`[data-testid="software-${item.name}"]`)?.replaceWith(softwareCard(item));
+  } catch (error) {
+    redrawPage(); // the whole page says what went wrong
+  }
+}, COUNTS_MS);
+
+// What an event changes on the page shown: the counts of its software (or of all, for an image), and
+// the page itself when it shows what the event is about.
+function noted(event) {
+  const { page, arg } = currentPage();
+  if (page === "image") {
+    if (event.image_id === arg) redrawPage();
+    return;
+  }
+  if (page === "software" && event.software !== undefined && event.software !== arg) return;
+  if (event.type === "software.created") redrawPage(); // a new card
+  staleCards.add(event.software ?? "*");
+  redrawCards();
+  redrawPage();
+}
+
+// --- the event stream -------------------------------------------------------------------------
+
+// Read with fetch() rather than EventSource, which cannot send the token's Authorization header; the
+// messages are parsed as the Server-Sent Events format says. The page is drawn after the cursor of
+// the last event so far is read (lastEventId), and every stream opens after the last event seen
+// (Last-Event-ID): no event between a drawing and the stream, or between two streams, is missed.
+let events = null; // the stream being followed: { controller }
+let lastEventId = null;
+
+class StreamRefused extends Error {
+  constructor(status) { super(`the event stream answered ${status}`); this.status = status; }
+}
+
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+async function eventsHead() {
+  return (await api("GET", "/v1/events?after=now&limit=1")).next_cursor;
+}
+
+function restartEvents() {
+  events?.controller?.abort();
+  events = null;
+}
+
+function live(on) { document.getElementById("status").dataset.live = on ? "true" : "false"; }
+
+function followEvents() {
+  if (events) return;
+  const mine = (events = { controller: null });
+  (async () => {
+    let failures = 0;
+    while (events === mine) {
+      try {
+        const retry = await readEvents(mine);
+        failures = 0;
+        live(false);
+        await sleep(retry); // the stream ended (its max_seconds, or the server stopped): back after its retry:
+        continue;
+      } catch (error) {
+        live(false);
+        if (events !== mine) return; // another token: another stream
+        if (error instanceof Unauthorized || (error instanceof StreamRefused && [400, 410].includes(error.status))) {
+          // a token asked for, or a cursor this server no longer keeps: drawn again from now on
+          events = null;
+          lastEventId = null;
+          route();
+          return;
+        }
+      }
+      failures += 1; // cannot be opened (or went silent): tried again later, the page polled meanwhile
+      await sleep(Math.min(FALLBACK_MS, PAGE_MS * 2 ** (failures - 1)));
+      if (events === mine) route();
+    }
+  })();
+}
+
+// One stream, read to its end: resolves with the milliseconds its retry: asks to wait before the next.
+async function readEvents(stream) {
+  const controller = (stream.controller = new AbortController());
+  const headers = { Accept: "text/event-stream" };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+  let quiet = setTimeout(() => controller.abort(), QUIET_MS);
+  try {
+    const response = await fetch("/v1/events/stream?after=now", { headers, cache: "no-store", signal: controller.signal });
+    if (response.status === 401) throw new Unauthorized();
+    if (!response.ok || !response.body) throw new StreamRefused(response.status);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let message = { id: null, data: [] };
+    let retry = PAGE_MS;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return retry;
+      clearTimeout(quiet);
+      quiet = setTimeout(() => controller.abort(), QUIET_MS);
+      live(true);
+      buffer += decoder.decode(value, { stream: true });
+      const lines = buffer.split(/\r\n|\r|\n/);
+      buffer = lines.pop();
+      for (const line of lines) {
+        if (line === "") { // the end of a message
+          if (message.id !== null) lastEventId = message.id;
+          if (message.data.length) noted(JSON.parse(message.data.join("\n")));
+          message = { id: null, data: [] };
+          continue;
+        }
+        if (line.startsWith(":")) continue; // a comment: the keep-alive
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") message.data.push(text);
+        else if (field === "id") message.id = text;
+        else if (field === "retry" && /^\d+$/.test(text)) retry = Number(text);
+      }
+    }
+  } finally {
+    clearTimeout(quiet);
+  }
 }
 
 window.addEventListener("hashchange", route);
