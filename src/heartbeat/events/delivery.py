@@ -214,6 +214,10 @@ class WebhookSender:
             return Outcome(error=GONE)
         body = json.dumps(describe_event(*row), separators=(",", ":"), allow_nan=False).encode()
         headers = signed_headers(webhook.secret, str(delivery.position), body)
+        if not self._database.in_transaction():
+            # The connection goes back (to the pool on MySQL) while the receiver answers: a slow one
+            # must not hold one that API requests need. The next statement takes one again.
+            self._database.close()
         try:
             with session.post(
                 webhook.url,
