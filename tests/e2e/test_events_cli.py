@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from helpers import distinct_images, free_port, heartbeat
+
+README = Path(__file__).parents[2] / "README.md"
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -99,3 +103,26 @@ def test_events_with_a_type_or_cursor_that_cannot_be_used_names_its_flag_in_one_
     unmade = heartbeat("events", "--after", "123456", "--api", url, timeout=30)
     assert unmade.returncode == 2 and "Traceback" not in unmade.stderr
     assert unmade.stderr.strip() == "error: cursor '123456' was not made by this server"
+
+
+def test_the_readme_events_example_runs_as_written(start_server):
+    """The README's section *Events*, its commands run as they are against a server with a result."""
+    url = start_server().url
+    register(url, "face_colours")
+    image_id = upload(url, distinct_images(1)[0])
+    [job] = requests.post(f"{url}/v1/software/face_colours/claim", json={}, timeout=30).json()["jobs"]
+    result = {"token": job["token"], "info": {"faces": 0}}
+    assert requests.put(f"{url}/v1/software/face_colours/jobs/{image_id}/result", json=result, timeout=30).ok
+    section = README.read_text().split("## Events\n", 1)[1].split("\n## ", 1)[0]
+    script = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={**os.environ, "API": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    page, stream = done.stdout.split("retry: ", 1)
+    assert [event["data"]["info"] for event in json.loads(page)["events"]] == [{"faces": 0}]
+    assert '"type":"job.done","time":' in stream and stream.count("\nid: ") >= 4  # every event kept, as SSE
