@@ -204,6 +204,7 @@ def test_changing_the_url_to_an_internal_one_is_refused_and_an_unknown_webhook_i
     assert (
         setup.client.simulate_patch(f"/v1/webhooks/{made['id']}", json={"url": "http://10.0.0.1/"}).status_code == 422
     )
+    assert setup.client.simulate_patch("/v1/webhooks/0123", json={"url": "http://10.0.0.1/"}).status_code == 404
     assert setup.client.simulate_patch("/v1/webhooks/0123", json={"types": None}).status_code == 404
     assert setup.client.simulate_delete("/v1/webhooks/0123").status_code == 404
     assert setup.client.simulate_post("/v1/webhooks/0123/replay", json={"after": "0"}).status_code == 404

@@ -132,7 +132,9 @@ class Webhooks:
         return keyset_page(Webhook.select(), (Webhook.id,), WEBHOOK_ORDER, cursor, limit)
 
     def change(self, webhook_id: str, changes: dict[str, Any]) -> Webhook:
-        """Change ``url``, ``types`` or ``software`` (each optional; null types or software: all)."""
+        """Change ``url``, ``types`` or ``software`` (each optional; null types or software: all).
+        :class:`NotFound` (404) before :class:`UrlRefused` (422)."""
+        self.get(webhook_id)
         if "url" in changes:
             check_webhook_url(changes["url"], self._allow)
         fields: dict[Any, Any] = {}
