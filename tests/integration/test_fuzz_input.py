@@ -191,6 +191,9 @@ class World:
         values = {"name": SOFTWARE, "image_id": job["image_id"], "table": "faces", "key": "images/x.jpg"}
         if "{upload_id}" in template and "upload_id" not in given:
             values["upload_id"] = self.client.simulate_post("/v1/uploads", json={}).json["upload_id"]
+        if "{webhook_id}" in template and "webhook_id" not in given:  # a public address: no lookup, no send
+            hook = self.client.simulate_post("/v1/webhooks", json={"url": "http://93.184.216.34/hook"})
+            values["webhook_id"] = hook.json["id"]
         return template.format(**(values | given))
 
     def valid(self, name: str, schema: dict[str, Any], job: dict[str, Any]) -> Any:

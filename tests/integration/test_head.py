@@ -53,6 +53,11 @@ def paths(client) -> dict[str, str]:
     url = urlsplit(signed)
     made["/v1/blobs/{key:path}"] = f"{url.path}?{url.query}"
     made["/v1/export"] = "/v1/export?format=jsonl"
+    made["/v1/events/stream"] = "/v1/events/stream?max_seconds=0.05"
+    hook = client.simulate_post("/v1/webhooks", json={"url": "http://93.184.216.34/hook"})
+    assert hook.status_code == 201, hook.text
+    for template in [path for path in made if "{webhook_id}" in path]:
+        made[template] = template.replace("{webhook_id}", hook.json["id"])
     return made
 
 

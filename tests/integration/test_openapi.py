@@ -79,6 +79,10 @@ REFUSED_BY_STATE = {
     # older than the events kept is 410.
     ("GET", "/v1/events"): ["400", "410"],
     ("GET", "/v1/events/stream"): ["400", "410"],
+    # A receiver's URL that does not resolve or reaches an internal address: 422, as for uploads by URL.
+    ("POST", "/v1/webhooks"): ["422"],
+    ("PATCH", "/v1/webhooks/{webhook_id}"): ["422"],
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): ["400", "410"],
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]  # schemathesis's own, but 5xx, which is a bug
 

@@ -81,7 +81,8 @@ class Authorization:
         principal = self._principal(req)
         if not allows(principal, access, params.get("name")):
             scope = f" for {principal.software}" if principal.software else ""
-            raise Forbidden(f"a {principal.role} token{scope} may not {req.method} {req.uri_template}")
+            method = "GET" if req.method == "HEAD" else req.method  # HEAD is refused as GET is (RFC 9110)
+            raise Forbidden(f"a {principal.role} token{scope} may not {method} {req.uri_template}")
         req.context.principal = principal
 
     def _principal(self, req: falcon.Request) -> tokens.Principal:

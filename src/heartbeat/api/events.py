@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import falcon
@@ -113,26 +113,48 @@ class EventStream:
             resp.set_header("Retry-After", str(seconds))
             resp.text = f"retry: {seconds * 1000}\n\n"
             return
-        resp.stream = self._events(after, wanted, stream_seconds)
+        resp.stream = HeldStream(self._events(after, wanted, stream_seconds), self._waiting.leave_reader)
 
-    def _events(self, after: int, wanted: EventFilter, stream_seconds: float) -> Iterator[bytes]:
-        """The stream's lines; it gives its room back when it ends or the client goes."""
+    def _events(self, after: int, wanted: EventFilter, stream_seconds: float) -> Generator[bytes, None, None]:
+        """The stream's lines."""
+        yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+        ends = time.monotonic() + stream_seconds
+        last_line = time.monotonic()
+        while time.monotonic() < ends and not self._feed.stopping.is_set():
+            events, after = self._feed.page(after, wanted, DEFAULT_LIMIT)
+            if events:
+                yield "".join(sse(event) for event in events).encode()
+                last_line = time.monotonic()
+                continue
+            quiet = min(KEEPALIVE_SECONDS - (time.monotonic() - last_line), ends - time.monotonic())
+            if not self._feed.wait(after, max(quiet, 0)) and time.monotonic() - last_line >= KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                last_line = time.monotonic()
+
+
+class HeldStream:
+    """A response body that holds a waiting reader's room until it ends or is closed: a generator
+    closed before its first chunk (a HEAD, a client gone at once) would never run its ``finally``."""
+
+    def __init__(self, chunks: Generator[bytes, None, None], release: Callable[[], None]):
+        self._chunks = chunks
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> HeldStream:
+        return self
+
+    def __next__(self) -> bytes:
         try:
-            yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
-            ends = time.monotonic() + stream_seconds
-            last_line = time.monotonic()
-            while time.monotonic() < ends and not self._feed.stopping.is_set():
-                events, after = self._feed.page(after, wanted, DEFAULT_LIMIT)
-                if events:
-                    yield "".join(sse(event) for event in events).encode()
-                    last_line = time.monotonic()
-                    continue
-                quiet = min(KEEPALIVE_SECONDS - (time.monotonic() - last_line), ends - time.monotonic())
-                if not self._feed.wait(after, max(quiet, 0)) and time.monotonic() - last_line >= KEEPALIVE_SECONDS:
-                    yield b": keep-alive\n\n"
-                    last_line = time.monotonic()
-        finally:
-            self._waiting.leave_reader()
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._chunks.close()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 def sse(event: dict[str, Any]) -> str:

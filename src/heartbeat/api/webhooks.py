@@ -194,7 +194,7 @@ ROUTES: list[Route] = [
         webhook_item,
         {
             "GET": Operation(
-                Access.ADMIN,
+                Access.READ,
                 "its deliveries in event order, of one status if asked",
                 Reply(200, page("deliveries", DELIVERY_SCHEMA, POSITION_ORDER)),
                 errors=(400, 404),
