@@ -2,7 +2,8 @@
 
 A thread leases a webhook that has a due delivery with one conditional ``UPDATE`` of its
 ``lease_expires_at`` (it succeeds for one sender only, across processes and machines), then sends
-its due deliveries in position order, one at a time, and gives the lease back. Every socket of the
+its due deliveries in position order, up to ``CONCURRENT_SENDS`` at once (each of another key), and
+gives the lease back. Every socket of the
 lease is shut down ``LEASE_MARGIN_SECONDS`` before the lease ends (a :class:`Deadline`), so no send
 outlives it. A delivery waiting for a retry holds back the later ones of its ``order_key`` (one
 image's events arrive in order), not those of other keys.
@@ -20,6 +21,7 @@ timeout per backoff period, and no other webhook waits for it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import email.utils
@@ -30,6 +32,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import peewee
 import requests
@@ -52,6 +55,7 @@ LEASE_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = 10.0  # the lease's sockets are shut this long before it ends
 POLL_SECONDS = 1.0  # due retries, and deliveries made by other processes, are looked for this often
 PAGE = 100  # pending deliveries read at once
+CONCURRENT_SENDS = 8  # deliveries of one webhook in flight at once, each of another key
 CANDIDATES = 8  # due webhooks a sender tries to lease, least recently served first
 BACKOFF_BASE_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 3600.0
@@ -155,8 +159,10 @@ class WebhookSender:
         return None
 
     def _send_due(self, webhook: Webhook, now: float) -> int:
-        """Send ``webhook``'s due deliveries in position order, one key blocked by its first delivery
-        that waits; stop when the receiver does not answer or the lease's time is nearly out."""
+        """Send ``webhook``'s due deliveries in position order, in rounds of up to ``CONCURRENT_SENDS``
+        at once, each of another key (a key's next delivery goes in a later round, once this one's
+        outcome is written; a key waiting for a retry is blocked); stop when the receiver does not
+        answer or the lease's time is nearly out."""
         sent = 0
         blocked: dict[str, float] = {}  # a key waiting for a retry, and until when
         after = -1
@@ -177,47 +183,69 @@ class WebhookSender:
                         .order_by(Delivery.position)
                         .limit(PAGE)
                     )
+                    round_: dict[str, Delivery] = {}
                     for delivery in page:
-                        waits_until = blocked.get(delivery.order_key)
+                        key = delivery.order_key
+                        waits_until = blocked.get(key)
                         if waits_until is not None:
                             if delivery.next_attempt_at < waits_until:  # due behind one that is not
                                 _postpone(delivery, waits_until)
                             continue
                         if delivery.next_attempt_at > now:
-                            blocked[delivery.order_key] = delivery.next_attempt_at
+                            blocked[key] = delivery.next_attempt_at
                             continue
+                        if key not in round_ and len(round_) < CONCURRENT_SENDS:
+                            round_[key] = delivery
+                    if round_:
                         if _seconds_left(deadline) < self._timeout_seconds * 2:  # connect, then read
                             return sent
-                        outcome = self._attempt(session, webhook, delivery)
-                        sent += 1
-                        retry_at = self._record(webhook, delivery, outcome)
-                        if retry_at is not None:
-                            blocked[delivery.order_key] = retry_at
-                        if outcome.unreachable:
+                        deliveries = list(round_.values())
+                        outcomes = self._attempt_all(session, webhook, deliveries)
+                        sent += len(deliveries)
+                        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                            retry_at = self._record(webhook, delivery, outcome)
+                            if retry_at is not None:
+                                blocked[delivery.order_key] = retry_at
+                        if any(outcome.unreachable for outcome in outcomes):
                             return sent
+                        continue  # the same page again: the keys just sent go on with their next delivery
                     if len(page) < PAGE:
                         return sent
                     after = page[-1].position
             finally:
                 adapter.close()
 
+    def _attempt_all(self, session: requests.Session, webhook: Webhook, deliveries: list[Delivery]) -> list[Outcome]:
+        """Send ``deliveries`` (each of another key) at once, on this sender thread's pool; their
+        events are read first, in one statement, and the connection goes back (to the pool on MySQL)
+        while the receiver answers: a slow one must not hold one that API requests need."""
+        kept = Event.select(Event.position, Event.type, Event.time, Event.software, Event.image_id, Event.data).where(
+            Event.position.in_([delivery.position for delivery in deliveries])
+        )
+        rows: dict[int, tuple[Any, ...]] = {int(row[0]): row for row in kept.tuples()}  # type: ignore[index,misc]  # stubs: models
+        if not self._database.in_transaction():
+            self._database.close()
+        bodies = [
+            None
+            if delivery.position not in rows
+            else json.dumps(describe_event(*rows[delivery.position]), separators=(",", ":"), allow_nan=False).encode()
+            for delivery in deliveries
+        ]
+        if len(deliveries) == 1:
+            return [self._attempt(session, webhook, deliveries[0], bodies[0])]
+        futures = [
+            self._pool().submit(self._attempt, session, webhook, delivery, body)
+            for delivery, body in zip(deliveries, bodies, strict=True)
+        ]
+        return [future.result() for future in futures]
+
     # -- one attempt --------------------------------------------------------------------------------
 
-    def _attempt(self, session: requests.Session, webhook: Webhook, delivery: Delivery) -> Outcome:
-        row = (
-            Event.select(Event.position, Event.type, Event.time, Event.software, Event.image_id, Event.data)
-            .where(Event.position == delivery.position)
-            .tuples()
-            .first()
-        )
-        if row is None:
+    def _attempt(self, session: requests.Session, webhook: Webhook, delivery: Delivery, body: bytes | None) -> Outcome:
+        """One POST of ``body`` (None: the event is no longer kept) to the webhook's receiver."""
+        if body is None:
             return Outcome(error=GONE)
-        body = json.dumps(describe_event(*row), separators=(",", ":"), allow_nan=False).encode()
         headers = signed_headers(webhook.secret, str(delivery.position), body)
-        if not self._database.in_transaction():
-            # The connection goes back (to the pool on MySQL) while the receiver answers: a slow one
-            # must not hold one that API requests need. The next statement takes one again.
-            self._database.close()
         try:
             with session.post(
                 webhook.url,
@@ -272,6 +300,14 @@ class WebhookSender:
         ceiling = min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts - 1, 32))
         return self._jitter() * ceiling
 
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """This sender thread's own pool of ``CONCURRENT_SENDS`` threads: a dead receiver holds only
+        the pool of the thread that leased its webhook."""
+        pool: concurrent.futures.ThreadPoolExecutor | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = concurrent.futures.ThreadPoolExecutor(CONCURRENT_SENDS, "webhook-send")
+        return pool
+
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
@@ -302,15 +338,17 @@ class WebhookSender:
             rings = self._sequencer.sequenced.rings
             worked = None
             try:
-                with self._database.connection():
-                    worked = self.run_once()
-                    if keeps_retention and time.monotonic() >= next_retention:
-                        next_retention = time.monotonic() + RETENTION_EVERY_SECONDS
-                        self._webhooks.forget_removed(self._sequencer.retained_after(), self._clock())
+                worked = self.run_once()
+                if keeps_retention and time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_EVERY_SECONDS
+                    self._webhooks.forget_removed(self._sequencer.retained_after(), self._clock())
             except peewee.PeeweeException as error:  # the database is away: the next round tries again
                 log.warning("webhook sender: %s: %s", type(error).__name__, error)
             except Exception:  # a bug must not end the thread: deliveries would stop for good
                 log.exception("webhook sender")
+            finally:
+                # Not a ``connection()`` block: a send hands the connection back midway (_attempt_all).
+                self._database.close()
             if not worked:  # nothing was due, or only what waits behind a retry
                 self._sequencer.sequenced.wait(rings, self._poll_seconds)
 
