@@ -224,3 +224,23 @@ def test_an_import_makes_image_created_and_its_prune_image_deleted(tmp_path, set
     assert run(prune=True).pruned == 1
     events, _ = read_all(client, after=cursor)
     assert kinds(events) == [("image.deleted", None, gone)]
+
+
+def test_streams_take_at_most_half_the_waiting_room_and_give_it_back_when_closed_unread(database, clock):
+    from heartbeat.api.events import HeldStream
+    from heartbeat.queue import JobQueue
+    from heartbeat.queue.waiting import WaitingClaims
+
+    waiting = WaitingClaims(database, JobQueue(database, clock), max_waiting=4)
+    assert waiting.enter_reader(stream=True) and waiting.enter_reader(stream=True)
+    assert not waiting.enter_reader(stream=True)  # half the room: claims keep the rest
+    assert waiting.enter_reader() and waiting.enter_reader()  # a long poll takes what is left
+    assert not waiting.enter_reader()
+
+    def lines():
+        yield b"never read"
+
+    body = HeldStream(lines(), lambda: waiting.leave_reader(stream=True))
+    body.close()  # a HEAD, or a client gone before the first chunk: the room comes back all the same
+    body.close()
+    assert waiting.waiting == 3 and waiting.enter_reader(stream=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -108,12 +109,13 @@ class EventStream:
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # a proxy in front must not hold events back
-        if not self._waiting.enter_reader():
+        if not self._waiting.enter_reader(stream=True):
             seconds = self._waiting.retry_after(KEEPALIVE_SECONDS)
             resp.set_header("Retry-After", str(seconds))
             resp.text = f"retry: {seconds * 1000}\n\n"
             return
-        resp.stream = HeldStream(self._events(after, wanted, stream_seconds), self._waiting.leave_reader)
+        release = functools.partial(self._waiting.leave_reader, stream=True)
+        resp.stream = HeldStream(self._events(after, wanted, stream_seconds), release)
 
     def _events(self, after: int, wanted: EventFilter, stream_seconds: float) -> Generator[bytes, None, None]:
         """The stream's lines."""

@@ -67,6 +67,7 @@ class WaitingClaims:
         self._lock = threading.Lock()
         self._waiting: Counter[str] = Counter()
         self._readers = 0  # event readers waiting (GET /v1/events, streams): they share the bound
+        self._streams = 0  # of which streams, which hold their thread for minutes: at most half the bound
         self._software: dict[str, Software] = {}
         self._looks: dict[str, _Look] = {}
         self._watcher: threading.Thread | None = None
@@ -91,17 +92,23 @@ class WaitingClaims:
                 self._watcher.start()
             return True
 
-    def enter_reader(self) -> bool:
-        """Make room for one more waiting event reader: False when ``max_waiting`` wait already."""
+    def enter_reader(self, *, stream: bool = False) -> bool:
+        """Make room for one more waiting event reader (a ``stream`` of events: at most half of
+        ``max_waiting`` are, so that open dashboards never take the room of long-polling claims):
+        False when there is none."""
         with self._lock:
             if self._waiting.total() + self._readers >= self.max_waiting:
                 return False
+            if stream and self._streams >= self.max_waiting // 2:
+                return False
             self._readers += 1
+            self._streams += stream
             return True
 
-    def leave_reader(self) -> None:
+    def leave_reader(self, *, stream: bool = False) -> None:
         with self._lock:
             self._readers -= 1
+            self._streams -= stream
 
     def leave(self, software: Software) -> None:
         with self._lock:
