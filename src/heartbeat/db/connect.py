@@ -24,8 +24,9 @@ from heartbeat.db.models import bind_models, create_base_tables
 
 log = logging.getLogger(__name__)
 
-# Connections a server process may hold besides one per thread: the lease reaper, the claim watcher.
-BACKGROUND_CONNECTIONS = 4
+# Connections a server process may hold besides one per thread: the lease reaper, the claim watcher,
+# the event sequencer and watcher, the webhook senders (4), and one to spare.
+BACKGROUND_CONNECTIONS = 10
 # Room a statement needs besides a result's JSON text (escaping may double the text's length).
 STATEMENT_OVERHEAD_BYTES = 64 * 1024
 

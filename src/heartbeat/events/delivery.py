@@ -61,6 +61,7 @@ BACKOFF_BASE_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 3600.0
 RETENTION_EVERY_SECONDS = 60.0
 MAX_ERROR_CHARS = 255
+MAX_ANSWER_BYTES = 65536  # of a receiver's answer body read (and dropped); a longer one closes the connection
 RETRIED_STATUSES = frozenset({408, 429})
 USER_AGENT = "Heartbeat-Webhooks"
 
@@ -256,6 +257,7 @@ class WebhookSender:
                 stream=True,
             ) as response:
                 code = response.status_code
+                _read_answer(response)
                 if 200 <= code < 300:
                     return Outcome(status_code=code)
                 retry = code in RETRIED_STATUSES or code >= 500
@@ -378,6 +380,18 @@ def retry_after(value: str | None, now: float) -> float:
     except (TypeError, ValueError):
         return 0.0
     return max(0.0, when.timestamp() - now)
+
+
+def _read_answer(response: requests.Response) -> None:
+    """Read the receiver's answer body, up to ``MAX_ANSWER_BYTES``: a body read to its end gives the
+    connection back to the pool for the next delivery (a new connection for each, eight at once, can
+    overflow a small receiver's listen backlog: a second lost to each SYN retried); a longer one is
+    dropped with its connection."""
+    read = 0
+    for chunk in response.iter_content(16384):
+        read += len(chunk)
+        if read > MAX_ANSWER_BYTES:
+            return
 
 
 def _postpone(delivery: Delivery, until: float) -> None:

@@ -53,7 +53,7 @@ BATCH = 1000  # rows one pass sequences
 IDLE_PASS_SECONDS = 1.0
 # After a pass, the thread gathers commits this long before the next: under load one pass sequences
 # many transactions' events, instead of a pass (six statements and a commit) for each.
-GATHER_SECONDS = 0.02
+GATHER_SECONDS = 0.1
 RETENTION_EVERY_SECONDS = 60.0
 RETENTION_BATCH = 1000
 POSITION = "position"
