@@ -3,9 +3,24 @@ following ``next_cursor`` sees each once, in commit order, skipping none."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import falcon.testing
 import pytest
 
-from helpers import claim, distinct_images, image_bytes, put_url, register, upload
+from heartbeat.app import create_app
+from heartbeat.config import UrlAllowList
+from helpers import (
+    claim,
+    direct_upload,
+    distinct_images,
+    image_bytes,
+    multipart,
+    put_url,
+    register,
+    serving,
+    upload,
+)
 
 FD = "/v1/software/face_detection"
 
@@ -244,3 +259,30 @@ def test_streams_take_at_most_half_the_waiting_room_and_give_it_back_when_closed
     body.close()  # a HEAD, or a client gone before the first chunk: the room comes back all the same
     body.close()
     assert waiting.waiting == 3 and waiting.enter_reader(stream=True)
+
+
+def _by_url_json(client, data):
+    with serving({"/picture": data}) as base:
+        return client.simulate_post("/v1/images", json={"url": f"{base}/picture"})
+
+
+def _by_url_form(client, data):
+    with serving({"/picture": data}) as base:
+        form = multipart({"url": f"{base}/picture"}, None)
+        return client.simulate_post("/v1/images", body=form["body"], headers=form["headers"])
+
+
+UPLOADS = {"multipart": upload, "url": _by_url_json, "url_in_a_form": _by_url_form, "direct": direct_upload}
+
+
+@pytest.mark.parametrize("path", UPLOADS)
+def test_every_kind_of_upload_makes_one_image_created_and_a_duplicate_none(settings, database, storage, clock, path):
+    allowing = dataclasses.replace(settings, url_allow=UrlAllowList.parse("127.0.0.0/8"))
+    client = falcon.testing.TestClient(create_app(allowing, database=database, storage=storage, clock=clock))
+    [data] = distinct_images(1)
+    first = UPLOADS[path](client, data)
+    assert first.status_code == 201, first.text
+    assert UPLOADS[path](client, data).json["duplicate"] is True
+    events, _ = read_all(client)
+    assert kinds(events) == [("image.created", None, first.json["id"])]
+    assert events[0]["data"]["sha256"] == first.json["sha256"]
