@@ -366,6 +366,10 @@ def test_replay_delivers_again_every_later_event_of_the_webhooks_types(setup, re
     assert drain(setup.new_sender()) == 1
     got = receiver.events(made["secret"])  # the two of the first replay go at once, in either order
     assert sorted(got[:2], key=lambda event: int(event["id"])) == [events[0], events[1]] and got[2] == events[1]
+    # A delivery made anew by a replay has a webhook-id of its own: a receiver that drops the IDs it
+    # has seen (as Standard Webhooks advises) takes it. The body's id stays the event's.
+    ids = [headers["webhook-id"] for headers, _ in receiver.received]
+    assert sorted(ids[:2]) == sorted([events[0]["id"], events[1]["id"]]) and ids[2] == f"{events[1]['id']}-r1"
     bad = setup.client.simulate_post(f"/v1/webhooks/{made['id']}/replay", json={"after": "999999"})
     assert bad.status_code == 400
 

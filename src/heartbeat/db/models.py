@@ -287,6 +287,9 @@ class Delivery(BaseModel):
     last_status_code = peewee.IntegerField(null=True)
     last_error = peewee.CharField(max_length=255, null=True)
     finished_at = peewee.DoubleField(null=True)
+    # How often a replay made it anew: its ``webhook-id`` is the event's ID, then ``<ID>-r<replays>``, so
+    # that a receiver dropping messages it has seen (Standard Webhooks) takes a replay, not a retry.
+    replays = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
 
     class Meta:
         table_name = "deliveries"

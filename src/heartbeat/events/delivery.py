@@ -10,13 +10,13 @@ image's events arrive in order), not those of other keys.
 
 Each request is a Standard Webhooks message (https://www.standardwebhooks.com/, "Signature scheme"):
 the body is the event as ``GET /v1/events`` shows it, ``webhook-id`` the event's ID (the same on
-every retry, so a receiver drops what it has seen), ``webhook-timestamp`` the send time in seconds
-since the epoch (wall time: receivers compare it with theirs), ``webhook-signature`` made by the
-``standardwebhooks`` library. A 2xx delivers; a timeout, a connection error, 408, 429 or a 5xx is
-tried again after an exponential backoff with full jitter (or ``Retry-After``, if later) until
-``retry_seconds`` after the delivery was made; anything else fails it at once. A timeout or a
-connection error also backs off the whole webhook, so a dead receiver holds one thread for one
-timeout per backoff period, and no other webhook waits for it.
+every retry, so a receiver drops what it has seen; a replay's is new: :func:`message_id`),
+``webhook-timestamp`` the send time in seconds since the epoch (wall time: receivers compare it with
+theirs), ``webhook-signature`` made by the ``standardwebhooks`` library. A 2xx delivers; a timeout,
+a connection error, 408, 429 or a 5xx is tried again after an exponential backoff with full jitter
+(or ``Retry-After``, if later) until ``retry_seconds`` after the delivery was made; anything else
+fails it at once. A timeout or a connection error also backs off the whole webhook, so a dead
+receiver holds one thread for one timeout per backoff period, and no other webhook waits for it.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class WebhookSender:
         """One POST of ``body`` (None: the event is no longer kept) to the webhook's receiver."""
         if body is None:
             return Outcome(error=GONE)
-        headers = signed_headers(webhook.secret, str(delivery.position), body)
+        headers = signed_headers(webhook.secret, message_id(delivery), body)
         try:
             with session.post(
                 webhook.url,
@@ -353,6 +353,13 @@ class WebhookSender:
                 self._database.close()
             if not worked:  # nothing was due, or only what waits behind a retry
                 self._sequencer.sequenced.wait(rings, self._poll_seconds)
+
+
+def message_id(delivery: Delivery) -> str:
+    """A delivery's ``webhook-id``: its event's ID, the same on every retry; a replayed delivery's
+    is ``<ID>-r<replays>``, new for each replay, so that a receiver that drops the messages it has seen
+    (as Standard Webhooks advises) takes a replay it asked for. The body's ``id`` is always the event's."""
+    return str(delivery.position) if not delivery.replays else f"{delivery.position}-r{delivery.replays}"
 
 
 def signed_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:

@@ -215,6 +215,7 @@ class Webhooks:
             existing |= {int(row[0]) for row in Delivery.select(Delivery.position).where(where).tuples()}  # type: ignore[index]
             Delivery.update(
                 status=PENDING,
+                replays=Delivery.replays + 1,
                 attempts=0,
                 created_at=now,
                 next_attempt_at=now,
