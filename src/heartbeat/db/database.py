@@ -33,9 +33,10 @@ from heartbeat.errors import StatementTimeout
 log = logging.getLogger(__name__)
 
 # MySQL/MariaDB error codes after which the whole transaction may simply run again: InnoDB rolled
-# it back (lock wait timeout, deadlock), or the connection died (server gone away, lost connection,
-# MariaDB's "connection was killed", MySQL's "disconnected for inactivity").
-DEADLOCK_ERRORS = frozenset({1205, 1213})
+# it back (lock wait timeout, deadlock, and 1467, a deadlock on a table's AUTO-INC lock), or the
+# connection died (server gone away, lost connection, MariaDB's "connection was killed", MySQL's
+# "disconnected for inactivity").
+DEADLOCK_ERRORS = frozenset({1205, 1213, 1467})
 # "Table definition has changed, please retry transaction": the transaction read a table made (a
 # software registered) after its snapshot began; a new transaction reads it.
 TABLE_CHANGED_ERRORS = frozenset({1412})

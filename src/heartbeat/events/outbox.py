@@ -15,7 +15,6 @@ from typing import Any
 import peewee
 
 from heartbeat.db.database import Database
-from heartbeat.db.models import Event
 from heartbeat.events.bell import Bell
 
 IMAGE_CREATED = "image.created"
@@ -88,22 +87,15 @@ class Outbox:
         self, type: str, software: str, job: Any, selected: peewee.Expression, data: dict[str, Any]
     ) -> None:
         """One event of ``type`` and ``data`` for each job of ``software`` (its job model ``job``) that
-        ``selected`` matches, in one ``INSERT ... SELECT``: call just before the statement that changes
-        those jobs, in its transaction, with the same condition (it locks the rows it reads on MySQL)."""
-        query = job.select(
-            peewee.Value(type),
-            peewee.Value(self._clock()),
-            peewee.Value(software),
-            job.image_id,
-            peewee.Value(json.dumps(data, separators=(",", ":"))),
-        ).where(selected)
+        ``selected`` matches: call just before the statement that changes those jobs, in its
+        transaction, with the same condition. The jobs are read first, locked on MySQL, then their
+        events inserted with their values: an ``INSERT ... SELECT`` would hold InnoDB's table-wide
+        AUTO-INC lock on ``events`` while it waits for the jobs' row locks, and every other insert of
+        an event with it (error 1467 when that wait is a deadlock)."""
+        query = job.select(job.image_id).where(selected)
         if self._database.features.mysql:
-            # Locked for the change that follows: a shared lock here, taken by two transactions at once,
-            # would deadlock them when each then asks for the exclusive one.
-            query = query.for_update()
-        columns = [Event.type, Event.time, Event.software, Event.image_id, Event.data]
-        if Event.insert_from(query, columns).as_rowcount().execute():
-            self._database.after_commit(self.written.ring)
+            query = query.for_update()  # a shared lock here, taken by two at once, would deadlock them
+        self.add_many([NewEvent(type, data, software, image_id) for (image_id,) in query.tuples()])
 
 
 def reopened_because(reason: str) -> dict[str, Any]:
