@@ -7,6 +7,7 @@ server reports the same, correct numbers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -34,12 +35,34 @@ class JobGauges(Collector):
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("heartbeat_jobs", "Jobs per software and status", labels=["software", "status"])
         paused = GaugeMetricFamily("heartbeat_software_paused", "1 while a software is paused", labels=["software"])
+        in_flight = GaugeMetricFamily(
+            "heartbeat_jobs_in_flight", "Jobs claimed under a lease that has not run out", labels=["software"]
+        )
+        max_in_flight = GaugeMetricFamily(
+            "heartbeat_max_in_flight",
+            "A software's limit of jobs claimed at once (limited ones only)",
+            labels=["software"],
+        )
+        rate = GaugeMetricFamily(
+            "heartbeat_rate_limit_per_second",
+            "A software's limit of jobs handed out, per second of its window (if it has one)",
+            labels=["software"],
+        )
+        now = time.time()
         for software in self._registry.all():  # on the scrape request's own connection
             for status, count in self._queue.counters.counts(software).items():
                 gauge.add_metric([software.name, status], count)
             paused.add_metric([software.name], 1 if software.paused else 0)
+            in_flight.add_metric([software.name], self._queue.flow.in_flight(software, now))
+            if software.max_in_flight is not None:
+                max_in_flight.add_metric([software.name], software.max_in_flight)
+            if software.rate_limit is not None and software.rate_window:
+                rate.add_metric([software.name], software.rate_limit / software.rate_window)
         yield gauge
         yield paused
+        yield in_flight
+        yield max_in_flight
+        yield rate
 
 
 class Metrics:

@@ -67,6 +67,13 @@ COMPONENTS: dict[str, Schema] = {
             "paused": {"type": "boolean"},
             "after": {"type": "array", "items": schemas.NAME},
             "origins": {"type": ["array", "null"], "items": {"type": "string"}},
+            "max_in_flight": {"type": ["integer", "null"], "minimum": 1},
+            "rate": {"type": ["object", "null"], "additionalProperties": {"type": "integer", "minimum": 1}},
+            "in_flight": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "its jobs claimed under a lease that has not run out",
+            },
             "counts": ref("Counts"),
             "throughput": obj(
                 {

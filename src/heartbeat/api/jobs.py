@@ -84,9 +84,12 @@ class JobClaims:
         deadline = time.monotonic() + wait_seconds
         generation = self._queue.signal.generation(name)
         claimed: list[ClaimedJob] = []
+        held_back: int | None = None  # a software at its limit (flow control): when room is expected
         # A paused software's claim finds nothing, and waits as if there were no work.
         if not (wait_seconds and self._waiting.known_empty(software)):
-            claimed = self._claim(software, max_jobs, lease_seconds)
+            claimed, held_back = self._claim(software, max_jobs, lease_seconds)
+        if not claimed and held_back is not None and not wait_seconds:
+            resp.set_header("Retry-After", str(held_back))
         if not claimed and wait_seconds:
             if self._waiting.enter(software):
                 self._metrics.claims_waiting.inc()
@@ -101,10 +104,13 @@ class JobClaims:
         self._metrics.claims.labels(name).inc(len(claimed))
         resp.media = {"jobs": self._describe(req, software, claimed)}
 
-    def _claim(self, software: Software, max_jobs: int, lease_seconds: int | None) -> list[ClaimedJob]:
+    def _claim(
+        self, software: Software, max_jobs: int, lease_seconds: int | None
+    ) -> tuple[list[ClaimedJob], int | None]:
+        """The jobs claimed, and for a software held back by its limit, when room is expected (seconds)."""
         outcome = self._queue.claims.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
         self._metrics.lease_expiries.labels(software.name).inc(outcome.expired_leases)
-        return outcome.jobs
+        return outcome.jobs, outcome.retry_after
 
     def _wait(
         self, software: Software, max_jobs: int, lease_seconds: int | None, generation: int, deadline: float
@@ -114,7 +120,7 @@ class JobClaims:
         signal = self._queue.signal
         while signal.wait(software.name, generation, deadline - time.monotonic()) and not self._waiting.closing:
             generation = signal.generation(software.name)
-            claimed = self._claim(software, max_jobs, lease_seconds)
+            claimed, _held_back = self._claim(software, max_jobs, lease_seconds)
             if claimed:
                 return claimed
         return []

@@ -35,6 +35,8 @@ class SoftwareCollection:
             tables=media.get("tables"),
             after=media.get("after"),
             origins=media.get("origins"),
+            max_in_flight=media.get("max_in_flight"),
+            rate=media.get("rate"),
             **({"version": media["version"]} if "version" in media else {}),
         )
         resp.media = self._registry.describe(software)

@@ -16,6 +16,7 @@ from heartbeat.errors import Conflict, NotFound
 from heartbeat.events.outbox import SOFTWARE_CHANGED, SOFTWARE_CREATED
 from heartbeat.query import parse, resolve
 from heartbeat.query.resolve import Resolved
+from heartbeat.queue.flow import WINDOWS, rate_fields, rate_of
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS
 from heartbeat.validation import check
 
@@ -37,10 +38,35 @@ VERSION: Schema = {"type": "string", "minLength": 1, "maxLength": 64, "descripti
 ORIGIN: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
 # What a software is registered with: the one statement of these rules, checked by :meth:`Registry.register`
 # (for the API and the CLI alike) and shown as the request body in the OpenAPI document.
+MAX_IN_FLIGHT: Schema = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "maximum": 1_000_000,
+    "description": "how many of its jobs may be claimed at once, across every process; null: no limit",
+}
+RATE: Schema = {
+    "oneOf": [
+        {"type": "null"},
+        *(
+            {
+                "type": "object",
+                "properties": {key: {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}},
+                "required": [key],
+                "additionalProperties": False,
+            }
+            for key in WINDOWS
+        ),
+    ],
+    "description": "how many jobs may be handed out in any second, minute or hour (any such window), across "
+    "every process; null: no limit",
+}
+
 SOFTWARE_FIELDS: Schema = {
     "type": "object",
     "properties": {
         "name": NAME,
+        "max_in_flight": MAX_IN_FLIGHT,
+        "rate": RATE,
         "version": VERSION,
         "lease_seconds": LEASE_SECONDS,
         "max_attempts": MAX_ATTEMPTS_FIELD,
@@ -74,6 +100,8 @@ SOFTWARE_CHANGES: Schema = {
         "lease_seconds": LEASE_SECONDS,
         "max_attempts": MAX_ATTEMPTS_FIELD,
         "paused": {"type": "boolean"},
+        "max_in_flight": MAX_IN_FLIGHT,
+        "rate": RATE,
         "recompute": {
             "type": "boolean",
             "description": "with a new version: reopen the done jobs of other versions (default true)",
@@ -112,6 +140,8 @@ class Registry:
         after: list[str] | None = None,
         origins: list[str] | None = None,
         version: str = DEFAULT_VERSION,
+        max_in_flight: int | None = None,
+        rate: dict[str, int] | None = None,
     ) -> Software:
         """Create the software's tables, record it, and give every existing image a job.
 
@@ -121,6 +151,7 @@ class Registry:
         tables, after = tables or {}, after or []
         fields: dict[str, Any] = {"name": name, "tables": tables, "after": after, "origins": origins}
         fields["version"] = version
+        fields |= {"max_in_flight": max_in_flight, "rate": rate}
         limits = {"lease_seconds": lease_seconds, "max_attempts": max_attempts}
         check(fields | {key: value for key, value in limits.items() if value is not None}, SOFTWARE_FIELDS)
         lease_seconds = self._default_lease_seconds if lease_seconds is None else lease_seconds
@@ -138,6 +169,8 @@ class Registry:
             "origins": origins,
             "version": version,
             "created_at": self._clock(),
+            "max_in_flight": max_in_flight,
+            **rate_fields(rate),
         }
         try:
             # No cycle can come of a race: every name in ``after`` was registered before this one.
@@ -150,6 +183,8 @@ class Registry:
 
     def _create(self, fields: dict[str, Any]) -> Software:
         software = Software.create(**fields)
+        if software.max_in_flight is not None or software.rate_limit is not None:
+            self._queue.flow.make_lock(software.name)
         self._queue.outbox.add(SOFTWARE_CREATED, software_settings(software), software=software.name)
         return software
 
@@ -180,7 +215,9 @@ class Registry:
         done jobs whose result came from another version, unless ``"recompute": false``."""
         check(changes, SOFTWARE_CHANGES)
         software = self.get(name)
-        settings = {key: value for key, value in changes.items() if key != "recompute"}
+        settings = {key: value for key, value in changes.items() if key not in ("recompute", "rate")}
+        if "rate" in changes:
+            settings |= rate_fields(changes["rate"])
         if "version" in settings:
             settings["recompute"] = changes.get("recompute", True)
         changed = self._database.transaction(self._change, software, settings)
@@ -195,6 +232,8 @@ class Registry:
         before = self.fresh(software.name)
         if settings:
             Software.update(**settings).where(Software.id == software.id).execute()
+        if settings.get("max_in_flight") is not None or settings.get("rate_limit") is not None:
+            self._queue.flow.make_lock(software.name)
         changed = self.fresh(software.name)
         differ = {key: getattr(changed, key) for key in settings if getattr(before, key) != getattr(changed, key)}
         if differ:
@@ -228,6 +267,9 @@ class Registry:
             "paused": software.paused,
             "after": software.after,
             "origins": software.origins,
+            "max_in_flight": software.max_in_flight,
+            "rate": rate_of(software.rate_limit, software.rate_window),
+            "in_flight": self._queue.flow.in_flight(software, self._clock()),
             "counts": self._queue.counters.counts(software),
             "throughput": {
                 "window_seconds": THROUGHPUT_WINDOW_SECONDS,
@@ -247,6 +289,8 @@ def software_settings(software: Software) -> dict[str, Any]:
         "paused": software.paused,
         "after": software.after,
         "origins": software.origins,
+        "max_in_flight": software.max_in_flight,
+        "rate": rate_of(software.rate_limit, software.rate_window),
     }
 
 

@@ -91,6 +91,11 @@ class Software(BaseModel):
     # Whether that version reopens the results of others: the ``recompute`` of the change that set it. A
     # result of a lease taken under an older version, coming in after the change, is reopened on arrival.
     recompute = peewee.BooleanField(default=True, constraints=[peewee.SQL("DEFAULT 1")])
+    # Flow control (queue/flow.py): at most this many of its jobs claimed at once (None: no limit), and
+    # at most ``rate_limit`` handed out in any ``rate_window`` seconds (1, 60 or 3600; None: no limit).
+    max_in_flight = peewee.IntegerField(null=True)
+    rate_limit = peewee.IntegerField(null=True)
+    rate_window = peewee.IntegerField(null=True)
 
     class Meta:
         table_name = "software"
@@ -215,6 +220,30 @@ class PendingImage(BaseModel):
 
     class Meta:
         table_name = "pending_images"
+
+
+class FlowLock(BaseModel):
+    """One row per software with a limit: the claims of that software lock it, so that they read the
+    room left one at a time (queue/flow.py). Not the software's own row, which submits read shared."""
+
+    software = peewee.CharField(max_length=48, primary_key=True)
+
+    class Meta:
+        table_name = "flow_locks"
+
+
+class Handout(BaseModel):
+    """Jobs handed out by one claim of a software with a rate: ``count`` at ``at`` (seconds since the
+    epoch). A claim sums those of the window before it; older rows are removed as claims go."""
+
+    id = peewee.BigAutoField()
+    software = peewee.CharField(max_length=48)
+    at = peewee.DoubleField()
+    count = peewee.IntegerField()
+
+    class Meta:
+        table_name = "handouts"
+        indexes = ((("software", "at"), False),)
 
 
 class Event(BaseModel):
@@ -430,6 +459,8 @@ def create_base_tables(database: Database) -> None:
         ImportedObject,
         DeletedPicture,
         PendingImage,
+        FlowLock,
+        Handout,
         Event,
         EventState,
         Webhook,

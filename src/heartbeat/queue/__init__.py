@@ -15,6 +15,7 @@ from heartbeat.db.models import Job, Software
 from heartbeat.queue.claims import REQUEUABLE, ClaimedJob, ClaimOutcome, Claims
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore
 from heartbeat.queue.counts import Counts
+from heartbeat.queue.flow import FlowControl
 from heartbeat.queue.judging import PreparedResult, Verdict
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS, Reads, describe_job
@@ -35,8 +36,9 @@ class JobQueue:
         self.outbox = self.core.outbox
         self.counters = Counts(self.core)
         self.pipelines = Pipelines(self.core, self.counters)
-        self.claims = Claims(self.core, self.pipelines)
-        self.results = Results(self.core, self.pipelines)
+        self.flow = FlowControl(self.core)
+        self.claims = Claims(self.core, self.pipelines, self.flow)
+        self.results = Results(self.core, self.pipelines, self.flow)
         self.reads = Reads(self.core)
         self.rows = Rows(self.core, self.pipelines, self.counters)
 

@@ -20,6 +20,7 @@ from heartbeat.errors import InvalidInput
 from heartbeat.events.outbox import JOB_FAILED, JOB_REOPENED, reopened_because
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart, counted_as, new_token
+from heartbeat.queue.flow import FlowControl
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Candidate
 from heartbeat.queue.where import compile_where
@@ -43,14 +44,17 @@ class ClaimedJob:
 class ClaimOutcome:
     jobs: list[ClaimedJob] = dataclasses.field(default_factory=list)
     expired_leases: int = 0  # leases found run out: their jobs handed out again, or failed on the last attempt
+    # A software at its limit (flow control): none could be handed out; room is expected in this many seconds.
+    retry_after: int | None = None
 
 
 class Claims(QueuePart):
     """The worker protocol over the per-software job tables."""
 
-    def __init__(self, core: QueueCore, pipelines: Pipelines):
+    def __init__(self, core: QueueCore, pipelines: Pipelines, flow: FlowControl):
         super().__init__(core)
         self._pipelines = pipelines
+        self._flow = flow
 
     def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
         """Lease up to ``max_jobs`` claimable jobs, earliest upload first (none while it is paused);
@@ -61,7 +65,8 @@ class Claims(QueuePart):
             found, this_round = self._claim_round(software, wanted, lease_seconds)
             outcome.jobs += this_round.jobs
             outcome.expired_leases += this_round.expired_leases
-            if len(outcome.jobs) >= max_jobs or found < wanted:
+            outcome.retry_after = this_round.retry_after
+            if len(outcome.jobs) >= max_jobs or found < wanted or this_round.retry_after is not None:
                 break
         return outcome
 
@@ -74,6 +79,12 @@ class Claims(QueuePart):
         settings = table.settings(software.id)  # not a subquery of the candidates: it would lock the row
         if settings is None or settings.paused:
             return 0, outcome
+        if settings.limited:
+            room = self._flow.room(software, settings, wanted, now)
+            if not room.jobs:
+                outcome.retry_after = room.retry_after
+                return 0, outcome
+            wanted = room.jobs
         candidates = table.candidates(now, wanted)
         takeable = []
         for row in candidates:
@@ -106,11 +117,18 @@ class Claims(QueuePart):
             outcome.expired_leases += row.status == JobStatus.CLAIMED
         pending = sum(1 for row, _token in taken if row.status == JobStatus.PENDING)
         self._core.count(software.name, {JobStatus.PENDING: -pending, JobStatus.CLAIMED: pending})
+        if settings.limited:
+            self._flow.handed_out(software, settings, len(taken), now)
         return len(candidates), outcome
 
     def has_claimable(self, software: Software) -> bool:
-        """Whether a claim for ``software`` would find a job now (outside any transaction; no locks)."""
-        return self._core.table(software).has_claimable(software.id, self._clock())
+        """Whether a claim for ``software`` would find a job now, and room for it under its limits
+        (outside any transaction; no locks)."""
+        now = self._clock()
+        if not self._core.table(software).has_claimable(software.id, now):
+            return False
+        settings = self._core.table(software).settings(software.id)
+        return settings is None or not settings.limited or self._flow.has_room(software, settings, now)
 
     def _unchanged(self, software: Software, row: Candidate) -> peewee.Expression:
         """The row is still as the candidate query read it: nobody took it meanwhile."""

@@ -19,6 +19,7 @@ from heartbeat.db.models import Job, Software, extra_table_model
 from heartbeat.errors import HeartbeatError, NotFound, TooLarge
 from heartbeat.events.outbox import JOB_DONE, NewEvent
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart
+from heartbeat.queue.flow import FlowControl
 from heartbeat.queue.judging import PreparedResult, count_changes, judge
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Settings
@@ -27,9 +28,10 @@ from heartbeat.queue.statements import Settings
 class Results(QueuePart):
     """Storing results: one path for a single submit and for a batch."""
 
-    def __init__(self, core: QueueCore, pipelines: Pipelines):
+    def __init__(self, core: QueueCore, pipelines: Pipelines, flow: FlowControl):
         super().__init__(core)
         self._pipelines = pipelines
+        self._flow = flow
 
     def prepare_result(self, software: Software, image_id: str, token: str, info: Any, rows: Any) -> PreparedResult:
         """A result checked before any database work: its size (:class:`TooLarge`, 413, past what the
@@ -97,6 +99,8 @@ class Results(QueuePart):
                 for result in group.values()
             ]
         )
+        if on_time:
+            self._flow.freed(software, current)  # their leases ended: room for waiting claims
         changed = self._pipelines.settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
         changed += self._pipelines.reopen_downstream(software, now, list(late)) if late else 0

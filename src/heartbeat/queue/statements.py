@@ -39,6 +39,13 @@ class Settings:
     lease_seconds: int
     max_attempts: int
     recompute: bool  # whether the last new version reopened results of others (leases out then included)
+    max_in_flight: int | None = None  # flow control (queue/flow.py): None, no limit
+    rate_limit: int | None = None
+    rate_window: int | None = None  # seconds
+
+    @property
+    def limited(self) -> bool:
+        return self.max_in_flight is not None or self.rate_limit is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +74,8 @@ class JobTable:
         software = database.quote("software")
         # Not a subquery of the candidate query: its locking read would lock the software row too.
         self._settings = (
-            f"SELECT paused, version, lease_seconds, max_attempts, recompute FROM {software} WHERE id = {p}"
+            f"SELECT paused, version, lease_seconds, max_attempts, recompute, max_in_flight, rate_limit, rate_window"
+            f" FROM {software} WHERE id = {p}"
         )
         self.candidates_sql = (
             f"SELECT image_id, status, token, attempts FROM {table}"
@@ -110,8 +118,10 @@ class JobTable:
         row = self._database.execute(self._settings + lock, (software_id,)).fetchone()
         if row is None:
             return None
-        paused, version, lease_seconds, max_attempts, recompute = row
-        return Settings(bool(paused), version, lease_seconds, max_attempts, bool(recompute))
+        paused, version, lease_seconds, max_attempts, recompute, max_in_flight, rate_limit, rate_window = row
+        return Settings(
+            bool(paused), version, lease_seconds, max_attempts, bool(recompute), max_in_flight, rate_limit, rate_window
+        )
 
     def candidates(self, now: float, limit: int) -> list[Candidate]:
         """Claimable jobs, highest priority then earliest upload first (the caller checks ``paused``)."""
