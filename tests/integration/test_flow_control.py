@@ -152,3 +152,26 @@ def test_claims_read_the_room_one_at_a_time_where_a_naive_count_then_claim_takes
         thread.join(30)
     assert outcomes["second"].jobs == [] and outcomes["second"].retry_after is not None
     assert client.simulate_get(FD).json["in_flight"] == 3
+
+
+def test_a_waiting_claim_at_the_limit_takes_the_room_a_submit_frees(client, images):
+    import threading
+
+    register(client, "face_detection", max_in_flight=1, lease_seconds=600)
+    images(2)
+    [held] = claim(client)
+    answers = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(client.simulate_post(f"{FD}/claim", json={"wait_seconds": 20}))
+    )
+    waiter.start()
+    submit(client, held)  # wakes the waiting claim of this process: room, not a faster poll
+    waiter.join(10)
+    assert not waiter.is_alive() and len(answers[0].json["jobs"]) == 1
+
+
+def test_a_change_of_rate_is_one_software_changed_event(client):
+    register(client, "face_detection")
+    client.simulate_patch(FD, json={"rate": {"per_hour": 100}, "max_in_flight": 2})
+    events = client.simulate_get("/v1/events", params={"types": "software.changed"}).json["events"]
+    assert [event["data"]["changes"] for event in events] == [{"max_in_flight": 2, "rate": {"per_hour": 100}}]

@@ -236,6 +236,9 @@ class Registry:
             self._queue.flow.make_lock(software.name)
         changed = self.fresh(software.name)
         differ = {key: getattr(changed, key) for key in settings if getattr(before, key) != getattr(changed, key)}
+        if "rate_limit" in differ or "rate_window" in differ:  # shown as the API takes it
+            differ = {key: value for key, value in differ.items() if key not in ("rate_limit", "rate_window")}
+            differ["rate"] = rate_of(changed.rate_limit, changed.rate_window)
         if differ:
             data = {"changes": differ, "software": software_settings(changed)}
             self._queue.outbox.add(SOFTWARE_CHANGED, data, software=software.name)
