@@ -151,6 +151,14 @@ WORKER = ["worker", "run", "heartbeat.examples.face_detection:detect", "--softwa
         (["serve", "--threads", "0"], "argument --threads: expected a positive number, not '0'"),
         (["serve", "--s3-secure", "maybe"], "argument --s3-secure: expected true or false, not 'maybe'"),
         (["token", "create", "--role", "boss"], "argument --role: invalid choice: 'boss'"),
+        (
+            ["software", "add", "ocr", "--max-in-flight", "0"],
+            "argument --max-in-flight: expected a number from 1 to 1000000, not '0' (or none, for no limit)",
+        ),
+        (
+            ["software", "set", "ocr", "--rate", "30/day"],
+            "argument --rate: expected N/s, N/min or N/h (or none, for no limit), not '30/day'",
+        ),
     ],
     ids=[
         "concurrency",
@@ -162,6 +170,8 @@ WORKER = ["worker", "run", "heartbeat.examples.face_detection:detect", "--softwa
         "threads",
         "bool",
         "role",
+        "max-in-flight",
+        "rate",
     ],
 )
 def test_a_value_that_cannot_be_used_names_its_flag_in_one_line(tmp_path, args, named):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heartbeat.cli.parser import PLACEHOLDER_MARK, settings_from_args
+from heartbeat.cli.parser import NO_LIMIT, PLACEHOLDER_MARK, rate_text, settings_from_args
 from heartbeat.config import SettingError, Settings
 from heartbeat.logs import configure_logging
 from heartbeat.private_files import private_dir
@@ -18,6 +18,7 @@ from heartbeat.private_files import private_dir
 if TYPE_CHECKING:
     from heartbeat.catalog.picture_folder import UprightFolder
     from heartbeat.db.database import Database
+    from heartbeat.db.models import Software
     from heartbeat.service import Service
 
 
@@ -126,12 +127,14 @@ def software(args: argparse.Namespace) -> int:
                 max_attempts=args.max_attempts,
                 after=args.after,
                 origins=args.origins,
+                max_in_flight=getattr(args, "max_in_flight", None),
+                rate=getattr(args, "rate", None),
                 **({"version": args.version} if args.version is not None else {}),
             )
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
             return 1
-        print(f"registered {item.name} (lease {item.lease_seconds}s, {item.max_attempts} attempts)")
+        print(f"registered {item.name} (lease {item.lease_seconds}s, {item.max_attempts} attempts{_limits(item)})")
         return 0
     if args.software_command == "set":
         changes: dict[str, Any] = {
@@ -146,18 +149,55 @@ def software(args: argparse.Namespace) -> int:
         }
         if args.version is not None and not args.recompute:
             changes["recompute"] = False
+        # Given as none, a limit is lifted (null); not given, it stays as it is.
+        changes |= {key: getattr(args, key) for key in ("max_in_flight", "rate") if key in args}
         try:
             item = registry.change(args.name, changes)
         except HeartbeatError as error:
             print(f"error: {error.description}", file=sys.stderr)
             return 1
         counts = queue.counters.counts(item)
-        print(f"{item.name}: version {item.version}, {counts['pending']} pending, {counts['outdated']} outdated")
+        print(
+            f"{item.name}: version {item.version}, {counts['pending']} pending, {counts['outdated']} outdated"
+            + _limits(item, always="max_in_flight" in changes or "rate" in changes)
+        )
         return 0
+    now = time.time()
     for item in registry.all():
         counts = queue.counters.counts(item)
-        print(f"{item.name}\t" + "\t".join(f"{status}={count}" for status, count in counts.items()))
+        fields = [f"{status}={count}" for status, count in counts.items()]
+        if _limited(item):  # its limits, and the jobs it has in flight against them
+            limits = _limit_values(item)
+            fields += [
+                f"in_flight={queue.flow.in_flight(item, now)}",
+                f"max_in_flight={limits['max_in_flight']}",
+                f"rate={limits['rate']}",
+            ]
+        print(f"{item.name}\t" + "\t".join(fields))
     return 0
+
+
+def _limited(item: Software) -> bool:
+    return item.max_in_flight is not None or item.rate_limit is not None
+
+
+def _limit_values(item: Software) -> dict[str, str]:
+    """A software's flow-control limits as its flags take them: ``4``, ``30/min``, ``none``."""
+    from heartbeat.queue.flow import rate_of
+
+    return {
+        "max_in_flight": NO_LIMIT if item.max_in_flight is None else str(item.max_in_flight),
+        "rate": rate_text(rate_of(item.rate_limit, item.rate_window)),
+    }
+
+
+def _limits(item: Software, *, always: bool = False) -> str:
+    """``, max in flight 4, rate 30/min`` for a limited software; for one without limits, ``, no
+    limits`` when ``always``, else nothing."""
+    if not _limited(item):
+        return ", no limits" if always else ""
+    limits = _limit_values(item)
+    return f", max in flight {limits['max_in_flight']}, rate {limits['rate']}"
 
 
 def export(args: argparse.Namespace) -> int:

@@ -67,6 +67,75 @@ def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+MAX_IN_FLIGHT = 1_000_000  # the API's bounds (heartbeat.catalog.registry's MAX_IN_FLIGHT and RATE)
+MAX_RATE = 1_000_000_000
+RATE_UNITS = {  # what --rate takes after its slash -> the API's key
+    "s": "per_second",
+    "sec": "per_second",
+    "second": "per_second",
+    "min": "per_minute",
+    "minute": "per_minute",
+    "h": "per_hour",
+    "hour": "per_hour",
+}
+RATE_SHORT = {"per_second": "s", "per_minute": "min", "per_hour": "h"}
+NO_LIMIT = "none"
+
+
+def _max_in_flight(text: str) -> int | None:
+    """``--max-in-flight``: a whole number from 1, or ``none`` (no limit)."""
+    if text.strip().lower() == NO_LIMIT:
+        return None
+    try:
+        return _whole_number(1, MAX_IN_FLIGHT)(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or none, for no limit)") from None
+
+
+def _rate(text: str) -> dict[str, int] | None:
+    """``--rate``: ``N/s``, ``N/min`` or ``N/h`` as the API's ``{"per_second": N}``...; ``none``: no limit."""
+    if text.strip().lower() == NO_LIMIT:
+        return None
+    count, slash, unit = text.strip().partition("/")
+    key = RATE_UNITS.get(unit.strip().lower())
+    if not slash or key is None:
+        raise argparse.ArgumentTypeError(f"expected N/s, N/min or N/h (or none, for no limit), not {text!r}")
+    try:
+        limit = int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number before the slash, not {text!r}") from None
+    if not 1 <= limit <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_RATE} before the slash, not {text!r}")
+    return {key: limit}
+
+
+def rate_text(rate: dict[str, int] | None) -> str:
+    """A rate as ``--rate`` takes it: ``30/min``; ``none`` for no limit."""
+    if not rate:
+        return NO_LIMIT
+    [(key, limit)] = rate.items()
+    return f"{limit}/{RATE_SHORT[key]}"
+
+
+def _limit_flags(parser: argparse.ArgumentParser, *, changing: bool) -> None:
+    """``--max-in-flight`` and ``--rate`` (flow control), on ``software add`` and ``software set``."""
+    default = "" if changing else " (default none: no limit)"
+    parser.add_argument(
+        "--max-in-flight",
+        type=_max_in_flight,
+        default=argparse.SUPPRESS,
+        metavar="N|none",
+        help=f"how many of its jobs may be claimed at once, across every server process and machine{default}",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=argparse.SUPPRESS,
+        metavar="N/s|N/min|N/h|none",
+        help=f"how many of its jobs may be handed out in any second, minute or hour, across every process{default}",
+    )
+
+
 def _new_file(text: str) -> Path:
     """A file to write, in a folder that exists."""
     path = Path(text)
@@ -174,16 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--origin", action="append", dest="origins", metavar="ORIGIN", help="only this origin (repeatable)"
     )
+    _limit_flags(add, changing=False)
     _database_flags(add)
-    change = software_commands.add_parser("set", help="change a software's version, lease, attempts or pause")
+    change = software_commands.add_parser(
+        "set", help="change a software's version, lease, attempts, pause or limits (max in flight, rate)"
+    )
     change.add_argument("name", help="the registered software's name")
     change.add_argument("--version", help="a new model: its done jobs of other versions are reopened")
     change.add_argument("--no-recompute", dest="recompute", action="store_false", help="with --version: reopen nothing")
     change.add_argument("--lease-seconds", type=int, help="how long a worker holds a claimed job")
     change.add_argument("--max-attempts", type=int, help="claims of a job before it fails for good")
     change.add_argument("--paused", choices=["true", "false"], help="pause (true) or resume (false) its claims")
+    _limit_flags(change, changing=True)
     _database_flags(change)
-    listing = software_commands.add_parser("list", help="list software with their job counts")
+    listing = software_commands.add_parser(
+        "list", help="list software with their job counts (and, for a limited one, its limits and jobs in flight)"
+    )
     _database_flags(listing)
 
     _token_parser(commands)
