@@ -27,13 +27,11 @@ import dataclasses
 import http.client
 import http.server
 import inspect
-import io
 import json
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import textwrap
 import threading
 import time
@@ -57,6 +55,7 @@ from harness import (
     register,
     run_load,
     say,
+    tree_of,
 )
 
 import heartbeat
@@ -64,7 +63,6 @@ from heartbeat.db.models import Event
 
 EVENTS_DB = dataclasses.replace(MARIADB, database="heartbeat_bench_events")
 FEED_DB = dataclasses.replace(MARIADB, database="heartbeat_bench_events_feed")
-REPOSITORY = Path(__file__).resolve().parents[2]
 BEFORE_EVENTS = "6dc25fc"  # the commit before the events outbox (102ce13)
 CLAIM_IMAGES = 40_000  # each software's pending jobs: more than either side claims in all its turns
 CLAIM_CLIENTS = 16
@@ -90,18 +88,6 @@ def event_figures(workdir: Path, free_port: Callable[[], int]) -> list[Figure]:
 
 
 # --- the claim rate with and without the events ------------------------------------------------
-
-
-def tree_of(commit: str, into: Path) -> Path:
-    """The ``src`` folder of ``commit``, unpacked under ``into`` (``git archive``: nothing in the
-    repository or its working tree changes)."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", "--format=tar", commit, "src"], check=True, capture_output=True
-    ).stdout
-    into.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def has_events(server: Server) -> bool:

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ import requests
 from heartbeat.config import DbAuth
 
 MARIADB = DbAuth(host="127.0.0.1", port=3306, user="root", password="", database="heartbeat_bench")
+REPOSITORY = Path(__file__).resolve().parents[2]
 JPEG_SIZE = (640, 480)
 JPEG_QUALITY = 75  # with the texture below: about 100 KB, like a webcam frame
 
@@ -189,6 +191,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def tree_of(commit: str, into: Path) -> Path:
+    """The ``src`` folder of ``commit``, unpacked under ``into`` (``git archive``: nothing in the
+    repository or its working tree changes). A :class:`Server` runs that tree with
+    ``env={"PYTHONPATH": str(tree_of(...))}``, ahead of the editable install's path to this tree's src."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", "--format=tar", commit, "src"], check=True, capture_output=True
+    ).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
 
 
 class Api:

@@ -2,9 +2,9 @@
 
 The figures are measured side by side in this one run on this machine: each ratio divides two rates
 (or latencies) taken minutes apart at most, against the same MariaDB, so they say more than either
-number alone. Databases: ``heartbeat_bench``, ``heartbeat_bench_<images>``, ``heartbeat_bench_drain`` and
-``heartbeat_bench_events*`` (dropped and made anew); the drain's Celery side uses Redis databases 14 and 15
-at 127.0.0.1:6379.
+number alone. Databases: ``heartbeat_bench``, ``heartbeat_bench_<images>``, ``heartbeat_bench_drain``,
+``heartbeat_bench_events*`` and ``heartbeat_bench_flow`` (dropped and made anew); the drain's Celery side uses
+Redis databases 14 and 15 at 127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import bench_counts
 import bench_drain
 import bench_events
 import bench_fleet
+import bench_flow
 import bench_imports
 import bench_latency
 import bench_memory
@@ -54,7 +55,19 @@ PROFILE_INGEST_SECONDS = 5  # the in-process ingest on one thread under py-spy
 CPU_TURNS, CPU_TURN_IMAGES = 15, 40  # the ingest's CPU beside a decode's: turns, pictures a turn
 CLAIM_IMAGES = 100_000  # pending for each claim benchmark's software (each has its own job table)
 CLAIM_SOFTWARE = ("naive", "by_sql", "by_http", "by_batch", "mixed", "profiled")
-BENCHMARKS = ["uploads", "claims", "memory", "latency", "counts", "results", "fleet", "drain", "imports", "events"]
+BENCHMARKS = [
+    "uploads",
+    "claims",
+    "memory",
+    "latency",
+    "counts",
+    "results",
+    "fleet",
+    "drain",
+    "imports",
+    "events",
+    "flow",
+]
 FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
 PROCESSES_IMAGES = 100_000
 DRAIN_AUTH = dataclasses.replace(MARIADB, database="heartbeat_bench_drain")
@@ -290,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             figures.extend(bench_imports.import_figures(workdir / "imports", free_port()))
         if "events" in args.only:
             figures.extend(bench_events.event_figures(workdir / "events", free_port))
+        if "flow" in args.only:
+            figures.extend(bench_flow.flow_figures(workdir / "flow", free_port))
 
     print("\nsummary:", flush=True)
     for figure in figures:
