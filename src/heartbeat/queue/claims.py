@@ -76,7 +76,10 @@ class Claims(QueuePart):
         outcome = ClaimOutcome()
         table = self._core.table(software)
         now = self._clock()
-        settings = table.settings(software.id)  # not a subquery of the candidates: it would lock the row
+        # Not a subquery of the candidates: it would lock the row. A locking read (shared, as submits
+        # read it): it takes no snapshot, so a limited claim's reads after its flow lock see what the
+        # claims before it committed (flow.py).
+        settings = table.settings(software.id, lock=self._database.features.share_lock)
         if settings is None or settings.paused:
             return 0, outcome
         if settings.limited:

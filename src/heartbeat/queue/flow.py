@@ -3,8 +3,9 @@
 
 A claim of a software with a limit first locks the software's row of ``flow_locks`` (``FOR UPDATE``
 on MySQL; SQLite's write transactions exclude each other already), so that such claims read the
-room left one at a time, and each sees what the claims before it committed (with locking reads: a
-plain read would see the snapshot the transaction took before the lock, under REPEATABLE READ). The room is then read,
+room left one at a time, and each sees what the claims before it committed: under REPEATABLE READ a
+transaction reads the snapshot its first plain read took, so the claim reads its settings with a
+lock (which takes none) and the room with plain reads after the flow lock. The room is then read,
 not kept: in flight are the jobs ``claimed`` whose lease has not run out (``available_at`` is the
 lease's end while claimed), counted along the status index, so a lease that ends by any path (a
 submit, a failure, a release, its expiry) frees its room at once, with nothing to give back or to
@@ -76,13 +77,14 @@ class FlowControl(QueuePart):
                 f"SELECT software FROM {locks} WHERE software = {p}{database.features.update_lock}", (software.name,)
             )
         room, retry_after = wanted, None
-        # Locking reads: they read what has committed now, where a plain read in this transaction
-        # would read the snapshot its first statement (the settings) took, before the lock.
-        share = database.features.share_lock
+        # Plain reads: the transaction's snapshot is taken by the first of them, after the lock (the
+        # settings before it were read with a lock, which takes none), so they see every claim that
+        # held the lock before. Locking reads here would lock the claimed jobs' index entries and then
+        # their rows, the other way round from a submit: deadlocks.
         if settings.max_in_flight is not None:
             table = database.quote(job_table_name(software.name))
             live, ends = database.execute(
-                f"SELECT COUNT(*), MIN(available_at) FROM {table} WHERE status = {p} AND available_at > {p}{share}",
+                f"SELECT COUNT(*), MIN(available_at) FROM {table} WHERE status = {p} AND available_at > {p}",
                 (JobStatus.CLAIMED.value, now),
             ).fetchone()
             room = min(room, settings.max_in_flight - int(live))
@@ -93,7 +95,7 @@ class FlowControl(QueuePart):
             handouts = database.quote(Handout._meta.table_name)
             database.execute(f"DELETE FROM {handouts} WHERE software = {p} AND at <= {p}", (software.name, since))
             rows = database.execute(
-                f"SELECT at, count FROM {handouts} WHERE software = {p} AND at > {p} ORDER BY at{share}",
+                f"SELECT at, count FROM {handouts} WHERE software = {p} AND at > {p} ORDER BY at",
                 (software.name, since),
             ).fetchall()
             handed = sum(int(count) for _at, count in rows)
@@ -126,12 +128,17 @@ class FlowControl(QueuePart):
                 return False
         return True
 
-    def freed(self, software: Software, settings: Settings) -> None:
-        """A lease of a limited software ended: once this transaction commits, its waiting claims in
-        this process look again (room is read, so they find it)."""
+    def freed(self, software: Software, settings: Settings, count: int) -> None:
+        """``count`` leases of a limited software ended: once this transaction commits, as many of its
+        waiting claims in this process look again (room is read, so they find it)."""
         if settings.limited:
             name = software.name
-            self._database.after_commit(lambda: self.signal.notify(name))
+
+            def wake() -> None:
+                for _ in range(count):
+                    self.signal.wake_one(name)
+
+            self._database.after_commit(wake)
 
     def handed_out(self, software: Software, settings: Settings, count: int, now: float) -> None:
         """Note ``count`` jobs handed out now (a software with a rate); call in the claim's transaction."""

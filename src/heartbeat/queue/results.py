@@ -100,7 +100,7 @@ class Results(QueuePart):
             ]
         )
         if on_time:
-            self._flow.freed(software, current)  # their leases ended: room for waiting claims
+            self._flow.freed(software, current, len(on_time))  # their leases ended: room for waiting claims
         changed = self._pipelines.settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
         changed += self._pipelines.reopen_downstream(software, now, list(late)) if late else 0

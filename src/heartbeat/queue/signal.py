@@ -19,6 +19,8 @@ class WorkSignal:
         self._condition = threading.Condition()
         self._everyone = 0  # bumped by a notify for every software
         self._per_software: Counter[str] = Counter()
+        self._waiters: Counter[str] = Counter()
+        self._permits: Counter[str] = Counter()  # wake-ups for one waiter each (:meth:`wake_one`)
 
     def notify(self, *software: str) -> None:
         """Wake the claims waiting for these software (by name), or for every software when none is named."""
@@ -29,6 +31,14 @@ class WorkSignal:
                 self._everyone += 1
             self._condition.notify_all()
 
+    def wake_one(self, software: str) -> None:
+        """Wake one claim waiting for ``software`` (if any waits): room for one job was freed at its
+        limit, and waking them all would only have them queue for it."""
+        with self._condition:
+            if self._permits[software] < self._waiters[software]:
+                self._permits[software] += 1
+                self._condition.notify_all()
+
     def generation(self, software: str) -> int:
         with self._condition:
             return self._generation(software)
@@ -37,6 +47,21 @@ class WorkSignal:
         return self._everyone + self._per_software[software]
 
     def wait(self, software: str, since_generation: int, timeout_seconds: float) -> bool:
-        """Wait until ``software``'s generation is past ``since_generation`` (True) or the time is up (False)."""
+        """Wait until ``software``'s generation is past ``since_generation``, or a :meth:`wake_one` is
+        this waiter's (True), or the time is up (False)."""
         with self._condition:
-            return self._condition.wait_for(lambda: self._generation(software) != since_generation, timeout_seconds)
+            self._waiters[software] += 1
+            try:
+
+                def woken() -> bool:
+                    if self._generation(software) != since_generation:
+                        return True
+                    if self._permits[software] > 0:
+                        self._permits[software] -= 1
+                        return True
+                    return False
+
+                return self._condition.wait_for(woken, timeout_seconds)
+            finally:
+                self._waiters[software] -= 1
+                self._permits[software] = min(self._permits[software], self._waiters[software])
