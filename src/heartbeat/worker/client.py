@@ -7,6 +7,7 @@ Connection errors and 503 answers are retried with a bounded exponential backoff
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import json
 import os
@@ -108,6 +109,28 @@ def _seconds(header: str | None) -> float | None:
         return max(0.0, float(header)) if header else None
     except ValueError:
         return None
+
+
+class _Keep(enum.Enum):
+    """The default of :meth:`Client.update`'s limits: leave the limit as it is (None lifts it)."""
+
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP
+RATE_UNITS = {"s": "per_second", "min": "per_minute", "h": "per_hour"}
+Rate = dict[str, int] | str
+
+
+def rate_body(rate: Rate | None) -> dict[str, int] | None:
+    """A rate as the API takes it: ``{"per_minute": 30}`` as it is, or ``"30/min"`` (``/s``,
+    ``/min``, ``/h``) made so; None (no limit) stays None. A string of another form: ValueError."""
+    if rate is None or isinstance(rate, dict):
+        return rate
+    count, _slash, unit = rate.partition("/")
+    if unit not in RATE_UNITS or not count.strip().isdigit():
+        raise ValueError(f"a rate is N/s, N/min or N/h, or a dict such as {{'per_minute': 30}}: not {rate!r}")
+    return {RATE_UNITS[unit]: int(count)}
 
 
 def _comma_separated(values: str | Sequence[str] | None) -> str | None:
@@ -332,10 +355,15 @@ class Client:
         after: Sequence[str] | None = None,
         origins: Sequence[str] | None = None,
         version: str | None = None,
+        max_in_flight: int | None = None,
+        rate: Rate | None = None,
     ) -> Software:
         """Register a software (admin); every stored image gets a job. ``version``: its model (``"1"``).
 
         ``after``: upstream software whose jobs must be done first; ``origins``: only these origins.
+        ``max_in_flight``: how many of its jobs may be claimed at once, across every server process
+        and machine; ``rate``: how many may be handed out in any second, minute or hour,
+        ``{"per_minute": 30}`` or ``"30/min"`` (``/s``, ``/h``). None: no limit.
         """
         body = {"name": name} | _params(
             lease_seconds=lease_seconds,
@@ -344,6 +372,8 @@ class Client:
             after=list(after) if after is not None else None,
             origins=list(origins) if origins is not None else None,
             version=version,
+            max_in_flight=max_in_flight,
+            rate=rate_body(rate),
         )
         return Software.from_json(self._json("POST", "/v1/software", json=body))
 
@@ -356,12 +386,22 @@ class Client:
         lease_seconds: int | None = None,
         max_attempts: int | None = None,
         paused: bool | None = None,
+        max_in_flight: int | _Keep | None = KEEP,
+        rate: Rate | _Keep | None = KEEP,
     ) -> Software:
         """Change a software's settings (admin). A new ``version`` reopens the done jobs whose result came
-        from another version, unless ``recompute`` is False; each keeps its last result until the new one."""
+        from another version, unless ``recompute`` is False; each keeps its last result until the new one.
+
+        ``max_in_flight`` and ``rate`` (as :meth:`register` takes them) change its limits at once, for
+        every claim from then on; None lifts a limit, and a limit not given stays as it is.
+        """
         body = _params(version=version, lease_seconds=lease_seconds, max_attempts=max_attempts, paused=paused)
         if version is not None and not recompute:
             body["recompute"] = False
+        if not isinstance(max_in_flight, _Keep):
+            body["max_in_flight"] = max_in_flight
+        if not isinstance(rate, _Keep):
+            body["rate"] = rate_body(rate)
         return Software.from_json(self._json("PATCH", _path("software", name), json=body))
 
     def pause(self, name: str) -> Software:

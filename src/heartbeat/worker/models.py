@@ -69,6 +69,21 @@ class Software(_FromJson):
     origins: list[str] | None = None  # only images of these origins get a job
     throughput: dict[str, int] | None = None  # jobs done and failed in the last window_seconds
     version: str = "1"  # the current model; counts["outdated"]: done jobs with a result of another
+    # Flow control: how many of its jobs may be claimed at once, across every server process (None:
+    # no limit); how many may be handed out in any window, {"per_second" | "per_minute" | "per_hour": n}
+    # (None: no limit); and how many are claimed now under a lease that has not run out.
+    max_in_flight: int | None = None
+    rate: dict[str, int] | None = None
+    in_flight: int = 0
+
+    @property
+    def held_back(self) -> bool:
+        """Whether its claims find no room now for want of ``max_in_flight`` while jobs are pending."""
+        return (
+            self.max_in_flight is not None
+            and self.in_flight >= self.max_in_flight
+            and self.counts.get("pending", 0) > 0
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from heartbeat.worker.client import Client
 from heartbeat.worker.download import check_content
 from heartbeat.worker.exceptions import HeartbeatError, InvalidRequest, ServerError, ServerUnavailable
 from heartbeat.worker.leases import Lease, LeaseKeeper
-from heartbeat.worker.models import ClaimedJob, Image, Result
+from heartbeat.worker.models import Claim, ClaimedJob, Image, Result
 from heartbeat.worker.signals import stop_on_signals
 
 log = logging.getLogger("heartbeat.worker")
@@ -162,6 +162,7 @@ class Worker:
                     return
                 wanted = min(MAX_BATCH, max(self.batch, self.concurrency - self._running - len(self._todo)))
                 idle = not self._in_hand
+                in_hand = len(self._in_hand)
             try:
                 claim = self.client.claim_jobs(
                     self.software, wanted, lease_seconds=self._lease_seconds_in_use, wait_seconds=self.wait_seconds
@@ -176,18 +177,43 @@ class Worker:
             self._take_in_hand(jobs)
             if jobs:
                 continue
-            if exit_when_idle and idle:
-                return
+            if exit_when_idle and idle and claim.retry_after_seconds is None:
+                # No work, unless the software is held back by its limit (flow control): a claim that
+                # does not wait says so with a Retry-After, and may find jobs that freed meanwhile.
+                if self.wait_seconds == 0:
+                    return
+                probe = self._claim_at_once(wanted)
+                if probe is None or probe.jobs:
+                    self._take_in_hand(probe.jobs if probe else [])
+                    continue
+                if probe.retry_after_seconds is None:
+                    return
+                claim = probe
             if claim.retry_after_seconds is not None:
-                # The server had no room to let this claim wait: come back when it says, spread out a
-                # little so that a fleet turned away together does not come back together.
-                self._stopping.wait(claim.retry_after_seconds * random.uniform(1.0, RETRY_AFTER_SPREAD))
+                # The server had no room to let this claim wait, or the software is at its limit (flow
+                # control): come back when it says, spread out a little so that a fleet turned away
+                # together does not come back together. Sooner when a lease of ours ends: that frees
+                # room at once (the claim may have gone out while our last result was on its way).
+                delay = claim.retry_after_seconds * random.uniform(1.0, RETRY_AFTER_SPREAD)
+                with self._changed:
+                    self._changed.wait_for(
+                        lambda: self._stopping.is_set() or len(self._in_hand) < in_hand,  # noqa: B023
+                        delay,
+                    )
                 continue
             with self._changed:  # before claiming again, let the work in hand settle (or wait for the long poll)
                 if exit_when_idle:
                     self._changed.wait_for(lambda: self._stopping.is_set() or not self._in_hand)
                 elif self.wait_seconds == 0:
                     self._changed.wait(1.0)
+
+    def _claim_at_once(self, wanted: int) -> Claim | None:
+        """A claim that does not wait (None when the API did not answer: the loop tries again)."""
+        try:
+            return self.client.claim_jobs(self.software, wanted, lease_seconds=self._lease_seconds_in_use)
+        except (ServerUnavailable, ServerError) as error:
+            log.warning("could not claim (%s); trying again", error)
+            return None
 
     def _take_in_hand(self, jobs: list[ClaimedJob]) -> None:
         due = time.monotonic() + self._lease_seconds_in_use / 3
