@@ -193,6 +193,33 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     save_screenshot(page, "dashboard.png")
 
 
+def test_a_software_held_back_by_its_limit_is_marked_and_its_limits_shown(start_server, page: Page):
+    """Flow control: a card shows the limits and the jobs in flight, and a badge while all the room is
+    taken and jobs wait; the badge goes when a result frees room (the card follows the event)."""
+    server = start_server()
+    api = Api(server.url)
+    api("POST", "/v1/software", json={"name": "vision", "max_in_flight": 2, "rate": {"per_minute": 30}})
+    api("POST", "/v1/software", json={"name": "ocr"})
+    for index in range(3):
+        api("POST", "/v1/images", files={"file": (f"{index}.jpg", image_bytes((60 * index, 90, 30)))})
+    first, _second = api("POST", "/v1/software/vision/claim", json={"max": 3})["jobs"]  # cut to the limit: 2
+
+    page.set_viewport_size({"width": 375, "height": 900})
+    page.goto(server.url + "/")
+    limited, plain = page.get_by_test_id("software-vision"), page.get_by_test_id("software-ocr")
+    badge = limited.get_by_test_id("held-back")
+    expect(badge).to_have_text("held back by its limit")
+    expect(limited.get_by_test_id("limits")).to_have_text("at most 2 in flight, 30 per minute; 2 in flight now")
+    expect(plain.get_by_test_id("limits")).to_have_text("no limits; 0 in flight now")
+    expect(plain.get_by_test_id("held-back")).to_have_count(0)
+    no_horizontal_scroll(page, 375)
+    save_screenshot(page, "held-back.png")
+
+    api("PUT", f"/v1/software/vision/jobs/{first['image_id']}/result", json={"token": first["token"], "info": {}})
+    expect(badge).to_have_count(0, timeout=10_000)
+    expect(limited.get_by_test_id("limits")).to_have_text("at most 2 in flight, 30 per minute; 1 in flight now")
+
+
 def no_horizontal_scroll(page: Page, width: int) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= width, f"a horizontal scrollbar at {width} px"
 

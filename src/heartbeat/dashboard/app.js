@@ -86,6 +86,20 @@ function throughput(item) {
   return `${perMinute(done)} done and ${perMinute(failed)} failed per minute over the last ${seconds / 60} minutes`;
 }
 
+// Flow control: a software's limits, as its card shows them, and whether they hold it back now (all
+// the jobs it may have in flight are claimed while others wait: its claims find no room).
+function limits(item) {
+  const parts = [];
+  if (item.max_in_flight != null) parts.push(`at most ${item.max_in_flight} in flight`);
+  for (const [key, count] of Object.entries(item.rate || {})) parts.push(`${count} ${key.replace("_", " ")}`);
+  const now = `${item.in_flight ?? 0} in flight now`;
+  return parts.length ? `${parts.join(", ")}; ${now}` : `no limits; ${now}`;
+}
+
+function heldBack(item) {
+  return item.max_in_flight != null && (item.in_flight ?? 0) >= item.max_in_flight && item.counts.pending > 0;
+}
+
 // --- the overview: software cards, newest images --------------------------------------------
 
 // The filter over the thumbnail grid takes the API's `where` expression; it is made once, so that
@@ -143,13 +157,18 @@ function softwareCard(item) {
   } }, label);
   return el("section", { class: "card", "data-testid": `software-${item.name}` },
     el("h3", {}, el("a", { href: `#/software/${item.name}` }, item.name),
-      item.paused ? el("span", { class: "badge failed", "data-testid": "paused" }, "paused") : ""),
+      el("span", { class: "badges" },
+        heldBack(item) ? el("span", { class: "badge held", "data-testid": "held-back",
+          title: `all ${item.max_in_flight} jobs it may have in flight are claimed; the others wait for room` },
+        "held back by its limit") : "",
+        item.paused ? el("span", { class: "badge failed", "data-testid": "paused" }, "paused") : "")),
     progressBar(counts),
     el("div", { class: "counts" }, Object.keys(counts).filter((status) => status !== "outdated").map((status) =>
       el("span", {}, el("span", { class: `dot ${status}` }), ` ${status} `, el("b", { "data-testid": `count-${status}` }, counts[status])))),
     el("p", { class: "muted", "data-testid": "version" }, `version ${item.version}`,
       counts.outdated ? `, ${counts.outdated} done with an older version` : ""),
     el("p", { class: "muted", "data-testid": "throughput" }, throughput(item)),
+    el("p", { class: "muted", "data-testid": "limits" }, limits(item)),
     el("div", { class: "actions" },
       item.paused
         ? action("Resume", `/v1/software/${item.name}/resume`, undefined, "resume")
