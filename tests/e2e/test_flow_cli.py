@@ -4,12 +4,19 @@ flight; a bad value names its flag in one line, exit 2, and changes nothing."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from heartbeat.worker import Client
 from helpers import distinct_images, heartbeat
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -108,3 +115,34 @@ def test_a_bad_limit_names_its_flag_in_one_line_exits_2_and_changes_nothing(api,
     assert list(listed(db_flags)) == ["ocr"]
     software = api.software("ocr")
     assert (software.max_in_flight, software.rate) == (3, {"per_second": 5})
+
+
+@pytest.mark.parametrize(
+    ("document", "section"),
+    [("README.md", "## Flow control: at most N at once, R per minute\n"), ("docs/flow-control.md", "")],
+    ids=["readme", "docs"],
+)
+def test_the_flow_control_examples_of_the_readme_and_the_docs_run_as_written(
+    start_server, db_auth_file, tmp_path, document, section
+):
+    text = (ROOT / document).read_text()
+    block = re.search(r"```sh\n(.*?)```", text.split(section, 1)[1] if section else text, re.S).group(1)
+    server = start_server(data_dir=tmp_path / "heartbeat-data")  # where the CLI looks by default
+    env = os.environ | {"API": server.url, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    if db_auth_file is not None:
+        env["HEARTBEAT_DB_AUTH"] = str(db_auth_file)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", 'curl() { command curl --fail-with-body "$@"; }\n' + block],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Client(server.url) as client:
+        limited = {item.name: (item.max_in_flight, item.rate) for item in client.software_list()}
+    if document == "README.md":
+        assert limited == {"vision_api": (8, {"per_second": 50})}
+    else:
+        assert limited == {"vision_api": (4, None), "gpu_licences": (8, None)}
