@@ -175,3 +175,11 @@ def test_a_change_of_rate_is_one_software_changed_event(client):
     client.simulate_patch(FD, json={"rate": {"per_hour": 100}, "max_in_flight": 2})
     events = client.simulate_get("/v1/events", params={"types": "software.changed"}).json["events"]
     assert [event["data"]["changes"] for event in events] == [{"max_in_flight": 2, "rate": {"per_hour": 100}}]
+
+
+def test_a_claim_that_waited_out_its_time_at_the_limit_says_when_room_is_expected(client, images):
+    register(client, "face_detection", max_in_flight=1, lease_seconds=90)
+    images(2)
+    claim(client)
+    answer = client.simulate_post(f"{FD}/claim", json={"wait_seconds": 0.2})
+    assert answer.json["jobs"] == [] and int(answer.headers["retry-after"]) == 90

@@ -94,10 +94,12 @@ class JobClaims:
             if self._waiting.enter(software):
                 self._metrics.claims_waiting.inc()
                 try:
-                    claimed = self._wait(software, max_jobs, lease_seconds, generation, deadline)
+                    claimed, held_back = self._wait(software, max_jobs, lease_seconds, generation, deadline, held_back)
                 finally:
                     self._waiting.leave(software)
                     self._metrics.claims_waiting.dec()
+                if not claimed and held_back is not None:  # held back all along: when room is expected
+                    resp.set_header("Retry-After", str(held_back))
             else:
                 self._metrics.claims_turned_away.labels(name).inc()
                 resp.set_header("Retry-After", str(self._waiting.retry_after(wait_seconds)))
@@ -113,17 +115,24 @@ class JobClaims:
         return outcome.jobs, outcome.retry_after
 
     def _wait(
-        self, software: Software, max_jobs: int, lease_seconds: int | None, generation: int, deadline: float
-    ) -> list[ClaimedJob]:
+        self,
+        software: Software,
+        max_jobs: int,
+        lease_seconds: int | None,
+        generation: int,
+        deadline: float,
+        held_back: int | None,
+    ) -> tuple[list[ClaimedJob], int | None]:
         """Claim each time the software is woken (by this process's work, or by the watcher) until a
-        claim gets jobs or the deadline passes."""
+        claim gets jobs or the deadline passes; with none, whether the software was held back by its
+        limit at the last look (when room is expected, seconds)."""
         signal = self._queue.signal
         while signal.wait(software.name, generation, deadline - time.monotonic()) and not self._waiting.closing:
             generation = signal.generation(software.name)
-            claimed, _held_back = self._claim(software, max_jobs, lease_seconds)
+            claimed, held_back = self._claim(software, max_jobs, lease_seconds)
             if claimed:
-                return claimed
-        return []
+                return claimed, None
+        return [], held_back
 
     def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
         image_ids = [job.image_id for job in claimed]
