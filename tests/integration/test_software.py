@@ -18,6 +18,9 @@ def test_a_registered_software_is_listed_with_its_settings_and_counts(client):
         "after": [],
         "origins": None,
         "version": "1",
+        "max_in_flight": None,
+        "rate": None,
+        "in_flight": 0,
         "counts": {"pending": 0, "claimed": 0, "done": 0, "failed": 0, "skipped": 0, "outdated": 0},
         "throughput": {"window_seconds": 300, "done": 0, "failed": 0},
     }
