@@ -485,7 +485,9 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass  # a line per delivery on stderr: not wanted
 
-        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A web server's listen backlog (the default 5 overflows under the sender's 8 concurrent sends).
+        server_class = type("Server", (http.server.ThreadingHTTPServer,), {"request_queue_size": 128})
+        self._http = server_class(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}/hook"
         self._thread = threading.Thread(target=self._http.serve_forever, name="receiver", daemon=True)
 

@@ -274,8 +274,12 @@ def answers(url: str) -> bool:
     return True
 
 
-def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server):
-    server = start_server("--processes", "2")
+def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server, tmp_path):
+    # A temporary folder of its own: a supervisor that another test (or another pass of the suite, run
+    # at the same time) starts meanwhile would rightly remove the dead one's metrics folder from /tmp.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    server = start_server("--processes", "2", wrapper=["env", f"TMPDIR={private_tmp}"])
     workers = children(server.process.pid)
     assert len(workers) == 2
     left = metrics_dir_of(server.process.pid)
@@ -294,7 +298,7 @@ def test_the_server_processes_stop_when_their_supervisor_is_killed(start_server)
             os.kill(pid, signal.SIGKILL)
     # Its metrics folder stays behind; the next supervisor to start removes it (and no live one's).
     assert left.is_dir()
-    other = start_server("--processes", "2")
+    other = start_server("--processes", "2", wrapper=["env", f"TMPDIR={private_tmp}"])
     assert not left.exists()
     assert metrics_dir_of(other.process.pid).is_dir()
 

@@ -80,7 +80,10 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        # A listen backlog as a web server's: the default 5 overflows under 8 concurrent sends on a
+        # loaded machine, and each lost SYN costs its sender a second or more.
+        server_class = type("Server", (http.server.ThreadingHTTPServer,), {"request_queue_size": 128})
+        self.server = server_class(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
