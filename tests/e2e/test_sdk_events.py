@@ -69,6 +69,13 @@ def test_filters_reach_the_server_and_the_cursor_moves_past_what_they_leave_out(
     assert kinds(list(client.events(types="image.created,software.created", follow=False)))[-1][0] == "image.created"
 
 
+def test_after_now_is_the_moment_the_follower_is_made_not_its_first_step(client, server):
+    client.register("ocr")
+    feed = client.events(after="now", types=["image.created"], follow=False)
+    image_id = client.upload(distinct_images(1)[0]).id  # before the loop's first step
+    assert [event["image_id"] for event in feed] == [image_id]
+
+
 def test_following_waits_for_new_events_and_gets_them_without_polling_again(client, server):
     client.register("ocr")
     seen: queue.Queue[dict[str, Any]] = queue.Queue()

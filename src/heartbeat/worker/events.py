@@ -9,6 +9,7 @@ is raised: a 410 as :class:`CursorExpired`, after which the caller starts again 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -22,6 +23,9 @@ log = logging.getLogger("heartbeat.worker")
 
 TOO_MANY_REQUESTS = 429  # a proxy's answer in front of the API: waited out as a 503 is
 PageFetcher = Callable[[str | None, float], EventPage]  # (after, wait_seconds) -> the page
+
+
+NOW = "now"  # a cursor the server reads as its last event
 
 
 class EventFollower(Iterator[dict[str, Any]]):
@@ -59,6 +63,12 @@ class EventFollower(Iterator[dict[str, Any]]):
         self._page_cursor: str | None = None  # the next_cursor of the page being yielded
         self._failures = 0
         self._closed = False
+        if after == NOW:
+            # "From now" means from this call, not from the first next(): a consumer that starts its
+            # loop a moment later must not miss what committed meanwhile. A server that cannot be
+            # asked now leaves it to the first next().
+            with contextlib.suppress(HeartbeatError):
+                self.cursor = fetch(NOW, 0).next_cursor
 
     def __iter__(self) -> EventFollower:
         return self
