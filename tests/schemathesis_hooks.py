@@ -71,6 +71,8 @@ def _form_valid_as_sent(failure: Any, case: Any) -> bool:
             sent[name] = value.decode("latin-1")  # the file: any bytes are a binary string
         elif isinstance(value, str):
             sent[name] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            sent[name] = str(value)  # a number retyped into a text field goes as its digits
         elif value == []:
             continue  # a list is sent as the field once per item: an empty one sends no part at all
         else:
