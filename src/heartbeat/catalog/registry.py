@@ -260,18 +260,9 @@ class Registry:
         return keyset_page(Software.select(), (Software.name,), NAME_ORDER, cursor, limit)
 
     def describe(self, software: Software) -> dict[str, Any]:
-        """The software as the API shows it."""
-        return {
-            "name": software.name,
-            "version": software.version,
-            "lease_seconds": software.lease_seconds,
-            "max_attempts": software.max_attempts,
-            "tables": software.tables,
-            "paused": software.paused,
-            "after": software.after,
-            "origins": software.origins,
-            "max_in_flight": software.max_in_flight,
-            "rate": rate_of(software.rate_limit, software.rate_window),
+        """The software as the API shows it: its settings (:func:`software_settings`), what is in
+        flight, its counts and its recent throughput."""
+        return software_settings(software) | {
             "in_flight": self._queue.flow.in_flight(software, self._clock()),
             "counts": self._queue.counters.counts(software),
             "throughput": {
