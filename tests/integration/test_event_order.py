@@ -69,3 +69,46 @@ def test_a_pass_sequences_only_what_has_committed_and_the_next_takes_the_rest(da
         events, cursor = feed.page(0, EventFilter(), 100)
         assert [event["image_id"] for event in events] == ["a", "b", "c"]
         assert cursor == sequencer.head() == int(events[-1]["id"])
+
+
+def test_a_read_waits_for_a_pass_in_progress_and_sees_what_committed_before_it(database, parts):
+    """A reader sees its own writes: while another pass (of another thread or process) holds the lock
+    and its snapshot predates an event, a read neither skips that pass's work nor answers without the
+    event; it waits for the pass and runs one of its own."""
+    if not database.features.mysql:
+        pytest.skip("SQLite: one write transaction at a time, so no pass runs beside a read")
+    outbox, sequencer, feed = parts
+    holding, release = threading.Event(), threading.Event()
+
+    def other_pass() -> None:
+        with database.connection():
+
+            def hold() -> None:
+                database.execute("SELECT value FROM event_state WHERE name = 'position' FOR UPDATE")
+                holding.set()
+                assert release.wait(30)
+
+            database.transaction(hold)
+
+    with database.connection():
+        start = feed.position(None)
+    thread = threading.Thread(target=other_pass)
+    thread.start()
+    assert holding.wait(30)
+    answers: dict[str, list] = {}
+
+    def reader() -> None:
+        with database.connection():
+            database.transaction(outbox.add, IMAGE_DELETED, {"id": "mine"}, image_id="mine")
+            answers["page"] = feed.page(feed.position(str(start)), EventFilter(), 100)[0]
+
+    read = threading.Thread(target=reader)
+    read.start()
+    with database.connection():  # the reader's pass now waits for the lock
+        waits = "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+        while not database.execute(waits).fetchone()[0]:
+            assert read.is_alive(), f"the read answered without waiting: {answers}"
+    release.set()
+    thread.join()
+    read.join(30)
+    assert [event["image_id"] for event in answers["page"]] == ["mine"]

@@ -147,7 +147,7 @@ class EventFeed:
                     return
             try:
                 with self._database.connection():
-                    self._sequencer.catch_up()
+                    self._sequencer.catch_up(wait=False)
                     head = self._sequencer.head()
                 if head != self._seen_head:
                     self._seen_head = head

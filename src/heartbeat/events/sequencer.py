@@ -109,26 +109,31 @@ class Sequencer:
 
     # -- passes -------------------------------------------------------------------------------------
 
-    def catch_up(self) -> None:
-        """Sequence what has committed and waits for a position (a cheap read when nothing does)."""
+    def catch_up(self, *, wait: bool = True) -> None:
+        """Sequence what has committed and waits for a position (a cheap read when nothing does). With
+        ``wait``, a pass that another thread or process runs now is waited for and followed by one of
+        this call's, so every event committed before the call has its position when it returns (a
+        reader sees its own writes); else that pass is left to it."""
         unsequenced = self._database.execute(
             f"SELECT 1 FROM {self._database.quote('events')} WHERE position IS NULL LIMIT 1"
         ).fetchone()
-        while unsequenced and self.run_once() == BATCH:
+        while unsequenced and self.run_once(wait=wait) == BATCH:
             pass
 
-    def run_once(self) -> int | None:
-        """One pass: how many events it sequenced, or None when another pass held the lock."""
-        count = self._pass()
+    def run_once(self, *, wait: bool = False) -> int | None:
+        """One pass: how many events it sequenced, or None when another pass held the lock (with
+        ``wait``: the pass waits for it instead)."""
+        count = self._pass(wait)
         if count:
             self.sequenced.ring()
         return count
 
     @transactional
-    def _pass(self) -> int | None:
+    def _pass(self, wait: bool) -> int | None:
         database = self._database
         state, events, p = database.quote("event_state"), database.quote("events"), database.param
-        lock = " FOR UPDATE SKIP LOCKED" if database.features.skip_locked else database.features.update_lock
+        skip = " FOR UPDATE SKIP LOCKED" if database.features.skip_locked and not wait else ""
+        lock = skip or database.features.update_lock
         row = database.execute(f"SELECT value FROM {state} WHERE name = {p}{lock}", (POSITION,)).fetchone()
         if row is None:
             return None  # another pass holds it
