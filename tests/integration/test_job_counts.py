@@ -118,3 +118,38 @@ def test_a_database_without_counters_gets_them_from_a_recount_at_upgrade(client,
     assert counts(client, "cam_only")["skipped"] == 4
     queue.upgrade()  # again: nothing changes
     assert counts(client, "detect")["pending"] == 4
+
+
+def test_a_backfill_in_batches_gives_each_image_one_job_and_none_to_one_deleted_midway(
+    client, clock, queue, monkeypatch
+):
+    """A registration's backfill runs in short transactions of a few images each (here 3 of 8): every
+    image gets one job, skipped by origin or waiting on upstream as a whole backfill would make it,
+    in upload order; an image deleted between the listing of its batch and the batch gets none."""
+    from heartbeat.queue import rows
+
+    monkeypatch.setattr(rows, "BACKFILL_BATCH", 3)
+    images = []
+    for number, data in enumerate(distinct_images(8)):
+        images.append(upload(client, data, origin="cam1" if number % 2 else "cam2").json["id"])
+        clock.advance(1)
+    register(client, "detect")
+    batches = []
+    backfill_batch = rows.Rows._backfill_batch
+
+    def spy(self, software, image_ids):
+        batches.append(list(image_ids))
+        if software.name == "cam_only" and len(batches) == 5:  # its second batch: images 4 to 6
+            assert client.simulate_delete(f"/v1/images/{image_ids[0]}").status_code == 204
+        return backfill_batch(self, software, image_ids)
+
+    monkeypatch.setattr(rows.Rows, "_backfill_batch", spy)
+    register(client, "describe", after=["detect"])
+    register(client, "cam_only", origins=["cam1"])
+    assert batches[:3] == [images[0:3], images[3:6], images[6:8]], "in upload order, 3 at a time"
+    assert counts(client, "describe")["pending"] == 7  # waiting on detect (and the deleted image's gone)
+    listed = client.simulate_get("/v1/software/cam_only/jobs", params={"limit": 100}).json
+    jobs = {job["image_id"]: job["status"] for job in listed["jobs"]}
+    assert images[3] not in jobs, "deleted before its batch: no job"
+    assert jobs == {image: "pending" if n % 2 else "skipped" for n, image in enumerate(images) if n != 3}
+    assert_counts_true(client, queue)

@@ -16,9 +16,12 @@ import peewee
 from heartbeat.catalog.pipeline import dependency_order, skip_reason
 from heartbeat.db.database import transactional
 from heartbeat.db.models import Image, JobStatus, Software, Stage, extra_table_model, job_model
+from heartbeat.db.paging import after as rows_after
 from heartbeat.queue.core import QueueCore, QueuePart, counted_as
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.pipeline import Pipelines
+
+BACKFILL_BATCH = 1000  # images a transaction of a registration's backfill gives jobs
 
 
 class Rows(QueuePart):
@@ -97,28 +100,52 @@ class Rows(QueuePart):
             for name, after, origins in self._database.execute(sql).fetchall()
         }
 
-    @transactional
     def backfill_jobs(self, software: Software) -> int:
-        """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin."""
+        """A job for every image that has none yet: pending, waiting on upstream, or skipped by origin;
+        returns how many were made. Call once the software's row has committed.
+
+        In batches of ``BACKFILL_BATCH`` images in upload order, each its own short transaction: one
+        transaction over every image would hold its locks on all of them (an upload, a result or a
+        requeue meeting them deadlocks, and a big one would lose until its retries ran out) for as
+        long as the whole backfill takes. The images of a batch are listed by a plain read, which
+        locks nothing, and read again with a lock as their jobs are made, so that an image deleted
+        meanwhile gets none. An image uploaded since the software's row committed got its job at its
+        upload (which reads the registry with a lock) and is passed over."""
+        count = 0
+        after: tuple[float, str] | None = None
+        while True:
+            batch = Image.select(Image.uploaded_date, Image.id).order_by(Image.uploaded_date, Image.id)
+            if after is not None:
+                batch = batch.where(rows_after((Image.uploaded_date, Image.id), after))
+            keys: list[tuple[float, str]] = list(batch.limit(BACKFILL_BATCH).tuples())  # type: ignore[arg-type]
+            if not keys:
+                return count
+            count += self._backfill_batch(software, [image_id for _date, image_id in keys])
+            after = keys[-1]
+
+    @transactional
+    def _backfill_batch(self, software: Software, image_ids: list[str]) -> int:
         now = self._clock()
         job = job_model(software.name)
         stage = Stage.WAITING if software.after else Stage.READY
         missing = (
             Image.select(Image.id, Image.uploaded_date, Image.priority * -1, peewee.Value(int(stage)))
             .join(job, peewee.JOIN.LEFT_OUTER, on=(job.image_id == Image.id))
-            .where(job.image_id.is_null())
+            .where(Image.id.in_(image_ids) & job.image_id.is_null())
         )
         columns = [job.image_id, job.uploaded_date, job.sort_priority, job.stage]
         count = int(job.insert_from(missing, columns).as_rowcount().execute())
-        self._core.count(software.name, {JobStatus.PENDING: count})
-        if software.origins is not None:
-            elsewhere = Image.select(Image.id).where(Image.origin.not_in(software.origins) | Image.origin.is_null())
+        skipped = 0
+        if software.origins is not None and count:
+            elsewhere = Image.select(Image.id).where(
+                Image.id.in_(image_ids) & (Image.origin.not_in(software.origins) | Image.origin.is_null())
+            )
             skip = {"status": JobStatus.SKIPPED, "stage": Stage.FINISHED, "finished_at": now}
             error = f"origin is not one of {software.name}'s origins"
             pending = (job.status == JobStatus.PENDING) & job.image_id.in_(elsewhere)
             skipped = int(job.update(error=error, **skip).where(pending).execute())
-            self._core.count(software.name, {JobStatus.PENDING: -skipped, JobStatus.SKIPPED: skipped})
-        self._pipelines.settle(software, now)
+        self._core.count(software.name, {JobStatus.PENDING: count - skipped, JobStatus.SKIPPED: skipped})
+        self._pipelines.settle(software, now, image_ids)
         return count
 
     def _registry_for_image_change(self) -> peewee.ModelSelect[Software]:
