@@ -297,15 +297,13 @@ class Claims(QueuePart):
         if image_ids is not None:
             selected &= job.image_id.in_(image_ids)
         if where is None:
-            return self._requeue_selected(software, status, image_ids, selected)
+            return self._requeue_selected(software, status, selected)
         selected &= job.image_id.in_(Image.select(Image.id).where(compile_where(self._database, where)))
         # A query's statements stop at the database's time limit; the transaction then rolls back.
         with self._database.time_limit():
-            return self._requeue_selected(software, status, image_ids, selected)
+            return self._requeue_selected(software, status, selected)
 
-    def _requeue_selected(
-        self, software: Software, status: str, image_ids: list[str] | None, selected: peewee.Expression
-    ) -> int:
+    def _requeue_selected(self, software: Software, status: str, selected: peewee.Expression) -> int:
         job = job_model(software.name)
         was: dict[JobStatus | str, int] = {}
         by_version = job.select(job.version, peewee.fn.COUNT(job.image_id)).where(selected).group_by(job.version)
@@ -319,6 +317,7 @@ class Claims(QueuePart):
         # The jobs are chosen once, before any row goes: a ``where`` may count the rows deleted here.
         ids = [row.image_id for row in job.select(job.image_id).where(selected)]
         count = 0
+        now = self._clock()
         for chunk in peewee.chunked(ids, 500):
             if status == JobStatus.DONE:
                 for table, columns in software.tables.items():
@@ -343,11 +342,12 @@ class Claims(QueuePart):
                 .where(requeued)
                 .execute()
             )
+            # Only the jobs requeued here, not every job: a settle of them all would lock every row of
+            # the upstream and downstream tables, the other way round from a submit's (deadlocks).
+            self._pipelines.settle(software, now, chunk)
+            self._pipelines.reopen_downstream(software, now, chunk)
         if count:
             self._core.count(software.name, was | {JobStatus.PENDING: count})
-            now = self._clock()
-            self._pipelines.settle(software, now, image_ids)
-            self._pipelines.reopen_downstream(software, now, image_ids)
         return count
 
 
