@@ -25,7 +25,6 @@ from heartbeat.db.database import Database
 from heartbeat.events.delivery import WebhookSender
 from heartbeat.events.feed import EventFeed
 from heartbeat.events.sequencer import Sequencer
-from heartbeat.events.webhooks import Webhooks
 from heartbeat.ingest.direct_uploads import DirectUploads
 from heartbeat.ingest.registration import new_image_id
 from heartbeat.metrics import Metrics
@@ -62,6 +61,7 @@ class ServedApp:
         return WebhookSender(
             service.database,
             service.sequencer,
+            service.webhooks,
             service.clock,
             allow=service.settings.url_allow,
             retry_seconds=service.settings.webhook_retry_seconds,
@@ -82,8 +82,6 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
     waiting = WaitingClaims(database, service.queue, max_waiting=settings.waiting_claims_limit)
     metrics = Metrics(metrics_dir)
     events = EventFeed(database, service.sequencer)
-    # Each sequencing pass makes the deliveries of its events, in its transaction.
-    service.sequencer.listeners.append(Webhooks(database, service.clock, settings.url_allow).fan_out)
     metrics.watch_jobs(service.registry, service.queue)
     middleware: list[Any] = [
         SecurityHeaders(),
@@ -110,6 +108,7 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
         ingest=service.ingest,
         uploads=DirectUploads(settings, service.storage, service.ingest, clock=service.clock),
         events=events,
+        webhooks=service.webhooks,
         table=ROUTES,
     )
     add_routes(app, parts, ROUTES)

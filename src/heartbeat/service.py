@@ -20,6 +20,7 @@ from heartbeat.config import Settings
 from heartbeat.db.database import Database
 from heartbeat.db.orientation_backfill import fill_orientations
 from heartbeat.events.sequencer import Sequencer
+from heartbeat.events.webhooks import Webhooks
 from heartbeat.ingest.registration import Ingest, new_image_id
 from heartbeat.ingest.source_import import Importer
 from heartbeat.queue import JobQueue
@@ -55,6 +56,9 @@ class Service:
             default_max_attempts=settings.default_max_attempts,
         )
         self.sequencer = Sequencer(database, self.queue.outbox, clock, retain_seconds=settings.events_retain_seconds)
+        self.webhooks = Webhooks(database, clock, settings.url_allow)
+        # Each sequencing pass makes the deliveries of its events, in its transaction.
+        self.sequencer.listeners.append(self.webhooks.fan_out)
 
     @functools.cached_property
     def storage(self) -> Storage:

@@ -77,7 +77,7 @@ def test_a_read_waits_for_a_pass_in_progress_and_sees_what_committed_before_it(d
     event; it waits for the pass and runs one of its own."""
     if not database.features.mysql:
         pytest.skip("SQLite: one write transaction at a time, so no pass runs beside a read")
-    outbox, sequencer, feed = parts
+    outbox, _sequencer, feed = parts
     holding, release = threading.Event(), threading.Event()
 
     def other_pass() -> None:

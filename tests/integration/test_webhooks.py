@@ -149,7 +149,13 @@ def setup(settings, database, storage, clock) -> Iterator[Setup]:
         options = {"timeout_seconds": 1.0, "jitter": lambda: 1.0, "poll_seconds": 0.05} | options
         senders.append(
             WebhookSender(
-                database, served.service.sequencer, clock, allow=LOOPBACK, retry_seconds=RETRY_SECONDS, **options
+                database,
+                served.service.sequencer,
+                served.service.webhooks,
+                clock,
+                allow=LOOPBACK,
+                retry_seconds=RETRY_SECONDS,
+                **options,
             )
         )
         return senders[-1]
@@ -476,3 +482,26 @@ def test_served_deliveries_go_once_from_two_server_processes_and_survive_a_resta
     start_server(data_dir=shared)
     assert back.wait_for(12, timeout_seconds=30)  # the first retry is due within 2 s (full jitter)
     assert len(back.events(down["secret"])) == 12
+
+
+def test_senders_are_woken_by_deliveries_made_not_by_every_pass(setup, receivers):
+    """A sequencing pass whose events no webhook wants leaves the senders asleep (with no webhook at
+    all, the passes under load would otherwise wake every sender thread of every process for nothing);
+    a pass that makes deliveries, and a replay, wake them once they have committed."""
+    made = setup.served.service.webhooks.made
+    sequencer = setup.served.service.sequencer
+    register(setup.client, "face_detection")
+    first, second = distinct_images(2)
+    upload(setup.client, first)
+    rings = made.rings
+    assert sequencer.run_once() == 2 and made.rings == rings, "no webhook: nothing to send"
+    hook = setup.hook(receivers().url, types=["job.done"])
+    upload(setup.client, second)
+    assert sequencer.run_once() == 1 and made.rings == rings, "an event the webhook does not want"
+    job = claim(setup.client)[0]
+    setup.client.simulate_put(
+        f"/v1/software/face_detection/jobs/{job['image_id']}/result", json={"token": job["token"], "info": {}}
+    )
+    assert sequencer.run_once() >= 1 and made.rings == rings + 1
+    replay = setup.client.simulate_post(f"/v1/webhooks/{hook['id']}/replay", json={"after": "0"})
+    assert replay.json == {"replayed": 1} and made.rings == rings + 2

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from heartbeat.config import Settings
     from heartbeat.db.database import Database
     from heartbeat.events.feed import EventFeed
+    from heartbeat.events.webhooks import Webhooks
     from heartbeat.ingest.direct_uploads import DirectUploads
     from heartbeat.ingest.registration import Ingest
     from heartbeat.metrics import Metrics
@@ -54,6 +55,7 @@ class Parts:
     ingest: Ingest
     uploads: DirectUploads
     events: EventFeed
+    webhooks: Webhooks
     table: Sequence[Route]  # the routes the app serves (the OpenAPI document describes them)
 
 

@@ -141,16 +141,12 @@ class WebhookItem:
 # --- its routes ----------------------------------------------------------------------------------
 
 
-def _webhooks(parts: Parts) -> Webhooks:
-    return Webhooks(parts.database, parts.queue.core.clock, parts.settings.url_allow)
-
-
 def webhook_collection(parts: Parts) -> WebhookCollection:
-    return WebhookCollection(_webhooks(parts))
+    return WebhookCollection(parts.webhooks)
 
 
 def webhook_item(parts: Parts) -> WebhookItem:
-    return WebhookItem(_webhooks(parts), parts.events)
+    return WebhookItem(parts.webhooks, parts.events)
 
 
 ROUTES: list[Route] = [

@@ -85,7 +85,7 @@ class Outcome:
 
 class WebhookSender:
     """Sends the deliveries (see the module's docstring). :meth:`run_once` is one lease, for tests to
-    drive by hand; :meth:`start` runs ``threads`` threads that do it, woken when events are sequenced
+    drive by hand; :meth:`start` runs ``threads`` threads that do it, woken when deliveries are made
     and every ``poll_seconds``. ``clock`` gives seconds since the epoch (due times, leases, backoff);
     ``jitter`` a number in [0, 1) (the backoff's full jitter)."""
 
@@ -93,6 +93,7 @@ class WebhookSender:
         self,
         database: Database,
         sequencer: Sequencer,
+        webhooks: Webhooks,
         clock: Callable[[], float],
         *,
         allow: UrlAllowList,
@@ -107,7 +108,7 @@ class WebhookSender:
         self._sequencer = sequencer
         self._clock = clock
         self._allow = allow
-        self._webhooks = Webhooks(database, clock, allow)
+        self._webhooks = webhooks
         self.retry_seconds = retry_seconds
         self._threads_wanted = threads
         self._timeout_seconds = timeout_seconds
@@ -329,7 +330,7 @@ class WebhookSender:
     def stop(self) -> None:
         """Stop the threads; a send in flight ends within its timeout."""
         self._stopped.set()
-        self._sequencer.sequenced.ring()
+        self._webhooks.made.ring()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
@@ -337,7 +338,7 @@ class WebhookSender:
     def _loop(self, keeps_retention: bool) -> None:
         next_retention = time.monotonic()
         while not self._stopped.is_set():
-            rings = self._sequencer.sequenced.rings
+            rings = self._webhooks.made.rings
             worked = None
             try:
                 worked = self.run_once()
@@ -352,7 +353,7 @@ class WebhookSender:
                 # Not a ``connection()`` block: a send hands the connection back midway (_attempt_all).
                 self._database.close()
             if not worked:  # nothing was due, or only what waits behind a retry
-                self._sequencer.sequenced.wait(rings, self._poll_seconds)
+                self._webhooks.made.wait(rings, self._poll_seconds)
 
 
 def message_id(delivery: Delivery) -> str:

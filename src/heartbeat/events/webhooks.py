@@ -23,6 +23,7 @@ from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import Delivery, Event, Webhook
 from heartbeat.db.paging import CursorGrammar, keyset_page
 from heartbeat.errors import InvalidInput, NotFound, UrlRefused
+from heartbeat.events.bell import Bell
 from heartbeat.events.outbox import EVENT_TYPES
 from heartbeat.events.sequencer import Sequenced
 from heartbeat.ingest.urlfetch import AddressForbidden, Deadline, resolve_checked
@@ -104,6 +105,7 @@ class Webhooks:
         self._database = database
         self._clock = clock
         self._allow = allow
+        self.made = Bell()  # rung when deliveries were made (a pass's, a replay's) and have committed
 
     # -- subscriptions ------------------------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class Webhooks:
         ]
         for chunk in peewee.chunked(rows, INSERT_CHUNK):
             Delivery.insert_many(chunk).execute()
+        if rows:
+            self._database.after_commit(self.made.ring)
 
     def replay(self, webhook_id: str, after: int, head: int) -> int:
         """Deliver again every kept event past position ``after`` (up to ``head``) that the webhook
@@ -189,6 +193,8 @@ class Webhooks:
         while after < head:
             count, after = self._replay_chunk(webhook_id, after, head)
             replayed += count
+        if replayed:
+            self.made.ring()
         return replayed
 
     @transactional
