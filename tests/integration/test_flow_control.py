@@ -183,3 +183,106 @@ def test_a_claim_that_waited_out_its_time_at_the_limit_says_when_room_is_expecte
     claim(client)
     answer = client.simulate_post(f"{FD}/claim", json={"wait_seconds": 0.2})
     assert answer.json["jobs"] == [] and int(answer.headers["retry-after"]) == 90
+
+
+# --- a submit hands the room it frees to the claim waiting longest (queue/handoff.py) ------------
+
+
+@pytest.fixture
+def served(settings, database, storage, clock):
+    from heartbeat.app import build_app
+    from heartbeat.service import Service
+
+    return build_app(Service(settings, database, storage=storage, clock=clock))
+
+
+@pytest.fixture
+def served_client(served):
+    import falcon.testing
+
+    return falcon.testing.TestClient(served.app)
+
+
+def limited(served_client, clock, images: int, **limits):
+    register(served_client, "face_detection", lease_seconds=600, **limits)
+    for data in distinct_images(images):
+        assert upload(served_client, data).status_code == 201
+        clock.advance(1)
+
+
+def test_a_submit_leases_a_job_to_the_claim_waiting_in_line_in_its_own_transaction(served, served_client, clock):
+    from heartbeat.queue import WaitingClaim
+
+    limited(served_client, clock, 3, max_in_flight=1)
+    [held] = claim(served_client)
+    line = WaitingClaim("face_detection", 2, None)
+    served.service.queue.signal.join(line)
+    submit(served_client, held)
+    [handed] = line.jobs  # when the submit committed: no thread has claimed anything since
+    assert handed.image_id != held["image_id"]
+    shown = served_client.simulate_get(f"{FD}/jobs/{handed.image_id}").json
+    assert shown["status"] == "claimed" and served_client.simulate_get(FD).json["in_flight"] == 1
+    answer = served_client.simulate_put(f"{FD}/jobs/{handed.image_id}/result", json={"token": handed.token, "info": {}})
+    assert answer.status_code == 200, "the handed job's token holds it"
+
+
+def test_no_job_is_handed_over_past_a_lowered_limit_nor_for_a_software_with_a_rate(served, served_client, clock):
+    from heartbeat.queue import WaitingClaim
+    from heartbeat.queue.signal import Place
+
+    limited(served_client, clock, 4, max_in_flight=2)
+    first, second = claim(served_client, max=2)
+    assert served_client.simulate_patch(FD, json={"max_in_flight": 1}).status_code == 200
+    line = WaitingClaim("face_detection", 1, None)
+    served.service.queue.signal.join(line)
+    submit(served_client, first)  # one lease left: the new limit, no room
+    assert line.jobs == [] and line.place is Place.IN_LINE
+    assert served_client.simulate_patch(FD, json={"max_in_flight": None, "rate": {"per_hour": 10}}).status_code == 200
+    submit(served_client, second)
+    assert line.jobs == [] and line.place is Place.IN_LINE, "a rate is counted under the flow lock: claims take it"
+    assert served_client.simulate_get(FD).json["in_flight"] == 0
+
+
+def test_a_submit_that_rolls_back_hands_nothing_and_puts_the_claim_back_in_line(served, served_client, clock, database):
+    from heartbeat.db.models import Software
+    from heartbeat.queue import WaitingClaim
+    from heartbeat.queue.signal import Place
+
+    limited(served_client, clock, 3, max_in_flight=1)
+    [held] = claim(served_client)
+    queue = served.service.queue
+    line = WaitingClaim("face_detection", 1, None)
+    queue.signal.join(line)
+
+    def submit_then_fail() -> None:
+        software = Software.get(Software.name == "face_detection")
+        queue.results.submit(software, held["image_id"], held["token"], {})
+        assert line.place is Place.TAKEN  # leased for it, uncommitted
+        raise RuntimeError("the transaction fails after the hand-over")
+
+    with database.connection(), pytest.raises(RuntimeError):
+        database.transaction(submit_then_fail)
+    assert line.jobs == [] and line.place is Place.IN_LINE
+    jobs = served_client.simulate_get(f"{FD}/jobs", params={"status": "claimed"}).json["jobs"]
+    assert [job["image_id"] for job in jobs] == [held["image_id"]], "nothing else leased, the held job still held"
+    submit(served_client, held)
+    assert len(line.jobs) == 1
+
+
+def test_a_claim_waiting_over_http_answers_with_the_job_a_submit_hands_it(served, served_client, clock):
+    import threading
+
+    limited(served_client, clock, 2, max_in_flight=1)
+    [held] = claim(served_client)
+    signal = served.service.queue.signal
+    answers = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(served_client.simulate_post(f"{FD}/claim", json={"wait_seconds": 20}))
+    )
+    waiter.start()
+    while not signal.in_line("face_detection"):
+        threading.Event().wait(0.001)  # until the claim waits in line
+    submit(served_client, held)
+    waiter.join(20)
+    [job] = answers[0].json["jobs"]
+    assert job["image_id"] != held["image_id"] and job["url"]

@@ -22,7 +22,7 @@ from heartbeat.db.models import JobStatus, Software
 from heartbeat.db.paging import UPLOAD_ORDER
 from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
-from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, describe_job
+from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, WaitingClaim, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.storage import Storage
 
@@ -125,14 +125,29 @@ class JobClaims:
     ) -> tuple[list[ClaimedJob], int | None]:
         """Claim each time the software is woken (by this process's work, or by the watcher) until a
         claim gets jobs or the deadline passes; with none, whether the software was held back by its
-        limit at the last look (when room is expected, seconds)."""
+        limit at the last look (when room is expected, seconds). A software with ``max_in_flight``:
+        wait in its line meanwhile, where a submit that frees room hands jobs over (``queue/handoff.py``)."""
         signal = self._queue.signal
-        while signal.wait(software.name, generation, deadline - time.monotonic()) and not self._waiting.closing:
-            generation = signal.generation(software.name)
-            claimed, held_back = self._claim(software, max_jobs, lease_seconds)
-            if claimed:
-                return claimed, None
-        return [], held_back
+        line = WaitingClaim(software.name, max_jobs, lease_seconds) if software.max_in_flight is not None else None
+        claimed: list[ClaimedJob] = []
+        try:
+            if line is not None:
+                signal.join(line)
+            while signal.wait(software.name, generation, deadline - time.monotonic(), line):
+                if line is not None:
+                    claimed = signal.leave(line)  # out of line while it claims: never jobs from both
+                if claimed or self._waiting.closing:
+                    break
+                generation = signal.generation(software.name)
+                claimed, held_back = self._claim(software, max_jobs, lease_seconds)
+                if claimed:
+                    break
+                if line is not None:
+                    signal.join(line)
+        finally:
+            if line is not None:
+                claimed += signal.leave(line)  # handed over as the wait ended
+        return claimed, None if claimed else held_back
 
     def _describe(self, req: falcon.Request, software: Software, claimed: list[ClaimedJob]) -> list[dict[str, Any]]:
         image_ids = [job.image_id for job in claimed]

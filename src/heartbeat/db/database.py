@@ -296,11 +296,18 @@ class Database:
         attempt = 1
         while True:
             callbacks: dict[Callable[[], None], Callable[[], None]] = {}
-            self._local.after_commit = callbacks
+            rollbacks: dict[Callable[[], None], Callable[[], None]] = {}
+            self._local.after_commit, self._local.after_rollback = callbacks, rollbacks
             try:
-                with self.engine.atomic():
-                    result = function(*args, **kwargs)
-                self._local.after_commit = None
+                try:
+                    with self.engine.atomic():
+                        result = function(*args, **kwargs)
+                except BaseException:
+                    self._local.after_commit = self._local.after_rollback = None
+                    for callback in rollbacks.values():
+                        callback()
+                    raise
+                self._local.after_commit = self._local.after_rollback = None
                 for callback in callbacks.values():
                     callback()
                 return result
@@ -318,7 +325,7 @@ class Database:
                     time.sleep(random.uniform(0, 0.02 * 2**attempt))
                 attempt += 1
             finally:
-                self._local.after_commit = None
+                self._local.after_commit = self._local.after_rollback = None
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this thread's :meth:`transaction` commits (once however often it is
@@ -327,6 +334,13 @@ class Database:
         if callbacks is None or not self.engine.in_transaction():
             callback()
         else:
+            callbacks[callback] = callback
+
+    def after_rollback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` if this thread's :meth:`transaction` fails (each attempt that fails, before
+        it is run again; also when its COMMIT was lost, whose outcome is unknown); outside one, never."""
+        callbacks = getattr(self._local, "after_rollback", None)
+        if callbacks is not None and self.engine.in_transaction():
             callbacks[callback] = callback
 
     def _retry_reason(self, error: peewee.PeeweeException) -> str | None:

@@ -5,6 +5,7 @@ that ran out), ``results.py`` stores results, ``reads.py`` reads jobs, ``counts.
 counts per status, ``rows.py`` makes and removes job rows at registration, upload and deletion,
 ``pipeline.py`` settles and reopens the jobs of software built on other software, ``statements.py``
 holds the hot statements' SQL, ``signal.py`` wakes waiting claims and ``waiting.py`` bounds them;
+``flow.py`` holds a software to its limits and ``handoff.py`` hands freed room to a waiting claim;
 ``reaper.py`` fails jobs whose last lease ran out.
 """
 
@@ -16,12 +17,13 @@ from heartbeat.queue.claims import REQUEUABLE, ClaimedJob, ClaimOutcome, Claims
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.flow import FlowControl
+from heartbeat.queue.handoff import Handoffs
 from heartbeat.queue.judging import PreparedResult, Verdict
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS, Reads, describe_job
 from heartbeat.queue.results import Results
 from heartbeat.queue.rows import Rows
-from heartbeat.queue.signal import WorkSignal
+from heartbeat.queue.signal import WaitingClaim, WorkSignal
 
 
 class JobQueue:
@@ -38,7 +40,8 @@ class JobQueue:
         self.pipelines = Pipelines(self.core, self.counters)
         self.flow = FlowControl(self.core)
         self.claims = Claims(self.core, self.pipelines, self.flow)
-        self.results = Results(self.core, self.pipelines, self.flow)
+        self.handoffs = Handoffs(self.core, self.claims, self.flow)
+        self.results = Results(self.core, self.pipelines, self.flow, self.handoffs)
         self.reads = Reads(self.core)
         self.rows = Rows(self.core, self.pipelines, self.counters)
 
@@ -60,6 +63,7 @@ __all__ = [
     "JobQueue",
     "PreparedResult",
     "Verdict",
+    "WaitingClaim",
     "WorkSignal",
     "describe_job",
 ]

@@ -22,7 +22,7 @@ from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart, counted_as, new_token
 from heartbeat.queue.flow import FlowControl
 from heartbeat.queue.pipeline import Pipelines
-from heartbeat.queue.statements import Candidate
+from heartbeat.queue.statements import Candidate, Settings
 from heartbeat.queue.where import compile_where
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,36 @@ class Claims(QueuePart):
                 outcome.retry_after = room.retry_after
                 return 0, outcome
             wanted = room.jobs
+        found = self.lease(software, settings, wanted, now, lease_seconds, outcome)
+        if settings.limited:
+            self._flow.handed_out(software, settings, len(outcome.jobs), now)
+        return found, outcome
+
+    def lease(
+        self,
+        software: Software,
+        settings: Settings,
+        wanted: int,
+        now: float,
+        lease_seconds: int | None,
+        outcome: ClaimOutcome,
+        *,
+        fail_expired: bool = True,
+    ) -> int:
+        """Lease up to ``wanted`` of the first claimable jobs (within room the caller checked) into
+        ``outcome``; returns how many candidates were read. A candidate whose last lease ran out fails
+        (``fail_expired``; else it is left for the next claim: that changes a second counter slot)."""
+        table = self._core.table(software)
         candidates = table.candidates(now, wanted)
         takeable = []
         for row in candidates:
             if row.status == JobStatus.CLAIMED and row.attempts >= settings.max_attempts:
-                outcome.expired_leases += self._fail_expired(software, row)
+                if fail_expired:
+                    outcome.expired_leases += self._fail_expired(software, row)
             else:
                 takeable.append(row)
         if not takeable:
-            return len(candidates), outcome
+            return len(candidates)
         lease_expires_at = now + (lease_seconds or settings.lease_seconds)
         version = settings.version
         tokens = [new_token() for _ in takeable]
@@ -120,9 +141,7 @@ class Claims(QueuePart):
             outcome.expired_leases += row.status == JobStatus.CLAIMED
         pending = sum(1 for row, _token in taken if row.status == JobStatus.PENDING)
         self._core.count(software.name, {JobStatus.PENDING: -pending, JobStatus.CLAIMED: pending})
-        if settings.limited:
-            self._flow.handed_out(software, settings, len(taken), now)
-        return len(candidates), outcome
+        return len(candidates)
 
     def has_claimable(self, software: Software) -> bool:
         """Whether a claim for ``software`` would find a job now, and room for it under its limits

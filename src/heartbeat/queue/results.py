@@ -20,6 +20,7 @@ from heartbeat.errors import HeartbeatError, NotFound, TooLarge
 from heartbeat.events.outbox import JOB_DONE, NewEvent
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart
 from heartbeat.queue.flow import FlowControl
+from heartbeat.queue.handoff import Handoffs
 from heartbeat.queue.judging import PreparedResult, count_changes, judge
 from heartbeat.queue.pipeline import Pipelines
 from heartbeat.queue.statements import Settings
@@ -28,10 +29,11 @@ from heartbeat.queue.statements import Settings
 class Results(QueuePart):
     """Storing results: one path for a single submit and for a batch."""
 
-    def __init__(self, core: QueueCore, pipelines: Pipelines, flow: FlowControl):
+    def __init__(self, core: QueueCore, pipelines: Pipelines, flow: FlowControl, handoffs: Handoffs):
         super().__init__(core)
         self._pipelines = pipelines
         self._flow = flow
+        self._handoffs = handoffs
 
     def prepare_result(self, software: Software, image_id: str, token: str, info: Any, rows: Any) -> PreparedResult:
         """A result checked before any database work: its size (:class:`TooLarge`, 413, past what the
@@ -99,8 +101,9 @@ class Results(QueuePart):
                 for result in group.values()
             ]
         )
-        if on_time:
-            self._flow.freed(software, current, len(on_time))  # their leases ended: room for waiting claims
+        if on_time and current.limited:  # their leases ended: room for the claims waiting
+            handed = self._handoffs.hand_over(software, current, len(on_time), now)
+            self._flow.freed(software, current, len(on_time) - handed)
         changed = self._pipelines.settle_downstream(software, now, list(on_time)) if on_time else 0
         # A late result also brings back the jobs that were skipped for that failure.
         changed += self._pipelines.reopen_downstream(software, now, list(late)) if late else 0
