@@ -26,6 +26,7 @@ import bench_counts
 import bench_drain
 import bench_events
 import bench_fleet
+import bench_floor
 import bench_flow
 import bench_imports
 import bench_latency
@@ -141,10 +142,14 @@ def claims(server: Server, seconds: float, profile_seconds: float, workdir: Path
         "pipeline_check_no_deps",
         f"{pipeline_seconds * 1e6:.0f} us of CPU per submit, of {api_seconds_per_cycle * 1e6:.0f} us API CPU per cycle",
     )
+    floor = bench_floor.claim_http_vs_floor(
+        server, "by_http", workdir, free_port(), threads=CLIENTS, seconds=max(3.0, seconds / 2)
+    )
     if profile_seconds:
         profile(server, profile_seconds, workdir)
     return [
         Figure("claim_http_vs_sql", by_http.per_second / by_sql.per_second, ">= 0.8"),
+        floor,
         Figure("batch_speedup", batch.per_second / by_http.per_second, ">= 10"),
         # Issue 8's bound: pipelines may slow a software without dependencies by at most 20%.
         Figure("pipeline_share_no_deps", pipeline_seconds / api_seconds_per_cycle, "<= 0.2"),
