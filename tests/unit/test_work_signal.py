@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from heartbeat.queue.claims import ClaimedJob
 from heartbeat.queue.signal import Place, WaitingClaim, WorkSignal
+from heartbeat.queue.statements import ClaimedJob
 
 WAIT = 30  # seconds: far past what any wait here takes when it works
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from heartbeat.db.database import Database
 from heartbeat.db.models import Job, Software
-from heartbeat.queue.claims import REQUEUABLE, ClaimedJob, ClaimOutcome, Claims
+from heartbeat.queue.claims import REQUEUABLE, ClaimOutcome, Claims
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore
 from heartbeat.queue.counts import Counts
 from heartbeat.queue.flow import FlowControl
@@ -24,6 +24,7 @@ from heartbeat.queue.reads import THROUGHPUT_WINDOW_SECONDS, Reads, describe_job
 from heartbeat.queue.results import Results
 from heartbeat.queue.rows import Rows
 from heartbeat.queue.signal import WaitingClaim, WorkSignal
+from heartbeat.queue.statements import ClaimedJob
 
 
 class JobQueue:

@@ -22,22 +22,13 @@ from heartbeat.query.resolve import Resolved
 from heartbeat.queue.core import LEASE_EXPIRED, QueueCore, QueuePart, counted_as, new_token
 from heartbeat.queue.flow import FlowControl
 from heartbeat.queue.pipeline import Pipelines
-from heartbeat.queue.statements import Candidate, Settings
+from heartbeat.queue.statements import Candidate, ClaimedJob, Settings
 from heartbeat.queue.where import compile_where
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600
 REQUEUABLE = (JobStatus.FAILED, JobStatus.DONE)
-
-
-@dataclasses.dataclass(frozen=True)
-class ClaimedJob:
-    image_id: str
-    token: str
-    attempt: int
-    lease_expires_at: float
-    version: str  # the software's version when claimed: the result of this lease is recorded under it
 
 
 @dataclasses.dataclass

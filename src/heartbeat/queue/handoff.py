@@ -14,11 +14,11 @@ the flow lock (``flow.py``).
 from __future__ import annotations
 
 from heartbeat.db.models import Software
-from heartbeat.queue.claims import ClaimedJob, ClaimOutcome, Claims
+from heartbeat.queue.claims import ClaimOutcome, Claims
 from heartbeat.queue.core import QueueCore, QueuePart
 from heartbeat.queue.flow import FlowControl
 from heartbeat.queue.signal import WaitingClaim
-from heartbeat.queue.statements import Settings
+from heartbeat.queue.statements import ClaimedJob, Settings
 
 
 class Handoffs(QueuePart):

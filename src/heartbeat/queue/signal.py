@@ -7,10 +7,8 @@ import dataclasses
 import enum
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from heartbeat.queue.claims import ClaimedJob
+from heartbeat.queue.statements import ClaimedJob
 
 
 class Place(enum.Enum):

@@ -49,6 +49,17 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClaimedJob:
+    """A job a claim leased: what its worker needs to fetch, process and submit it."""
+
+    image_id: str
+    token: str
+    attempt: int
+    lease_expires_at: float
+    version: str  # the software's version when claimed: the result of this lease is recorded under it
+
+
+@dataclasses.dataclass(frozen=True)
 class Candidate:
     """A claimable job as the candidate query read it."""
 
