@@ -3,6 +3,8 @@ proofs under concurrency, with two server processes, are in tests/e2e/test_flow_
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers import claim, distinct_images, register, upload
@@ -142,11 +144,10 @@ def test_claims_read_the_room_one_at_a_time_where_a_naive_count_then_claim_takes
     threads[1].start()
     with database.connection():  # the second claim waits for the lock (awaited, not slept on)
         waits = "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
-        for _ in range(3000):  # looks at the server's lock waits, each a round trip
-            if database.execute(waits).fetchone()[0]:
-                break
-        else:
-            pytest.fail("the second claim never waited for the first")
+        deadline = time.monotonic() + 60  # a bound for a loaded machine, not a pace: each look is a round trip
+        while not database.execute(waits).fetchone()[0]:
+            if not threads[1].is_alive() or time.monotonic() > deadline:
+                pytest.fail(f"the second claim never waited for the first: {outcomes.get('second')}")
     release.set()
     for thread in threads:
         thread.join(30)
