@@ -3,8 +3,6 @@ proofs under concurrency, with two server processes, are in tests/e2e/test_flow_
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from helpers import claim, distinct_images, register, upload
@@ -142,12 +140,11 @@ def test_claims_read_the_room_one_at_a_time_where_a_naive_count_then_claim_takes
     assert naive == 2, "a plain read sees room left: a naive claim would take a fourth lease"
     threads.append(threading.Thread(target=second))
     threads[1].start()
-    with database.connection():  # the second claim waits for the lock (awaited, not slept on)
-        waits = "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
-        deadline = time.monotonic() + 60  # a bound for a loaded machine, not a pace: each look is a round trip
-        while not database.execute(waits).fetchone()[0]:
-            if not threads[1].is_alive() or time.monotonic() > deadline:
-                pytest.fail(f"the second claim never waited for the first: {outcomes.get('second')}")
+    # The second claim waits for the first's lock: it has not answered while the first holds it. (Its
+    # lock wait is not always listed in information_schema.innodb_trx on a loaded server: the S3 pass
+    # of a clean-clone run saw none in 30 s while the claim waited, so its thread is what is watched.)
+    threads[1].join(2)
+    assert threads[1].is_alive(), f"the second claim did not wait for the first: {outcomes.get('second')}"
     release.set()
     for thread in threads:
         thread.join(30)
