@@ -17,12 +17,10 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
 from bench_claims import http_cycles
-from harness import Figure, LoadResult, Server, register, say
+from harness import Figure, LoadResult, Server, await_health, register, say
 
 TURNS = 3
 FLOOR_APP = Path(__file__).with_name("floor_app.py")
@@ -44,16 +42,7 @@ class FloorServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the floor app exited:\n{self.log_path.read_text()}")
-            try:
-                if requests.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)  # not listening yet
-        raise RuntimeError("the floor app did not answer within 60 s")
+        await_health(self.process, self.url, self.log_path, "the floor app")
 
     @property
     def pid(self) -> int:

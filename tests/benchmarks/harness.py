@@ -161,18 +161,7 @@ class Server:
         return self.process.pid
 
     def _await_health(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"heartbeat serve exited:\n{self.log_path.read_text()}")
-            try:
-                if requests.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)  # the port is not open yet: nothing else to wait on
-            except requests.Timeout:
-                pass  # open, but the server processes are still starting
-        raise RuntimeError("heartbeat serve did not answer within 60 s")
+        await_health(self.process, self.url, self.log_path, "heartbeat serve")
 
     def __enter__(self) -> Server:
         return self
@@ -191,6 +180,23 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def await_health(process: subprocess.Popen[bytes], url: str, log_path: Path, name: str) -> None:
+    """Wait until the server ``process`` started answers ``GET {url}/v1/health`` (60 s at most);
+    raises with its log if it exits first."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log_path.read_text()}")
+        try:
+            if requests.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)  # the port is not open yet: nothing else to wait on
+        except requests.Timeout:
+            pass  # open, but the server processes are still starting
+    raise RuntimeError(f"{name} did not answer within 60 s")
 
 
 def tree_of(commit: str, into: Path) -> Path:
