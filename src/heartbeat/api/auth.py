@@ -10,6 +10,7 @@ and every request once a token was ever made (even if all are revoked since), ne
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,7 @@ def allows(principal: tokens.Principal, access: Access, software: str | None) ->
     return access is not Access.WORK or principal.software in (None, software)
 
 
+@functools.lru_cache(maxsize=256)  # a request's peer address, parsed once per address
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False

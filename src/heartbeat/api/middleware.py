@@ -92,6 +92,9 @@ class RequestLog:
 
     def __init__(self, metrics: Metrics):
         self._metrics = metrics
+        # The histogram's child per (method, route, status): prometheus-client looks one up under a
+        # lock on every ``labels`` call. Bounded: METRIC_METHODS, the route table, HTTP's statuses.
+        self._latencies: dict[tuple[str, str, int], Any] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -104,7 +107,12 @@ class RequestLog:
         route = req.uri_template or "unmatched"
         status = resp.status_code
         method = req.method if req.method in METRIC_METHODS else "other"
-        self._metrics.request_seconds.labels(method, route, str(status)).observe(seconds)
+        latency = self._latencies.get((method, route, status))
+        if latency is None:
+            latency = self._latencies[method, route, status] = self._metrics.request_seconds.labels(
+                method, route, str(status)
+            )
+        latency.observe(seconds)
         access_log.info(
             "%s %s %s %.1fms request_id=%s",
             req.method,

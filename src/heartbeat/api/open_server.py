@@ -23,6 +23,7 @@ database anything for a request it lets through.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ SAME_ORIGIN_FETCHES = frozenset({"same-origin", "none"})  # "none": the user's o
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@functools.lru_cache(maxsize=256)  # a server is named by a few hosts; each request parsed one again
 def split_host(text: str) -> tuple[str, int | None] | None:
     """``Host`` (or an origin's authority) as a lower-case name or address, brackets removed, and its
     port; None for text that is no host (a user part, a path, a bad port)."""
@@ -57,6 +59,7 @@ def split_host(text: str) -> tuple[str, int | None] | None:
     return name.rstrip("."), port
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback_name(name: str) -> bool:
     """``localhost``, a name under ``.localhost``, or a loopback address (127.0.0.0/8, ::1, ::ffff:127.x)."""
     if name == "localhost" or name.endswith(".localhost"):
