@@ -89,3 +89,47 @@ def summarize(raw: Path, top: int = 15) -> list[str]:
         "heartbeat's own functions, with all they call (inclusive):",
         *share(ours),
     ]
+
+
+# The parts of a claim+submit cycle (docs/performance.md): a sample counts for the first part whose
+# marker is in its stack (``top_frame``: in its top frame only); a sample of no part ran in a
+# background thread.
+CYCLE_PARTS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("statements on the wire (PyMySQL: write, wait, read)", ("pymysql/",), False),
+    ("access log line and latency histogram", ("RequestLog.",), False),
+    ("token or open-server check (Python around its statement)", ("Authorization.",), False),
+    ("request body: JSON parse, storable check, JSON Schema", ("read_body",), False),
+    ("claim answer: the image's row, the presigned URL", ("JobClaims._describe",), False),
+    ("answer body: JSON encoding", ("render_body", "App._get_body"), False),
+    ("statement plumbing: transactions, cursors, rows (Peewee, heartbeat.db)", ("peewee.py", "heartbeat/db/"), True),
+    ("claim, submit, events: the logic inside their transactions (our Python)", ("transactional",), False),
+    ("Falcon: routing, middleware, request and response", ("falcon/", "heartbeat/api/"), False),
+    ("waitress: task thread (WSGI environ, headers)", ("handler_thread",), False),
+    ("waitress: I/O thread (poll, read, write)", ENTRY_POINTS, False),
+)
+BACKGROUND = "background threads: event sequencer, webhook sender, watcher"
+
+
+def _cycle_part(stack: str) -> str:
+    top = stack.rpartition(";")[2]
+    for name, markers, top_frame_only in CYCLE_PARTS:
+        if any(marker in (top if top_frame_only else stack) for marker in markers):
+            return name
+    return BACKGROUND
+
+
+def cycle_parts(raw: Path, microseconds_per_cycle: float) -> list[str]:
+    """Lines: each part of :data:`CYCLE_PARTS` in microseconds of API CPU a cycle (its share of the
+    samples times ``microseconds_per_cycle``), for a ``--gil`` recording of the claim load."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        counts[_cycle_part(stack)] += int(count_text)
+    total = sum(counts.values())
+    if not total:
+        return ["no samples (is ptrace allowed here?)"]
+    names = [name for name, _, _ in CYCLE_PARTS] + [BACKGROUND]
+    lines = [f"{counts[name] / total * microseconds_per_cycle:6.0f} us  {name}" for name in names]
+    return [*lines, f"{microseconds_per_cycle:6.0f} us  API CPU per cycle"]

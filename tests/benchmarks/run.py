@@ -170,6 +170,10 @@ def profile(server: Server, seconds: float, workdir: Path) -> None:
             continue
         for line in profiling.summarize(raw):
             print(f"profile_{mode}: {line}", flush=True)
+        if gil:  # where each 100 us of a cycle's API CPU goes (docs/performance.md)
+            per_cycle = load.server_cpu_seconds / max(load.items, 1) * 1e6
+            for line in profiling.cycle_parts(raw, per_cycle):
+                print(f"profile_cycle: {line}", flush=True)
 
 
 def memory(workdir: Path, requests: int) -> Figure:
