@@ -42,8 +42,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +56,9 @@ import redis
 from harness import Api, Server, cpu_seconds, mariadb_pid, mysql, register
 
 from heartbeat.db.models import job_table_name
+from heartbeat.worker import Client
+from heartbeat.worker.download import check_content
+from heartbeat.worker.models import Image as WorkerImage
 
 REDIS_URL = "redis://127.0.0.1:6379"
 BROKER_DB = 14
@@ -258,6 +264,60 @@ class HeartbeatSide:
         self._worker.stop()
         self._database.close()
         self._api.close()
+
+
+class FetchSide:
+    """The one part of a Heartbeat job that a no-op Celery task does not do, alone: each image's bytes
+    fetched through a presigned URL and checked against its sha256 and size, with the SDK's own code
+    (``Client.fetch``, ``check_content``), by ``workers`` threads of this process. No claim, no
+    submit. The URLs are signed before a round (``GET /v1/images/{id}/url``) and not timed. With
+    local storage the API serves the bytes (its blob route), so the API's CPU is part of it; with S3
+    it would be the store's."""
+
+    def __init__(self, server: Server, *, jobs: int, workers: int):
+        self.name = "drain_fetch_only"
+        self._server = server
+        self._workers = workers
+        with mysql(server.auth) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM images ORDER BY uploaded_date, id LIMIT %s", (jobs,))
+            self._image_ids = [row[0] for row in cursor.fetchall()]
+        self._client = Client(server.url)
+        self._images = [self._client.image(image_id) for image_id in self._image_ids]
+        self._parts = {"API": [server.pid], "fetchers (the bench process)": [os.getpid()]}
+
+    def drain(self) -> Round:
+        urls = [self._client.image_url(image_id).url for image_id in self._image_ids]
+        work = queue.SimpleQueue[tuple[str, WorkerImage]]()
+        for item in zip(urls, self._images, strict=True):
+            work.put(item)
+        failures: list[BaseException] = []
+
+        def fetcher() -> None:
+            with Client(self._server.url) as client:
+                while True:
+                    try:
+                        url, image = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        check_content(client.fetch(url), image)
+                    except Exception as error:  # reported after the round, not lost in a thread
+                        failures.append(error)
+                        return
+
+        threads = [threading.Thread(target=fetcher) for _ in range(self._workers)]
+        cpu_before, started = _cpu(self._parts), time.time()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        finished = time.time()
+        if failures:
+            raise RuntimeError(f"a fetch failed: {failures[0]!r}")
+        return Round(finished - started, _cpu_since(self._parts, cpu_before))
+
+    def close(self) -> None:
+        self._client.close()
 
 
 class CelerySide:

@@ -29,7 +29,8 @@ FLOOR_APP = Path(__file__).with_name("floor_app.py")
 class FloorServer:
     """``floor_app.py`` as its own process, as :class:`harness.Server` runs ``heartbeat serve``."""
 
-    def __init__(self, server: Server, workdir: Path, port: int):
+    def __init__(self, server: Server, workdir: Path, port: int, *, query: Path | None = None):
+        """``query``: a JSON file ``{"sql", "params"}``, the listing's statement (``GET /v1/images``)."""
         workdir.mkdir(parents=True, exist_ok=True)
         auth_file = workdir / "floor_db_auth.json"
         auth_file.write_text(json.dumps(dataclasses.asdict(server.auth)))
@@ -38,7 +39,10 @@ class FloorServer:
         self.log_path = workdir / "floor.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(FLOOR_APP), "--port", str(self.port), "--db-auth", str(auth_file)],
+                [
+                    *(sys.executable, str(FLOOR_APP), "--port", str(self.port), "--db-auth", str(auth_file)),
+                    *(("--query", str(query)) if query else ()),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

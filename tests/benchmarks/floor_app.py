@@ -14,6 +14,10 @@ submit (``PUT /v1/software/{name}/jobs/{image_id}/result``): the token check, BE
 (``FOR UPDATE``), the settings (a share lock), the UPDATE to done, the counter's UPDATE, the
 ``job.done`` event's INSERT, the registry's ``after`` read (pipelines), COMMIT.
 
+listing (``GET /v1/images?where=...``, with ``--query FILE``): the token check, the registry read, and
+the page's statement that Heartbeat's own code made for the expression (``bench_results.sql_of``,
+written to FILE as ``{"sql", "params"}``); its first 100 rows as JSON objects.
+
 What it leaves out is what Heartbeat's ratio to it measures: middleware (request log, metrics,
 security headers, the connection guard), the token and open-server rules in Python, JSON schema
 checks, peewee, URL signing, the registry's and the outbox's Python, error mapping.
@@ -89,6 +93,26 @@ COUNT = (
 )
 EVENT = "INSERT INTO `events` (type, time, software, image_id, data) VALUES ('job.done', %s, %s, %s, %s)"
 REGISTRY_AFTER = "SELECT name, after FROM `software`"
+REGISTRY = (
+    "SELECT id, name, lease_seconds, max_attempts, tables, created_at, paused, after, origins, version, recompute,"
+    " max_in_flight, rate_limit, rate_window FROM `software` ORDER BY name"
+)
+IMAGE_FIELDS = [
+    "id",
+    "filename",
+    "uploaded_date",
+    "origin",
+    "other_data",
+    "sha256",
+    "size",
+    "content_type",
+    "width",
+    "height",
+    "storage_key",
+    "priority",
+    "orientation",
+]
+PAGE = 100
 
 
 class Claim:
@@ -170,6 +194,32 @@ class Result:
         resp.media = {"image_id": image_id, "status": JobStatus.DONE.value, "version": row[9], "finished_at": now}
 
 
+class Images:
+    """The listing: one page of the statement in ``statement`` (``{"sql", "params"}``), whatever the query string."""
+
+    def __init__(self, auth: dict[str, Any], statement: dict[str, Any]):
+        self._auth = auth
+        # as Heartbeat sends a listing's statement: under the database's time limit (``db/engines.py``)
+        self._sql = "SET STATEMENT max_statement_time=30.000000 FOR " + statement["sql"]
+        self._params = tuple(statement["params"])
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        db = connection(self._auth)
+        with db.cursor() as cursor:
+            cursor.execute(TOKENS)
+            cursor.fetchall()
+            cursor.execute(REGISTRY)
+            cursor.fetchall()
+            cursor.execute(self._sql, self._params)
+            rows = cursor.fetchall()
+        images = []
+        for row in rows[:PAGE]:
+            image = dict(zip(IMAGE_FIELDS, row, strict=True))
+            image["other_data"] = None if image["other_data"] is None else json.loads(image["other_data"])
+            images.append(image)
+        resp.media = {"images": images, "next_cursor": images[-1]["id"] if len(rows) > PAGE else None}
+
+
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
@@ -180,6 +230,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db-auth", required=True)
     parser.add_argument("--threads", type=int, default=16)  # heartbeat serve's default
+    parser.add_argument("--query", help="a JSON file: the listing's statement, {sql, params}")
     args = parser.parse_args()
     with open(args.db_auth) as file:
         auth = json.load(file)
@@ -187,6 +238,9 @@ def main() -> None:
     app.add_route("/v1/health", Health())
     app.add_route("/v1/software/{name}/claim", Claim(auth))
     app.add_route("/v1/software/{name}/jobs/{image_id}/result", Result(auth))
+    if args.query:
+        with open(args.query) as file:
+            app.add_route("/v1/images", Images(auth, json.load(file)))
     waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, _quiet=True)
 
 
