@@ -60,7 +60,16 @@ def test_events_follow_prints_each_event_as_it_happens_and_ctrl_c_exits_0_quietl
     url = start_server().url
     clean = {key: value for key, value in os.environ.items() if not key.startswith("HEARTBEAT_")}
     command = [sys.executable, "-m", "heartbeat", "events", "--follow", "--api", url]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean) as process:
+    # Ctrl-C as a terminal sends it: a child inherits an ignored SIGINT (a suite started in the background
+    # of a script has one), and Python then never raises KeyboardInterrupt. The child starts with the default.
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:
         try:
             image_id = upload(url, distinct_images(1)[0])  # on a new server: its first event, whenever it asks
             line = process.stdout.readline()  # its line arrives while the command runs: it was flushed
