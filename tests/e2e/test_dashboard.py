@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -191,6 +192,50 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     assert card.get_by_test_id("progress").locator("[data-status=outdated]").count() == 0
 
     save_screenshot(page, "dashboard.png")
+
+
+def test_an_answer_read_before_a_pause_never_hides_it_once_drawn(start_server, page: Page):
+    """A refresh on its way when the user clicks Pause: its answer, read before the pause, comes back
+    after the page drawn from the pause's own answer, and must not draw the software running again."""
+    server = start_server()
+    api = Api(server.url)
+    seed(api)
+    page.goto(server.url + "/")
+    card = page.get_by_test_id("software-face_detection")
+    expect(card.get_by_test_id("count-done")).to_have_text("1")
+    before_the_pause = api("GET", "/v1/software")
+    held: list[Any] = []  # the next listing of the software: answered only once the pause is drawn
+
+    def hold_the_next(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/software", hold_the_next)
+    with page.expect_request("**/v1/software"):
+        page.evaluate("window.dispatchEvent(new HashChangeEvent('hashchange'))")  # a refresh starts reading
+    card.get_by_test_id("pause").click()
+    paused = card.get_by_test_id("paused")
+    expect(paused).to_be_visible()
+    # Every draw ends by writing the time in #status; the pause badge must never leave the page. What the
+    # observers see is written on <html> (a page with this CSP runs no string as script: no wait_for_function).
+    page.evaluate(
+        """() => {
+        const root = document.documentElement;
+        new MutationObserver(() => { root.dataset.drawn = "yes"; }).observe(
+          document.getElementById("status"), { childList: true, characterData: true, subtree: true });
+        new MutationObserver(() => {
+          if (!document.querySelector('[data-testid="software-face_detection"] [data-testid="paused"]')) {
+            root.dataset.pauseLost = "yes";
+          }
+        }).observe(document.getElementById("view"), { childList: true, subtree: true });
+      }"""
+    )
+    held[0].fulfill(status=200, content_type="application/json", body=json.dumps(before_the_pause))
+    expect(page.locator("html")).to_have_attribute("data-drawn", "yes")  # the late answer's draw ran to its end
+    expect(paused).to_be_visible()
+    assert page.locator("html").get_attribute("data-pause-lost") is None
 
 
 def test_a_software_held_back_by_its_limit_is_marked_and_its_limits_shown(start_server, page: Page):

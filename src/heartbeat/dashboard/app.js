@@ -115,7 +115,29 @@ filterForm.addEventListener("submit", (event) => {
   route();
 });
 
-async function overview() {
+// Draws overlap (a click, the event stream and a retry each start one) and their answers may come back
+// in any order: a page or a card is drawn only from answers read after those on screen, or a pause
+// clicked while a refresh was on its way would show the software running again. Each draw takes a
+// ticket as it starts reading.
+let drawsStarted = 0;
+let pageDrawnFrom = 0;
+const cardsDrawnFrom = new Map(); // a card drawn again alone since the page was: its ticket
+
+// Whether a page read from `ticket` is newer than everything on screen; it then is on screen.
+function newestPage(ticket) {
+  if (ticket < pageDrawnFrom || [...cardsDrawnFrom.values()].some((drawn) => drawn > ticket)) return false;
+  pageDrawnFrom = ticket;
+  cardsDrawnFrom.clear();
+  return true;
+}
+
+function newestCard(name, ticket) {
+  if (ticket < pageDrawnFrom || ticket < (cardsDrawnFrom.get(name) ?? 0)) return false;
+  cardsDrawnFrom.set(name, ticket);
+  return true;
+}
+
+async function overview(ticket) {
   const where = imageFilter ? `&where=${encodeURIComponent(imageFilter)}` : "";
   let problem = "";
   const [{ software }, { images }] = await Promise.all([
@@ -132,6 +154,7 @@ async function overview() {
     api("GET", `/v1/software/${item.name}/jobs?status=failed&limit=${FAILED_SHOWN}`).then(({ jobs }) => [item.name, jobs])));
   const cards = el("div", { class: "cards" }, software.map(softwareCard));
   const grid = el("div", { class: "grid", "data-testid": "images" }, images.map(imageTile));
+  if (!newestPage(ticket)) return redrawPage(); // read before what is shown: read again
   view.replaceChildren(
     el("h2", {}, "Software"), software.length ? cards : el("p", {}, "No software registered yet."),
     el("h2", {}, imageFilter ? "Newest images matching the filter" : "Newest images"), filterForm,
@@ -196,11 +219,12 @@ function backLink() {
 
 // --- one software: its failed jobs ----------------------------------------------------------
 
-async function softwarePage(name) {
+async function softwarePage(name, ticket) {
   const [item, { jobs }] = await Promise.all([
     api("GET", `/v1/software/${name}`),
     api("GET", `/v1/software/${name}/jobs?status=failed&limit=200`),
   ]);
+  if (!newestPage(ticket)) return redrawPage();
   view.replaceChildren(
     backLink(), el("h2", {}, `${name}: failed jobs`), softwareCard(item),
     jobs.length ? failedTable([[name, jobs]]) : el("p", {}, "No failed jobs."),
@@ -229,7 +253,7 @@ function readable(info) {
   return JSON.stringify(info, null, 1);
 }
 
-async function imagePage(id) {
+async function imagePage(id, ticket) {
   const image = await api("GET", `/v1/images/${id}`);
   const [{ url }, ...results] = await Promise.all([
     api("GET", `/v1/images/${id}/url`),
@@ -256,6 +280,7 @@ async function imagePage(id) {
     el("h3", {}, el("a", { href: `#/software/${name}` }, name), " ", el("span", { class: `badge ${job.status}`, "data-testid": "result-status" }, job.status),
       el("span", { class: "muted" }, job.version ? ` version ${job.version}` : "", job.finished_at ? `, ${when(job.finished_at)}` : "")),
     el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : readable(job.info))));
+  if (!newestPage(ticket)) return redrawPage();
   view.replaceChildren(
     backLink(),
     el("h2", {}, image.filename),
@@ -287,9 +312,10 @@ async function route() {
   }
   try {
     if (lastEventId === null) lastEventId = await eventsHead(); // before the page is read: see the event stream
-    if (page === "image") await imagePage(arg);
-    else if (page === "software") await softwarePage(arg);
-    else await overview();
+    const ticket = ++drawsStarted;
+    if (page === "image") await imagePage(arg, ticket);
+    else if (page === "software") await softwarePage(arg, ticket);
+    else await overview(ticket);
     showLogin(false);
     view.setAttribute("aria-busy", "false");
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -330,10 +356,14 @@ const staleCards = new Set();
 const redrawCards = throttled(async () => {
   const names = [...staleCards];
   staleCards.clear();
+  const ticket = ++drawsStarted;
   try {
     const items = names.includes("*") ? (await api("GET", "/v1/software")).software
       : await Promise.all(names.map((name) => api("GET", `/v1/software/${encodeURIComponent(name)}`)));
-    for (const item of items) document.querySelector(`[data-testid="software-${item.name}"]`)?.replaceWith(softwareCard(item));
+    for (const item of items) {
+      const card = document.querySelector(`[data-testid="software-${item.name}"]`);
+      if (card && newestCard(item.name, ticket)) card.replaceWith(softwareCard(item));
+    }
   } catch (error) {
     redrawPage(); // the whole page says what went wrong
   }
