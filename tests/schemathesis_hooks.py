@@ -5,10 +5,10 @@ software now and then: cap the wait (and a stream) at half a second so that the 
 Only the waiting is shortened; the value is still valid.
 
 Every part of a multipart form is text. When the negative check turns a text field's value into
-``true``, ``5``, ``null`` or ``{"a": 1}``, schemathesis sends that very text, which the field takes:
+``true``, ``5``, ``4.7e-241``, ``null`` or ``{"a": 1}``, schemathesis sends that very text, which the field takes:
 such an acceptance is not a fault of the server, and is dropped. (A list, sent as the field twice, is
 refused by the server and stays a failure if it is not.) Likewise a form whose parts, as sent (the file
-as bytes, every other part as text, an empty list as no part), are valid under the document:
+as bytes, a JSON part as its object, every other part as text, an empty list as no part), are valid under the document:
 schemathesis's validator cannot take the bytes of a ``format: binary`` part for the string the schema
 names, and calls the form invalid; nor a field turned into ``[]``, which sends nothing.
 """
@@ -71,8 +71,10 @@ def _form_valid_as_sent(failure: Any, case: Any) -> bool:
             sent[name] = value.decode("latin-1")  # the file: any bytes are a binary string
         elif isinstance(value, str):
             sent[name] = value
-        elif isinstance(value, int) and not isinstance(value, bool):
-            sent[name] = str(value)  # a number retyped into a text field goes as its digits
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            sent[name] = str(value)  # a number retyped into a text field goes as its text: 5, 4.7e-241
+        elif isinstance(value, dict):
+            sent[name] = value  # a JSON part (other_data): it goes as the object it is
         elif value == []:
             continue  # a list is sent as the field once per item: an empty one sends no part at all
         else:
