@@ -36,6 +36,7 @@ import falcon
 import pymysql
 import waitress
 
+from heartbeat.catalog.images import IMAGE_COLUMNS  # the page's columns, in the order Heartbeat selects them
 from heartbeat.db.models import JobStatus, Stage, job_table_name
 
 LEASE_SECONDS = 600
@@ -97,21 +98,6 @@ REGISTRY = (
     "SELECT id, name, lease_seconds, max_attempts, tables, created_at, paused, after, origins, version, recompute,"
     " max_in_flight, rate_limit, rate_window FROM `software` ORDER BY name"
 )
-IMAGE_FIELDS = [
-    "id",
-    "filename",
-    "uploaded_date",
-    "origin",
-    "other_data",
-    "sha256",
-    "size",
-    "content_type",
-    "width",
-    "height",
-    "storage_key",
-    "priority",
-    "orientation",
-]
 PAGE = 100
 
 
@@ -214,7 +200,7 @@ class Images:
             rows = cursor.fetchall()
         images = []
         for row in rows[:PAGE]:
-            image = dict(zip(IMAGE_FIELDS, row, strict=True))
+            image = dict(zip(IMAGE_COLUMNS, row, strict=True))
             image["other_data"] = None if image["other_data"] is None else json.loads(image["other_data"])
             images.append(image)
         resp.media = {"images": images, "next_cursor": images[-1]["id"] if len(rows) > PAGE else None}

@@ -96,6 +96,21 @@ class Api:
         return response.json() if response.content else None
 
 
+def hold_the_next_listing(page: Page) -> list[Any]:
+    """Hold the page's next ``GET /v1/software`` unanswered (the list it returns gets its route, to
+    ``continue_`` or ``fulfill``); every later one goes through."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/software", hold)
+    return held
+
+
 def seed(api: Api) -> dict[str, Any]:
     """Six uploads, two software; one image with two faces found, one job failed."""
     ids = []
@@ -204,15 +219,7 @@ def test_an_answer_read_before_a_pause_never_hides_it_once_drawn(start_server, p
     card = page.get_by_test_id("software-face_detection")
     expect(card.get_by_test_id("count-done")).to_have_text("1")
     before_the_pause = api("GET", "/v1/software")
-    held: list[Any] = []  # the next listing of the software: answered only once the pause is drawn
-
-    def hold_the_next(route: Any) -> None:
-        if held:
-            route.continue_()
-        else:
-            held.append(route)
-
-    page.route("**/v1/software", hold_the_next)
+    held = hold_the_next_listing(page)  # answered only once the pause is drawn
     with page.expect_request("**/v1/software"):
         page.evaluate("window.dispatchEvent(new HashChangeEvent('hashchange'))")  # a refresh starts reading
     card.get_by_test_id("pause").click()
@@ -275,15 +282,7 @@ def test_the_dashboard_at_a_phones_and_a_desktops_width(start_server, page: Page
     api = Api(server.url)
     seeded = seed(api)
     page.set_viewport_size({"width": width, "height": 900})
-    held: list[Any] = []  # the first listing of the software, held back: the page must say it is loading
-
-    def hold_the_first(route: Any) -> None:
-        if held:
-            route.continue_()
-        else:
-            held.append(route)
-
-    page.route("**/v1/software", hold_the_first)
+    held = hold_the_next_listing(page)  # the first one: the page must say it is loading
     with page.expect_request("**/v1/software"):
         page.goto(server.url + "/")
     expect(page.get_by_test_id("loading")).to_be_visible()
