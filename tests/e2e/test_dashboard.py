@@ -245,6 +245,35 @@ def test_an_answer_read_before_a_pause_never_hides_it_once_drawn(start_server, p
     assert page.locator("html").get_attribute("data-pause-lost") is None
 
 
+def test_a_filter_answered_after_a_card_drawn_since_is_drawn_with_that_card(start_server, page: Page):
+    """A filter submitted, then a result elsewhere redraws a card before the filter's answer comes back:
+    the filtered page is still drawn (the text box keeps the focus, so no later redraw would come), and
+    the card keeps what the newer answer said."""
+    server = start_server()
+    api = Api(server.url)
+    seeded = seed(api)
+    page.goto(server.url + "/")
+    card = page.get_by_test_id("software-ocr")
+    expect(card.get_by_test_id("count-pending")).to_have_text("6")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-live", "true")  # the stream is open
+
+    held: list[Any] = []
+    page.route(lambda url: "where=" in url, lambda route: held.append(route))
+    with page.expect_request(lambda request: "where=" in request.url):
+        page.get_by_test_id("filter").fill("face_detection.status = 'done'")
+        page.get_by_test_id("filter").press("Enter")
+    [job] = api("POST", "/v1/software/ocr/claim", json={})["jobs"]
+    api("PUT", f"/v1/software/ocr/jobs/{job['image_id']}/result", json={"token": job["token"], "info": {}})
+    expect(card.get_by_test_id("count-done")).to_have_text("1")  # the card alone, drawn for the event
+
+    [listing] = held
+    listing.continue_()
+    expect(page.get_by_test_id("image-tile")).to_have_count(1)
+    expect(page.locator(f'[data-testid=image-tile][data-id="{seeded["with_faces"]}"]')).to_have_count(1)
+    assert card.get_by_test_id("count-done").text_content() == "1"  # not the counts the page read before
+    assert card.get_by_test_id("count-pending").text_content() == "5"
+
+
 def test_a_software_held_back_by_its_limit_is_marked_and_its_limits_shown(start_server, page: Page):
     """Flow control: a card shows the limits and the jobs in flight, and a badge while all the room is
     taken and jobs wait; the badge goes when a result frees room (the card follows the event)."""

@@ -116,19 +116,27 @@ filterForm.addEventListener("submit", (event) => {
 });
 
 // Draws overlap (a click, the event stream and a retry each start one) and their answers may come back
-// in any order: a page or a card is drawn only from answers read after those on screen, or a pause
-// clicked while a refresh was on its way would show the software running again. Each draw takes a
-// ticket as it starts reading.
+// in any order: nothing is drawn from answers read before those on screen, or a pause clicked while a
+// refresh was on its way would show the software running again. Each draw takes a ticket as it starts
+// reading. A page read before a card drawn alone since is still drawn (it may answer a filter just
+// submitted), keeping that newer card.
 let drawsStarted = 0;
 let pageDrawnFrom = 0;
 const cardsDrawnFrom = new Map(); // a card drawn again alone since the page was: its ticket
 
-// Whether a page read from `ticket` is newer than everything on screen; it then is on screen.
+// Whether a page read from `ticket` is newer than the page on screen; it then is on screen, with the
+// cards `card` gives.
 function newestPage(ticket) {
-  if (ticket < pageDrawnFrom || [...cardsDrawnFrom.values()].some((drawn) => drawn > ticket)) return false;
+  if (ticket < pageDrawnFrom) return false;
   pageDrawnFrom = ticket;
-  cardsDrawnFrom.clear();
+  for (const [name, drawn] of cardsDrawnFrom) if (drawn < ticket) cardsDrawnFrom.delete(name);
   return true;
+}
+
+// The card of a page read from `ticket`: the one on screen when it was drawn from a newer answer.
+function card(item, ticket) {
+  const newer = (cardsDrawnFrom.get(item.name) ?? 0) > ticket;
+  return (newer && document.querySelector(`[data-testid="software-${item.name}"]`)) || softwareCard(item);
 }
 
 function newestCard(name, ticket) {
@@ -152,9 +160,9 @@ async function overview(ticket) {
   const failing = software.filter((item) => item.counts.failed > 0);
   const failures = await Promise.all(failing.map((item) =>
     api("GET", `/v1/software/${item.name}/jobs?status=failed&limit=${FAILED_SHOWN}`).then(({ jobs }) => [item.name, jobs])));
-  const cards = el("div", { class: "cards" }, software.map(softwareCard));
+  if (!newestPage(ticket)) return; // a newer page is on screen
+  const cards = el("div", { class: "cards" }, software.map((item) => card(item, ticket)));
   const grid = el("div", { class: "grid", "data-testid": "images" }, images.map(imageTile));
-  if (!newestPage(ticket)) return redrawPage(); // read before what is shown: read again
   view.replaceChildren(
     el("h2", {}, "Software"), software.length ? cards : el("p", {}, "No software registered yet."),
     el("h2", {}, imageFilter ? "Newest images matching the filter" : "Newest images"), filterForm,
@@ -224,9 +232,9 @@ async function softwarePage(name, ticket) {
     api("GET", `/v1/software/${name}`),
     api("GET", `/v1/software/${name}/jobs?status=failed&limit=200`),
   ]);
-  if (!newestPage(ticket)) return redrawPage();
+  if (!newestPage(ticket)) return;
   view.replaceChildren(
-    backLink(), el("h2", {}, `${name}: failed jobs`), softwareCard(item),
+    backLink(), el("h2", {}, `${name}: failed jobs`), card(item, ticket),
     jobs.length ? failedTable([[name, jobs]]) : el("p", {}, "No failed jobs."),
   );
 }
@@ -280,7 +288,7 @@ async function imagePage(id, ticket) {
     el("h3", {}, el("a", { href: `#/software/${name}` }, name), " ", el("span", { class: `badge ${job.status}`, "data-testid": "result-status" }, job.status),
       el("span", { class: "muted" }, job.version ? ` version ${job.version}` : "", job.finished_at ? `, ${when(job.finished_at)}` : "")),
     el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : readable(job.info))));
-  if (!newestPage(ticket)) return redrawPage();
+  if (!newestPage(ticket)) return;
   view.replaceChildren(
     backLink(),
     el("h2", {}, image.filename),
