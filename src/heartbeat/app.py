@@ -109,6 +109,10 @@ def build_app(service: Service, *, metrics_dir: str | None = None) -> ServedApp:
         uploads=DirectUploads(settings, service.storage, service.ingest, clock=service.clock),
         events=events,
         webhooks=service.webhooks,
+        audit=service.audit,
+        erasures=service.erasures,
+        retention=service.retention,
+        chores=service.privacy_chores,
         table=ROUTES,
     )
     add_routes(app, parts, ROUTES)

@@ -120,6 +120,8 @@ class Settings:
     query_seconds: float = 30.0  # the longest one statement of a query (where=, exports, requeue) may run
     events_retain_seconds: float = 7 * 86400.0  # events older than this are removed; older cursors are 410
     webhook_retry_seconds: float = 86400.0  # a webhook delivery is tried again for this long, then failed
+    retention_interval_seconds: float = 3600.0  # how often each retention policy erases what came due
+    audit_retain_seconds: float = 400 * 86400.0  # audit entries older than this are removed
     connection_limit: int = 1000  # open connections each server process accepts at once
     processes: int = 1
     max_waiting_claims: int | None = None  # None: half the threads
@@ -317,6 +319,18 @@ OPTIONS: tuple[Option, ...] = (
         "webhook_retry_seconds",
         "HEARTBEAT_WEBHOOK_RETRY_SECONDS",
         "a webhook delivery is tried again for this long, then failed (default 86400: 24 h)",
+        positive_seconds,
+    ),
+    Option(
+        "retention_interval_seconds",
+        "HEARTBEAT_RETENTION_INTERVAL_SECONDS",
+        "each retention policy erases the images that came due this often (default 3600)",
+        positive_seconds,
+    ),
+    Option(
+        "audit_retain_seconds",
+        "HEARTBEAT_AUDIT_RETAIN_SECONDS",
+        "audit entries are kept this long (default 34560000: 400 days)",
         positive_seconds,
     ),
     Option("threads", "HEARTBEAT_THREADS", "waitress worker threads of each process (default 16)", positive_int),

@@ -23,6 +23,10 @@ from heartbeat.events.sequencer import Sequencer
 from heartbeat.events.webhooks import Webhooks
 from heartbeat.ingest.registration import Ingest, new_image_id
 from heartbeat.ingest.source_import import Importer
+from heartbeat.privacy.audit import Audit
+from heartbeat.privacy.chores import PrivacyChores
+from heartbeat.privacy.erasure import Erasures
+from heartbeat.privacy.retention import RetentionPolicies
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage, open_storage
 from heartbeat.storage.sources import Source
@@ -73,6 +77,29 @@ class Service:
     @functools.cached_property
     def catalog(self) -> Catalog:
         return Catalog(self.database, self.storage, self.registry, self.queue)
+
+    @functools.cached_property
+    def audit(self) -> Audit:
+        return Audit(self.database, self.clock, retain_seconds=self.settings.audit_retain_seconds)
+
+    @functools.cached_property
+    def erasures(self) -> Erasures:
+        return Erasures(self.database, self.catalog, self.registry, self.clock)
+
+    @functools.cached_property
+    def retention(self) -> RetentionPolicies:
+        return RetentionPolicies(
+            self.database,
+            self.registry,
+            self.erasures,
+            self.clock,
+            interval_seconds=self.settings.retention_interval_seconds,
+        )
+
+    @functools.cached_property
+    def privacy_chores(self) -> PrivacyChores:
+        """The erasures' and retention's thread (not started): every server process runs one."""
+        return PrivacyChores(self.database, self.erasures, self.retention, self.audit, self.clock)
 
     def upgrade(self, *, pictures: bool = True) -> None:
         """Bring the database up to this release (call with a connection): the job tables and their

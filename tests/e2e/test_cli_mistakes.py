@@ -59,7 +59,9 @@ def test_a_port_in_use_stops_serve_with_one_line_naming_it(tmp_path):
     assert "serving on" not in done.stdout
 
 
-@pytest.mark.parametrize("command", [["software", "list"], ["token", "list"], ["check"], ["export"]])
+@pytest.mark.parametrize(
+    "command", [["software", "list"], ["token", "list"], ["check"], ["export"], ["audit"], ["retention", "list"]]
+)
 def test_a_reading_command_in_another_folder_names_the_missing_data_dir_and_creates_nothing(tmp_path, command):
     done = heartbeat(*command, cwd=tmp_path)
     line = one_error_line(done)
@@ -71,7 +73,14 @@ def test_a_reading_command_in_another_folder_names_the_missing_data_dir_and_crea
     assert not (tmp_path / "nowhere").exists()
 
 
-@pytest.mark.parametrize("command", [["software", "add", "ocr"], ["token", "create", "--role", "admin"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["software", "add", "ocr"],
+        ["token", "create", "--role", "admin"],
+        ["retention", "add", "w", "--where", "width > 1", "--max-age", "1h"],
+    ],
+)
 def test_a_writing_command_creates_the_data_dir_and_says_where(tmp_path, command):
     data_dir = tmp_path / "new"
     done = heartbeat(*command, "--data-dir", str(data_dir))
@@ -209,6 +218,11 @@ MINIMAL_ARGS: dict[str, list[str]] = {
     "import": ["FOLDER"],
     "worker run": ["heartbeat.examples.face_detection:detect", "--software", "face_detection"],
     "events": [],
+    "retention add": ["week", "--where", "origin = 'cam'", "--max-age", "7d"],
+    "retention list": [],
+    "retention remove": ["week"],
+    "erase": ["--where", "origin = 'cam'"],
+    "audit": [],
 }
 READS_NO_FILE = {"events"}  # its mistakes: tests/e2e/test_events_cli.py
 DATABASE_COMMANDS = [name for name, parser in LEAF_COMMANDS.items() if "--db-auth" in parser._option_string_actions]

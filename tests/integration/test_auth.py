@@ -68,6 +68,14 @@ CONTRACT: dict[tuple[str, str], Any] = {
     ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): READ,
     ("POST", "/v1/webhooks/{webhook_id}/replay"): ADMIN,
+    ("GET", "/v1/retention"): ADMIN,
+    ("POST", "/v1/retention"): ADMIN,
+    ("GET", "/v1/retention/{policy}"): ADMIN,
+    ("DELETE", "/v1/retention/{policy}"): ADMIN,
+    ("GET", "/v1/erasures"): ADMIN,
+    ("POST", "/v1/erasures"): ADMIN,
+    ("GET", "/v1/erasures/{erasure_id}"): ADMIN,
+    ("GET", "/v1/audit"): ADMIN,
 }
 # Every route that answers GET answers HEAD the same way (the contract's Conventions).
 CONTRACT |= {("HEAD", template): allowed for (method, template), allowed in list(CONTRACT.items()) if method == "GET"}
@@ -112,6 +120,8 @@ def call(client, method: str, template: str, image_id: str, secret: str | None) 
         .replace("{key:path}", "images/xx/nothing.jpg")
         .replace("{upload_id}", "no-such-upload")
         .replace("{webhook_id}", "no-such-webhook")
+        .replace("{policy}", "no_such_policy")
+        .replace("{erasure_id}", "no-such-erasure")
     )
     if template == "/v1/events/stream":
         path += "?max_seconds=0.05"

@@ -12,7 +12,7 @@ import pytest
 SOURCE = pathlib.Path(__file__).resolve().parents[2] / "src"
 
 # Packages of the core: what holds the data and the rules. They never import the layers above them.
-CORE = ("auth", "catalog", "db", "events", "ingest", "query", "queue", "storage")
+CORE = ("auth", "catalog", "db", "events", "ingest", "privacy", "query", "queue", "storage")
 ABOVE_CORE = ("api", "app", "cli", "server", "worker", "wsgi", "examples", "dashboard")
 # The worker SDK runs on machines without the server: it imports only itself, the version and the
 # shared upright frame.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO, cast
 
 import falcon
@@ -9,10 +10,14 @@ import falcon
 from heartbeat.api.components import query as parameter
 from heartbeat.api.routing import Body, Operation, Parts, Reply, Route
 from heartbeat.auth.roles import Access
+from heartbeat.db.database import Database
 from heartbeat.ingest.registration import Ingest
+from heartbeat.privacy import actions
+from heartbeat.privacy.audit import Audit
 from heartbeat.storage import Storage
 
 SIGNED_ROUTE = "/v1/blobs/"  # then the object's key, and the signature's query
+PICTURE_KEY = re.compile(r"(?:images|thumbnails)/[^/]{1,2}/([A-Za-z0-9_~-][A-Za-z0-9._~-]{0,31}?)\.[A-Za-z0-9]{1,8}")
 UPLOADED_TYPE = "application/octet-stream"  # what the client claims is not trusted; completing the upload decides
 
 
@@ -25,16 +30,24 @@ SIGNED = (
 class SignedBlob:
     """Serves or stores an object only for a request carrying a valid, unexpired signature."""
 
-    uses_database = False  # storage alone: no connection is taken for a download (one per job a worker does)
+    uses_database = False  # the middleware takes no connection: a PUT needs none, a GET one for its audit entry
 
-    def __init__(self, storage: Storage, ingest: Ingest):
+    def __init__(self, storage: Storage, ingest: Ingest, database: Database, audit: Audit):
         self._storage = storage
         self._ingest = ingest
+        self._database = database
+        self._audit = audit
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         stream, info = self._storage.open_signed(
             key, req.get_param("expires", default=""), req.get_param("signature", default="")
         )
+        try:  # bytes of a picture served: recorded (a signed URL carries no token) before they leave
+            with self._database.connection():
+                self._audit.record(actions.BLOB_READ, None, image_ids_in(key))
+        except BaseException:
+            stream.close()
+            raise
         resp.content_type = info.content_type
         resp.set_stream(stream, info.size)
         resp.cache_control = ["private", "max-age=60"]
@@ -50,8 +63,15 @@ class SignedBlob:
 # --- its routes ----------------------------------------------------------------------------------
 
 
+def image_ids_in(key: str) -> list[str]:
+    """The image whose bytes or thumbnail a key of ours holds (``images/ab/<id>.jpg``,
+    ``thumbnails/ab/<id>.jpg``), else none."""
+    match = PICTURE_KEY.fullmatch(key)
+    return [match.group(1)] if match else []
+
+
 def signed_blob(parts: Parts) -> SignedBlob:
-    return SignedBlob(parts.storage, parts.ingest)
+    return SignedBlob(parts.storage, parts.ingest, parts.database, parts.audit)
 
 
 ROUTES: list[Route] = [

@@ -8,7 +8,7 @@ import falcon
 
 from heartbeat.api import schemas
 from heartbeat.api.components import query as parameter
-from heartbeat.api.params import query
+from heartbeat.api.params import query, token_of
 from heartbeat.api.routing import Operation, Parts, Reply, Route
 from heartbeat.api.schemas import Schema
 from heartbeat.auth.roles import Access
@@ -16,6 +16,8 @@ from heartbeat.catalog.export import FORMATS, Exporter, ExportRequest, software_
 from heartbeat.catalog.images import Catalog
 from heartbeat.catalog.registry import Registry
 from heartbeat.db.database import Database
+from heartbeat.privacy import actions
+from heartbeat.privacy.audit import Audit
 from heartbeat.queue import JobQueue
 
 EXPORT_FORMATS: Schema = {"enum": list(FORMATS)}
@@ -34,7 +36,8 @@ class Export:
     the export's snapshot is opened by the first chunk, which the responder reads, and closed by the
     last, or by the server closing the stream (a client gone midway)."""
 
-    def __init__(self, database: Database, catalog: Catalog, queue: JobQueue, registry: Registry):
+    def __init__(self, database: Database, catalog: Catalog, queue: JobQueue, registry: Registry, audit: Audit):
+        self._audit = audit
         self._database = database
         self._catalog = catalog
         self._queue = queue
@@ -51,6 +54,12 @@ class Export:
         )
         exporter = Exporter(self._database, self._catalog, self._queue, registered)
         chunks = exporter.stream(request)  # refuses a bad request before the first byte
+        # Results in bulk handed out: recorded before the snapshot opens (it takes no write). The entry
+        # names the format and the software, not the expression (it may name an origin).
+        software = [item.name for item in request.software or registered]
+        self._audit.record(
+            actions.EXPORT, token_of(req), format=request.format, software=software, filtered=bool(request.where)
+        )
         # The first page is read before the status goes out: a query past HEARTBEAT_QUERY_SECONDS
         # there (where it is most likely: the first page walks the most) is a 503 with Retry-After,
         # not a 200 whose body stops short. A fault on a later page cuts the connection, so a client
@@ -77,7 +86,7 @@ def _beginning_with(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def export(parts: Parts) -> Export:
-    return Export(parts.database, parts.catalog, parts.queue, parts.registry)
+    return Export(parts.database, parts.catalog, parts.queue, parts.registry, parts.audit)
 
 
 ROUTES: list[Route] = [

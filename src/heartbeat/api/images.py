@@ -13,7 +13,7 @@ from heartbeat import jsontext
 from heartbeat.api import schemas
 from heartbeat.api.components import IMAGE_WITH_JOBS, UPLOADED, page, paging, ref
 from heartbeat.api.components import query as parameter
-from heartbeat.api.params import check, page_limit, query, read_body, signed_url_base
+from heartbeat.api.params import check, page_limit, query, read_body, signed_url_base, token_of
 from heartbeat.api.routing import Body, Operation, Parts, Reply, Route, json_body
 from heartbeat.api.schemas import Schema
 from heartbeat.auth.roles import Access
@@ -27,6 +27,8 @@ from heartbeat.ingest.decode import upright_picture
 from heartbeat.ingest.registration import Ingest, Ingested, check_metadata
 from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.metrics import Metrics
+from heartbeat.privacy import actions
+from heartbeat.privacy.audit import Audit
 from heartbeat.queue import JobQueue
 from heartbeat.storage import SignedUrl, Storage
 
@@ -61,9 +63,17 @@ UPLOAD = Body(
 
 class ImageCollection:
     def __init__(
-        self, ingest: Ingest, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner, metrics: Metrics
+        self,
+        ingest: Ingest,
+        catalog: Catalog,
+        registry: Registry,
+        queue: JobQueue,
+        signer: UrlSigner,
+        metrics: Metrics,
+        audit: Audit,
     ):
         self._metrics = metrics
+        self._audit = audit
         self._ingest = ingest
         self._catalog = catalog
         self._registry = registry
@@ -81,6 +91,8 @@ class ImageCollection:
             limit=page_limit(req),
             newest_first=newest_first,
         )
+        if "thumbnail" in include and images:  # URLs of pictures (small ones) handed out: recorded first
+            self._audit.record(actions.THUMBNAILS_LISTED, token_of(req), [image.id for image in images])
         described = []
         software = self._registry.all() if "jobs" in include else []
         for image in images:
@@ -208,8 +220,11 @@ class UrlSigner:
 
 
 class ImageItem:
-    def __init__(self, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner, storage: Storage):
+    def __init__(
+        self, catalog: Catalog, registry: Registry, queue: JobQueue, signer: UrlSigner, storage: Storage, audit: Audit
+    ):
         self._storage = storage
+        self._audit = audit
         self._catalog = catalog
         self._registry = registry
         self._queue = queue
@@ -225,18 +240,21 @@ class ImageItem:
         resp.media = describe_image(image, self._queue.reads.statuses(image.id, self._registry.all()))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
-        self._catalog.delete(image_id)
+        self._catalog.delete(image_id, token_id=token_of(req))
         resp.status = falcon.HTTP_204
 
     def on_get_url(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         signed = self._signer.image(req, self._catalog.get(image_id))
+        self._audit.record(actions.IMAGE_URL, token_of(req), [image_id])
         resp.media = {"url": signed.url, "expires_at": signed.expires_at}
 
     def on_get_content(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         """A redirect to the bytes as stored; with ``upright=true``, a picture stored turned (EXIF
         orientation other than 1) is answered upright here, as ``heartbeat export --images`` writes it."""
         image = self._catalog.get(image_id)
-        if query(req, "upright", schemas.UPRIGHT) != "true" or (image.orientation or 1) == 1:
+        upright = query(req, "upright", schemas.UPRIGHT) == "true"
+        self._audit.record(actions.IMAGE_CONTENT, token_of(req), [image_id])
+        if not upright or (image.orientation or 1) == 1:
             raise falcon.HTTPTemporaryRedirect(self._signer.image(req, image).url)
         try:
             with self._storage.open(image.storage_key) as stream:
@@ -248,7 +266,9 @@ class ImageItem:
         resp.content_type = image.content_type
 
     def on_get_thumbnail(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
-        raise falcon.HTTPTemporaryRedirect(self._signer.thumbnail(req, self._catalog.get(image_id).id).url)
+        url = self._signer.thumbnail(req, self._catalog.get(image_id).id).url
+        self._audit.record(actions.IMAGE_THUMBNAIL, token_of(req), [image_id])
+        raise falcon.HTTPTemporaryRedirect(url)
 
 
 # --- its routes ----------------------------------------------------------------------------------
@@ -262,12 +282,13 @@ def image_collection(parts: Parts) -> ImageCollection:
         parts.queue,
         UrlSigner(parts.storage, parts.settings),
         parts.metrics,
+        parts.audit,
     )
 
 
 def image_item(parts: Parts) -> ImageItem:
     return ImageItem(
-        parts.catalog, parts.registry, parts.queue, UrlSigner(parts.storage, parts.settings), parts.storage
+        parts.catalog, parts.registry, parts.queue, UrlSigner(parts.storage, parts.settings), parts.storage, parts.audit
     )
 
 

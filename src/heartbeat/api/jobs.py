@@ -12,7 +12,7 @@ from heartbeat.api import schemas
 from heartbeat.api.components import RETRY_AFTER, STRING_OR_NULL, obj, page, paging, ref
 from heartbeat.api.components import query as parameter
 from heartbeat.api.errors import status_of
-from heartbeat.api.params import check, check_storable, page_limit, query, read_body, signed_url_base
+from heartbeat.api.params import check, check_storable, page_limit, query, read_body, signed_url_base, token_of
 from heartbeat.api.routing import Operation, Parts, Reply, Route, json_body
 from heartbeat.auth.roles import Access
 from heartbeat.catalog.images import Catalog, describe_image
@@ -22,6 +22,8 @@ from heartbeat.db.models import JobStatus, Software
 from heartbeat.db.paging import UPLOAD_ORDER
 from heartbeat.errors import HeartbeatError, StaleToken
 from heartbeat.metrics import Metrics
+from heartbeat.privacy import actions
+from heartbeat.privacy.audit import Audit
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, WaitingClaim, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.storage import Storage
@@ -67,8 +69,10 @@ class JobClaims:
         storage: Storage,
         settings: Settings,
         metrics: Metrics,
+        audit: Audit,
     ):
         self._metrics = metrics
+        self._audit = audit
         self._registry = registry
         self._queue = queue
         self._catalog = catalog
@@ -104,7 +108,10 @@ class JobClaims:
                 self._metrics.claims_turned_away.labels(name).inc()
                 resp.set_header("Retry-After", str(self._waiting.retry_after(wait_seconds)))
         self._metrics.claims.labels(name).inc(len(claimed))
-        resp.media = {"jobs": self._describe(req, software, claimed)}
+        described = self._describe(req, software, claimed)
+        if described:  # signed URLs of pictures handed out: recorded before they leave
+            self._audit.record(actions.CLAIM, token_of(req), [job["image_id"] for job in described], software=name)
+        resp.media = {"jobs": described}
 
     def _claim(
         self, software: Software, max_jobs: int, lease_seconds: int | None
@@ -284,7 +291,14 @@ def _judge(verdict: dict[str, Any], error: HeartbeatError) -> None:
 
 def claim(parts: Parts) -> JobClaims:
     return JobClaims(
-        parts.registry, parts.queue, parts.catalog, parts.waiting, parts.storage, parts.settings, parts.metrics
+        parts.registry,
+        parts.queue,
+        parts.catalog,
+        parts.waiting,
+        parts.storage,
+        parts.settings,
+        parts.metrics,
+        parts.audit,
     )
 
 

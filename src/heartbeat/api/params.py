@@ -139,3 +139,9 @@ def _decodes(to_bytes: Callable[[str], bytes], text: str) -> bool:
     except UnicodeError:
         return False
     return True
+
+
+def token_of(req: falcon.Request) -> str | None:
+    """The ID of the token the request came with (None on an open server or a public route)."""
+    principal = getattr(req.context, "principal", None)
+    return None if principal is None else principal.token_id

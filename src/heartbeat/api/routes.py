@@ -13,6 +13,7 @@ from heartbeat.api import (
     images,
     jobs,
     openapi,
+    privacy,
     software,
     webhooks,
 )
@@ -30,4 +31,5 @@ ROUTES: list[Route] = [
     *jobs.ROUTES,
     *events.ROUTES,
     *webhooks.ROUTES,
+    *privacy.ROUTES,
 ]

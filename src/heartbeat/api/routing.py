@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from heartbeat.ingest.direct_uploads import DirectUploads
     from heartbeat.ingest.registration import Ingest
     from heartbeat.metrics import Metrics
+    from heartbeat.privacy.audit import Audit
+    from heartbeat.privacy.chores import PrivacyChores
+    from heartbeat.privacy.erasure import Erasures
+    from heartbeat.privacy.retention import RetentionPolicies
     from heartbeat.queue import JobQueue
     from heartbeat.queue.waiting import WaitingClaims
     from heartbeat.storage import Storage
@@ -56,6 +60,10 @@ class Parts:
     uploads: DirectUploads
     events: EventFeed
     webhooks: Webhooks
+    audit: Audit
+    erasures: Erasures
+    retention: RetentionPolicies
+    chores: PrivacyChores
     table: Sequence[Route]  # the routes the app serves (the OpenAPI document describes them)
 
 

@@ -23,6 +23,7 @@ from heartbeat.catalog.registry import NAME_PATTERN
 from heartbeat.db.database import Database
 from heartbeat.db.models import ApiToken
 from heartbeat.errors import InvalidInput, NotFound
+from heartbeat.privacy import actions, audit
 
 TOKEN_PREFIX = "hb_"
 MIN_SECRET_LENGTH = 32
@@ -87,6 +88,7 @@ def create_token(
         row = ApiToken.create(
             id=digest[:16], secret_sha256=digest, role=role, software=software, name=name, created_at=now
         )
+        audit.write_entry(actions.TOKEN_CREATED, now, token_id=None, token=row.id, role=role, software=software)
     return row, secret
 
 
@@ -99,7 +101,11 @@ def revoke_token(token: str, *, clock: Callable[[], float]) -> ApiToken:
     row = ApiToken.get_or_none(ApiToken.id == token)
     if row is None:
         raise NotFound(f"no token with ID {token}")
-    ApiToken.update(revoked_at=clock()).where((ApiToken.id == token) & ApiToken.revoked_at.is_null()).execute()
+    with ApiToken._meta.database.atomic():
+        now = clock()
+        live = (ApiToken.id == token) & ApiToken.revoked_at.is_null()
+        if ApiToken.update(revoked_at=now).where(live).execute():
+            audit.write_entry(actions.TOKEN_REVOKED, now, token_id=None, token=token)
     return ApiToken.get_by_id(token)
 
 

@@ -15,6 +15,7 @@ from heartbeat.db.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.errors import BackendUnavailable, NotFound
 from heartbeat.events.outbox import ERASED_DATA, IMAGE_DELETED
 from heartbeat.ingest.thumbnails import thumbnail_key
+from heartbeat.privacy import actions, audit
 from heartbeat.query.resolve import Resolved
 from heartbeat.queue import JobQueue
 from heartbeat.storage import Storage
@@ -86,7 +87,9 @@ class Catalog:
         Image.update(priority=priority).where(Image.id == image_id).execute()
         self._queue.rows.reprioritize(image_id, priority)
 
-    def delete(self, image_id: str, *, keep_object: bool = False, by_import: bool = False) -> None:
+    def delete(
+        self, image_id: str, *, keep_object: bool = False, by_import: bool = False, token_id: str | None = None
+    ) -> None:
         """The row, its jobs, extra-table rows and import records in one transaction, then its bytes
         (with ``keep_object``, only its thumbnail: for an imported object whose bytes changed).
 
@@ -97,8 +100,10 @@ class Catalog:
         The commit is the deletion. A database that fails before it changes nothing (503). A store
         that fails after it cannot undo it: the bytes it kept are objects without a row, which
         ``heartbeat check --fix`` removes, and the delete succeeds, with a warning in the log.
+        The audit records it (with ``token_id``, the token of the request that asked for it) in the
+        same transaction.
         """
-        image = self._delete_rows(image_id, by_import)
+        image = self._delete_image(image_id, by_import, token_id)
         keys = [thumbnail_key(image.id)] if keep_object else [image.storage_key, thumbnail_key(image.id)]
         for done, key in enumerate(keys):
             try:
@@ -114,22 +119,50 @@ class Catalog:
                 return
 
     @transactional
-    def _delete_rows(self, image_id: str, by_import: bool) -> Image:
+    def _delete_image(self, image_id: str, by_import: bool, token_id: str | None) -> Image:
         image = self.get(image_id)
-        self._queue.rows.delete_image_rows(image_id)
-        image.delete_instance()
-        # After the image's row: the jobs' and the image's deletes follow each other as closely as before.
-        records = ImportedObject.image_id == image_id
-        if by_import:  # an object imported again after its image is gone is read again, as a new one
+        self.delete_rows([image], keep_digests=not by_import)
+        detail = {"by": "import"} if by_import else {}
+        audit.write_entry(actions.IMAGE_DELETED, time.time(), token_id=token_id, image_ids=[image_id], **detail)
+        return image
+
+    def delete_objects(self, image_ids: list[str]) -> list[Image]:
+        """Remove the bytes and thumbnails of those of these images that exist (an erasure's first
+        step: its rows go after, by :meth:`delete_rows`, so that a crash between the two leaves rows
+        that the erasure, run again, removes, never bytes that nothing names); returns those images.
+        Raises :class:`BackendUnavailable` when the store fails (nothing is assumed removed)."""
+        images = list(Image.select().where(Image.id.in_(image_ids)))
+        keys = [key for image in images for key in (image.storage_key, thumbnail_key(image.id))]
+        try:
+            self._storage.delete_many(keys)
+        except OSError as error:
+            raise BackendUnavailable(f"storage could not delete objects: {error}") from error
+        return images
+
+    def delete_rows(self, images: list[Image], *, keep_digests: bool) -> None:
+        """Every row of these images (call inside a transaction): theirs, their jobs (counts
+        adjusted), extra-table rows and import records; their earlier events keep their IDs and types
+        alone; an ``image.deleted`` event each. With ``keep_digests`` (a user's delete, see
+        :meth:`delete`) their sha256 and their import records, marked deleted, stay so that an import
+        does not bring them back; without (an import's delete, an erasure), nothing of them stays."""
+        if not images:
+            return
+        image_ids = sorted(image.id for image in images)
+        self._queue.rows.delete_image_rows(image_ids)
+        Image.delete().where(Image.id.in_(image_ids)).execute()
+        # After the images' rows: the jobs' and the images' deletes follow each other as closely as before.
+        records = ImportedObject.image_id.in_(image_ids)
+        if not keep_digests:  # an object imported again after its image is gone is read again, as a new one
             ImportedObject.delete().where(records).execute()
         else:
             ImportedObject.update(outcome=DELETED_OUTCOME, image_id=None, key="").where(records).execute()
-            deleted = {"sha256": image.sha256, "deleted_at": time.time()}
-            DeletedPicture.insert(deleted).on_conflict_replace().execute()
-        # Every trace: the earlier events of the image keep its ID and type, no longer its fields or results.
-        Event.update(data=ERASED_DATA).where(Event.image_id == image_id).execute()
-        self._queue.outbox.add(IMAGE_DELETED, {"id": image_id}, image_id=image_id)
-        return image
+            now = time.time()
+            deleted = [{"sha256": image.sha256, "deleted_at": now} for image in images]
+            DeletedPicture.insert_many(deleted).on_conflict_replace().execute()
+        # Every trace: the earlier events of the images keep their IDs and types, no longer fields or results.
+        Event.update(data=ERASED_DATA).where(Event.image_id.in_(image_ids)).execute()
+        for image_id in image_ids:
+            self._queue.outbox.add(IMAGE_DELETED, {"id": image_id}, image_id=image_id)
 
     def by_id(self, image_ids: list[str]) -> dict[str, Image]:
         """The images with these IDs (a claim reads them for every job it hands out: one short statement)."""

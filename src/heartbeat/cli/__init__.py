@@ -1,6 +1,7 @@
-"""``heartbeat serve | check | software | token | export | s3 | upload | worker | import | events``: the
-command line (its arguments in ``parser.py``, what each command does in ``commands.py``,
-``upload_command.py``, ``import_command.py`` and ``events_command.py``).
+"""``heartbeat serve | check | software | token | export | s3 | upload | worker | import | events |
+retention | erase | audit``: the command line (its arguments in ``parser.py``, what each command does
+in ``commands.py``, ``upload_command.py``, ``import_command.py``, ``events_command.py`` and
+``privacy_command.py``).
 
 A mistake on the command line stops it with one line naming the flag or variable as given, and exit
 status 2 (a wrong or missing flag shows the command's own usage first); no user mistake prints a
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from heartbeat.cli.commands import check, export, import_images, s3, serve, software, token, worker
 from heartbeat.cli.events_command import events
 from heartbeat.cli.parser import build_parser, parse_args, settings_from_args
+from heartbeat.cli.privacy_command import audit, erase, retention
 from heartbeat.cli.upload_command import upload
 from heartbeat.config import SettingError
 from heartbeat.logs import configure_logging
@@ -23,7 +25,7 @@ from heartbeat.private_files import use_private_umask
 __all__ = ["build_parser", "main", "parse_args", "settings_from_args"]
 
 # The commands that may write in the data dir: what they make there is their user's alone.
-WRITES_DATA_DIR = frozenset({"serve", "check", "software", "token", "import"})
+WRITES_DATA_DIR = frozenset({"serve", "check", "software", "token", "import", "retention", "erase"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": worker,
         "import": import_images,
         "events": events,
+        "retention": retention,
+        "erase": erase,
+        "audit": audit,
     }
     try:
         return handlers[args.command](args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from typing import Any, NoReturn
 
 from heartbeat.auth.roles import Role
 from heartbeat.config import OPTIONS, Option, Settings
+from heartbeat.privacy.actions import ACTIONS
 
 DEFAULT_API = "http://127.0.0.1:8080"
 MAX_BATCH = 100  # the API's limit on a claim's jobs and a batch submit's results
@@ -262,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _database_flags(listing)
 
     _token_parser(commands)
+    _privacy_parsers(commands)
 
     export = commands.add_parser("export", help="every image a query selects, with the results, as jsonl, csv or coco")
     export.add_argument("--format", choices=["jsonl", "csv", "coco"], default="jsonl", help="default jsonl")
@@ -399,6 +402,50 @@ def _token_parser(commands: Any) -> None:
     revoke = token_commands.add_parser("revoke", help="revoke a token by its ID, at once")
     revoke.add_argument("id", help="the token's ID, as token list shows it")
     _database_flags(revoke)
+
+
+def _privacy_parsers(commands: Any) -> None:
+    retention = commands.add_parser("retention", help="add, list and remove retention policies")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True, metavar="COMMAND")
+    add = retention_commands.add_parser(
+        "add", help="erase the images a where expression matches once they are older than --max-age"
+    )
+    add.add_argument("name", help="the policy's name: lower case letters, digits and _, starting with a letter")
+    add.add_argument("--where", required=True, help="a query expression (the API's where=)")
+    add.add_argument(
+        "--max-age", required=True, type=duration, metavar="AGE", help="seconds, or with a unit: 90m, 36h, 30d"
+    )
+    _database_flags(add)
+    listing = retention_commands.add_parser("list", help="one policy a line: name, max age (s), last run, where")
+    _database_flags(listing)
+    remove = retention_commands.add_parser("remove", help="remove a policy (a run it started goes on)")
+    remove.add_argument("name", help="the policy's name, as retention list shows it")
+    _database_flags(remove)
+
+    erase = commands.add_parser(
+        "erase",
+        help="erase every trace of images (rows, results, bytes, thumbnails), with a progress bar and a receipt",
+    )
+    which = erase.add_mutually_exclusive_group(required=True)
+    which.add_argument("--where", help="every image this query expression matches")
+    which.add_argument("--image", action="append", dest="image_ids", metavar="ID", help="an image's ID (repeatable)")
+    _setting_flags(erase, DATABASE_SETTINGS + STORAGE_SETTINGS)
+
+    audit = commands.add_parser("audit", help="the audit's entries, oldest first, one JSON object a line")
+    audit.add_argument("--image", dest="image_id", metavar="ID", help="only entries that name this image")
+    audit.add_argument("--token", dest="token_id", metavar="ID", help="only entries of requests with this token")
+    audit.add_argument("--action", choices=ACTIONS, help="only entries of this action")
+    _database_flags(audit)
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``90m``, ``36h`` or ``30d``; a positive number, else ValueError."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    seconds = float(number) * unit
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(text)
+    return seconds
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -246,6 +246,93 @@ class Handout(BaseModel):
         indexes = ((("software", "at"), False),)
 
 
+class AuditEntry(BaseModel):
+    """One access to picture bytes or results in bulk, or one deletion, erasure, retention run or token
+    change (``privacy/audit.py``). Only ever inserted, and removed past its retention: no route changes
+    one. ``detail`` holds IDs, counts and names of ours, never a filename or an origin."""
+
+    id = peewee.BigAutoField()
+    time = peewee.DoubleField(index=True)
+    token_id = peewee.CharField(max_length=16, null=True, index=True)
+    action = peewee.CharField(max_length=32)
+    image_ids = JsonTextField()
+    detail = JsonTextField()
+
+    class Meta:
+        table_name = "audit_entries"
+
+
+class AuditImage(BaseModel):
+    """Which entries name an image: ``GET /v1/audit?image_id=`` reads along this key."""
+
+    image_id = peewee.CharField(max_length=32)
+    entry_id = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "audit_images"
+        primary_key = peewee.CompositeKey("image_id", "entry_id")
+        indexes = ((("entry_id",), False),)  # retention removes an entry's rows with it
+
+
+class RetentionPolicy(BaseModel):
+    """Images matching ``expression`` (a ``where`` of the query language) and uploaded more than ``max_age_seconds`` ago
+    are erased by the server (``privacy/retention.py``)."""
+
+    name = peewee.CharField(max_length=48, primary_key=True)
+    expression = peewee.TextField()
+    max_age_seconds = peewee.DoubleField()
+    created_at = peewee.DoubleField()
+    last_run_at = peewee.DoubleField(null=True)
+
+    class Meta:
+        table_name = "retention_policies"
+
+
+class Erasure(BaseModel):
+    """An erasure and its receipt (``privacy/erasure.py``). While it runs, ``expression`` (its
+    ``where``; or the IDs it was given, as ``erasure_items`` rows) and ``uploaded_before`` say what
+    it matches, and ``match_cursor`` how far the matching went (NULL: not begun; ``MATCHED``: done);
+    once finished they are cleared, and the receipt names no image, filename or origin."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)
+    status = peewee.CharField(max_length=16)
+    expression = peewee.TextField(null=True)
+    uploaded_before = peewee.DoubleField(null=True)
+    match_cursor = peewee.TextField(null=True)
+    matched = peewee.BigIntegerField(default=0)
+    erased = peewee.BigIntegerField(default=0)
+    started_at = peewee.DoubleField()
+    finished_at = peewee.DoubleField(null=True)
+    token_id = peewee.CharField(max_length=16, null=True)
+    policy = peewee.CharField(max_length=48, null=True)  # a retention run's: its policy
+
+    class Meta:
+        table_name = "erasures"
+        indexes = ((("status", "started_at"), False),)
+
+
+class ErasureItem(BaseModel):
+    """An image a running erasure matched and has not erased yet."""
+
+    erasure_id = peewee.CharField(max_length=32)
+    image_id = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "erasure_items"
+        primary_key = peewee.CompositeKey("erasure_id", "image_id")
+
+
+class ChoreLease(BaseModel):
+    """Which server process runs a cluster-wide chore (``privacy/chores.py``) until ``expires_at``."""
+
+    name = peewee.CharField(max_length=32, primary_key=True)
+    holder = peewee.CharField(max_length=32)
+    expires_at = peewee.DoubleField()
+
+    class Meta:
+        table_name = "chore_leases"
+
+
 class Event(BaseModel):
     """The outbox: one row per change a consumer may act on, written in the change's transaction.
 
@@ -465,6 +552,12 @@ def create_base_tables(database: Database) -> None:
         EventState,
         Webhook,
         Delivery,
+        AuditEntry,
+        AuditImage,
+        RetentionPolicy,
+        Erasure,
+        ErasureItem,
+        ChoreLease,
     ]
     existing = set(database.tables())
     for model in models:

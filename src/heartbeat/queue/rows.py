@@ -160,17 +160,22 @@ class Rows(QueuePart):
             registry = registry.for_update(self._database.features.share_lock.strip())  # type: ignore[arg-type]
         return registry
 
-    def delete_image_rows(self, image_id: str) -> None:
-        """Remove an image's jobs and extra-table rows; call inside the image's delete transaction."""
+    def delete_image_rows(self, image_ids: list[str]) -> None:
+        """Remove these images' jobs and extra-table rows, the counts adjusted; call inside their
+        delete transaction."""
         for software in self._registry_for_image_change():
             job = job_model(software.name)
-            query = job.select(job.status, job.version).where(job.image_id == image_id)
-            row = (query.for_update() if self._database.features.mysql else query).first()
-            if row is not None and job.delete().where(job.image_id == image_id).execute():
-                self._core.count(software.name, {counted_as(JobStatus(row.status), row.version): -1})
+            query = job.select(job.status, job.version).where(job.image_id.in_(image_ids))
+            rows = list(query.for_update() if self._database.features.mysql else query)
+            if rows and job.delete().where(job.image_id.in_(image_ids)).execute():
+                changes: dict[str, int] = {}
+                for row in rows:
+                    counter = counted_as(JobStatus(row.status), row.version)
+                    changes[counter] = changes.get(counter, 0) - 1
+                self._core.count(software.name, changes)
             for table, columns in software.tables.items():
                 extra = extra_table_model(software.id, table, columns)
-                extra.delete().where(extra.image_id == image_id).execute()
+                extra.delete().where(extra.image_id.in_(image_ids)).execute()
 
     def reprioritize(self, image_id: str, priority: int) -> None:
         """Carry an image's new priority into its job in every software's table; call in its transaction."""

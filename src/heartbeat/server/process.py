@@ -97,6 +97,8 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         sequencer.start()
         webhook_sender = served.webhook_sender()  # every process: a few threads, one webhook each at a time
         webhook_sender.start()
+        chores = served.service.privacy_chores  # every process: one of them holds the lease and works
+        chores.start()
         server = waitress.create_server(served.app, sockets=[sock], **waitress_options(settings))
         server.channel_class = HeadedChannel
         try:
@@ -106,6 +108,7 @@ def serve_process(settings: Settings, sock: socket.socket | None, *, first: bool
         finally:
             if reaper is not None:
                 reaper.stop()
+            chores.stop()
             webhook_sender.stop()
             sequencer.stop()
             database.close_all()

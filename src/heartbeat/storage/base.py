@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -61,6 +61,11 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove these objects (missing ones are no error); raises
+        :class:`heartbeat.errors.BackendUnavailable` when the store fails, after which any of them may
+        remain."""
 
     def check(self) -> None:
         """Raise :class:`heartbeat.errors.BackendUnavailable` when the store does not answer."""

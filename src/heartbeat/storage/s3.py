@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error
 
 from heartbeat.config import SettingError, Settings
@@ -32,6 +33,7 @@ from heartbeat.storage.base import ObjectInfo, SignedUrl, StoredObject
 
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 LOCATOR_SCHEME = "s3://"
+DELETE_OBJECTS_LIMIT = 1000  # keys one DeleteObjects request may name
 
 
 def object_locator(bucket: str, key: str) -> str:
@@ -221,6 +223,24 @@ class S3Storage:
     def delete(self, key: str) -> None:
         with _store_errors("delete an object"):
             self._client.remove_object(*self._locate(key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One DeleteObjects request per 1000 keys of a bucket (the S3 API's limit)."""
+        by_bucket: dict[str, list[str]] = {}
+        for key in keys:
+            bucket, name = self._locate(key)
+            by_bucket.setdefault(bucket, []).append(name)
+        for bucket, names in by_bucket.items():
+            for start in range(0, len(names), DELETE_OBJECTS_LIMIT):
+                chunk = [DeleteObject(name) for name in names[start : start + DELETE_OBJECTS_LIMIT]]
+                with _store_errors("delete objects"):
+                    failed = [
+                        error
+                        for error in self._client.remove_objects(bucket, chunk)
+                        if error.code not in MISSING_OBJECT_CODES
+                    ]
+                if failed:
+                    raise BackendUnavailable(f"object storage refused to delete an object: {failed[0].code}")
 
     def check(self) -> None:
         with _store_errors("find the bucket"):
