@@ -58,6 +58,12 @@ def paths(client) -> dict[str, str]:
     assert hook.status_code == 201, hook.text
     for template in [path for path in made if "{webhook_id}" in path]:
         made[template] = template.replace("{webhook_id}", hook.json["id"])
+    policy = {"name": "month", "where": "origin = 'x'", "max_age_seconds": 2592000}
+    assert client.simulate_post("/v1/retention", json=policy).status_code == 201
+    made["/v1/retention/{policy}"] = "/v1/retention/month"
+    erasure = client.simulate_post("/v1/erasures", json={"image_ids": ["no-such-image"]})
+    assert erasure.status_code == 202, erasure.text
+    made["/v1/erasures/{erasure_id}"] = f"/v1/erasures/{erasure.json['id']}"
     return made
 
 

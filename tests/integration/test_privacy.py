@@ -312,6 +312,8 @@ def test_every_access_to_pictures_leaves_an_entry_with_its_token(
     assert listed.status_code == 200
     exported = client.simulate_get("/v1/export?format=csv", headers=reader)
     assert exported.status_code == 200
+    for path in (f"/v1/images/{first}/url", "/v1/images?include=thumbnail", "/v1/export"):  # no body, no access
+        assert client.simulate_head(path, headers=reader).status_code == 200
     blob_reads = 0
     if not settings.storage.startswith("s3://"):  # the local store's URLs are served by this app
         path = jobs[0]["url"].split("://", 1)[1].partition("/")[2]

@@ -42,12 +42,13 @@ class SignedBlob:
         stream, info = self._storage.open_signed(
             key, req.get_param("expires", default=""), req.get_param("signature", default="")
         )
-        try:  # bytes of a picture served: recorded (a signed URL carries no token) before they leave
-            with self._database.connection():
-                self._audit.record(actions.BLOB_READ, None, image_ids_in(key))
-        except BaseException:
-            stream.close()
-            raise
+        if req.method != "HEAD":  # bytes of a picture served: recorded (a signed URL has no token) first
+            try:
+                with self._database.connection():
+                    self._audit.record(actions.BLOB_READ, None, image_ids_in(key))
+            except BaseException:
+                stream.close()
+                raise
         resp.content_type = info.content_type
         resp.set_stream(stream, info.size)
         resp.cache_control = ["private", "max-age=60"]

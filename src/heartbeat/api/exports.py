@@ -56,10 +56,11 @@ class Export:
         chunks = exporter.stream(request)  # refuses a bad request before the first byte
         # Results in bulk handed out: recorded before the snapshot opens (it takes no write). The entry
         # names the format and the software, not the expression (it may name an origin).
-        software = [item.name for item in request.software or registered]
-        self._audit.record(
-            actions.EXPORT, token_of(req), format=request.format, software=software, filtered=bool(request.where)
-        )
+        if req.method != "HEAD":
+            software = [item.name for item in request.software or registered]
+            self._audit.record(
+                actions.EXPORT, token_of(req), format=request.format, software=software, filtered=bool(request.where)
+            )
         # The first page is read before the status goes out: a query past HEARTBEAT_QUERY_SECONDS
         # there (where it is most likely: the first page walks the most) is a 503 with Retry-After,
         # not a 200 whose body stops short. A fault on a later page cuts the connection, so a client

@@ -91,7 +91,7 @@ class ImageCollection:
             limit=page_limit(req),
             newest_first=newest_first,
         )
-        if "thumbnail" in include and images:  # URLs of pictures (small ones) handed out: recorded first
+        if "thumbnail" in include and images and req.method != "HEAD":  # picture URLs handed out: recorded first
             self._audit.record(actions.THUMBNAILS_LISTED, token_of(req), [image.id for image in images])
         described = []
         software = self._registry.all() if "jobs" in include else []
@@ -245,7 +245,8 @@ class ImageItem:
 
     def on_get_url(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         signed = self._signer.image(req, self._catalog.get(image_id))
-        self._audit.record(actions.IMAGE_URL, token_of(req), [image_id])
+        if req.method != "HEAD":  # a HEAD answer carries no URL
+            self._audit.record(actions.IMAGE_URL, token_of(req), [image_id])
         resp.media = {"url": signed.url, "expires_at": signed.expires_at}
 
     def on_get_content(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
