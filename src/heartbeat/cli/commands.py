@@ -69,6 +69,7 @@ def _service(settings: Settings, database: Database) -> Service:
 def serve(args: argparse.Namespace) -> int:
     from heartbeat.api.auth import is_loopback
     from heartbeat.auth.tokens import tokens_exist
+    from heartbeat.db.lock_probe import UnsafeEngine, prove_skip_locked
     from heartbeat.server import serve as serve_forever
     from heartbeat.server.process import listening_socket
     from heartbeat.service import Service
@@ -82,6 +83,12 @@ def serve(args: argparse.Namespace) -> int:
     # Checked and upgraded here, once, before the port is taken; each server process connects again on its own.
     database = _connect(settings)
     try:
+        if database.features.skip_locked:  # claims rely on it: an engine that ignores it stops us here
+            try:
+                prove_skip_locked(database.new_connection)
+            except UnsafeEngine as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
         with database.connection():
             _service(settings, database)
             open_server = not tokens_exist(database)

@@ -218,6 +218,11 @@ class Database:
         """Make sure this thread has a connection."""
         self.engine.connect(reuse_if_open=True)
 
+    def new_connection(self) -> Any:
+        """A driver connection of its own, outside the pool and this thread's (for a probe at start);
+        the caller closes it."""
+        return getattr(self.engine, "_connect")()  # noqa: B009 (peewee's, not in its type stubs)
+
     def close(self) -> None:
         """Hand this thread's connection back (to the pool on MySQL)."""
         if not self.engine.is_closed():
