@@ -13,6 +13,8 @@ from heartbeat.db.database import Database
 
 log = logging.getLogger(__name__)
 
+CONTENTION = "the database is busy with conflicting writes (nothing was changed): try again"
+
 STATUS_BY_ERROR: dict[type[errors.HeartbeatError], int] = {
     errors.InvalidInput: 400,
     errors.Unauthorized: 401,
@@ -52,6 +54,9 @@ def _database_down(database: Database) -> Any:
         fault = database.fault(error)
         if fault == "timeout":  # a statement stopped at HEARTBEAT_QUERY_SECONDS: 503, Retry-After
             _domain_error(req, resp, errors.StatementTimeout(), params)  # (raises)
+        if fault == "contention":  # other transactions kept winning, every run of it: nothing changed
+            log.info("contention in %s %s: %s", req.method, req.uri_template, error)
+            _domain_error(req, resp, errors.Busy(CONTENTION), params)  # (raises)
         if fault is None:  # the database answered, refusing the statement: a bug, not an outage
             _unexpected(req, resp, error, params)  # (raises)
         log.warning("database unavailable: %s: %s", type(error).__name__, error)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import falcon
+import peewee
 
 from heartbeat import jsontext
 from heartbeat.api import schemas
@@ -18,6 +20,7 @@ from heartbeat.auth.roles import Access
 from heartbeat.catalog.images import Catalog, describe_image
 from heartbeat.catalog.registry import Registry
 from heartbeat.config import Settings
+from heartbeat.db.database import Database
 from heartbeat.db.models import JobStatus, Software
 from heartbeat.db.paging import UPLOAD_ORDER
 from heartbeat.errors import HeartbeatError, StaleToken
@@ -27,6 +30,10 @@ from heartbeat.privacy.audit import Audit
 from heartbeat.queue import ClaimedJob, JobQueue, PreparedResult, Verdict, WaitingClaim, describe_job
 from heartbeat.queue.waiting import WaitingClaims
 from heartbeat.storage import Storage
+
+log = logging.getLogger(__name__)
+
+CONTENDED_RETRY_AFTER_SECONDS = 1  # a claim that lost to other transactions each time: ask again then
 
 CLAIMED = Reply(
     200,
@@ -116,8 +123,16 @@ class JobClaims:
     def _claim(
         self, software: Software, max_jobs: int, lease_seconds: int | None
     ) -> tuple[list[ClaimedJob], int | None]:
-        """The jobs claimed, and for a software held back by its limit, when room is expected (seconds)."""
-        outcome = self._queue.claims.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
+        """The jobs claimed, and for a software held back by its limit, when room is expected (seconds).
+        A claim that lost to other transactions every time it ran (a deadlock, or a Galera
+        certification conflict between nodes) claimed nothing: no jobs, to be asked again in a second."""
+        try:
+            outcome = self._queue.claims.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
+        except peewee.OperationalError as error:
+            if Database.fault(error) != "contention":
+                raise
+            log.info("claim of %s lost to other transactions each time: answered with none", software.name)
+            return [], CONTENDED_RETRY_AFTER_SECONDS
         self._metrics.lease_expiries.labels(software.name).inc(outcome.expired_leases)
         return outcome.jobs, outcome.retry_after
 

@@ -46,7 +46,9 @@ LOST_CONNECTION_ERRORS = frozenset({2006, 2013, 1927, 4031})
 # 1077), a statement killed (1317); SQLite's: busy or locked (5, 6), out of memory (7), read-only (8),
 # I/O error (10), disk full (13), cannot open the file (14), locking protocol (15). Any other error
 # (a syntax error, an expression too complex) is a fault of the statement: retrying will not help.
-UNAVAILABLE_ERRORS = DEADLOCK_ERRORS | TABLE_CHANGED_ERRORS | LOST_CONNECTION_ERRORS | {1040, 1053, 1077, 1203, 1317}
+# A Galera node that is not part of the primary component answers 1047 ("WSREP has not yet prepared
+# node for application use") until it rejoins.
+UNAVAILABLE_ERRORS = TABLE_CHANGED_ERRORS | LOST_CONNECTION_ERRORS | {1040, 1047, 1053, 1077, 1203, 1317}
 CLIENT_ERRORS = range(2000, 3000)
 SQLITE_UNAVAILABLE_ERRORS = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 TRANSACTION_ATTEMPTS = 5
@@ -117,10 +119,12 @@ class Database:
             raise
 
     @staticmethod
-    def fault(error: Exception) -> Literal["unavailable", "timeout"] | None:
+    def fault(error: Exception) -> Literal["unavailable", "contention", "timeout"] | None:
         """What a database error says about the database: ``"unavailable"`` (unreachable, busy, down,
-        full: a later try may succeed), ``"timeout"`` (a statement stopped at its time limit), or None
-        (a fault of the statement itself, which no retry cures)."""
+        full: a later try may succeed), ``"contention"`` (a deadlock, a lock wait timeout, or a
+        Galera certification conflict, all error 1213 or 1205: other transactions won, the database
+        is fine), ``"timeout"`` (a statement stopped at its time limit), or None (a fault of the
+        statement itself, which no retry cures)."""
         if timed_out(error):
             return "timeout"
         if isinstance(error, peewee.InterfaceError):
@@ -130,6 +134,8 @@ class Database:
         if sqlite_code is not None:
             return "unavailable" if sqlite_code & 0xFF in SQLITE_UNAVAILABLE_ERRORS else None
         code = error_code(error)
+        if code in DEADLOCK_ERRORS:
+            return "contention"
         if code is None or code in UNAVAILABLE_ERRORS or code in CLIENT_ERRORS:
             return "unavailable"  # no code: pymysql's own errors, of the connection
         return None

@@ -1,0 +1,72 @@
+"""Contention is not an outage (the contract's *Engines*): a transaction that other transactions beat
+every time it ran (a deadlock, a lock wait timeout, or on a Galera cluster a certification conflict
+between nodes, all error 1213 or 1205) changed nothing. A claim then answers ``{"jobs": []}`` with
+``Retry-After``, never 503; another route answers 503 saying the database is busy, never that it is
+unreachable. Each run of the transaction really happens (``Database.transaction`` runs it again
+after each loss, on MariaDB), the stand-in being its body losing every time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+import pytest
+
+from heartbeat.db.database import Database, transactional
+from heartbeat.queue.claims import Claims
+from heartbeat.queue.results import Results
+from helpers import claim, register, upload
+
+DEADLOCK = (1213, "Deadlock found when trying to get lock; try restarting transaction")
+
+
+def losing(runs: list[int]) -> Any:
+    """A transaction body that loses to another transaction each time it runs (counted in ``runs``)."""
+
+    def body(self: Any, *args: Any, **kwargs: Any) -> None:
+        runs.append(1)
+        raise peewee.OperationalError(*DEADLOCK)
+
+    return transactional(body)
+
+
+@pytest.mark.parametrize(
+    "code,fault",
+    [(1213, "contention"), (1205, "contention"), (1467, "contention"), (1047, "unavailable"), (2013, "unavailable")],
+)
+def test_a_lost_transaction_is_contention_and_a_node_out_of_the_cluster_is_unavailable(code, fault):
+    assert Database.fault(peewee.OperationalError(code, "...")) == fault
+
+
+def test_a_claim_that_loses_every_run_answers_no_jobs_with_retry_after(client, database, monkeypatch):
+    register(client, "ocr")
+    image_id = upload(client).json["id"]
+    runs: list[int] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(Claims, "_claim_round", losing(runs))
+        answer = client.simulate_post("/v1/software/ocr/claim", json={"max": 5})
+    assert answer.status_code == 200, answer.text
+    assert answer.json == {"jobs": []}
+    assert answer.headers["Retry-After"] == "1"
+    assert len(runs) == (5 if database.features.mysql else 1)  # run again after each loss on MariaDB
+    [job] = claim(client, "ocr")  # nothing was taken
+    assert job["image_id"] == image_id
+
+
+def test_a_submit_that_loses_every_run_is_busy_not_unreachable_and_changes_nothing(client, monkeypatch):
+    register(client, "ocr")
+    image_id = upload(client).json["id"]
+    [job] = claim(client, "ocr")
+    runs: list[int] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(Results, "_store", losing(runs))
+        answer = client.simulate_put(
+            f"/v1/software/ocr/jobs/{image_id}/result", json={"token": job["token"], "info": {"n": 1}}
+        )
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    assert "conflicting writes" in answer.json["description"]
+    assert "unreachable" not in answer.json["description"]
+    assert client.simulate_get(f"/v1/software/ocr/jobs/{image_id}").json["status"] == "claimed"
+    again = client.simulate_put(f"/v1/software/ocr/jobs/{image_id}/result", json={"token": job["token"], "info": {}})
+    assert again.status_code == 200, again.text
