@@ -7,6 +7,7 @@ after each loss, on MariaDB), the stand-in being its body losing every time."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import peewee
@@ -15,7 +16,8 @@ import pytest
 from heartbeat.db.database import Database, transactional
 from heartbeat.queue.claims import Claims
 from heartbeat.queue.results import Results
-from helpers import claim, register, upload
+from heartbeat.queue.statements import CLUSTER_SPREAD
+from helpers import claim, distinct_images, register, upload
 
 DEADLOCK = (1213, "Deadlock found when trying to get lock; try restarting transaction")
 
@@ -70,3 +72,22 @@ def test_a_submit_that_loses_every_run_is_busy_not_unreachable_and_changes_nothi
     assert client.simulate_get(f"/v1/software/ocr/jobs/{image_id}").json["status"] == "claimed"
     again = client.simulate_put(f"/v1/software/ocr/jobs/{image_id}/result", json={"token": job["token"], "info": {}})
     assert again.status_code == 200, again.text
+
+
+def test_on_a_multi_writer_cluster_a_claim_takes_one_of_the_first_ready_jobs_at_random(client, database, monkeypatch):
+    """Claims on two Galera nodes do not see each other's row locks: each takes one of the first
+    ``1 + CLUSTER_SPREAD`` ready jobs at random rather than the very first, so that they rarely meet."""
+    monkeypatch.setattr(database, "features", dataclasses.replace(database.features, multi_writer=True))
+    register(client, "ocr")
+    for data in distinct_images(80):
+        upload(client, data)
+    pending = [image["id"] for image in client.simulate_get("/v1/images").json["images"]]  # claim order
+    taken, positions = [], []
+    for _ in range(30):
+        [job] = claim(client, "ocr")
+        positions.append(pending.index(job["image_id"]))
+        pending.remove(job["image_id"])
+        taken.append(job["image_id"])
+    assert max(positions) <= CLUSTER_SPREAD, "always one of the first ready jobs"
+    assert any(positions), "not always the very first (a chance of 32 ** -30)"
+    assert len(set(taken)) == 30

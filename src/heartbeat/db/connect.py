@@ -120,4 +120,15 @@ def probe_features(engine: peewee.Database) -> Features:
         skip_locked=(major, minor) >= ((10, 6) if flavour == "mariadb" else (8, 0)),
         max_result_bytes=int(packet) // 2 - STATEMENT_OVERHEAD_BYTES,
         collation=collation,
+        multi_writer=_multi_writer(engine),
     )
+
+
+def _multi_writer(engine: peewee.Database) -> bool:
+    """Whether the server is a node of a cluster where every node takes writes: Galera with
+    ``wsrep_on``, or MySQL Group Replication in multi-primary mode."""
+    sql = "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'group_replication_single_primary_mode')"
+    settings = {str(name): str(value).upper() for name, value in engine.execute_sql(sql).fetchall()}
+    galera = settings.get("wsrep_on") == "ON"
+    multi_primary = settings.get("group_replication_single_primary_mode") == "OFF"
+    return galera or multi_primary

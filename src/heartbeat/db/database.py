@@ -65,6 +65,9 @@ class Features:
     skip_locked: bool  # ``SELECT ... FOR UPDATE SKIP LOCKED``: MariaDB >= 10.6, MySQL >= 8.0
     max_result_bytes: int | None  # the largest result JSON a statement can carry (max_allowed_packet); None: no limit
     collation: str | None  # the binary, NO PAD collation of every table on MySQL
+    # Every node takes writes (a Galera cluster, MySQL Group Replication): a row lock is its node's
+    # alone, and two nodes' transactions that changed one row conflict at commit (certification).
+    multi_writer: bool = False
 
     @property
     def claims_hold_locks(self) -> bool:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from typing import Any
 
 from heartbeat.db.database import Database
 from heartbeat.db.models import Image, Job, JobStatus, Stage, job_model, job_table_name
 
+# On a cluster where every node takes writes: how many more candidates a claim reads than it takes,
+# choosing among them at random, so that claims on different nodes rarely take the same job.
+CLUSTER_SPREAD = 31
 JOB_COLUMNS = (
     "image_id",
     "status",
@@ -135,9 +139,18 @@ class JobTable:
         )
 
     def candidates(self, now: float, limit: int) -> list[Candidate]:
-        """Claimable jobs, highest priority then earliest upload first (the caller checks ``paused``)."""
-        cursor = self._database.execute(self.candidates_sql, (now, limit))
-        return [Candidate(*row) for row in cursor.fetchall()]
+        """Claimable jobs, highest priority then earliest upload first (the caller checks ``paused``).
+
+        On a cluster where every node takes writes, ``SKIP LOCKED`` skips only the rows locked on this
+        node: claims on every node would read the same first rows, and all but one would lose at
+        commit (certification). There the first ``limit + CLUSTER_SPREAD`` are read and ``limit`` of
+        them taken at random (in order), so that claims on two nodes rarely meet: the order holds to
+        within that many jobs."""
+        if not self._database.features.multi_writer:
+            return [Candidate(*row) for row in self._database.execute(self.candidates_sql, (now, limit)).fetchall()]
+        rows = self._database.execute(self.candidates_sql, (now, limit + CLUSTER_SPREAD)).fetchall()
+        chosen = sorted(random.sample(range(len(rows)), min(limit, len(rows))))
+        return [Candidate(*rows[index]) for index in chosen]
 
     def has_claimable(self, software_id: int, now: float) -> bool:
         """Whether an unpaused software has a job a claim would take now: two reads along indexes."""
