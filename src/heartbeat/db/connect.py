@@ -81,6 +81,12 @@ def connect(
         database = Database(engine, probe_features(engine), query_seconds=query_seconds)
     finally:
         engine.close()
+    if database.features.multi_writer:
+        # A job claimed through one node and submitted through another: each statement first waits
+        # until this node has applied what the cluster committed before it (read your writes).
+        with database.connection():
+            engine.connect_params["init_command"] = causal_reads(engine)
+        database.close_all()  # the connections made so far have no such setting
     bind_models(database)
     with database.connection():
         create_base_tables(database)
@@ -127,8 +133,19 @@ def probe_features(engine: peewee.Database) -> Features:
 def _multi_writer(engine: peewee.Database) -> bool:
     """Whether the server is a node of a cluster where every node takes writes: Galera with
     ``wsrep_on``, or MySQL Group Replication in multi-primary mode."""
+    settings = _cluster_settings(engine)
+    return settings.get("wsrep_on") == "ON" or settings.get("group_replication_single_primary_mode") == "OFF"
+
+
+def causal_reads(engine: peewee.Database) -> str:
+    """The statement that makes a session of a multi-writer cluster read what the cluster committed
+    before each of its statements: Galera's causality check for reads and for UPDATE and DELETE
+    (``wsrep_sync_wait`` 1 + 2), else Group Replication's ``BEFORE`` consistency."""
+    if _cluster_settings(engine).get("wsrep_on") == "ON":
+        return "SET SESSION wsrep_sync_wait = 3"
+    return "SET SESSION group_replication_consistency = 'BEFORE'"
+
+
+def _cluster_settings(engine: peewee.Database) -> dict[str, str]:
     sql = "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'group_replication_single_primary_mode')"
-    settings = {str(name): str(value).upper() for name, value in engine.execute_sql(sql).fetchall()}
-    galera = settings.get("wsrep_on") == "ON"
-    multi_primary = settings.get("group_replication_single_primary_mode") == "OFF"
-    return galera or multi_primary
+    return {str(name): str(value).upper() for name, value in engine.execute_sql(sql).fetchall()}
