@@ -1,8 +1,9 @@
 """Heartbeat on a three-node MariaDB Galera cluster (the contract's *Engines*; ``docs/galera.md``).
 
-One ``heartbeat serve`` per node, one database, one store; uploads, claims and submits spread over the
-three servers by threads of this process, results submitted to any node, some workers vanishing with
-their jobs and coming back after their lease ran out. Afterwards: every image done exactly once, none
+One ``heartbeat serve`` per node, one database, one store; uploads (the same bytes on every node at
+once too), claims, single and batch submits and deletions spread over the three servers by threads of
+this process, results submitted to any node, some workers vanishing with their jobs and coming back
+after their lease ran out. Afterwards: every image done exactly once, none
 lost, no 5xx from a server whose node is in the cluster, and the counts each server shows equal to a
 recount on its own node. The second test stops one node under load and starts it again: its server
 answers 503 with ``Retry-After`` meanwhile and recovers on its own.
@@ -38,6 +39,8 @@ IMAGES = 300
 WORKERS = 24
 LEASE_SECONDS = 3
 VANISH_EVERY = 25  # one claim in this many is abandoned, its result sent after its lease ran out
+SAME_BYTES = 10  # pictures uploaded to all three servers at once
+DELETED = 10  # images deleted under load
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,7 @@ class Ledger:
         self.statuses: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
         self.stored: dict[str, list[str]] = collections.defaultdict(list)  # image -> tokens whose submit was 200
         self.retry_after_missing = 0
+        self.deleted: set[str] = set()
 
     def call(self, server: int, session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
         answer = session.request(method, url, timeout=30, **kwargs)
@@ -83,23 +87,27 @@ class Ledger:
 
 
 def run_load(urls: list[str], ledger: Ledger, *, during: Callable[[], None] = lambda: None) -> None:
-    """Upload ``IMAGES`` pictures over the servers, register a software, then ``WORKERS`` threads claim
-    from a random server and submit to another until every job is done (or two minutes pass)."""
+    """Upload ``IMAGES`` pictures over the servers (the last ``SAME_BYTES`` each to all three at once),
+    register a software, then ``WORKERS`` threads claim from a random server and submit, one by one or
+    in a batch, to another, while ``DELETED`` images are deleted through a random server, until every
+    job left is done (or two minutes pass); then the abandoned jobs' results come back late."""
     pictures = distinct_images(IMAGES)
+    spread, same = pictures[:-SAME_BYTES], pictures[-SAME_BYTES:]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        uploads = pool.map(
-            lambda item: ledger.call(
-                item[0] % 3, requests.Session(), "POST", f"{urls[item[0] % 3]}/v1/images",
-                files={"file": (f"{item[0]}.png", item[1])},
-            ),
-            enumerate(pictures),
-        )  # fmt: skip
-        assert [answer.status_code for answer in uploads] == [201] * IMAGES
+        uploads = list(pool.map(lambda item: upload(urls, ledger, item[0] % 3, item[1]), enumerate(spread)))
+        assert [answer.status_code for answer in uploads] == [201] * len(spread)
+    for data in same:  # the same bytes on every node at once: one image, the others its duplicates
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(upload, [urls] * 3, [ledger] * 3, range(3), [data] * 3))
+        assert sorted(answer.status_code for answer in answers) == [200, 200, 201], [a.text for a in answers]
+        assert len({answer.json()["id"] for answer in answers}) == 1
     session = requests.Session()
     made = ledger.call(
         0, session, "POST", f"{urls[0]}/v1/software", json={"name": "vision", "lease_seconds": LEASE_SECONDS}
     )
     assert made.status_code == 201, made.text
+    listed = ledger.call(0, session, "GET", f"{urls[0]}/v1/images?limit=1000").json()["images"]
+    doomed = random.sample([image["id"] for image in listed], DELETED)
     done = threading.Event()
     late: list[tuple[str, str]] = []
 
@@ -116,11 +124,17 @@ def run_load(urls: list[str], ledger: Ledger, *, during: Callable[[], None] = la
             if not jobs:
                 time.sleep(0.05)  # nothing ready: the other workers' leases are out
                 continue
+            kept = []
             for job in jobs:
                 if chance.randrange(VANISH_EVERY) == 0:
                     late.append((job["image_id"], job["token"]))  # this worker vanished with it
-                    continue
-                submit(job["image_id"], job["token"], chance.randrange(3), session)
+                else:
+                    kept.append(job)
+            if seed % 2:
+                for job in kept:
+                    submit(job["image_id"], job["token"], chance.randrange(3), session)
+            elif kept:
+                submit_batch(kept, chance.randrange(3), session)
 
     def submit(image_id: str, token: str, node: int, session: requests.Session) -> None:
         while True:
@@ -137,12 +151,38 @@ def run_load(urls: list[str], ledger: Ledger, *, during: Callable[[], None] = la
                     ledger.stored[image_id].append(token)
             return
 
+    def submit_batch(jobs: list[dict[str, Any]], node: int, session: requests.Session) -> None:
+        results = [{"image_id": job["image_id"], "token": job["token"], "info": {"by": job["token"]}} for job in jobs]
+        while True:
+            answer = ledger.call(
+                node, session, "POST", f"{urls[node]}/v1/software/vision/results", json={"results": results}
+            )
+            if answer.status_code == 503:
+                node = (node + 1) % 3
+                time.sleep(float(answer.headers.get("Retry-After", "1")))
+                continue
+            assert answer.status_code == 200, answer.text
+            for result, verdict in zip(results, answer.json()["results"], strict=True):
+                if verdict["status"] == "done":
+                    with ledger.lock:
+                        ledger.stored[result["image_id"]].append(result["token"])
+            return
+
+    def delete(image_id: str) -> None:
+        node = random.randrange(3)
+        while (answer := ledger.call(node, session, "DELETE", f"{urls[node]}/v1/images/{image_id}")).status_code == 503:
+            node = (node + 1) % 3
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
+        assert answer.status_code == 204, answer.text
+
     def all_done() -> bool:
         counts = ledger.call(0, session, "GET", f"{urls[0]}/v1/software/vision").json()["counts"]
-        return counts["done"] == IMAGES
+        return counts["done"] == IMAGES - DELETED
 
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         running = [pool.submit(work, seed) for seed in range(WORKERS)]
+        for image_id in doomed:
+            delete(image_id)
         during()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not all_done():
@@ -152,6 +192,11 @@ def run_load(urls: list[str], ledger: Ledger, *, during: Callable[[], None] = la
             future.result()
     for image_id, token in late:  # back after the lease ran out: refused, or taken if nobody else had it
         submit(image_id, token, random.randrange(3), session)
+    ledger.deleted = set(doomed)
+
+
+def upload(urls: list[str], ledger: Ledger, node: int, data: bytes) -> requests.Response:
+    return ledger.call(node, requests.Session(), "POST", f"{urls[node]}/v1/images", files={"file": ("p.png", data)})
 
 
 def recount(port: int) -> dict[str, int]:
@@ -163,17 +208,19 @@ def recount(port: int) -> dict[str, int]:
 
 
 def check_outcome(urls: list[str], ledger: Ledger, healthy: set[int]) -> None:
-    assert sorted(len(tokens) for tokens in ledger.stored.values()) == [1] * IMAGES, "each image stored once"
+    kept = {image_id: tokens for image_id, tokens in ledger.stored.items() if image_id not in ledger.deleted}
+    assert sorted(len(tokens) for tokens in kept.values()) == [1] * (IMAGES - DELETED), "each image stored once"
+    assert all(len(ledger.stored.get(image_id, [])) <= 1 for image_id in ledger.deleted)
     for node in healthy:
         assert not [status for status in ledger.statuses[node] if status >= 500], ledger.statuses
     assert ledger.retry_after_missing == 0
     for node, url in enumerate(urls):
         shown = requests.get(f"{url}/v1/software/vision", timeout=10).json()["counts"]
         counted = recount(galera_cluster.NODES[node][1])
-        assert counted == {"done": IMAGES}
-        assert (shown["done"], shown["pending"], shown["claimed"], shown["failed"]) == (IMAGES, 0, 0, 0)
+        assert counted == {"done": IMAGES - DELETED}
+        assert (shown["done"], shown["pending"], shown["claimed"], shown["failed"]) == (IMAGES - DELETED, 0, 0, 0)
         images = requests.get(f"{url}/v1/images?limit=1000", timeout=10).json()["images"]
-        assert len(images) == IMAGES
+        assert len(images) == IMAGES - DELETED
 
 
 @pytest.mark.timeout(600)
