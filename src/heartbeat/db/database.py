@@ -72,8 +72,10 @@ class Features:
     @property
     def claims_hold_locks(self) -> bool:
         """Whether a claim's candidate read keeps others off its rows until commit: MySQL's ``SKIP
-        LOCKED`` locks what it reads; SQLite's ``BEGIN IMMEDIATE`` keeps every other writer out."""
-        return self.skip_locked or not self.mysql
+        LOCKED`` locks what it reads (not on a multi-writer cluster, where another node's commit would
+        abort the holder of any row it changed: there each row is taken by a conditional UPDATE);
+        SQLite's ``BEGIN IMMEDIATE`` keeps every other writer out."""
+        return (self.skip_locked and not self.multi_writer) or not self.mysql
 
     @property
     def update_lock(self) -> str:

@@ -92,11 +92,13 @@ class JobTable:
             f"SELECT paused, version, lease_seconds, max_attempts, recompute, max_in_flight, rate_limit, rate_window"
             f" FROM {software} WHERE id = {p}"
         )
-        self.candidates_sql = (
+        self._unlocked_candidates = (
             f"SELECT image_id, status, token, attempts FROM {table}"
             f" WHERE stage = {int(Stage.READY)} AND available_at <= {p}"
             f" ORDER BY sort_priority, uploaded_date, image_id LIMIT {p}"
-            + (" FOR UPDATE SKIP LOCKED" if database.features.skip_locked else "")
+        )
+        self.candidates_sql = self._unlocked_candidates + (
+            " FOR UPDATE SKIP LOCKED" if database.features.claims_hold_locks and database.features.mysql else ""
         )
         self._taking = (
             f"UPDATE {table} SET status = '{JobStatus.CLAIMED.value}', attempts = attempts + 1, claimed_at = {p},"
@@ -141,14 +143,15 @@ class JobTable:
     def candidates(self, now: float, limit: int) -> list[Candidate]:
         """Claimable jobs, highest priority then earliest upload first (the caller checks ``paused``).
 
-        On a cluster where every node takes writes, ``SKIP LOCKED`` skips only the rows locked on this
-        node: claims on every node would read the same first rows, and all but one would lose at
-        commit (certification). There the first ``limit + CLUSTER_SPREAD`` are read and ``limit`` of
-        them taken at random (in order), so that claims on two nodes rarely meet: the order holds to
-        within that many jobs."""
+        On a cluster where every node takes writes, a row lock is its node's alone, and a commit of
+        another node that changed a row this transaction holds locked aborts it (a brute-force abort),
+        whether or not this one would have changed that row. There the first ``limit +
+        CLUSTER_SPREAD`` are read without a lock and ``limit`` of them chosen at random (in order),
+        each then taken only if it is still as read (:meth:`take`): claims on two nodes meet only
+        when they choose the same job, and the order holds to within that many jobs."""
         if not self._database.features.multi_writer:
             return [Candidate(*row) for row in self._database.execute(self.candidates_sql, (now, limit)).fetchall()]
-        rows = self._database.execute(self.candidates_sql, (now, limit + CLUSTER_SPREAD)).fetchall()
+        rows = self._database.execute(self._unlocked_candidates, (now, limit + CLUSTER_SPREAD)).fetchall()
         chosen = sorted(random.sample(range(len(rows)), min(limit, len(rows))))
         return [Candidate(*rows[index]) for index in chosen]
 
