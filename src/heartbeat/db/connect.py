@@ -127,6 +127,7 @@ def probe_features(engine: peewee.Database) -> Features:
         max_result_bytes=int(packet) // 2 - STATEMENT_OVERHEAD_BYTES,
         collation=collation,
         multi_writer=_multi_writer(engine),
+        node_share=_node_share(engine),
     )
 
 
@@ -135,6 +136,19 @@ def _multi_writer(engine: peewee.Database) -> bool:
     ``wsrep_on``, or MySQL Group Replication in multi-primary mode."""
     settings = _cluster_settings(engine)
     return settings.get("wsrep_on") == "ON" or settings.get("group_replication_single_primary_mode") == "OFF"
+
+
+def _node_share(engine: peewee.Database) -> tuple[int, int] | None:
+    """On a Galera node: (its index among the nodes, how many there are), else None."""
+    if _cluster_settings(engine).get("wsrep_on") != "ON":
+        return None
+    sql = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_index', 'wsrep_cluster_size')"
+    status = {str(name): str(value) for name, value in engine.execute_sql(sql).fetchall()}
+    try:
+        index, size = int(status["wsrep_local_index"]), int(status["wsrep_cluster_size"])
+    except (KeyError, ValueError):
+        return None
+    return (index, size) if 0 <= index < size else None
 
 
 def causal_reads(engine: peewee.Database) -> str:

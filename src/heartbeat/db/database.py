@@ -68,6 +68,9 @@ class Features:
     # Every node takes writes (a Galera cluster, MySQL Group Replication): a row lock is its node's
     # alone, and two nodes' transactions that changed one row conflict at commit (certification).
     multi_writer: bool = False
+    # On a Galera cluster: this node's index among the nodes and their number when it connected
+    # (``wsrep_local_index``, ``wsrep_cluster_size``), for spreading hot rows between nodes.
+    node_share: tuple[int, int] | None = None
 
     @property
     def claims_hold_locks(self) -> bool:

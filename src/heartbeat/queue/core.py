@@ -83,11 +83,21 @@ class QueueCore:
                 f" WHERE software = {p} AND slot = {p} AND status IN {self._database.params(len(changed))}"
             )
         params: list[object] = [value for counter, delta in changed for value in (counter, delta)]
-        params += [software_name, random.randrange(COUNT_SLOTS), *(counter for counter, _delta in changed)]
+        params += [software_name, self._slot(), *(counter for counter, _delta in changed)]
         if self._database.execute(sql, params).rowcount < len(changed):
             # A counter this software never had (the first result of a version): made, then counted.
             self.zero_counters(software_name, [counter for counter, _delta in changed])
             self._database.execute(sql, params)
+
+    def _slot(self) -> int:
+        """A counter row to change, at random; on a Galera cluster, one of this node's own (slots
+        ``index``, ``index + size``, ...): two nodes' commits never change one counter row, which
+        would make one of them lose at certification."""
+        share = self._database.features.node_share
+        if share is None or share[1] > COUNT_SLOTS:
+            return random.randrange(COUNT_SLOTS)
+        index, size = share
+        return index + size * random.randrange((COUNT_SLOTS - index + size - 1) // size)
 
     def zero_counters(self, software_name: str, counters: Sequence[str]) -> None:
         """Zeroed rows for these counters of a software (those that exist are kept)."""
