@@ -284,3 +284,8 @@ def test_a_claim_waiting_over_http_answers_with_the_job_a_submit_hands_it(served
     waiter.join(20)
     [job] = answers[0].json["jobs"]
     assert job["image_id"] != held["image_id"] and job["url"]
+    # Leased in the submit's transaction, handed out by the claim: the audit names it once, as a claim's.
+    entries = served_client.simulate_get(f"/v1/audit?image_id={job['image_id']}").json["entries"]
+    assert [(entry["action"], entry["image_ids"]) for entry in entries] == [("claim", [job["image_id"]])]
+    [own] = served_client.simulate_get(f"/v1/audit?image_id={held['image_id']}").json["entries"]
+    assert own["action"] == "claim"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -97,15 +98,23 @@ class JobClaims:
         claimed: list[ClaimedJob] = []
         held_back: int | None = None  # a software at its limit (flow control): when room is expected
         # A paused software's claim finds nothing, and waits as if there were no work.
+        recorded: set[str] = set()  # jobs whose audit entry committed with their lease
+
+        def record(image_ids: list[str]) -> None:  # inside the claim's transaction
+            self._audit.record(actions.CLAIM, token_of(req), image_ids, software=name)
+            self._audit.after_commit(lambda: recorded.update(image_ids))
+
         if not (wait_seconds and self._waiting.known_empty(software)):
-            claimed, held_back = self._claim(software, max_jobs, lease_seconds)
+            claimed, held_back = self._claim(software, max_jobs, lease_seconds, record)
         if not claimed and held_back is not None and not wait_seconds:
             resp.set_header("Retry-After", str(held_back))
         if not claimed and wait_seconds:
             if self._waiting.enter(software):
                 self._metrics.claims_waiting.inc()
                 try:
-                    claimed, held_back = self._wait(software, max_jobs, lease_seconds, generation, deadline, held_back)
+                    claimed, held_back = self._wait(
+                        software, max_jobs, lease_seconds, generation, deadline, held_back, record
+                    )
                 finally:
                     self._waiting.leave(software)
                     self._metrics.claims_waiting.dec()
@@ -116,18 +125,25 @@ class JobClaims:
                 resp.set_header("Retry-After", str(self._waiting.retry_after(wait_seconds)))
         self._metrics.claims.labels(name).inc(len(claimed))
         described = self._describe(req, software, claimed)
-        if described:  # signed URLs of pictures handed out: recorded before they leave
-            self._audit.record(actions.CLAIM, token_of(req), [job["image_id"] for job in described], software=name)
+        handed_over = [job["image_id"] for job in described if job["image_id"] not in recorded]
+        if handed_over:  # leased by another request's transaction (a submit freeing room): recorded now
+            self._audit.record(actions.CLAIM, token_of(req), handed_over, software=name)
         resp.media = {"jobs": described}
 
     def _claim(
-        self, software: Software, max_jobs: int, lease_seconds: int | None
+        self,
+        software: Software,
+        max_jobs: int,
+        lease_seconds: int | None,
+        record: Callable[[list[str]], None] | None = None,
     ) -> tuple[list[ClaimedJob], int | None]:
         """The jobs claimed, and for a software held back by its limit, when room is expected (seconds).
         A claim that lost to other transactions every time it ran (a deadlock, or a Galera
         certification conflict between nodes) claimed nothing: no jobs, to be asked again in a second."""
         try:
-            outcome = self._queue.claims.claim(software, max_jobs=max_jobs, lease_seconds=lease_seconds)
+            outcome = self._queue.claims.claim(
+                software, max_jobs=max_jobs, lease_seconds=lease_seconds, on_leased=record
+            )
         except peewee.OperationalError as error:
             if Database.fault(error) != "contention":
                 raise
@@ -144,6 +160,7 @@ class JobClaims:
         generation: int,
         deadline: float,
         held_back: int | None,
+        record: Callable[[list[str]], None] | None = None,
     ) -> tuple[list[ClaimedJob], int | None]:
         """Claim each time the software is woken (by this process's work, or by the watcher) until a
         claim gets jobs or the deadline passes; with none, whether the software was held back by its
@@ -161,7 +178,7 @@ class JobClaims:
                 if claimed or self._waiting.closing:
                     break
                 generation = signal.generation(software.name)
-                claimed, held_back = self._claim(software, max_jobs, lease_seconds)
+                claimed, held_back = self._claim(software, max_jobs, lease_seconds, record)
                 if claimed:
                     break
                 if line is not None:

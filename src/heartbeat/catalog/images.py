@@ -13,7 +13,7 @@ from heartbeat.db.database import Database, transactional
 from heartbeat.db.models import DELETED_OUTCOME, DeletedPicture, Event, Image, ImportedObject, JobStatus
 from heartbeat.db.paging import UPLOAD_ORDER, keyset_page
 from heartbeat.errors import BackendUnavailable, NotFound
-from heartbeat.events.outbox import ERASED_DATA, IMAGE_DELETED
+from heartbeat.events.outbox import ERASED_DATA, IMAGE_DELETED, NewEvent
 from heartbeat.ingest.thumbnails import thumbnail_key
 from heartbeat.privacy import actions, audit
 from heartbeat.query.resolve import Resolved
@@ -161,8 +161,9 @@ class Catalog:
             DeletedPicture.insert_many(deleted).on_conflict_replace().execute()
         # Every trace: the earlier events of the images keep their IDs and types, no longer fields or results.
         Event.update(data=ERASED_DATA).where(Event.image_id.in_(image_ids)).execute()
-        for image_id in image_ids:
-            self._queue.outbox.add(IMAGE_DELETED, {"id": image_id}, image_id=image_id)
+        self._queue.outbox.add_many(
+            [NewEvent(IMAGE_DELETED, {"id": image_id}, None, image_id) for image_id in image_ids]
+        )
 
     def by_id(self, image_ids: list[str]) -> dict[str, Image]:
         """The images with these IDs (a claim reads them for every job it hands out: one short statement)."""

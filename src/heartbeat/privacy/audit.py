@@ -17,6 +17,7 @@ those older than ``HEARTBEAT_AUDIT_RETAIN_SECONDS`` (default 400 days) as a clus
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,12 +31,25 @@ ENTRY_ORDER = CursorGrammar(pattern="^[0-9]{1,18}$", write=lambda key: str(key[0
 
 
 def write_entry(action: str, at: float, *, token_id: str | None, image_ids: Iterable[str] = (), **detail: Any) -> int:
-    """Insert one entry (in the transaction open on this thread, if any) and return its ID."""
+    """Insert one entry (in the transaction open on this thread, if any) and return its ID. SQL text,
+    not peewee's query builder: every claim writes one."""
+    engine = AuditEntry._meta.database
+    p, (open_quote, close_quote) = engine.param, (engine.quote[0], engine.quote[-1])
     ids = list(dict.fromkeys(image_ids))  # each once, in order
-    entry_id = int(AuditEntry.insert(time=at, token_id=token_id, action=action, image_ids=ids, detail=detail).execute())
+    values = (at, token_id, action, json.dumps(ids, separators=(",", ":")), json.dumps(detail, separators=(",", ":")))
+    entries = f"{open_quote}{AuditEntry._meta.table_name}{close_quote}"
+    cursor = engine.execute_sql(
+        f"INSERT INTO {entries} (time, token_id, action, image_ids, detail) VALUES ({p}, {p}, {p}, {p}, {p})", values
+    )
+    entry_id = int(cursor.lastrowid)
+    images = f"{open_quote}{AuditImage._meta.table_name}{close_quote}"
     for start in range(0, len(ids), INSERT_CHUNK):
-        rows = [{"image_id": image_id, "entry_id": entry_id} for image_id in ids[start : start + INSERT_CHUNK]]
-        AuditImage.insert_many(rows).execute()
+        chunk = ids[start : start + INSERT_CHUNK]
+        marks = ", ".join(f"({p}, {p})" for _ in chunk)
+        engine.execute_sql(
+            f"INSERT INTO {images} (image_id, entry_id) VALUES {marks}",
+            [value for image_id in chunk for value in (image_id, entry_id)],
+        )
     return entry_id
 
 
@@ -75,6 +89,10 @@ class Audit:
         self._database.transaction(
             lambda: write_entry(action, self._clock(), token_id=token_id, image_ids=image_ids, **detail)
         )
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transaction an entry was just written in commits."""
+        self._database.after_commit(callback)
 
     def page(self, which: AuditFilter, after: str | None, limit: int) -> tuple[list[AuditEntry], str | None]:
         """Entries past the cursor ``after`` in the order they were written (an ``ENTRY_ORDER``

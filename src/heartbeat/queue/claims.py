@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import peewee
 
@@ -47,13 +48,21 @@ class Claims(QueuePart):
         self._pipelines = pipelines
         self._flow = flow
 
-    def claim(self, software: Software, *, max_jobs: int, lease_seconds: int | None = None) -> ClaimOutcome:
+    def claim(
+        self,
+        software: Software,
+        *,
+        max_jobs: int,
+        lease_seconds: int | None = None,
+        on_leased: Callable[[list[str]], None] | None = None,
+    ) -> ClaimOutcome:
         """Lease up to ``max_jobs`` claimable jobs, earliest upload first (none while it is paused);
-        ``lease_seconds`` None: the software's own, as it is now."""
+        ``lease_seconds`` None: the software's own, as it is now. ``on_leased`` is called with the
+        images of the jobs a transaction leased, inside it (the audit's entry commits with them)."""
         outcome = ClaimOutcome()
         for _round in range(3):
             wanted = max_jobs - len(outcome.jobs)
-            found, this_round = self._claim_round(software, wanted, lease_seconds)
+            found, this_round = self._claim_round(software, wanted, lease_seconds, on_leased)
             outcome.jobs += this_round.jobs
             outcome.expired_leases += this_round.expired_leases
             outcome.retry_after = this_round.retry_after
@@ -62,7 +71,13 @@ class Claims(QueuePart):
         return outcome
 
     @transactional
-    def _claim_round(self, software: Software, wanted: int, lease_seconds: int | None) -> tuple[int, ClaimOutcome]:
+    def _claim_round(
+        self,
+        software: Software,
+        wanted: int,
+        lease_seconds: int | None,
+        on_leased: Callable[[list[str]], None] | None = None,
+    ) -> tuple[int, ClaimOutcome]:
         """Read up to ``wanted`` candidates and lease them: (found, outcome)."""
         outcome = ClaimOutcome()
         table = self._core.table(software)
@@ -82,6 +97,8 @@ class Claims(QueuePart):
         found = self.lease(software, settings, wanted, now, lease_seconds, outcome)
         if settings.limited:
             self._flow.handed_out(software, settings, len(outcome.jobs), now)
+        if on_leased is not None and outcome.jobs:
+            on_leased([job.image_id for job in outcome.jobs])
         return found, outcome
 
     def lease(
