@@ -112,15 +112,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def mariadb_pid() -> int | None:
-    """The local MariaDB server's process, when it runs on this machine."""
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() in ("mariadbd", "mysqld"):
-                return int(comm.parent.name)
-        except OSError:  # the process ended meanwhile
-            continue
-    return None
+def mariadb_pid(auth: DbAuth = MARIADB) -> int | None:
+    """The process of the MariaDB server at ``auth``'s host and port, found by its ``pid_file``, when it runs
+    on this machine (not the first ``mariadbd`` process: the Galera test nodes run the same binary)."""
+    with mysql(auth, database=False) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT @@pid_file")
+        pid_file = Path(str(cursor.fetchone()[0]))
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
 
 
 def memory_kib(pid: int) -> dict[str, int]:

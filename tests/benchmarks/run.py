@@ -3,8 +3,9 @@
 The figures are measured side by side in this one run on this machine: each ratio divides two rates
 (or latencies) taken minutes apart at most, against the same MariaDB, so they say more than either
 number alone. Databases: ``heartbeat_bench``, ``heartbeat_bench_<images>``, ``heartbeat_bench_drain``,
-``heartbeat_bench_events*`` and ``heartbeat_bench_flow`` (dropped and made anew); the drain's Celery side uses
-Redis databases 14 and 15 at 127.0.0.1:6379.
+``heartbeat_bench_events*``, ``heartbeat_bench_flow``, ``heartbeat_bench_privacy`` and, on the Galera test cluster,
+``heartbeat_bench_galera`` (dropped and made anew);
+the drain's Celery side uses Redis databases 14 and 15 at 127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import bench_events
 import bench_fleet
 import bench_floor
 import bench_flow
+import bench_galera
 import bench_imports
 import bench_latency
 import bench_memory
+import bench_privacy
 import bench_results
 import bench_uploads
 import profiling
@@ -68,6 +71,8 @@ BENCHMARKS = [
     "imports",
     "events",
     "flow",
+    "privacy",
+    "galera",
 ]
 FLEET_DATABASE = dataclasses.replace(MARIADB, database="heartbeat_bench_fleet")
 PROCESSES_IMAGES = 100_000
@@ -300,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-jobs", type=int, default=3000, help="jobs drained by each side (default 3000)")
     parser.add_argument("--drain-workers", type=int, default=4, help="handlers at once on each side (default 4)")
     parser.add_argument("--drain-rounds", type=int, default=3, help="turns each drain side takes (default 3)")
+    parser.add_argument(
+        "--erasure-images",
+        type=int,
+        default=bench_privacy.ERASE_IMAGES,
+        help=f"images the privacy benchmark erases (default {bench_privacy.ERASE_IMAGES:,})",
+    )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS, help="run only these")
     args = parser.parse_args(argv)
 
@@ -339,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
             figures.extend(bench_events.event_figures(workdir / "events", free_port))
         if "flow" in args.only:
             figures.extend(bench_flow.flow_figures(workdir / "flow", free_port))
+        if "galera" in args.only:  # the three-node cluster of .ci/galera-up (root: it may start it)
+            figures.extend(bench_galera.galera_figures(workdir / "galera", free_port))
+        if "privacy" in args.only:
+            figures.extend(
+                bench_privacy.privacy_figures(workdir / "privacy", free_port, erase_images=args.erasure_images)
+            )
 
     print("\nsummary:", flush=True)
     for figure in figures:
