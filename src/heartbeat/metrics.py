@@ -15,6 +15,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
@@ -34,6 +35,11 @@ class JobGauges(Collector):
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("heartbeat_jobs", "Jobs per software and status", labels=["software", "status"])
+        outdated = GaugeMetricFamily(
+            "heartbeat_jobs_outdated",
+            "Done jobs whose result came from an older version of the software (counted in status done too)",
+            labels=["software"],
+        )
         paused = GaugeMetricFamily("heartbeat_software_paused", "1 while a software is paused", labels=["software"])
         in_flight = GaugeMetricFamily(
             "heartbeat_jobs_in_flight", "Jobs claimed under a lease that has not run out", labels=["software"]
@@ -51,7 +57,10 @@ class JobGauges(Collector):
         now = time.time()
         for software in self._registry.all():  # on the scrape request's own connection
             for status, count in self._queue.counters.counts(software).items():
-                gauge.add_metric([software.name, status], count)
+                if status == "outdated":  # a part of `done`, not a status: a sum over statuses counts each job once
+                    outdated.add_metric([software.name], count)
+                else:
+                    gauge.add_metric([software.name, status], count)
             paused.add_metric([software.name], 1 if software.paused else 0)
             in_flight.add_metric([software.name], self._queue.flow.in_flight(software, now))
             if software.max_in_flight is not None:
@@ -59,6 +68,7 @@ class JobGauges(Collector):
             if software.rate_limit is not None and software.rate_window:
                 rate.add_metric([software.name], software.rate_limit / software.rate_window)
         yield gauge
+        yield outdated
         yield paused
         yield in_flight
         yield max_in_flight
@@ -76,6 +86,8 @@ class Metrics:
         self._multiprocess_dir = multiprocess_dir
         self._gauges: list[Collector] = []
         self.registry = registry = CollectorRegistry()
+        if multiprocess_dir is None:  # process_* (CPU, RSS, open files): one process's, so with one process only
+            ProcessCollector(registry=registry)
         self.uploads = Counter("heartbeat_uploads", "Images stored", registry=registry)
         self.duplicates = Counter("heartbeat_duplicates", "Uploads of bytes already stored", registry=registry)
         self.claims = Counter("heartbeat_claims", "Jobs handed out", ["software"], registry=registry)

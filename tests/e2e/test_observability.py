@@ -50,10 +50,28 @@ def test_metrics_count_exactly_the_uploads_claims_submits_failures_and_lease_exp
     for status, count in {"pending": 0, "claimed": 0, "done": 3, "failed": 2, "skipped": 0}.items():
         assert metrics[("heartbeat_jobs", (("software", "ocr"), ("status", status)))] == count
     assert metrics[("heartbeat_software_paused", ocr)] == 0
+    jobs = [value for (name, labels), value in metrics.items() if name == "heartbeat_jobs" and ocr[0] in labels]
+    assert sum(jobs) == 5, "a sum over statuses counts each job once"
+    assert metrics[("process_resident_memory_bytes", ())] > 0  # the process's own, beside ours
+    assert metrics[("process_open_fds", ())] > 0
     upload_requests = (("method", "POST"), ("route", "/v1/images"), ("status", "201"))
     assert metrics[("heartbeat_request_duration_seconds_count", upload_requests)] == 5
     not_found = (("method", "GET"), ("route", "/v1/images/{image_id}"), ("status", "404"))
     assert metrics[("heartbeat_request_duration_seconds_count", not_found)] == 1
+
+
+def test_jobs_done_by_an_older_version_are_a_part_of_done_not_a_status_of_their_own(client):
+    register(client, "ocr")
+    for data in distinct_images(3):
+        upload(client, data)
+    for job in claim(client, "ocr", max=2):
+        client.simulate_put(f"/v1/software/ocr/jobs/{job['image_id']}/result", json={"token": job["token"], "info": 1})
+    assert client.simulate_patch("/v1/software/ocr", json={"version": "2", "recompute": False}).status_code == 200
+    metrics = scrape(lambda path: client.simulate_get(path).text)
+    jobs = {dict(labels)["status"]: value for (name, labels), value in metrics.items() if name == "heartbeat_jobs"}
+    assert jobs["done"] == 2 and jobs["pending"] == 1 and "outdated" not in jobs
+    assert sum(jobs.values()) == 3
+    assert metrics[("heartbeat_jobs_outdated", (("software", "ocr"),))] == 2
 
 
 def test_the_pages_and_their_files_are_measured_by_their_route_not_as_unmatched(client):
