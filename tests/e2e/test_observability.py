@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import claim, distinct_images, register, upload
+from helpers import claim, distinct_images, free_port, register, upload
 
 
 def scrape(get) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -140,3 +143,27 @@ def test_the_text_access_log_names_route_status_and_request_id(start_server):
     server.stop()
     assert "heartbeat.access: GET /v1/software/{name} 404" in server.log()
     assert "request_id=abc-1" in server.log()
+
+
+def test_with_json_logs_every_line_on_standard_error_is_json_from_the_first(tmp_path):
+    """A log shipper (or jq) reads standard error from its first line: the fresh data dir's notice too."""
+    port = free_port()
+    command = [sys.executable, "-m", "heartbeat", "serve", "--port", str(port), "--log-format", "json"]
+    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+        server = subprocess.Popen([*command, "--data-dir", str(tmp_path / "new")], stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.05)  # not listening yet: nothing to wait on but the clock
+            requests.get(f"http://127.0.0.1:{port}/v1/images", timeout=10).raise_for_status()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    lines = (tmp_path / "err").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # each line, the first included
+    assert "created a new Heartbeat database" in records[0]["message"]
+    assert any(record.get("route") == "/v1/images" for record in records)

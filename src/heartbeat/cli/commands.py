@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +23,12 @@ if TYPE_CHECKING:
     from heartbeat.service import Service
 
 
-def _connect(settings: Settings, *, create: bool = True, threads: int = 16) -> Database:
+def _connect(
+    settings: Settings, *, create: bool = True, threads: int = 16, say: Callable[[str], object] | None = None
+) -> Database:
     """The configured database. ``create``: a command that writes makes it when missing, and says where
-    (else :class:`DatabaseMissing`, exit 2: a command that only reads never creates a database).
+    (else :class:`DatabaseMissing`, exit 2: a command that only reads never creates a database), on
+    standard error or by ``say`` (the server: a log record, in the log's format).
     ``threads``: how many threads will use it at once."""
     from heartbeat.db.connect import DatabaseMissing, connect, sqlite_path
 
@@ -41,7 +45,8 @@ def _connect(settings: Settings, *, create: bool = True, threads: int = 16) -> D
             ) from None
         raise
     if new_file:
-        print(f"created a new Heartbeat database in {settings.data_dir}", file=sys.stderr)
+        message = f"created a new Heartbeat database in {settings.data_dir}"
+        say(message) if say is not None else print(message, file=sys.stderr)
     return database
 
 
@@ -81,7 +86,7 @@ def serve(args: argparse.Namespace) -> int:
     listening_socket(settings.host, settings.port).close()  # a port in use: one line now, before any change
     _private_data_dir(settings)  # made, or tightened if an older release left it readable by others
     # Checked and upgraded here, once, before the port is taken; each server process connects again on its own.
-    database = _connect(settings)
+    database = _connect(settings, say=logging.getLogger("heartbeat").info)
     try:
         if database.features.skip_locked:  # claims rely on it: an engine that ignores it stops us here
             try:
