@@ -15,6 +15,7 @@ from heartbeat.db.engines import (
     DATABASE_ACCESS_DENIED_ERROR,
     NO_PAD_BINARY_COLLATIONS,
     UNKNOWN_DATABASE_ERROR,
+    account_of,
     create_database_sql,
     create_mysql_database,
     mysql_database,
@@ -102,7 +103,7 @@ def _create_missing(auth: DbAuth, create: bool) -> None:
     try:
         create_mysql_database(auth)
     except pymysql.err.OperationalError as error:
-        grant = f"GRANT ALL ON `{auth.database.replace('`', '``')}`.* TO '{auth.user}'@'%'"
+        grant = f"GRANT ALL ON `{auth.database.replace('`', '``')}`.* TO {account_of(auth)}"
         raise DatabaseMissing(
             f"database {auth.database!r} on {auth.host}:{auth.port} is missing or not allowed to user "
             f"{auth.user!r}, who may not create it ({error.args[-1]}); as a MySQL/MariaDB administrator, "

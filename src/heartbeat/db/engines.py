@@ -221,3 +221,22 @@ def create_mysql_database(auth: DbAuth) -> None:
             cursor.execute(create_database_sql(auth.database))
     finally:
         connection.close()
+
+
+def account_of(auth: DbAuth) -> str:
+    """The account the server matched ``auth.user`` to, quoted for a GRANT (``'hb'@'127.0.0.1'``, or
+    ``'hb'@'%'``): the user's host part is the account's, not the client's. ``'user'@'%'`` when the
+    server cannot be asked."""
+    try:
+        connection = pymysql.connect(
+            host=auth.host, port=auth.port, user=auth.user, password=auth.password, connect_timeout=30
+        )
+    except pymysql.MySQLError:
+        return f"'{auth.user}'@'%'"
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT CURRENT_USER()")
+            user, _, host = str(cursor.fetchone()[0]).rpartition("@")
+    finally:
+        connection.close()
+    return f"'{user}'@'{host}'"
