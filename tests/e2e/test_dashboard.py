@@ -198,6 +198,10 @@ def test_the_dashboard_shows_progress_draws_boxes_and_requeues_and_pauses(start_
     page.get_by_test_id("filter").fill("face_detection.stat = 1")
     page.get_by_test_id("filter").press("Enter")
     expect(page.get_by_test_id("filter-error")).to_contain_text("column 1")
+    expect(page.get_by_text("No image matches.")).to_have_count(0)  # refused, not matching nothing
+    page.get_by_test_id("filter").fill("face_detection.status = done")
+    page.get_by_test_id("filter").press("Enter")
+    expect(page.get_by_test_id("filter-error")).to_contain_text("text takes single quotes ('done')")
     page.get_by_test_id("filter").fill("")
     page.get_by_test_id("filter").press("Enter")
     expect(page.get_by_test_id("image-tile")).to_have_count(6)

@@ -322,6 +322,45 @@ def test_a_bad_expression_is_400_naming_the_column_of_the_fault(client, where, c
     assert f"column {column}" in answer.json["description"], answer.json["description"]
 
 
+# The mistakes people make, what each refusal must say (the contract's Queries), on every route that
+# takes an expression.
+MISTAKES = [
+    ("sw.status == 'done'", "column 12: expected `=` (one equals sign)"),
+    ('sw.status = "done"', "column 13: text takes single quotes"),
+    ("sw.status = done", "column 13: expected a value; text takes single quotes ('done')"),
+    ("width > 1 && height > 1", "column 11: `&&` is written `and`"),
+    ("width > 1 || height > 1", "column 11: `||` is written `or`"),
+    ("!(width > 1)", "column 1: `!` is written `not`"),
+    ("origin <> 'a'", "`<>` is written `!=`"),
+    ("origin in ('a', 'b')", "column 8: `in (...)` is not in the language: write `x = 'a' or x = 'b'`"),
+    ("origin like 'a%'", "`like` is not in the language"),
+    ("sw.status = 'finished'", "no job is ever 'finished': a status is one of pending, claimed, done, failed"),
+    ("uploaded_date > '2026-12-01'", "uploaded_date is a number (seconds since 1970"),
+    ("(width > 1", "ends too early, at column 11: expected `)`"),
+    ("width > 1 height", "column 11: expected `)`, `and` or `or`"),
+]
+ROUTES_WITH_WHERE = {
+    "images": lambda client, where: client.simulate_get("/v1/images", params={"where": where}),
+    "export": lambda client, where: client.simulate_get("/v1/export", params={"where": where}),
+    "requeue": lambda client, where: client.simulate_post(
+        "/v1/software/sw/requeue", json={"status": "done", "where": where}
+    ),
+    "erasures": lambda client, where: client.simulate_post("/v1/erasures", json={"where": where}),
+    "retention": lambda client, where: client.simulate_post(
+        "/v1/retention", json={"name": "p", "where": where, "max_age_seconds": 60}
+    ),
+}
+
+
+@pytest.mark.parametrize("route", ROUTES_WITH_WHERE)
+def test_a_refusal_says_where_and_what_was_expected_there(client, route):
+    register(client, "sw", tables={"rows": COLUMNS})
+    for where, says in MISTAKES:
+        answer = ROUTES_WITH_WHERE[route](client, where)
+        assert answer.status_code == 400, (where, answer.text)
+        assert says in answer.json["description"], (where, answer.json["description"])
+
+
 def test_requeue_takes_a_where_expression(client):
     register(client, "sw", tables={"rows": COLUMNS})
     for number, origin in enumerate(["a", "b", "a"]):

@@ -166,7 +166,8 @@ async function overview(ticket) {
   view.replaceChildren(
     el("h2", {}, "Software"), software.length ? cards : el("p", {}, "No software registered yet."),
     el("h2", {}, imageFilter ? "Newest images matching the filter" : "Newest images"), filterForm,
-    images.length ? grid : el("p", {}, imageFilter ? "No image matches." : "No images yet."),
+    // A refused filter matched nothing: its error (above) says why, not "No image matches."
+    problem ? "" : images.length ? grid : el("p", {}, imageFilter ? "No image matches." : "No images yet."),
     el("h2", {}, "Failed jobs"), failures.length ? failedTable(failures) : el("p", {}, "No failed jobs."),
   );
 }

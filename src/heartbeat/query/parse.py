@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import sys
 from typing import Any
 
@@ -174,7 +175,10 @@ def parse(expression: str) -> Expression:
     except lark.exceptions.UnexpectedInput as error:
         token = getattr(error, "token", None)
         if isinstance(error, lark.exceptions.UnexpectedEOF) or getattr(token, "type", None) == "$END":
-            raise InvalidInput(f"where: the expression ends too early, at column {len(expression) + 1}") from None
+            raise InvalidInput(
+                f"where: the expression ends too early, at column {len(expression) + 1}"
+                + _expected(expression + " ", error, at=len(expression))
+            ) from None
         raise InvalidInput(f"where: unexpected input at column {error.column}{_expected(expression, error)}") from None
     _check_size(tree)
     try:
@@ -185,15 +189,64 @@ def parse(expression: str) -> Expression:
         raise
 
 
-def _expected(expression: str, error: lark.exceptions.UnexpectedInput) -> str:
-    """What was expected where ``error`` is, for the mistakes people make: ``==`` (SQL's ``=``) and
-    text in double quotes; else nothing more."""
-    at = max(error.pos_in_stream or 0, 0)
-    if expression[at : at + 1] == "=" and expression[at - 1 : at] == "=":
+# What each terminal the parser may expect is called in a refusal.
+_TERMINALS = {
+    "OP": "an operator (= != < <= > >=)",
+    "DOT": "`.`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "AND": "`and`",
+    "OR": "`or`",
+    "NOT": "`not`",
+    "NAME": "a field",
+    "SIGNED_NUMBER": "a number",
+    "STRING": "'text'",
+    "TRUE": "true",
+    "FALSE": "false",
+    "NULL": "null",
+}
+_VALUES = frozenset({"SIGNED_NUMBER", "STRING", "TRUE", "FALSE", "NULL"})
+# Other languages' spellings, and what this one writes instead.
+_SPELLINGS = {
+    "&&": "`and`",
+    "||": "`or`",
+    "!=": None,  # ours
+    "!": "`not`",
+    "<>": "`!=`",
+}
+_WORDS = {
+    "in": "`in (...)` is not in the language: write `x = 'a' or x = 'b'`",
+    "like": "`like` is not in the language: compare with `=`",
+    "is": "write `= null` or `!= null`",
+    "between": "write `x >= 1 and x <= 2`",
+}
+
+
+def _expected(expression: str, error: lark.exceptions.UnexpectedInput, *, at: int | None = None) -> str:
+    """What was expected where ``error`` is, and for the mistakes people make, how this language writes
+    it: ``==`` (SQL's ``=``), text in double quotes or in no quotes, ``&&``, ``||``, ``!``, ``<>``,
+    ``in``, ``like``."""
+    at = max(error.pos_in_stream or 0, 0) if at is None else at
+    rest = expression[at:].strip()
+    word = re.match(r"[A-Za-z_][A-Za-z0-9_]*", rest)
+    expected = set(getattr(error, "expected", None) or getattr(error, "allowed", None) or ())
+    if rest.startswith("=") and expression[at - 1 : at] == "=":
         return ": expected `=` (one equals sign)"
-    if expression[at : at + 1] == '"':
+    if rest.startswith('"'):
         return ": text takes single quotes ('done', with '' for a quote)"
-    return ""
+    if word and expected & _VALUES and word.group().lower() not in ("true", "false", "null"):
+        return f": expected a value; text takes single quotes ('{word.group()}')"
+    if word and word.group().lower() in _WORDS:
+        return f": {_WORDS[word.group().lower()]}"
+    for spelling, ours in _SPELLINGS.items():
+        if rest.startswith(spelling) or expression[max(at - 1, 0) :].startswith(spelling):
+            if ours is not None:
+                return f": `{spelling}` is written {ours}"
+            break
+    named = sorted({_TERMINALS[str(name)] for name in expected if str(name) in _TERMINALS})
+    if not named:
+        return ""
+    return ": expected " + (named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1])
 
 
 def _check_size(tree: lark.Tree[lark.Token]) -> None:

@@ -107,22 +107,22 @@ def _comparison(term: Comparison, software: Mapping[str, Software], columns: Map
     if columns is not None:  # inside count(...): the table's own columns
         if len(path) != 1 or path[0] not in columns or columns[path[0]] == "json":
             raise _fault(column, f"{'.'.join(path)!r} is not a column of that table (json columns cannot be compared)")
-        _check(COLUMN_KINDS[columns[path[0]]], op, value, column)
+        _check(COLUMN_KINDS[columns[path[0]]], op, value, column, path[0])
         return ColumnTerm(path[0], op, value)
     if len(path) == 1:
         name = path[0]
         if name in TEXT_FIELDS or name in NUMBER_FIELDS:
-            _check("text" if name in TEXT_FIELDS else "number", op, value, column)
+            _check("text" if name in TEXT_FIELDS else "number", op, value, column, name)
             return ImageTerm(name, op, value)
         raise _fault(column, f"{name!r} is not an image field")
     owner = _software(software, path[0], column)
     if path[1:] in (("status",), ("version",)):
-        _check("text", op, value, column)
+        _check("text", op, value, column, ".".join(path))
         if path[1] == "status" and value is not None and value not in STATUSES:
             raise _fault(column, f"no job is ever {value!r}: a status is one of {', '.join(STATUSES)}")
         return JobTerm(owner, path[1], op, value)
     if path[1] == "info":
-        _check("any", op, value, column)
+        _check("any", op, value, column, ".".join(path))
         return InfoTerm(owner, path[2:], op, value)
     if len(path) == 3 and path[2] == "count" and path[1] in owner.tables:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -138,18 +138,23 @@ def _software(software: Mapping[str, Software], name: str, column: int) -> Softw
     return found
 
 
-def _check(kind: str, op: str, value: Value, column: int) -> None:
-    """Whether ``op value`` makes sense for a field of ``kind`` (text, number, bool, any)."""
+# How a field's numbers are written, where a reader could not guess it.
+NUMBER_UNITS = {"uploaded_date": "seconds since 1970 (Unix time), e.g. 1764547200 for 2025-12-01"}
+
+
+def _check(kind: str, op: str, value: Value, column: int, name: str) -> None:
+    """Whether ``op value`` makes sense for the field ``name`` of ``kind`` (text, number, bool, any)."""
     if value is None or isinstance(value, bool):
         if op not in EQUALITY:
             raise _fault(column, f"{'null' if value is None else str(value).lower()} takes only = and !=")
         if value is not None and kind not in ("bool", "any"):
-            raise _fault(column, f"a {kind} is never {str(value).lower()}")
+            raise _fault(column, f"{name} is a {kind}, never {str(value).lower()}")
         return
     if isinstance(value, str) and kind not in ("text", "any"):
-        raise _fault(column, f"a {kind} is compared with a number, not a text")
+        unit = f" ({NUMBER_UNITS[name]})" if name in NUMBER_UNITS else ""
+        raise _fault(column, f"{name} is a {kind}{unit}: compare it with a {kind}, not with the text {value!r}")
     if not isinstance(value, str) and kind not in ("number", "any"):
-        raise _fault(column, f"a {kind} is compared with a text, not a number")
+        raise _fault(column, f"{name} is a {kind}: compare it with '{kind}' in single quotes, not with {value!r}")
 
 
 def _fault(column: int, message: str) -> InvalidInput:
