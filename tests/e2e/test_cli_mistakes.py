@@ -396,3 +396,14 @@ def test_a_user_who_may_not_create_the_database_is_told_what_to_run(db_auth, mis
     finally:
         with _root(db_auth) as connection, connection.cursor() as cursor:
             cursor.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+def test_a_worker_at_a_port_where_nothing_listens_gives_up_in_one_line_with_exit_when_idle():
+    """No urllib3 retry lines under the worker's own: one line naming what happened, exit 1."""
+    api = f"http://127.0.0.1:{free_port()}"
+    command = ["worker", "run", "heartbeat.examples.face_detection:detect", "--software", "face_detection"]
+    done = heartbeat(*command, "--api", api, "--exit-when-idle", "--give-up-seconds", "1", timeout=60)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == f"error: the API did not answer for 1 s: no answer from {api}: [Errno 111] Connection refused"
+    assert not [line for line in lines if "urllib3" in line or "Retrying" in line], lines

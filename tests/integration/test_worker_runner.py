@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from heartbeat.worker import Claim, Client, Image, LeaseLost, Result, Worker
-from helpers import distinct_images, image_bytes, stored_keys
+from heartbeat.worker.exceptions import ServerUnavailable
+from helpers import distinct_images, free_port, image_bytes, stored_keys
 
 TIMEOUT = 30  # seconds for any one event a test awaits
 
@@ -256,3 +257,37 @@ def test_a_worker_turned_away_from_waiting_comes_back_when_the_server_says(start
     # Each claim it made was turned away, and it made one per Retry-After, not one after another.
     turned_away = requests_logged(server, "POST", "/v1/software/{name}/claim")
     assert turned_away <= 2 + back_after / 2 + 1
+
+
+class RecordingClient(Client):
+    """A client that keeps the ``wait_seconds`` of each claim it sends."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.waits: list[float] = []
+
+    def claim_jobs(self, *args: Any, **kwargs: Any) -> Claim:
+        self.waits.append(kwargs.get("wait_seconds", 0))
+        return super().claim_jobs(*args, **kwargs)
+
+
+def test_a_worker_that_exits_when_idle_never_waits_on_a_long_poll(client, server):
+    """Its last claim finds no work at once: it ends right after its last job, not a long poll (or two)
+    later, however long --wait-seconds is."""
+    client.register("drained")
+    uploaded = [client.upload(data).id for data in distinct_images(3)]
+    recording = RecordingClient(server.url)
+    Worker(recording, "drained", lambda data, image: {}, wait_seconds=5).run(exit_when_idle=True)
+    assert recording.waits and set(recording.waits) == {0}
+    assert {job.image_id: job.status for job in client.iterate(client.jobs, "drained")} == dict.fromkeys(
+        uploaded, "done"
+    )
+
+
+def test_a_worker_that_exits_when_idle_gives_up_on_an_api_that_does_not_answer():
+    """In one line, after ``give_up_seconds``; a worker without exit_when_idle waits as long as it takes."""
+    nobody = Client(f"http://127.0.0.1:{free_port()}", retries=0)
+    with pytest.raises(ServerUnavailable) as gave_up:
+        Worker(nobody, "any", lambda data, image: {}, give_up_seconds=0.5).run(exit_when_idle=True)
+    assert "did not answer for 0.5 s" in str(gave_up.value) and "Connection refused" in str(gave_up.value)
+    assert "HTTPConnectionPool" not in str(gave_up.value)

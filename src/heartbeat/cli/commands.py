@@ -382,5 +382,6 @@ def worker(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds,
         wait_seconds=args.wait_seconds,
         exit_when_idle=args.exit_when_idle,
+        give_up_seconds=args.give_up_seconds,
         register=args.register,
     )

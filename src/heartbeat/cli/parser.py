@@ -380,6 +380,12 @@ def _worker_parser(commands: Any) -> None:
     run.add_argument("--lease-seconds", type=_whole_number(1), help="lease length (default: the software's)")
     run.add_argument("--wait-seconds", type=float, default=5.0, help="how long a claim waits for work (default 5)")
     run.add_argument("--exit-when-idle", action="store_true", help="exit once a claim finds no work")
+    run.add_argument(
+        "--give-up-seconds",
+        type=float,
+        default=30.0,
+        help="with --exit-when-idle: exit with an error once the API has not answered for this long (default 30)",
+    )
     run.add_argument("--register", action="store_true", help="register the software from the module's SOFTWARE")
 
 

@@ -192,7 +192,7 @@ class Client:
         try:
             response = self._session.request(method, self.api_url + path, **options)
         except (requests.ConnectionError, requests.Timeout) as error:
-            raise ServerUnavailable(f"no answer from {self.api_url}: {error}") from error
+            raise ServerUnavailable(f"no answer from {self.api_url}: {_cause(error)}") from error
         except requests.RequestException as error:
             raise HeartbeatError(f"{method} {self.api_url + path}: {error}") from error
         if response.status_code >= 400:
@@ -229,7 +229,7 @@ class Client:
         try:
             response = requests.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, self.timeout_seconds))
         except requests.RequestException as error:
-            raise ServerUnavailable(f"no answer from {self.api_url}: {error}") from error
+            raise ServerUnavailable(f"no answer from {self.api_url}: {_cause(error)}") from error
         if response.status_code not in (200, 503):
             raise error_from_answer(response.status_code, response.text)
         return Health(ok=response.status_code == 200, checks=response.json().get("checks", {}))
@@ -566,3 +566,16 @@ class Client:
             backoff_seconds=self._backoff_seconds,
             max_backoff_seconds=self._max_backoff_seconds,
         )
+
+
+def _cause(error: requests.RequestException) -> str:
+    """What went wrong at the bottom of a requests error, in a few words (``[Errno 111] Connection
+    refused``, ``timed out``), rather than urllib3's pool and retry wrappers around it."""
+    cause: BaseException = error
+    while True:
+        inner = getattr(cause, "reason", None) or (cause.args[0] if cause.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    text = str(cause)
+    return text.rpartition("Failed to establish a new connection: ")[2] or text

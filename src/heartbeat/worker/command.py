@@ -48,6 +48,7 @@ def run_worker(
     lease_seconds: int | None = None,
     wait_seconds: float = 5.0,
     exit_when_idle: bool = False,
+    give_up_seconds: float = 30.0,
     register: bool = False,
 ) -> int:
     """Run the handler named by ``target`` on ``software``'s jobs until SIGTERM/SIGINT; the exit status."""
@@ -60,6 +61,9 @@ def run_worker(
     if not callable(handler):
         print(f"error: {target} is not a function", file=sys.stderr)
         return 2
+    # The worker says in one line when the API does not answer; urllib3's own line for each of its
+    # retries under it would say it four times more.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     client = Client(api_url, token)
     try:
         if description is not None:
@@ -72,6 +76,7 @@ def run_worker(
             batch=batch,
             lease_seconds=lease_seconds,
             wait_seconds=wait_seconds,
+            give_up_seconds=give_up_seconds,
         )
         log.info(
             "working on %s at %s with %s (concurrency %d, batch %d)", software, api_url, target, concurrency, batch

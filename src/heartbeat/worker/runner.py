@@ -22,7 +22,7 @@ from heartbeat.worker.client import Client
 from heartbeat.worker.download import check_content
 from heartbeat.worker.exceptions import HeartbeatError, InvalidRequest, ServerError, ServerUnavailable
 from heartbeat.worker.leases import Lease, LeaseKeeper
-from heartbeat.worker.models import Claim, ClaimedJob, Image, Result
+from heartbeat.worker.models import ClaimedJob, Image, Result
 from heartbeat.worker.signals import stop_on_signals
 
 log = logging.getLogger("heartbeat.worker")
@@ -65,6 +65,7 @@ class Worker:
         wait_seconds: float = 5.0,
         retry_after_seconds: float | None = None,
         shutdown_grace_seconds: float = 30.0,
+        give_up_seconds: float = 30.0,
     ):
         if concurrency < 1 or not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"concurrency must be at least 1 and batch between 1 and {MAX_BATCH}")
@@ -77,6 +78,8 @@ class Worker:
         self.wait_seconds = wait_seconds
         self.retry_after_seconds = retry_after_seconds
         self.shutdown_grace_seconds = shutdown_grace_seconds
+        # With exit_when_idle, how long the API may not answer before run() gives up (ServerUnavailable).
+        self.give_up_seconds = give_up_seconds
         # One lock guards everything below (reentrant: a signal handler may stop() while it is held).
         # Work threads wait on ``_work_to_do`` (one job, one wake-up); the thread in ``run`` waits on
         # ``_changed``, woken only when what it waits for may have come.
@@ -120,7 +123,13 @@ class Worker:
 
     def run(self, *, exit_when_idle: bool = False) -> None:
         """Work until :meth:`stop`, SIGTERM or SIGINT (or, with ``exit_when_idle``, until a claim
-        finds no work while nothing is in hand); jobs in hand are finished or released first."""
+        finds no work while nothing is in hand); jobs in hand are finished or released first.
+
+        With ``exit_when_idle`` claims do not wait for work (the run ends when there is none), and an
+        API that does not answer for ``give_up_seconds`` ends the run with
+        :class:`~heartbeat.worker.exceptions.ServerUnavailable`; without it, the worker waits for the
+        API as long as it takes."""
+        self._give_up = self.give_up_seconds if exit_when_idle else None
         with stop_on_signals(self.stop, self._hurry_up, lambda: len(self._in_hand)):
             lease_seconds = self.lease_seconds or self._software_lease_seconds()
             if lease_seconds is None:
@@ -143,18 +152,25 @@ class Worker:
     # --- claiming ---------------------------------------------------------------------------
 
     def _software_lease_seconds(self) -> int | None:
-        pause = 0.5
+        pause, since = 0.5, time.monotonic()
         while not self._stopping.is_set():
             try:
                 return self.client.software(self.software).lease_seconds
             except (ServerUnavailable, ServerError) as error:
+                self._unless_given_up(error, since)
                 log.warning("the API is unavailable (%s); trying again in %.0f s", error, pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, MAX_UNAVAILABLE_PAUSE_SECONDS)
         return None
 
+    def _unless_given_up(self, error: HeartbeatError, since: float) -> None:
+        """Raise ``error`` when the API has not answered since ``since`` for longer than the run allows."""
+        if self._give_up is not None and time.monotonic() - since >= self._give_up:
+            raise ServerUnavailable(f"the API did not answer for {self._give_up:g} s: {error}") from error
+
     def _claim_loop(self, exit_when_idle: bool) -> None:
-        pause = 0.5
+        pause, since = 0.5, time.monotonic()
+        wait_seconds = 0 if exit_when_idle else self.wait_seconds  # to exit when idle, ask without waiting
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._stopping.is_set() or self._wants_jobs())
@@ -165,14 +181,15 @@ class Worker:
                 in_hand = len(self._in_hand)
             try:
                 claim = self.client.claim_jobs(
-                    self.software, wanted, lease_seconds=self._lease_seconds_in_use, wait_seconds=self.wait_seconds
+                    self.software, wanted, lease_seconds=self._lease_seconds_in_use, wait_seconds=wait_seconds
                 )
             except (ServerUnavailable, ServerError) as error:
+                self._unless_given_up(error, since)
                 log.warning("could not claim (%s); trying again in %.0f s", error, pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, MAX_UNAVAILABLE_PAUSE_SECONDS)
                 continue
-            pause = 0.5
+            pause, since = 0.5, time.monotonic()
             jobs = claim.jobs
             self._take_in_hand(jobs)
             if jobs:
@@ -180,15 +197,7 @@ class Worker:
             if exit_when_idle and idle and claim.retry_after_seconds is None:
                 # No work, unless the software is held back by its limit (flow control): a claim that
                 # does not wait says so with a Retry-After, and may find jobs that freed meanwhile.
-                if self.wait_seconds == 0:
-                    return
-                probe = self._claim_at_once(wanted)
-                if probe is None or probe.jobs:
-                    self._take_in_hand(probe.jobs if probe else [])
-                    continue
-                if probe.retry_after_seconds is None:
-                    return
-                claim = probe
+                return
             if claim.retry_after_seconds is not None:
                 # The server had no room to let this claim wait, or the software is at its limit (flow
                 # control): come back when it says, spread out a little so that a fleet turned away
@@ -204,16 +213,8 @@ class Worker:
             with self._changed:  # before claiming again, let the work in hand settle (or wait for the long poll)
                 if exit_when_idle:
                     self._changed.wait_for(lambda: self._stopping.is_set() or not self._in_hand)
-                elif self.wait_seconds == 0:
+                elif wait_seconds == 0:
                     self._changed.wait(1.0)
-
-    def _claim_at_once(self, wanted: int) -> Claim | None:
-        """A claim that does not wait (None when the API did not answer: the loop tries again)."""
-        try:
-            return self.client.claim_jobs(self.software, wanted, lease_seconds=self._lease_seconds_in_use)
-        except (ServerUnavailable, ServerError) as error:
-            log.warning("could not claim (%s); trying again", error)
-            return None
 
     def _take_in_hand(self, jobs: list[ClaimedJob]) -> None:
         due = time.monotonic() + self._lease_seconds_in_use / 3
