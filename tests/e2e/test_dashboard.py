@@ -278,6 +278,29 @@ def test_a_filter_answered_after_a_card_drawn_since_is_drawn_with_that_card(star
     assert card.get_by_test_id("count-pending").text_content() == "5"
 
 
+def test_boxes_a_software_keeps_in_its_extra_table_are_drawn_and_listed(start_server, page: Page):
+    """As face_colours does (the README's first five minutes): the boxes are rows of its `faces` table,
+    not in `info`; the image page draws them on the picture and lists the rows under the result."""
+    server = start_server()
+    api = Api(server.url)
+    columns = {"x": "int", "y": "int", "w": "int", "h": "int", "colour": "text"}
+    api("POST", "/v1/software", json={"name": "face_colours", "tables": {"faces": columns}})
+    image_id = api("POST", "/v1/images", files={"file": ("two.jpg", image_bytes(size=(320, 240)))})["id"]
+    [job] = api("POST", "/v1/software/face_colours/claim", json={})["jobs"]
+    rows = [
+        {key: face[key] for key in "xywh"} | {"colour": colour}
+        for face, colour in zip(FACES, ["red", "blue"], strict=True)
+    ]
+    body = {"token": job["token"], "info": {"faces": 2}, "rows": {"faces": rows}}
+    api("PUT", f"/v1/software/face_colours/jobs/{image_id}/result", json=body)
+    page.goto(f"{server.url}/#/image/{image_id}")
+    boxes = page.locator("[data-testid=box][data-software=face_colours]")
+    expect(boxes).to_have_count(2)
+    assert sorted(float(boxes.nth(i).get_attribute("x") or "nan") for i in range(2)) == sorted(f["x"] for f in FACES)
+    expect(page.get_by_test_id("result-rows")).to_contain_text("faces (2 rows)")
+    expect(page.get_by_test_id("result-rows")).to_contain_text('"colour":"blue"')
+
+
 def test_a_software_held_back_by_its_limit_is_marked_and_its_limits_shown(start_server, page: Page):
     """Flow control: a card shows the limits and the jobs in flight, and a badge while all the room is
     taken and jobs wait; the badge goes when a result frees room (the card follows the event)."""

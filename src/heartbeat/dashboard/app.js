@@ -264,16 +264,27 @@ function readable(info) {
 
 async function imagePage(id, ticket) {
   const image = await api("GET", `/v1/images/${id}`);
-  const [{ url }, ...results] = await Promise.all([
+  const names = Object.keys(image.jobs);
+  const [{ url }, { software }, ...results] = await Promise.all([
     api("GET", `/v1/images/${id}/url`),
-    ...Object.keys(image.jobs).map((name) => api("GET", `/v1/software/${name}/jobs/${id}`).then((job) => [name, job])),
+    api("GET", "/v1/software?limit=1000"),
+    ...names.map((name) => api("GET", `/v1/software/${name}/jobs/${id}`).then((job) => [name, job])),
   ]);
+  // A software may keep what it found in its extra tables (face_colours keeps its boxes in `faces`).
+  const tables = software.filter((item) => names.includes(item.name))
+    .flatMap((item) => Object.keys(item.tables || {}).map((table) => [item.name, table]));
+  const rowsBySoftware = new Map(names.map((name) => [name, []]));
+  for (const [name, table, rows] of await Promise.all(tables.map(([name, table]) =>
+    api("GET", `/v1/software/${name}/tables/${table}?image_id=${encodeURIComponent(id)}&limit=1000`)
+      .then(({ rows }) => [name, table, rows])))) {
+    if (rows.length) rowsBySoftware.get(name).push([table, rows]);
+  }
   // Boxes are in the upright picture (after its EXIF orientation), as the browser shows it and as width and height are.
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
   svg.setAttribute("preserveAspectRatio", "none");
   for (const [name, job] of results) {
-    for (const box of boxesIn(job.info)) {
+    for (const box of [...boxesIn(job.info), ...rowsBySoftware.get(name).flatMap(([, rows]) => boxesIn(rows))]) {
       const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
       for (const [attribute, key] of [["x", "x"], ["y", "y"], ["width", "w"], ["height", "h"]]) rect.setAttribute(attribute, box[key]);
       rect.setAttribute("class", "box");
@@ -288,7 +299,9 @@ async function imagePage(id, ticket) {
   const jobRows = results.map(([name, job]) => el("section", { class: "result", "data-testid": `result-${name}` },
     el("h3", {}, el("a", { href: `#/software/${name}` }, name), " ", el("span", { class: `badge ${job.status}`, "data-testid": "result-status" }, job.status),
       el("span", { class: "muted" }, job.version ? ` version ${job.version}` : "", job.finished_at ? `, ${when(job.finished_at)}` : "")),
-    el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : readable(job.info))));
+    el("pre", { "data-testid": "result-info" }, job.info === null ? (job.error || "no result yet") : readable(job.info)),
+    ...rowsBySoftware.get(name).map(([table, rows]) =>
+      el("pre", { "data-testid": "result-rows" }, `${table} (${rows.length} rows): ${readable(rows.map(({ id: _, image_id: __, ...row }) => row))}`))));
   if (!newestPage(ticket)) return;
   view.replaceChildren(
     backLink(),
