@@ -218,7 +218,6 @@ def export(args: argparse.Namespace) -> int:
     from heartbeat.catalog.export import Exporter, ExportRequest, software_named
     from heartbeat.catalog.picture_folder import UprightFolder
     from heartbeat.errors import HeartbeatError
-    from heartbeat.privacy import actions
 
     if args.images is not None:
         _picture_folder(args.format, args.images)
@@ -232,9 +231,6 @@ def export(args: argparse.Namespace) -> int:
             chosen = software_named(args.software, registered)
             request = ExportRequest(args.format, registry.where(args.where), chosen, args.table, args.category)
             pictures = None if args.images is None else UprightFolder(storage, args.images)
-            software = [item.name for item in chosen or registered]
-            detail = {"format": args.format, "software": software, "filtered": args.where is not None}
-            service.audit.record(actions.EXPORT, None, via="command", pictures=pictures is not None, **detail)
             total = catalog.count(where=request.where) * (2 if args.format == "coco" else 1)
             with tqdm(total=total, unit="image", file=sys.stderr) as bar:
                 exporter = Exporter(
