@@ -40,7 +40,7 @@ def retention(args: argparse.Namespace) -> int:
                     page, cursor = policies.page(cursor, 1000)
                     for policy in page:
                         shown = describe(policy)
-                        last = "never" if shown["last_run_at"] is None else f"{shown['last_run_at']:.0f}"
+                        last = "never" if shown["last_run_at"] is None else str(int(shown["last_run_at"]))
                         print("\t".join([shown["name"], f"{shown['max_age_seconds']:.0f}", last, shown["where"]]))
                     if cursor is None:
                         break
